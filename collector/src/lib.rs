@@ -1,0 +1,1 @@
+//! kiroku collector (work in progress).

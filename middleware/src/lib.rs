@@ -1,0 +1,1 @@
+//! kiroku middleware (work in progress).

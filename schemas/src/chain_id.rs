@@ -1,0 +1,128 @@
+//! Chain identifiers: one chain per writer (instance x process).
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The identity of one hash chain: 16 bytes, written as a hyphenated lowercase UUID.
+///
+/// kiroku creates chain ids as UUIDv7 so they sort by creation time.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ChainId(pub [u8; 16]);
+
+/// Text that is not a hyphenated UUID.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid chain id {0:?}: expected a hyphenated UUID such as 0192f3c4-5d6e-7f80-9a1b-2c3d4e5f6a7b"
+)]
+pub struct ChainIdError(pub String);
+
+impl ChainId {
+    /// A fresh UUIDv7 chain id: 48 bits of Unix milliseconds then 74 random bits.
+    pub fn new_v7() -> Self {
+        let mut b = [0u8; 16];
+        // A failing OS random source leaves the random bits zero: the time prefix and the
+        // process id below still separate writers; we do not panic in a constructor.
+        let _ = getrandom::getrandom(&mut b[6..]);
+        let ms = (crate::Timestamp::now().unix_nanos() / 1_000_000) as u64;
+        b[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+        b[6] = 0x70 | (b[6] & 0x0f);
+        b[8] = 0x80 | (b[8] & 0x3f);
+        Self(b)
+    }
+
+    /// The raw 16 bytes, as hashed into every frame.
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+}
+
+impl fmt::Display for ChainId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, b) in self.0.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                f.write_str("-")?;
+            }
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for ChainId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ChainId({self})")
+    }
+}
+
+impl FromStr for ChainId {
+    type Err = ChainIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || ChainIdError(s.chars().take(64).collect());
+        let b = s.as_bytes();
+        if b.len() != 36 || b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
+            return Err(err());
+        }
+        let mut out = [0u8; 16];
+        let mut digits = b.iter().filter(|c| **c != b'-');
+        for byte in &mut out {
+            let mut v = 0u8;
+            for _ in 0..2 {
+                let c = *digits.next().ok_or_else(err)?;
+                let d = (c as char).to_digit(16).ok_or_else(err)? as u8;
+                v = (v << 4) | d;
+            }
+            *byte = v;
+        }
+        Ok(Self(out))
+    }
+}
+
+impl Serialize for ChainId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ChainId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl schemars::JsonSchema for ChainId {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ChainId".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+            "description": "The hash chain this record belongs to (hyphenated lowercase UUID)"
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_is_v7() {
+        let id = ChainId::new_v7();
+        let s = id.to_string();
+        assert_eq!(s.len(), 36);
+        assert_eq!(&s[14..15], "7");
+        assert_eq!(s.parse::<ChainId>().unwrap(), id);
+        assert!("not-a-uuid".parse::<ChainId>().is_err());
+        assert!(
+            "0192f3c4-5d6e-7f80-9a1b-2c3d4e5f6a7g"
+                .parse::<ChainId>()
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,104 @@
+//! The segment file: a header and a sequence of frames forming one piece of a hash chain.
+//!
+//! See `FORMAT.md` for the byte layout. In short:
+//!
+//! - the **header** names the chain, the seq of its first record, the last record hash of
+//!   the previous segment and the Merkle compact range of every earlier record, and ends
+//!   with a blake3 of itself;
+//! - a **record frame** carries one record's exact JSON bytes, its seq, the previous
+//!   record's hash and its own hash
+//!   `blake3("kiroku/v1/record\0" || chain_id || seq || prev || payload)`;
+//! - a **checkpoint frame** carries a signed C2SP checkpoint of the chain so far, linked
+//!   to the previous checkpoint frame (or the header), so none can be dropped unnoticed;
+//! - a **seal frame** is the final checkpoint; nothing may follow it.
+//!
+//! [`SegmentWriter`] appends frames to any `Write`, [`SegmentReader`] iterates frames
+//! from any `Read` without loading the file, and [`verify_segment`] / [`SegmentVerifier`]
+//! check everything and say exactly where the first problem is.
+
+mod error;
+mod header;
+mod reader;
+mod verify;
+mod writer;
+
+pub use error::{Problem, SegmentError};
+pub use header::SegmentHeader;
+pub use reader::{Frame, SegmentReader};
+pub use verify::{ChainState, Mode, SegmentReport, SegmentVerifier, VerifyOptions, verify_segment};
+pub use writer::{AppendedRecord, SegmentWriter};
+
+use crate::{ChainId, Hash};
+
+/// The first 8 bytes of every segment file.
+pub const MAGIC: [u8; 8] = *b"\x89KRK\r\n\x1a\n";
+/// The format version this crate writes and reads.
+pub const FORMAT_VERSION: u16 = 1;
+/// Bytes before a frame's payload: kind, length, seq, head check, prev.
+pub const FRAME_HEAD_LEN: usize = 49;
+/// Bytes after a frame's payload: its hash.
+pub const FRAME_TAIL_LEN: usize = 32;
+/// The largest payload a frame may declare (16 MiB); readers refuse larger lengths
+/// before allocating.
+pub const MAX_PAYLOAD: u32 = 16 * 1024 * 1024;
+
+/// What a frame holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum FrameKind {
+    /// One audit record (JSON).
+    Record = 1,
+    /// A signed checkpoint of the chain so far.
+    Checkpoint = 2,
+    /// The final signed checkpoint of the segment.
+    Seal = 3,
+}
+
+impl FrameKind {
+    /// The kind for a byte, if it is one.
+    pub fn from_byte(b: u8) -> Option<Self> {
+        match b {
+            1 => Some(Self::Record),
+            2 => Some(Self::Checkpoint),
+            3 => Some(Self::Seal),
+            _ => None,
+        }
+    }
+
+    fn domain(self) -> &'static [u8] {
+        match self {
+            Self::Record => b"kiroku/v1/record\0",
+            Self::Checkpoint => b"kiroku/v1/checkpoint\0",
+            Self::Seal => b"kiroku/v1/seal\0",
+        }
+    }
+}
+
+/// The hash of a frame: `blake3(domain(kind) || chain_id || seq_le || prev || payload)`.
+pub fn frame_hash(kind: FrameKind, chain: &ChainId, seq: u64, prev: &Hash, payload: &[u8]) -> Hash {
+    let mut h = blake3::Hasher::new();
+    h.update(kind.domain());
+    h.update(chain.as_bytes());
+    h.update(&seq.to_le_bytes());
+    h.update(prev);
+    h.update(payload);
+    *h.finalize().as_bytes()
+}
+
+/// The hash of a record frame (the chain hash of the record).
+pub fn record_hash(chain: &ChainId, seq: u64, prev: &Hash, payload: &[u8]) -> Hash {
+    frame_hash(FrameKind::Record, chain, seq, prev, payload)
+}
+
+/// The 4-byte check over a frame's kind, length and seq (bytes 0..13 of the frame).
+pub(crate) fn head_check(head: &[u8]) -> [u8; 4] {
+    let mut h = blake3::Hasher::new();
+    h.update(b"kiroku/v1/frame-head\0");
+    h.update(head);
+    let d = h.finalize();
+    let b = d.as_bytes();
+    [b[0], b[1], b[2], b[3]]
+}
+
+#[cfg(test)]
+mod tests;

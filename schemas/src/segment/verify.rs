@@ -1,0 +1,322 @@
+//! Segment verification: frames, chain links, seqs, checkpoints, continuity.
+
+use std::io::Read;
+
+use super::{Frame, FrameKind, Problem, SegmentError, SegmentHeader, SegmentReader, frame_hash};
+use crate::checkpoint::{Checkpoint, NoteVerifier};
+use crate::merkle::CompactRange;
+use crate::{ChainId, Hash};
+
+/// The state of a chain after some records: what the next segment must continue from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainState {
+    /// The chain.
+    pub chain_id: ChainId,
+    /// Seq the next record gets (= records so far).
+    pub next_seq: u64,
+    /// Hash of the last record (zeros for an empty chain).
+    pub last_hash: Hash,
+    /// Merkle compact range of all records so far.
+    pub tree: CompactRange,
+}
+
+impl ChainState {
+    /// The state of an empty chain.
+    pub fn genesis(chain_id: ChainId) -> Self {
+        Self::from_header(&SegmentHeader::genesis(chain_id))
+    }
+
+    /// The state a segment's header says the chain was in before its first record.
+    pub fn from_header(h: &SegmentHeader) -> Self {
+        Self {
+            chain_id: h.chain_id,
+            next_seq: h.first_seq,
+            last_hash: h.prev_hash,
+            tree: h.frontier.clone(),
+        }
+    }
+
+    /// The header of a segment that continues this state.
+    pub fn next_header(&self) -> SegmentHeader {
+        SegmentHeader {
+            chain_id: self.chain_id,
+            first_seq: self.next_seq,
+            prev_hash: self.last_hash,
+            frontier: self.tree.clone(),
+        }
+    }
+}
+
+/// Whether a segment must be sealed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A sealed segment: it must end with a seal frame, and a torn tail is an error.
+    Sealed,
+    /// An open segment (a writer's current file, or one whose writer died): it may lack
+    /// a seal, and a torn final frame is reported in the result instead of failing.
+    Open,
+}
+
+/// What to check a segment against.
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    /// Sealed or open.
+    pub mode: Mode,
+    /// Key that must have signed every checkpoint; without one, checkpoints are checked
+    /// for content (size, root, chain) but not signatures, and the report says so.
+    pub verifier: Option<NoteVerifier>,
+    /// The chain the segment must belong to.
+    pub chain_id: Option<ChainId>,
+    /// The chain state the segment must continue (from the previous segment or the
+    /// archive); checks first seq, prev hash and Merkle frontier.
+    pub previous: Option<ChainState>,
+}
+
+impl VerifyOptions {
+    /// Options for a sealed segment.
+    pub fn sealed() -> Self {
+        Self {
+            mode: Mode::Sealed,
+            verifier: None,
+            chain_id: None,
+            previous: None,
+        }
+    }
+
+    /// Options for an open segment.
+    pub fn open() -> Self {
+        Self {
+            mode: Mode::Open,
+            ..Self::sealed()
+        }
+    }
+
+    /// Require checkpoint signatures by `v`.
+    pub fn with_verifier(mut self, v: NoteVerifier) -> Self {
+        self.verifier = Some(v);
+        self
+    }
+
+    /// Require the segment to continue `state`.
+    pub fn continuing(mut self, state: ChainState) -> Self {
+        self.chain_id = Some(state.chain_id);
+        self.previous = Some(state);
+        self
+    }
+}
+
+/// What a verified segment holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentReport {
+    /// The header.
+    pub header: SegmentHeader,
+    /// Record frames.
+    pub records: u64,
+    /// Chain state after the last valid record.
+    pub end: ChainState,
+    /// True when the segment ends with a seal frame.
+    pub sealed: bool,
+    /// The last checkpoint (or the seal) and its note text.
+    pub last_checkpoint: Option<(Checkpoint, String)>,
+    /// Checkpoint and seal frames checked.
+    pub checkpoints: u64,
+    /// The hash the next checkpoint frame must link to (the last checkpoint frame's, or
+    /// the header's).
+    pub checkpoint_link: Hash,
+    /// True when checkpoint signatures were verified with a key.
+    pub signatures_checked: bool,
+    /// Bytes of valid content (header and complete frames).
+    pub valid_len: u64,
+    /// For open segments: where a torn final frame starts, and how many bytes of it exist.
+    pub torn_tail: Option<(u64, u64)>,
+}
+
+/// Checks frames one by one; drive it yourself to verify while doing something else with
+/// the records (the collector compacts them in the same pass), or use
+/// [`verify_segment`].
+pub struct SegmentVerifier {
+    opts: VerifyOptions,
+    header: SegmentHeader,
+    state: ChainState,
+    last_link: Hash,
+    records: u64,
+    sealed: bool,
+    checkpoints: u64,
+    last_checkpoint: Option<(Checkpoint, String)>,
+}
+
+impl SegmentVerifier {
+    /// Check the header against the options.
+    pub fn new(header: &SegmentHeader, opts: VerifyOptions) -> Result<Self, SegmentError> {
+        let at0 = |p| SegmentError::at(0, Some(header.first_seq), p);
+        if let Some(expected) = opts.chain_id {
+            if expected != header.chain_id {
+                return Err(at0(Problem::ChainIdMismatch {
+                    expected: expected.to_string(),
+                    found: header.chain_id.to_string(),
+                }));
+            }
+        }
+        if let Some(prev) = &opts.previous {
+            if prev.next_seq != header.first_seq {
+                return Err(at0(Problem::Discontinuity(format!(
+                    "segment starts at seq {}, the chain continues at seq {}",
+                    header.first_seq, prev.next_seq
+                ))));
+            }
+            if prev.last_hash != header.prev_hash {
+                return Err(at0(Problem::Discontinuity(
+                    "prev hash is not the last hash of the previous segment".into(),
+                )));
+            }
+            if prev.tree != header.frontier {
+                return Err(at0(Problem::Discontinuity(
+                    "Merkle frontier differs from the previous segment's".into(),
+                )));
+            }
+        }
+        Ok(Self {
+            state: ChainState::from_header(header),
+            last_link: header.hash(),
+            header: header.clone(),
+            opts,
+            records: 0,
+            sealed: false,
+            checkpoints: 0,
+            last_checkpoint: None,
+        })
+    }
+
+    /// The chain state after the frames checked so far.
+    pub fn state(&self) -> &ChainState {
+        &self.state
+    }
+
+    /// True once the seal frame has been checked.
+    pub fn is_sealed(&self) -> bool {
+        self.sealed
+    }
+
+    /// Check the next frame.
+    pub fn check(&mut self, f: &Frame) -> Result<(), SegmentError> {
+        let err = |p| SegmentError::at(f.offset, Some(f.seq), p);
+        if self.sealed {
+            return Err(err(Problem::DataAfterSeal));
+        }
+        if frame_hash(f.kind, &self.header.chain_id, f.seq, &f.prev, &f.payload) != f.hash {
+            return Err(err(Problem::BadHash));
+        }
+        match f.kind {
+            FrameKind::Record => {
+                if f.seq != self.state.next_seq {
+                    return Err(err(Problem::SeqGap {
+                        expected: self.state.next_seq,
+                        found: f.seq,
+                    }));
+                }
+                if f.prev != self.state.last_hash {
+                    return Err(err(Problem::BrokenLink));
+                }
+                self.state.tree.push(&f.hash);
+                self.state.last_hash = f.hash;
+                self.state.next_seq += 1;
+                self.records += 1;
+            }
+            FrameKind::Checkpoint | FrameKind::Seal => {
+                if f.prev != self.last_link {
+                    return Err(err(Problem::BrokenLink));
+                }
+                let note = std::str::from_utf8(&f.payload).map_err(|_| {
+                    err(Problem::CheckpointMismatch(
+                        "checkpoint is not UTF-8".into(),
+                    ))
+                })?;
+                let cp = match &self.opts.verifier {
+                    Some(v) => v
+                        .open(note)
+                        .map_err(|e| err(Problem::BadSignature(e.to_string())))?,
+                    None => Checkpoint::parse_note_unverified(note)
+                        .map_err(|e| err(Problem::CheckpointMismatch(e.to_string())))?,
+                };
+                if f.seq != self.state.next_seq || cp.size != self.state.next_seq {
+                    return Err(err(Problem::CheckpointMismatch(format!(
+                        "checkpoint covers {} records (frame says {}), but {} precede it",
+                        cp.size, f.seq, self.state.next_seq
+                    ))));
+                }
+                if cp.chain_id() != Some(self.header.chain_id) {
+                    return Err(err(Problem::CheckpointMismatch(format!(
+                        "origin {:?} does not name chain {}",
+                        cp.origin, self.header.chain_id
+                    ))));
+                }
+                if cp.root != self.state.tree.root() {
+                    return Err(err(Problem::CheckpointMismatch(
+                        "root hash does not match the records".into(),
+                    )));
+                }
+                self.last_link = f.hash;
+                self.checkpoints += 1;
+                self.sealed = f.kind == FrameKind::Seal;
+                self.last_checkpoint = Some((cp, note.to_owned()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Finish: `end` is the offset after the last complete frame; `torn` the torn tail
+    /// error, if the input ended inside a frame.
+    pub fn finish(
+        self,
+        end: u64,
+        torn: Option<SegmentError>,
+    ) -> Result<SegmentReport, SegmentError> {
+        let torn_tail = match (torn, self.opts.mode) {
+            (None, _) => None,
+            (Some(e), Mode::Open) => match e.problem {
+                Problem::TornTail(have) => Some((e.offset, have)),
+                _ => return Err(e),
+            },
+            (Some(e), Mode::Sealed) => return Err(e),
+        };
+        if self.opts.mode == Mode::Sealed && !self.sealed {
+            return Err(SegmentError::at(end, None, Problem::NotSealed));
+        }
+        Ok(SegmentReport {
+            header: self.header,
+            records: self.records,
+            end: self.state,
+            sealed: self.sealed,
+            last_checkpoint: self.last_checkpoint,
+            checkpoints: self.checkpoints,
+            checkpoint_link: self.last_link,
+            signatures_checked: self.opts.verifier.is_some(),
+            valid_len: end,
+            torn_tail,
+        })
+    }
+}
+
+/// Verify a whole segment from `input` and return what it holds, or the first problem
+/// with its location.
+pub fn verify_segment<R: Read>(
+    input: R,
+    opts: &VerifyOptions,
+) -> Result<SegmentReport, SegmentError> {
+    let mut reader = SegmentReader::open(input)?;
+    let mut v = SegmentVerifier::new(reader.header(), opts.clone())?;
+    loop {
+        match reader.next_frame() {
+            Ok(Some(f)) => v.check(&f)?,
+            Ok(None) => return v.finish(reader.offset(), None),
+            Err(e) if v.is_sealed() => {
+                return Err(SegmentError::at(e.offset, None, Problem::DataAfterSeal));
+            }
+            Err(e) if e.is_torn_tail() => {
+                let end = reader.offset();
+                return v.finish(end, Some(e));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
