@@ -19,7 +19,7 @@ pub enum Problem {
     #[error("corrupt header: {0}")]
     BadHeader(&'static str),
     /// The file ends inside a frame (or the header): a partial write at the tail.
-    #[error("torn tail: the file ends inside a frame ({0} bytes of it present)")]
+    #[error("torn tail: the file ends inside a frame or the header ({0} bytes of it present)")]
     TornTail(u64),
     /// A frame's kind, length or seq does not match its head check.
     #[error("corrupt frame head (kind, length or seq altered)")]

@@ -31,6 +31,55 @@ impl Frame {
     pub fn encoded_len(&self) -> u64 {
         (FRAME_HEAD_LEN + self.payload.len() + FRAME_TAIL_LEN) as u64
     }
+
+    /// A borrowed view of this frame.
+    pub fn as_ref(&self) -> FrameRef<'_> {
+        FrameRef {
+            offset: self.offset,
+            kind: self.kind,
+            seq: self.seq,
+            prev: self.prev,
+            payload: &self.payload,
+            hash: self.hash,
+        }
+    }
+}
+
+/// A frame whose payload is borrowed from the reader's buffer (see
+/// [`SegmentReader::next_frame_ref`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameRef<'a> {
+    /// Byte offset of the frame in the file.
+    pub offset: u64,
+    /// Kind.
+    pub kind: FrameKind,
+    /// Record seq, or tree size for checkpoint and seal frames.
+    pub seq: u64,
+    /// The hash this frame links to.
+    pub prev: Hash,
+    /// Payload bytes.
+    pub payload: &'a [u8],
+    /// Stored hash.
+    pub hash: Hash,
+}
+
+impl FrameRef<'_> {
+    /// Encoded length in bytes.
+    pub fn encoded_len(&self) -> u64 {
+        (FRAME_HEAD_LEN + self.payload.len() + FRAME_TAIL_LEN) as u64
+    }
+
+    /// An owned copy.
+    pub fn to_owned(&self) -> Frame {
+        Frame {
+            offset: self.offset,
+            kind: self.kind,
+            seq: self.seq,
+            prev: self.prev,
+            payload: self.payload.to_vec(),
+            hash: self.hash,
+        }
+    }
 }
 
 /// Iterates the frames of a segment from any `Read`, one at a time. Give it a
@@ -46,6 +95,8 @@ pub struct SegmentReader<R> {
     header_len: u64,
     offset: u64,
     failed: bool,
+    buf: Vec<u8>,
+    payload_len: usize,
 }
 
 impl<R: Read> SegmentReader<R> {
@@ -83,6 +134,8 @@ impl<R: Read> SegmentReader<R> {
             header_len,
             offset: header_len,
             failed: false,
+            buf: Vec::new(),
+            payload_len: 0,
         })
     }
 
@@ -103,17 +156,37 @@ impl<R: Read> SegmentReader<R> {
 
     /// The next frame, `None` at a clean end. After an error the reader returns `None`.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, SegmentError> {
+        Ok(self.next_frame_ref()?.map(|f| f.to_owned()))
+    }
+
+    /// The next frame, borrowing its payload from a buffer the reader reuses (no
+    /// allocation per frame). `None` at a clean end; after an error, `None`.
+    pub fn next_frame_ref(&mut self) -> Result<Option<FrameRef<'_>>, SegmentError> {
         if self.failed {
             return Ok(None);
         }
-        let r = self.read_frame();
-        if r.is_err() {
-            self.failed = true;
+        match self.read_frame() {
+            Ok(Some((at, kind, seq, prev, hash))) => {
+                let payload = &self.buf[..self.payload_len];
+                Ok(Some(FrameRef {
+                    offset: at,
+                    kind,
+                    seq,
+                    prev,
+                    payload,
+                    hash,
+                }))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => {
+                self.failed = true;
+                Err(e)
+            }
         }
-        r
     }
 
-    fn read_frame(&mut self) -> Result<Option<Frame>, SegmentError> {
+    #[allow(clippy::type_complexity)]
+    fn read_frame(&mut self) -> Result<Option<(u64, FrameKind, u64, Hash, Hash)>, SegmentError> {
         let at = self.offset;
         let mut head = [0u8; FRAME_HEAD_LEN];
         let got = read_full(&mut self.inner, &mut head).map_err(|e| io_err(at, e))?;
@@ -139,9 +212,13 @@ impl<R: Read> SegmentReader<R> {
         }
         let mut prev = [0u8; 32];
         prev.copy_from_slice(&head[17..49]);
-        let mut body = vec![0u8; len as usize + FRAME_TAIL_LEN];
-        let got_body = read_full(&mut self.inner, &mut body).map_err(|e| io_err(at, e))?;
-        if got_body < body.len() {
+        let body_len = len as usize + FRAME_TAIL_LEN;
+        if self.buf.len() < body_len {
+            self.buf.resize(body_len, 0);
+        }
+        let got_body =
+            read_full(&mut self.inner, &mut self.buf[..body_len]).map_err(|e| io_err(at, e))?;
+        if got_body < body_len {
             return Err(SegmentError::at(
                 at,
                 Some(seq),
@@ -149,18 +226,10 @@ impl<R: Read> SegmentReader<R> {
             ));
         }
         let mut hash = [0u8; 32];
-        hash.copy_from_slice(&body[len as usize..]);
-        body.truncate(len as usize);
-        let frame = Frame {
-            offset: at,
-            kind,
-            seq,
-            prev,
-            payload: body,
-            hash,
-        };
-        self.offset += frame.encoded_len();
-        Ok(Some(frame))
+        hash.copy_from_slice(&self.buf[len as usize..body_len]);
+        self.payload_len = len as usize;
+        self.offset += (FRAME_HEAD_LEN + body_len) as u64;
+        Ok(Some((at, kind, seq, prev, hash)))
     }
 
     /// A frame head that fails its check is corruption, unless it and everything after it

@@ -2,7 +2,7 @@
 
 use std::io::Read;
 
-use super::{Frame, FrameKind, Problem, SegmentError, SegmentHeader, SegmentReader, frame_hash};
+use super::{FrameKind, FrameRef, Problem, SegmentError, SegmentHeader, SegmentReader, frame_hash};
 use crate::checkpoint::{Checkpoint, NoteVerifier};
 use crate::merkle::CompactRange;
 use crate::{ChainId, Hash};
@@ -198,12 +198,12 @@ impl SegmentVerifier {
     }
 
     /// Check the next frame.
-    pub fn check(&mut self, f: &Frame) -> Result<(), SegmentError> {
+    pub fn check(&mut self, f: &FrameRef<'_>) -> Result<(), SegmentError> {
         let err = |p| SegmentError::at(f.offset, Some(f.seq), p);
         if self.sealed {
             return Err(err(Problem::DataAfterSeal));
         }
-        if frame_hash(f.kind, &self.header.chain_id, f.seq, &f.prev, &f.payload) != f.hash {
+        if frame_hash(f.kind, &self.header.chain_id, f.seq, &f.prev, f.payload) != f.hash {
             return Err(err(Problem::BadHash));
         }
         match f.kind {
@@ -226,7 +226,7 @@ impl SegmentVerifier {
                 if f.prev != self.last_link {
                     return Err(err(Problem::BrokenLink));
                 }
-                let note = std::str::from_utf8(&f.payload).map_err(|_| {
+                let note = std::str::from_utf8(f.payload).map_err(|_| {
                     err(Problem::CheckpointMismatch(
                         "checkpoint is not UTF-8".into(),
                     ))
@@ -306,7 +306,7 @@ pub fn verify_segment<R: Read>(
     let mut reader = SegmentReader::open(input)?;
     let mut v = SegmentVerifier::new(reader.header(), opts.clone())?;
     loop {
-        match reader.next_frame() {
+        match reader.next_frame_ref() {
             Ok(Some(f)) => v.check(&f)?,
             Ok(None) => return v.finish(reader.offset(), None),
             Err(e) if v.is_sealed() => {
