@@ -111,6 +111,11 @@ impl<W: Write> SegmentWriter<W> {
         self.records
     }
 
+    /// The output, giving up the writer (without writing anything more).
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+
     /// The output.
     pub fn get_ref(&self) -> &W {
         &self.out

@@ -1,0 +1,161 @@
+//! Extractors: provenance from request and response bodies, for when the inner service
+//! does not annotate.
+//!
+//! An extractor reads the JSON of a request and of a (non-streamed) response, or the
+//! events of a streamed response, and fills record fields that are still empty:
+//! annotations made by the application always win. Extraction runs on the journal's
+//! writer thread for whole bodies, and incrementally on the response path for streams
+//! (one small JSON document per event), so a streamed completion yields the same
+//! provenance as a non-streamed one.
+//!
+//! Built in: [`OpenAiExtractor`] (chat completions, completions, embeddings, responses)
+//! and [`AnthropicExtractor`] (messages). Implement [`Extractor`] for other APIs.
+
+mod anthropic;
+mod openai;
+
+pub use anthropic::AnthropicExtractor;
+pub use openai::OpenAiExtractor;
+
+use kiroku_schemas::AuditRecord;
+use kiroku_schemas::digest::to_hex;
+use serde_json::Value;
+
+use crate::sse::SseEvent;
+
+/// Reads provenance out of one API's request and response bodies.
+pub trait Extractor: Send + Sync + 'static {
+    /// True when this extractor understands requests to `route` (the path).
+    fn handles(&self, route: &str) -> bool;
+    /// Fill request-side fields from the request JSON.
+    fn request(&self, route: &str, body: &Value, rec: &mut AuditRecord);
+    /// Fill response-side fields from a non-streamed response JSON.
+    fn response(&self, route: &str, body: &Value, rec: &mut AuditRecord);
+    /// A parser for a streamed response's events.
+    fn stream(&self, route: &str) -> Box<dyn StreamExtractor>;
+}
+
+/// Incremental extraction from a streamed response.
+pub trait StreamExtractor: Send {
+    /// One server-sent event.
+    fn event(&mut self, ev: &SseEvent);
+    /// True once the stream's terminal event has been seen (`[DONE]`, `message_stop`,
+    /// `response.completed`): the client has everything.
+    fn is_done(&self) -> bool;
+    /// Fill the record from what the stream carried.
+    fn finish(self: Box<Self>, rec: &mut AuditRecord);
+}
+
+/// The extractors used when none are configured.
+pub fn defaults() -> Vec<std::sync::Arc<dyn Extractor>> {
+    vec![
+        std::sync::Arc::new(OpenAiExtractor),
+        std::sync::Arc::new(AnthropicExtractor),
+    ]
+}
+
+pub(crate) fn fill<T>(slot: &mut Option<T>, v: Option<T>) {
+    if slot.is_none() {
+        *slot = v;
+    }
+}
+
+pub(crate) fn fill_vec<T>(slot: &mut Vec<T>, v: Vec<T>) {
+    if slot.is_empty() {
+        *slot = v;
+    }
+}
+
+pub(crate) fn str_of(v: &Value, key: &str) -> Option<String> {
+    v.get(key).and_then(Value::as_str).map(str::to_owned)
+}
+
+pub(crate) fn u64_of(v: &Value, key: &str) -> Option<u64> {
+    v.get(key).and_then(Value::as_u64)
+}
+
+pub(crate) fn f64_of(v: &Value, key: &str) -> Option<f64> {
+    v.get(key).and_then(Value::as_f64)
+}
+
+/// Running blake3 of generated text, fed piece by piece.
+#[derive(Default)]
+pub(crate) struct TextDigest {
+    hasher: blake3::Hasher,
+    seen: bool,
+}
+
+impl TextDigest {
+    pub(crate) fn push(&mut self, s: &str) {
+        self.hasher.update(s.as_bytes());
+        self.seen = true;
+    }
+
+    pub(crate) fn hex(&self) -> Option<String> {
+        self.seen.then(|| to_hex(self.hasher.finalize().as_bytes()))
+    }
+}
+
+/// Digest of a whole text.
+pub(crate) fn text_digest(s: &str) -> String {
+    kiroku_schemas::digest::blake3_hex(s.as_bytes())
+}
+
+/// Request parameters shared by the OpenAI- and Anthropic-style APIs.
+pub(crate) fn common_request(body: &Value, rec: &mut AuditRecord) {
+    let r = &mut rec.gen_ai.request;
+    fill(&mut r.model, str_of(body, "model"));
+    fill(&mut r.temperature, f64_of(body, "temperature"));
+    fill(&mut r.top_p, f64_of(body, "top_p"));
+    fill(&mut r.top_k, f64_of(body, "top_k"));
+    fill(
+        &mut r.max_tokens,
+        u64_of(body, "max_tokens")
+            .or_else(|| u64_of(body, "max_completion_tokens"))
+            .or_else(|| u64_of(body, "max_output_tokens")),
+    );
+    fill(&mut r.seed, body.get("seed").and_then(Value::as_i64));
+    fill(&mut r.frequency_penalty, f64_of(body, "frequency_penalty"));
+    fill(&mut r.presence_penalty, f64_of(body, "presence_penalty"));
+    fill(&mut r.choice_count, u64_of(body, "n"));
+    fill(&mut r.stream, body.get("stream").and_then(Value::as_bool));
+    let stops = match body.get("stop").or_else(|| body.get("stop_sequences")) {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|s| s.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    };
+    fill_vec(&mut r.stop_sequences, stops);
+    let tools: Vec<String> = body
+        .get("tools")
+        .and_then(Value::as_array)
+        .map(|ts| {
+            ts.iter()
+                .filter_map(|t| {
+                    t.pointer("/function/name")
+                        .or_else(|| t.get("name"))
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    fill_vec(&mut r.tools, tools);
+    for key in [
+        "response_format",
+        "reasoning_effort",
+        "tool_choice",
+        "logit_bias",
+        "user_tier",
+        "service_tier",
+    ] {
+        if let Some(v) = body.get(key) {
+            rec.provenance
+                .parameters
+                .entry(key.to_owned())
+                .or_insert_with(|| v.clone());
+        }
+    }
+}

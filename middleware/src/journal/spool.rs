@@ -1,0 +1,329 @@
+//! The spool directory on disk: chain directories, their lock, recovery of an open
+//! segment left by a process that died, atomic file replacement.
+//!
+//! ```text
+//! <spool>/<chain id>/lock                  held (flock) by the writing process
+//! <spool>/<chain id>/writer                the writer name that owns the chain
+//! <spool>/<chain id>/head                  header of the next segment (chain state)
+//! <spool>/<chain id>/<first seq>.open      the segment being written
+//! <spool>/<chain id>/<first seq>.seg       sealed segments (the collector's input)
+//! <spool>/<chain id>/<first seq>.corrupt   an open segment found corrupt on recovery
+//! ```
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use kiroku_schemas::segment::{
+    ChainState, SegmentReader, SegmentWriter, VerifyOptions, verify_segment,
+};
+use kiroku_schemas::{ChainId, Timestamp};
+
+use super::{JournalConfig, JournalError};
+
+/// Name of the lock file a writer holds for its lifetime.
+pub const CHAIN_LOCK_FILE: &str = "lock";
+/// Name of the file holding the header of the chain's next segment.
+pub const HEAD_FILE: &str = "head";
+const WRITER_FILE: &str = "writer";
+const ABANDONED_FILE: &str = "writer.abandoned";
+
+/// What recovery did when a journal took back a chain.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// The chain taken back.
+    pub chain_id: Option<ChainId>,
+    /// The open segment that was recovered and sealed.
+    pub segment: Option<PathBuf>,
+    /// Records found in it.
+    pub records: u64,
+    /// A torn final frame that was cut: its byte offset and how many bytes it had.
+    pub torn_tail: Option<(u64, u64)>,
+    /// An open segment found corrupt (renamed `*.corrupt`) and why; the journal then
+    /// started a new chain.
+    pub corrupt: Option<(PathBuf, String)>,
+}
+
+impl fmt::Display for RecoveryReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.segment, &self.corrupt) {
+            (_, Some((p, why))) => write!(
+                f,
+                "open segment {} is corrupt ({why}); renamed to *.corrupt for quarantine and started a new chain",
+                p.display()
+            ),
+            (Some(p), None) => {
+                write!(
+                    f,
+                    "recovered open segment {} with {} records",
+                    p.display(),
+                    self.records
+                )?;
+                if let Some((off, n)) = self.torn_tail {
+                    write!(
+                        f,
+                        "; cut a torn final frame of {n} bytes at byte offset {off}"
+                    )?;
+                }
+                write!(f, "; sealed it")
+            }
+            (None, None) => write!(f, "took back chain with nothing to recover"),
+        }
+    }
+}
+
+/// A chain directory this process now owns.
+pub(crate) struct OpenedChain {
+    pub(crate) chain_id: ChainId,
+    pub(crate) dir: PathBuf,
+    /// Held for the process's lifetime: dropping it releases the lock.
+    /// Held for the process's lifetime, never read: dropping it releases the lock.
+    pub(crate) _lock: File,
+    pub(crate) state: ChainState,
+    pub(crate) recovery: Option<RecoveryReport>,
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> JournalError + '_ {
+    move |e| JournalError::io(path, &e)
+}
+
+/// fsync a directory so renames and new entries in it are durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), JournalError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+}
+
+/// Replace `path` atomically: temp file, fsync, rename, fsync the directory.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), JournalError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp).map_err(io(&tmp))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(io(&tmp))?;
+    fs::rename(&tmp, path).map_err(io(path))?;
+    sync_dir(dir)
+}
+
+/// The file name of a segment starting at `first_seq`.
+pub(crate) fn segment_name(first_seq: u64, ext: &str) -> String {
+    format!("{first_seq:020}.{ext}")
+}
+
+fn try_lock(dir: &Path) -> Result<Option<File>, JournalError> {
+    let path = dir.join(CHAIN_LOCK_FILE);
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io(&path))?;
+    match f.try_lock() {
+        Ok(()) => Ok(Some(f)),
+        Err(fs::TryLockError::WouldBlock) => Ok(None),
+        Err(fs::TryLockError::Error(e)) => Err(JournalError::io(&path, &e)),
+    }
+}
+
+/// Find this writer's chain whose lock is free and take it back, or start a new chain.
+pub(crate) fn open_chain(cfg: &JournalConfig) -> Result<OpenedChain, JournalError> {
+    fs::create_dir_all(&cfg.spool).map_err(io(&cfg.spool))?;
+    let mut candidates: Vec<(ChainId, PathBuf)> = Vec::new();
+    for entry in fs::read_dir(&cfg.spool).map_err(io(&cfg.spool))? {
+        let entry = entry.map_err(io(&cfg.spool))?;
+        let Some(id) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<ChainId>().ok())
+        else {
+            continue;
+        };
+        let dir = entry.path();
+        if fs::read_to_string(dir.join(WRITER_FILE)).is_ok_and(|w| w.trim_end() == cfg.writer_name)
+        {
+            candidates.push((id, dir));
+        }
+    }
+    // Newest first: chain ids are UUIDv7 and sort by creation time.
+    candidates.sort_by(|a, b| b.0.cmp(&a.0));
+    for (id, dir) in candidates {
+        let Some(lock) = try_lock(&dir)? else {
+            continue;
+        };
+        match recover(cfg, id, &dir)? {
+            Recovered::Continue(state, report) => {
+                return Ok(OpenedChain {
+                    chain_id: id,
+                    dir,
+                    _lock: lock,
+                    state,
+                    recovery: Some(report),
+                });
+            }
+            Recovered::Abandoned(report) => {
+                let _ = fs::rename(dir.join(WRITER_FILE), dir.join(ABANDONED_FILE));
+                let mut fresh = new_chain(cfg)?;
+                fresh.recovery = Some(report);
+                return Ok(fresh);
+            }
+        }
+    }
+    new_chain(cfg)
+}
+
+fn new_chain(cfg: &JournalConfig) -> Result<OpenedChain, JournalError> {
+    let id = ChainId::new_v7();
+    let dir = cfg.spool.join(id.to_string());
+    fs::create_dir(&dir).map_err(io(&dir))?;
+    let lock = try_lock(&dir)?.ok_or_else(|| {
+        JournalError::Failed(format!(
+            "new chain directory {} is locked by another process",
+            dir.display()
+        ))
+    })?;
+    write_atomic(
+        &dir.join(WRITER_FILE),
+        format!("{}\n", cfg.writer_name).as_bytes(),
+    )?;
+    let state = ChainState::genesis(id);
+    write_atomic(&dir.join(HEAD_FILE), &state.next_header().encode())?;
+    sync_dir(&cfg.spool)?;
+    Ok(OpenedChain {
+        chain_id: id,
+        dir,
+        _lock: lock,
+        state,
+        recovery: None,
+    })
+}
+
+enum Recovered {
+    Continue(ChainState, RecoveryReport),
+    Abandoned(RecoveryReport),
+}
+
+fn files_with_ext(dir: &Path, ext: &str) -> Result<Vec<PathBuf>, JournalError> {
+    let mut out: Vec<PathBuf> = fs::read_dir(dir)
+        .map_err(io(dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// Bring a chain directory whose lock we hold back to a clean state: every open
+/// segment validated, its torn tail cut, sealed and renamed; the chain state known.
+fn recover(cfg: &JournalConfig, id: ChainId, dir: &Path) -> Result<Recovered, JournalError> {
+    let mut report = RecoveryReport {
+        chain_id: Some(id),
+        ..RecoveryReport::default()
+    };
+    let mut state = read_head(dir)?.unwrap_or_else(|| ChainState::genesis(id));
+    for open in files_with_ext(dir, "open")? {
+        match recover_open_segment(cfg, id, &open)? {
+            OpenOutcome::Empty => {}
+            OpenOutcome::Sealed {
+                end,
+                records,
+                torn_tail,
+            } => {
+                report.segment = Some(open.with_extension("seg"));
+                report.records += records;
+                report.torn_tail = report.torn_tail.or(torn_tail);
+                state = end;
+            }
+            OpenOutcome::Corrupt(why) => {
+                let bad = open.with_extension("corrupt");
+                fs::rename(&open, &bad).map_err(io(&open))?;
+                sync_dir(dir)?;
+                report.corrupt = Some((bad, why));
+                return Ok(Recovered::Abandoned(report));
+            }
+        }
+    }
+    write_atomic(&dir.join(HEAD_FILE), &state.next_header().encode())?;
+    Ok(Recovered::Continue(state, report))
+}
+
+fn read_head(dir: &Path) -> Result<Option<ChainState>, JournalError> {
+    let path = dir.join(HEAD_FILE);
+    match fs::read(&path) {
+        Ok(bytes) => {
+            let r = SegmentReader::open(&bytes[..])
+                .map_err(|e| JournalError::Failed(format!("{}: {e}", path.display())))?;
+            Ok(Some(ChainState::from_header(r.header())))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(JournalError::io(&path, &e)),
+    }
+}
+
+pub(crate) enum OpenOutcome {
+    /// Nothing worth keeping (no complete header or no records): removed.
+    Empty,
+    /// Validated, tail cut if torn, sealed and renamed to `.seg`.
+    Sealed {
+        end: ChainState,
+        records: u64,
+        torn_tail: Option<(u64, u64)>,
+    },
+    /// Corrupt before its tail: left for quarantine.
+    Corrupt(String),
+}
+
+/// Validate an open segment to its tail, cut only a torn last frame, seal it, rename it.
+pub(crate) fn recover_open_segment(
+    cfg: &JournalConfig,
+    id: ChainId,
+    path: &Path,
+) -> Result<OpenOutcome, JournalError> {
+    let file = File::open(path).map_err(io(path))?;
+    let opts = VerifyOptions {
+        chain_id: Some(id),
+        ..VerifyOptions::open()
+    };
+    let report = match verify_segment(BufReader::with_capacity(1 << 20, file), &opts) {
+        Ok(r) => r,
+        Err(e) if e.is_torn_tail() && e.offset == 0 => {
+            // Not even a complete header: the process died creating the file.
+            fs::remove_file(path).map_err(io(path))?;
+            return Ok(OpenOutcome::Empty);
+        }
+        Err(e) => return Ok(OpenOutcome::Corrupt(e.in_file(path).to_string())),
+    };
+    if let Some((off, n)) = report.torn_tail {
+        tracing::warn!(target: "kiroku::journal", file = %path.display(), offset = off, bytes = n, "cutting torn final frame");
+        let f = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(io(path))?;
+        f.set_len(report.valid_len)
+            .and_then(|()| f.sync_all())
+            .map_err(io(path))?;
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    if report.records == 0 && !report.sealed {
+        fs::remove_file(path).map_err(io(path))?;
+        sync_dir(dir)?;
+        return Ok(OpenOutcome::Empty);
+    }
+    if !report.sealed {
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(io(path))?;
+        let w = SegmentWriter::resume(&mut f, &report);
+        w.seal(cfg.signer.as_ref(), &cfg.namespace, Timestamp::now())
+            .map_err(|e| JournalError::Write(e.to_string()))?;
+        f.sync_all().map_err(io(path))?;
+    }
+    let sealed = path.with_extension("seg");
+    fs::rename(path, &sealed).map_err(io(path))?;
+    sync_dir(dir)?;
+    Ok(OpenOutcome::Sealed {
+        end: report.end,
+        records: report.records,
+        torn_tail: report.torn_tail,
+    })
+}

@@ -1,0 +1,485 @@
+//! The writer thread: batches, seqs, frames, fsync, checkpoints, rotation, sealing.
+//!
+//! Shaped like tracing-appender's worker: block for the first message, drain what else
+//! is queued without blocking, write the batch, make it durable once (group commit),
+//! then answer everyone in the batch.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use kiroku_schemas::Timestamp;
+use kiroku_schemas::segment::{ChainState, SegmentWriter};
+use tokio::sync::{mpsc, oneshot};
+
+use super::spool::{self, OpenOutcome, OpenedChain};
+use super::{
+    Durability, JournalConfig, JournalError, Msg, PendingRecord, Shared, ShutdownReport, Written,
+};
+
+const MAX_BATCH: usize = 4096;
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+
+struct OpenSegment {
+    w: SegmentWriter<BufWriter<File>>,
+    path: PathBuf,
+    opened: Instant,
+}
+
+struct Writer {
+    cfg: JournalConfig,
+    chain: OpenedChain,
+    shared: Arc<Shared>,
+    seg: Option<OpenSegment>,
+    dirty: bool,
+    last_sync: Instant,
+    last_checkpoint: Instant,
+    records_since_checkpoint: u64,
+    failed_at: Option<Instant>,
+}
+
+pub(super) fn run(
+    cfg: JournalConfig,
+    chain: OpenedChain,
+    mut rx: mpsc::Receiver<Msg>,
+    shared: Arc<Shared>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            shared.healthy.store(false, Ordering::Release);
+            tracing::error!(target: "kiroku::journal", "cannot start the journal writer: {e}");
+            return;
+        }
+    };
+    let now = Instant::now();
+    let mut w = Writer {
+        cfg,
+        chain,
+        shared,
+        seg: None,
+        dirty: false,
+        last_sync: now,
+        last_checkpoint: now,
+        records_since_checkpoint: 0,
+        failed_at: None,
+    };
+    rt.block_on(async move {
+        let mut batch = Vec::with_capacity(64);
+        loop {
+            let msg = match w.next_deadline() {
+                Some(at) => tokio::select! {
+                    m = rx.recv() => m,
+                    () = tokio::time::sleep_until(at.into()) => { w.on_timer(); continue; }
+                },
+                None => rx.recv().await,
+            };
+            let Some(first) = msg else {
+                // Every handle was dropped without shutdown: still seal what we have.
+                let _ = w.seal_open();
+                return;
+            };
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
+            }
+            if w.process(&mut batch) {
+                // Shut down: anything still queued was submitted too late.
+                rx.close();
+                while let Ok(m) = rx.try_recv() {
+                    if let Msg::Record(_, ack) = m {
+                        w.lost(1, "submitted after shutdown");
+                        if let Some(a) = ack {
+                            let _ = a.send(Err(JournalError::Closed));
+                        }
+                    }
+                }
+                return;
+            }
+        }
+    });
+}
+
+impl Writer {
+    fn state(&self) -> &ChainState {
+        self.seg.as_ref().map_or(&self.chain.state, |s| s.w.state())
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let mut d: Option<Instant> = None;
+        let mut at = |t: Instant| d = Some(d.map_or(t, |x| x.min(t)));
+        if let Some(f) = self.failed_at {
+            at(f + RETRY_EVERY);
+            return d;
+        }
+        if let (Durability::Batched(iv), true) = (self.cfg.durability, self.dirty) {
+            at(self.last_sync + iv);
+        }
+        if self.records_since_checkpoint > 0 {
+            at(self.last_checkpoint + self.cfg.checkpoint_interval);
+        }
+        if let Some(s) = &self.seg {
+            at(s.opened + self.cfg.segment_max_age);
+        }
+        d
+    }
+
+    fn on_timer(&mut self) {
+        if self.failed_at.is_some() {
+            self.try_recover();
+            return;
+        }
+        if let Err(e) = self.maintain() {
+            self.fail(e);
+        }
+    }
+
+    /// Write a batch; returns true when it held a shutdown request.
+    fn process(&mut self, batch: &mut Vec<Msg>) -> bool {
+        let mut acks: Vec<(oneshot::Sender<Result<Written, JournalError>>, u64)> = Vec::new();
+        let mut flushes = Vec::new();
+        let mut shutdown = None;
+        for msg in batch.drain(..) {
+            match msg {
+                Msg::Record(p, ack) => match self.write_record(p) {
+                    Ok(seq) => {
+                        if let Some(a) = ack {
+                            acks.push((a, seq));
+                        }
+                    }
+                    Err(e) => {
+                        self.lost(1, &e.to_string());
+                        if let Some(a) = ack {
+                            let _ = a.send(Err(e));
+                        }
+                    }
+                },
+                Msg::Flush(tx) => flushes.push(tx),
+                Msg::Shutdown(tx) => shutdown = Some(tx),
+            }
+        }
+        let must_sync = !acks.is_empty() || !flushes.is_empty() || shutdown.is_some();
+        let durable = if must_sync {
+            self.sync()
+        } else {
+            self.flush_to_os()
+        };
+        match durable {
+            Ok(()) => {
+                for (a, seq) in acks {
+                    let _ = a.send(Ok(Written { seq }));
+                }
+                for f in flushes {
+                    let _ = f.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                let n = acks.len() as u64;
+                self.fail(e.clone());
+                if n > 0 {
+                    self.lost(n, "fsync failed before the records were durable");
+                }
+                for (a, _) in acks {
+                    let _ = a.send(Err(e.clone()));
+                }
+                for f in flushes {
+                    let _ = f.send(Err(e.clone()));
+                }
+            }
+        }
+        if self.failed_at.is_none() {
+            if let Err(e) = self.maintain() {
+                self.fail(e);
+            }
+        }
+        if let Some(tx) = shutdown {
+            let r = self.seal_open().map(|sealed| ShutdownReport {
+                chain_id: self.chain.chain_id,
+                next_seq: self.state().next_seq,
+                sealed,
+            });
+            let _ = tx.send(r);
+            return true;
+        }
+        false
+    }
+
+    fn write_record(&mut self, p: PendingRecord) -> Result<u64, JournalError> {
+        if self.failed_at.is_some() {
+            self.try_recover();
+        }
+        if self.failed_at.is_some() {
+            let why = self
+                .shared
+                .last_error
+                .lock()
+                .ok()
+                .and_then(|e| e.clone())
+                .unwrap_or_default();
+            return Err(JournalError::Failed(why));
+        }
+        let mut rec = p.record;
+        if let Some(finish) = p.finish {
+            if catch_unwind(AssertUnwindSafe(|| finish(&mut rec))).is_err() {
+                rec.attributes.insert(
+                    "kiroku.finisher_error".into(),
+                    "extraction or redaction panicked; record kept without it".into(),
+                );
+            }
+        }
+        self.ensure_segment()?;
+        let seg = self
+            .seg
+            .as_mut()
+            .ok_or_else(|| JournalError::Failed("no open segment".into()))?;
+        rec.chain_id = self.chain.chain_id;
+        rec.seq = seg.w.state().next_seq;
+        rec.records_lost_before = self.shared.lost_pending.swap(0, Ordering::AcqRel);
+        let json = rec.to_json();
+        let before = seg.w.len();
+        match seg.w.append_record(&json) {
+            Ok(a) => {
+                self.dirty = true;
+                self.records_since_checkpoint += 1;
+                self.shared.written.fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .bytes
+                    .fetch_add(seg.w.len() - before, Ordering::Relaxed);
+                Ok(a.seq)
+            }
+            Err(e) => {
+                // The loss counter we took belongs to the next record that is written.
+                self.shared
+                    .lost_pending
+                    .fetch_add(rec.records_lost_before, Ordering::AcqRel);
+                let err = JournalError::Write(format!("{}: {e}", seg.path.display()));
+                self.fail(err.clone());
+                Err(err)
+            }
+        }
+    }
+
+    fn ensure_segment(&mut self) -> Result<(), JournalError> {
+        if self.seg.is_some() {
+            return Ok(());
+        }
+        let header = self.chain.state.next_header();
+        let path = self
+            .chain
+            .dir
+            .join(spool::segment_name(header.first_seq, "open"));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| JournalError::io(&path, &e))?;
+        let w = SegmentWriter::new(BufWriter::with_capacity(256 << 10, file), header)
+            .map_err(|e| JournalError::Write(format!("{}: {e}", path.display())))?;
+        spool::sync_dir(&self.chain.dir)?;
+        self.seg = Some(OpenSegment {
+            w,
+            path,
+            opened: Instant::now(),
+        });
+        Ok(())
+    }
+
+    fn flush_to_os(&mut self) -> Result<(), JournalError> {
+        if let Some(s) = &mut self.seg {
+            s.w.get_mut()
+                .flush()
+                .map_err(|e| JournalError::io(&s.path, &e))?;
+        }
+        if let Durability::Batched(iv) = self.cfg.durability {
+            if self.dirty && self.last_sync.elapsed() >= iv {
+                return self.sync();
+            }
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), JournalError> {
+        let Some(s) = &mut self.seg else {
+            return Ok(());
+        };
+        s.w.get_mut()
+            .flush()
+            .map_err(|e| JournalError::io(&s.path, &e))?;
+        if self.dirty {
+            let t = Instant::now();
+            s.w.get_ref()
+                .get_ref()
+                .sync_data()
+                .map_err(|e| JournalError::io(&s.path, &e))?;
+            self.shared.fsyncs.fetch_add(1, Ordering::Relaxed);
+            self.shared
+                .fsync_nanos
+                .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        }
+        self.dirty = false;
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    /// Periodic work: fsync for `Batched`, checkpoints, rotation by size and age.
+    fn maintain(&mut self) -> Result<(), JournalError> {
+        if let Durability::Batched(iv) = self.cfg.durability {
+            if self.dirty && self.last_sync.elapsed() >= iv {
+                self.sync()?;
+            }
+        }
+        let Some(s) = &mut self.seg else {
+            return Ok(());
+        };
+        let full = s.w.len() >= self.cfg.segment_max_bytes;
+        let old = s.opened.elapsed() >= self.cfg.segment_max_age && s.w.records() > 0;
+        if full || old {
+            self.seal_open()?;
+            return Ok(());
+        }
+        if self.records_since_checkpoint > 0
+            && self.last_checkpoint.elapsed() >= self.cfg.checkpoint_interval
+        {
+            s.w.append_checkpoint(
+                self.cfg.signer.as_ref(),
+                &self.cfg.namespace,
+                Timestamp::now(),
+            )
+            .map_err(|e| JournalError::Write(format!("{}: {e}", s.path.display())))?;
+            self.dirty = true;
+            self.records_since_checkpoint = 0;
+            self.last_checkpoint = Instant::now();
+            if self.cfg.durability != Durability::Buffered {
+                self.sync()?;
+            } else {
+                s.w.get_mut()
+                    .flush()
+                    .map_err(|e| JournalError::io(&s.path, &e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Seal the open segment (if it holds records): seal frame, fsync, new head,
+    /// rename to `.seg`, fsync the directory.
+    fn seal_open(&mut self) -> Result<Option<PathBuf>, JournalError> {
+        let Some(s) = self.seg.take() else {
+            return Ok(None);
+        };
+        let OpenSegment { w, path, .. } = s;
+        let state = w.state().clone();
+        let err =
+            |e: &dyn std::fmt::Display| JournalError::Write(format!("{}: {e}", path.display()));
+        let mut out = w
+            .seal(
+                self.cfg.signer.as_ref(),
+                &self.cfg.namespace,
+                Timestamp::now(),
+            )
+            .map_err(|e| err(&e))?;
+        out.flush().map_err(|e| JournalError::io(&path, &e))?;
+        out.get_ref()
+            .sync_all()
+            .map_err(|e| JournalError::io(&path, &e))?;
+        spool::write_atomic(
+            &self.chain.dir.join(spool::HEAD_FILE),
+            &state.next_header().encode(),
+        )?;
+        let sealed = path.with_extension("seg");
+        fs::rename(&path, &sealed).map_err(|e| JournalError::io(&path, &e))?;
+        spool::sync_dir(&self.chain.dir)?;
+        self.chain.state = state;
+        self.dirty = false;
+        self.records_since_checkpoint = 0;
+        self.last_checkpoint = Instant::now();
+        self.shared.segments_sealed.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(target: "kiroku::journal", file = %sealed.display(), "sealed segment");
+        Ok(Some(sealed))
+    }
+
+    fn fail(&mut self, e: JournalError) {
+        if self.failed_at.is_none() {
+            tracing::error!(target: "kiroku::journal", chain = %self.chain.chain_id, "journal failed: {e}");
+        }
+        self.failed_at = Some(Instant::now());
+        if let Ok(mut last) = self.shared.last_error.lock() {
+            *last = Some(e.to_string());
+        }
+        self.shared.healthy.store(false, Ordering::Release);
+    }
+
+    fn lost(&self, n: u64, why: &str) {
+        self.shared.lost_pending.fetch_add(n, Ordering::AcqRel);
+        let total = self.shared.lost_total.fetch_add(n, Ordering::AcqRel) + n;
+        tracing::error!(target: "kiroku::journal", chain = %self.chain.chain_id, lost_total = total, "{n} audit record(s) lost: {why}");
+    }
+
+    /// After a failure: re-validate the open segment from disk (what the OS kept),
+    /// cut a torn tail, seal it, and continue the chain from what is really there.
+    /// Records that were accepted but never reached the file are counted as lost.
+    fn try_recover(&mut self) {
+        let Some(failed) = self.failed_at else { return };
+        if failed.elapsed() < RETRY_EVERY {
+            return;
+        }
+        self.failed_at = Some(Instant::now());
+        let expected_next = self.state().next_seq;
+        let Some(s) = self.seg.take() else {
+            self.recovered(expected_next, expected_next);
+            return;
+        };
+        let path = s.path.clone();
+        // Drop the writer without flushing what it buffered: the file's tail is unknown.
+        drop(s.w.into_inner().into_parts());
+        match spool::recover_open_segment(&self.cfg, self.chain.chain_id, &path) {
+            Ok(OpenOutcome::Sealed { end, .. }) => {
+                let next = end.next_seq;
+                self.chain.state = end;
+                if spool::write_atomic(
+                    &self.chain.dir.join(spool::HEAD_FILE),
+                    &self.chain.state.next_header().encode(),
+                )
+                .is_ok()
+                {
+                    self.recovered(expected_next, next);
+                }
+            }
+            Ok(OpenOutcome::Empty) => {
+                let next = self.chain.state.next_seq;
+                self.recovered(expected_next, next);
+            }
+            Ok(OpenOutcome::Corrupt(why)) => {
+                tracing::error!(target: "kiroku::journal", "open segment unrecoverable after failure: {why}");
+            }
+            Err(e) => {
+                tracing::warn!(target: "kiroku::journal", "journal still failing: {e}");
+            }
+        }
+    }
+
+    fn recovered(&mut self, expected_next: u64, next: u64) {
+        if expected_next > next {
+            self.lost(
+                expected_next - next,
+                "accepted but not on disk when the journal failed",
+            );
+        }
+        self.failed_at = None;
+        self.dirty = false;
+        self.shared.healthy.store(true, Ordering::Release);
+        if let Ok(mut last) = self.shared.last_error.lock() {
+            *last = None;
+        }
+        tracing::warn!(target: "kiroku::journal", chain = %self.chain.chain_id, next_seq = next, "journal recovered");
+    }
+}
