@@ -1,0 +1,179 @@
+//! Who called, and the W3C trace context of the call.
+
+use http::HeaderMap;
+use http::header::{AUTHORIZATION, HeaderName};
+use kiroku_schemas::digest::to_hex;
+use kiroku_schemas::record::{Caller, TraceContext};
+
+/// How the caller is identified. Credentials are never recorded: an API key becomes
+/// `key:<first 16 bytes of keyed blake3, hex>`.
+#[derive(Clone)]
+pub struct CallerPolicy {
+    subject_header: Option<HeaderName>,
+    tenant_header: Option<HeaderName>,
+    key_digest: Option<[u8; 32]>,
+}
+
+impl std::fmt::Debug for CallerPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallerPolicy")
+            .field("subject_header", &self.subject_header)
+            .field("tenant_header", &self.tenant_header)
+            .field("key_digest", &self.key_digest.map(|_| "<keyed>"))
+            .finish()
+    }
+}
+
+impl Default for CallerPolicy {
+    /// API keys (`Authorization: Bearer`, `x-api-key`, `api-key`) are digested with a
+    /// fixed public key, which is safe for random API keys; set
+    /// [`key_digest_secret`](Self::key_digest_secret) to make digests unlinkable
+    /// across deployments.
+    fn default() -> Self {
+        Self {
+            subject_header: None,
+            tenant_header: None,
+            key_digest: Some(blake3::derive_key("kiroku caller key digest v1", b"")),
+        }
+    }
+}
+
+impl CallerPolicy {
+    /// Take the subject from this header (set by an authenticating gateway).
+    pub fn subject_header(mut self, name: HeaderName) -> Self {
+        self.subject_header = Some(name);
+        self
+    }
+
+    /// Take the tenant from this header.
+    pub fn tenant_header(mut self, name: HeaderName) -> Self {
+        self.tenant_header = Some(name);
+        self
+    }
+
+    /// Digest API keys with this secret (keyed blake3).
+    pub fn key_digest_secret(mut self, key: [u8; 32]) -> Self {
+        self.key_digest = Some(key);
+        self
+    }
+
+    /// Do not derive a subject from API keys.
+    pub fn no_key_digest(mut self) -> Self {
+        self.key_digest = None;
+        self
+    }
+
+    pub(crate) fn caller(&self, headers: &HeaderMap) -> Caller {
+        let text = |h: &Option<HeaderName>| {
+            h.as_ref()
+                .and_then(|n| headers.get(n))
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let subject = text(&self.subject_header).or_else(|| {
+            let key = self.key_digest?;
+            let secret = headers
+                .get(AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| {
+                    v.strip_prefix("Bearer ")
+                        .or_else(|| v.strip_prefix("bearer "))
+                })
+                .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+                .or_else(|| headers.get("api-key").and_then(|v| v.to_str().ok()))?;
+            let d = blake3::keyed_hash(&key, secret.trim().as_bytes());
+            Some(format!("key:{}", to_hex(&d.as_bytes()[..16])))
+        });
+        Caller {
+            subject,
+            tenant: text(&self.tenant_header),
+            client_addr: None,
+        }
+    }
+}
+
+/// Parse a W3C `traceparent` header (`00-<trace id>-<parent id>-<flags>`). The record's
+/// span id is a new span for this inference; returns `None` fields when absent or
+/// invalid.
+pub(crate) fn trace_context(headers: &HeaderMap, span_id: [u8; 8]) -> TraceContext {
+    let parsed = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let mut parts = v.trim().split('-');
+            let (ver, trace, parent, flags) =
+                (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+            let hex = |s: &str, n: usize| {
+                s.len() == n
+                    && s.bytes()
+                        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            };
+            (hex(ver, 2)
+                && ver != "ff"
+                && hex(trace, 32)
+                && hex(parent, 16)
+                && hex(flags, 2)
+                && trace.bytes().any(|b| b != b'0'))
+            .then(|| trace.to_owned())
+        });
+    match parsed {
+        Some(trace_id) => TraceContext {
+            trace_id: Some(trace_id),
+            span_id: Some(to_hex(&span_id)),
+        },
+        None => TraceContext::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_keys_are_digested_never_stored() {
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, "Bearer sk-secret-123".parse().unwrap());
+        let c = CallerPolicy::default().caller(&h);
+        let s = c.subject.unwrap();
+        assert!(s.starts_with("key:") && !s.contains("secret"));
+        let c2 = CallerPolicy::default()
+            .key_digest_secret([1; 32])
+            .caller(&h);
+        assert_ne!(c2.subject.unwrap(), s);
+    }
+
+    #[test]
+    fn subject_header_wins() {
+        let mut h = HeaderMap::new();
+        h.insert("x-user", "alice".parse().unwrap());
+        h.insert("x-api-key", "k".parse().unwrap());
+        let c = CallerPolicy::default()
+            .subject_header(HeaderName::from_static("x-user"))
+            .caller(&h);
+        assert_eq!(c.subject.as_deref(), Some("alice"));
+    }
+
+    #[test]
+    fn traceparent() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+                .parse()
+                .unwrap(),
+        );
+        let t = trace_context(&h, [1; 8]);
+        assert_eq!(
+            t.trace_id.as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        assert_eq!(t.span_id.as_deref(), Some("0101010101010101"));
+        h.insert(
+            "traceparent",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01"
+                .parse()
+                .unwrap(),
+        );
+        assert!(trace_context(&h, [1; 8]).is_empty());
+    }
+}

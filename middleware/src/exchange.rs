@@ -1,0 +1,362 @@
+//! One exchange in flight: what the taps saw, and turning it into a record exactly once.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use kiroku_schemas::digest::to_hex;
+use kiroku_schemas::record::{BodySummary, CaptureMode, Outcome};
+use kiroku_schemas::{AuditRecord, Timestamp};
+
+use crate::extract::StreamExtractor;
+use crate::handle::{Annotations, AuditHandle};
+use crate::journal::{FailurePolicy, JournalError, PendingRecord, Submitted};
+use crate::layer::Config;
+
+/// What one body tap saw: a running digest, the byte count, the bytes kept for
+/// extraction and capture (zero-copy `Bytes` clones), the time of the first byte.
+pub(crate) struct BodyTap {
+    hasher: Option<blake3::Hasher>,
+    pub(crate) bytes: u64,
+    kept: Vec<Bytes>,
+    kept_len: usize,
+    keep_limit: usize,
+    pub(crate) overflow: bool,
+    pub(crate) first_at: Option<Timestamp>,
+}
+
+impl BodyTap {
+    pub(crate) fn new(mode: CaptureMode, keep_limit: usize) -> Self {
+        Self {
+            hasher: (mode != CaptureMode::None).then(blake3::Hasher::new),
+            bytes: 0,
+            kept: Vec::new(),
+            kept_len: 0,
+            keep_limit,
+            overflow: false,
+            first_at: None,
+        }
+    }
+
+    pub(crate) fn observe(&mut self, data: &Bytes) {
+        if data.is_empty() {
+            return;
+        }
+        if self.first_at.is_none() {
+            self.first_at = Some(Timestamp::now());
+        }
+        self.bytes += data.len() as u64;
+        if let Some(h) = &mut self.hasher {
+            h.update(data);
+        }
+        if self.kept_len < self.keep_limit {
+            let take = data.len().min(self.keep_limit - self.kept_len);
+            self.kept.push(data.slice(..take));
+            self.kept_len += take;
+            self.overflow |= take < data.len();
+        } else {
+            self.overflow = true;
+        }
+    }
+
+    /// The kept bytes as one buffer (copied once, on the writer thread).
+    fn kept_bytes(kept: &[Bytes]) -> Vec<u8> {
+        let mut v = Vec::with_capacity(kept.iter().map(Bytes::len).sum());
+        for b in kept {
+            v.extend_from_slice(b);
+        }
+        v
+    }
+}
+
+/// The request side, shared between the request body tap and the finaliser.
+pub(crate) struct Exchange {
+    pub(crate) request: Mutex<RequestSide>,
+}
+
+pub(crate) struct RequestSide {
+    pub(crate) tap: BodyTap,
+    pub(crate) complete: bool,
+    pub(crate) error: Option<String>,
+}
+
+impl Exchange {
+    pub(crate) fn new(mode: CaptureMode, keep_limit: usize) -> Arc<Self> {
+        Arc::new(Self {
+            request: Mutex::new(RequestSide {
+                tap: BodyTap::new(mode, keep_limit),
+                complete: false,
+                error: None,
+            }),
+        })
+    }
+
+    pub(crate) fn with_request<R>(&self, f: impl FnOnce(&mut RequestSide) -> R) -> R {
+        f(&mut self
+            .request
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+}
+
+/// What the response side hands over when it ends.
+pub(crate) struct ResponseSeen {
+    pub(crate) tap: BodyTap,
+    pub(crate) stream: Option<Box<dyn StreamExtractor>>,
+    pub(crate) status: Option<u16>,
+    pub(crate) content_type: Option<String>,
+    pub(crate) streaming: bool,
+}
+
+/// A future that completes once the record is queued (and durable under `Sync`).
+pub(crate) type CommitFuture = Pin<Box<dyn Future<Output = Result<(), JournalError>> + Send>>;
+
+/// Turns an exchange into a record exactly once. Dropping it unused finalises the
+/// record as aborted, so a record is never lost because a future or body was dropped.
+pub(crate) struct Finalizer {
+    inner: Option<FinalizerInner>,
+}
+
+struct FinalizerInner {
+    cfg: Arc<Config>,
+    exchange: Arc<Exchange>,
+    handle: AuditHandle,
+    response_annotations: Option<Annotations>,
+    record: AuditRecord,
+}
+
+impl Finalizer {
+    pub(crate) fn new(
+        cfg: Arc<Config>,
+        exchange: Arc<Exchange>,
+        handle: AuditHandle,
+        record: AuditRecord,
+    ) -> Self {
+        Self {
+            inner: Some(FinalizerInner {
+                cfg,
+                exchange,
+                handle,
+                response_annotations: None,
+                record,
+            }),
+        }
+    }
+
+    /// The request's route (path).
+    pub(crate) fn route(&self) -> &str {
+        self.inner
+            .as_ref()
+            .map_or("", |i| i.record.http.route.as_str())
+    }
+
+    /// Annotations the inner service put in the response extensions.
+    pub(crate) fn set_response_annotations(&mut self, a: Annotations) {
+        if let Some(i) = self.inner.as_mut() {
+            i.response_annotations = Some(a);
+        }
+    }
+
+    /// Build the record from what was seen and hand it to the journal. Returns a
+    /// future to await when the response's end must wait for the journal.
+    pub(crate) fn finish(
+        mut self,
+        seen: Option<ResponseSeen>,
+        outcome: Outcome,
+        error: Option<String>,
+    ) -> Option<CommitFuture> {
+        let inner = self.inner.take()?;
+        inner.finish(seen, outcome, error)
+    }
+}
+
+impl Drop for Finalizer {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.take() {
+            let commit = inner.finish(None, Outcome::Aborted, Some("dropped before a response was produced (client went away or the service was cancelled)".into()));
+            settle_in_background(commit);
+        }
+    }
+}
+
+/// Let a commit finish without anyone waiting for it (the client is gone).
+pub(crate) fn settle_in_background(commit: Option<CommitFuture>) {
+    let Some(fut) = commit else { return };
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) => {
+            h.spawn(async move {
+                if let Err(e) = fut.await {
+                    tracing::warn!(target: "kiroku::layer", "audit record of an abandoned exchange: {e}");
+                }
+            });
+        }
+        Err(_) => {
+            tracing::error!(target: "kiroku::layer", "audit record lost: no runtime to finish writing it")
+        }
+    }
+}
+
+fn summary(tap: &BodyTap, mode: CaptureMode, content_type: Option<String>) -> BodySummary {
+    BodySummary {
+        content_type,
+        bytes: tap.bytes,
+        blake3: tap.hasher.as_ref().map(|h| to_hex(h.finalize().as_bytes())),
+        capture: mode,
+        captured: None,
+        truncated: false,
+    }
+}
+
+/// Store a body per capture mode: redact (mode `redacted`) before truncating to the
+/// cap, so a secret straddling the cap is never half-stored.
+fn capture(cfg: &Config, mode: CaptureMode, kept: &[u8], overflow: bool, s: &mut BodySummary) {
+    let text = match mode {
+        CaptureMode::None | CaptureMode::Digest => return,
+        CaptureMode::Redacted => cfg.redactor.redact_body(kept),
+        CaptureMode::Full => String::from_utf8_lossy(kept).into_owned(),
+    };
+    if text.len() > cfg.capture_cap {
+        let mut cut = cfg.capture_cap;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.captured = Some(text[..cut].to_owned());
+        s.truncated = true;
+    } else {
+        s.captured = Some(text);
+        s.truncated = overflow;
+    }
+}
+
+impl FinalizerInner {
+    fn finish(
+        self,
+        seen: Option<ResponseSeen>,
+        outcome: Outcome,
+        error: Option<String>,
+    ) -> Option<CommitFuture> {
+        let Self {
+            cfg,
+            exchange,
+            handle,
+            response_annotations,
+            mut record,
+        } = self;
+        record.finished_at = Timestamp::now();
+        let (req_kept, req_overflow, req_complete) = exchange.with_request(|r| {
+            record.http.request = summary(
+                &r.tap,
+                cfg.request_capture,
+                record.http.request.content_type.take(),
+            );
+            (
+                std::mem::take(&mut r.tap.kept),
+                r.tap.overflow,
+                r.complete && r.error.is_none(),
+            )
+        });
+        let mut resp_kept = Vec::new();
+        let mut resp_overflow = false;
+        let mut stream = None;
+        let mut resp_complete = outcome == Outcome::Completed;
+        if let Some(mut s) = seen {
+            record.first_byte_at = s.tap.first_at;
+            record.http.status = s.status;
+            record.http.streaming = s.streaming;
+            record.http.response = summary(&s.tap, cfg.response_capture, s.content_type.take());
+            resp_kept = std::mem::take(&mut s.tap.kept);
+            resp_overflow = s.tap.overflow;
+            stream = s.stream;
+            resp_complete &= !s.tap.overflow;
+        } else {
+            record.http.response.capture = cfg.response_capture;
+        }
+        record.http.outcome = outcome;
+        record.http.error = error;
+        // Annotations: the response's extensions, then the handle (set fields win).
+        if let Some(a) = response_annotations {
+            a.apply_to(&mut record);
+        }
+        handle.take().apply_to(&mut record);
+
+        let route = record.http.route.clone();
+        let finish_cfg = cfg.clone();
+        let finish = Box::new(move |rec: &mut AuditRecord| {
+            let cfg = finish_cfg;
+            let req = BodyTap::kept_bytes(&req_kept);
+            let resp = BodyTap::kept_bytes(&resp_kept);
+            if let Some(ex) = cfg.extractor_for(&route) {
+                if req_complete && !req_overflow {
+                    if let Ok(v) = serde_json::from_slice(&req) {
+                        ex.request(&route, &v, rec);
+                    }
+                }
+                match stream {
+                    Some(s) => s.finish(rec),
+                    None if resp_complete => {
+                        if let Ok(v) = serde_json::from_slice(&resp) {
+                            ex.response(&route, &v, rec);
+                        }
+                    }
+                    None => {}
+                }
+            }
+            capture(
+                &cfg,
+                cfg.request_capture,
+                &req,
+                req_overflow,
+                &mut rec.http.request,
+            );
+            capture(
+                &cfg,
+                cfg.response_capture,
+                &resp,
+                resp_overflow,
+                &mut rec.http.response,
+            );
+        });
+        submit(
+            &cfg,
+            PendingRecord {
+                record,
+                finish: Some(finish),
+            },
+        )
+    }
+}
+
+fn submit(cfg: &Arc<Config>, pending: PendingRecord) -> Option<CommitFuture> {
+    let journal = cfg.journal.clone();
+    match journal.try_submit(pending) {
+        Submitted::Queued(None) => None,
+        Submitted::Queued(Some(rx)) => Some(Box::pin(async move {
+            rx.await.map_err(|_| JournalError::Closed)?.map(|_| ())
+        })),
+        Submitted::Full(pending) => match journal.failure_policy() {
+            FailurePolicy::FailOpen => {
+                journal.count_lost(1, "journal queue full");
+                None
+            }
+            FailurePolicy::FailClosed => Some(Box::pin(async move {
+                match journal.submit_wait(pending).await? {
+                    Some(rx) => rx.await.map_err(|_| JournalError::Closed)?.map(|_| ()),
+                    None => Ok(()),
+                }
+            })),
+        },
+        Submitted::Lost(e) => match journal.failure_policy() {
+            FailurePolicy::FailOpen => None,
+            FailurePolicy::FailClosed => Some(Box::pin(async move { Err(e) })),
+        },
+    }
+}
+
+pub(crate) fn new_record(route: &str, method: &str, started_at: Timestamp) -> AuditRecord {
+    let id = uuid::Uuid::now_v7().to_string();
+    let mut r = AuditRecord::new(id, started_at);
+    r.http.method = method.to_owned();
+    r.http.route = route.to_owned();
+    r
+}
