@@ -19,9 +19,7 @@ use http_body::{Body, Frame, SizeHint};
 use kiroku_schemas::record::Outcome;
 use pin_project_lite::pin_project;
 
-use crate::exchange::{
-    BodyTap, CommitFuture, Exchange, Finalizer, ResponseSeen, settle_in_background,
-};
+use crate::exchange::{BodyTap, CommitFuture, Exchange, Finalizer, ResponseSeen, settle_in_background};
 use crate::extract::StreamExtractor;
 use crate::sse::SseParser;
 
@@ -51,10 +49,7 @@ where
     type Data = Bytes;
     type Error = B::Error;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = self.project();
         let r = ready!(this.inner.poll_frame(cx));
         match &r {
@@ -63,9 +58,7 @@ where
                     this.exchange.with_request(|q| q.tap.observe(d));
                 }
             }
-            Some(Err(e)) => this
-                .exchange
-                .with_request(|q| q.error = Some(e.to_string())),
+            Some(Err(e)) => this.exchange.with_request(|q| q.error = Some(e.to_string())),
             None => this.exchange.with_request(|q| q.complete = true),
         }
         Poll::Ready(r)
@@ -140,17 +133,8 @@ impl ResponseTap {
         let f = self.finalizer.take()?;
         let streaming = self.sse.is_some();
         let stream = self.sse.take().map(|(_, ex)| ex);
-        let tap = std::mem::replace(
-            &mut self.tap,
-            BodyTap::new(kiroku_schemas::record::CaptureMode::None, 0),
-        );
-        let seen = ResponseSeen {
-            tap,
-            stream,
-            status: self.status,
-            content_type: self.content_type.take(),
-            streaming,
-        };
+        let tap = std::mem::replace(&mut self.tap, BodyTap::new(kiroku_schemas::record::CaptureMode::None, 0));
+        let seen = ResponseSeen { tap, stream, status: self.status, content_type: self.content_type.take(), streaming };
         f.finish(Some(seen), outcome, error)
     }
 }
@@ -161,20 +145,12 @@ impl Drop for ResponseTap {
             let (outcome, why) = if self.terminal_seen() {
                 (Outcome::Completed, None)
             } else {
-                (
-                    Outcome::Aborted,
-                    Some(format!(
-                        "client went away after {} response bytes",
-                        self.tap.bytes
-                    )),
-                )
+                (Outcome::Aborted, Some(format!("client went away after {} response bytes", self.tap.bytes)))
             };
             let commit = self.finalize(outcome, why);
             settle_in_background(commit);
         }
-        if let TapState::Committing { commit, .. } =
-            std::mem::replace(&mut self.state, TapState::Done)
-        {
+        if let TapState::Committing { commit, .. } = std::mem::replace(&mut self.state, TapState::Done) {
             settle_in_background(Some(commit));
         }
     }
@@ -199,20 +175,11 @@ pin_project! {
 
 impl<B> AuditBody<B> {
     pub(crate) fn tapped(inner: B, tap: ResponseTap) -> Self {
-        Self {
-            kind: Kind::Tapped {
-                inner,
-                tap: Box::new(tap),
-            },
-        }
+        Self { kind: Kind::Tapped { inner, tap: Box::new(tap) } }
     }
 
     pub(crate) fn refused(text: String) -> Self {
-        Self {
-            kind: Kind::Refused {
-                body: Some(Bytes::from(text)),
-            },
-        }
+        Self { kind: Kind::Refused { body: Some(Bytes::from(text)) } }
     }
 }
 
@@ -229,10 +196,7 @@ where
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let (mut inner, tap) = match self.project().kind.project() {
             KindProj::Refused { body } => {
                 return Poll::Ready(body.take().map(|b| Ok(Frame::data(b))));
@@ -243,16 +207,12 @@ where
             match &mut tap.state {
                 TapState::Done => return Poll::Ready(None),
                 TapState::Passthrough => {
-                    return inner
-                        .as_mut()
-                        .poll_frame(cx)
-                        .map(|o| o.map(|r| r.map_err(Into::into)));
+                    return inner.as_mut().poll_frame(cx).map(|o| o.map(|r| r.map_err(Into::into)));
                 }
                 TapState::Committing { commit, .. } => {
                     let r = ready!(commit.as_mut().poll(cx));
-                    let TapState::Committing {
-                        held, end_after, ..
-                    } = std::mem::replace(&mut tap.state, TapState::Done)
+                    let TapState::Committing { held, end_after, .. } =
+                        std::mem::replace(&mut tap.state, TapState::Done)
                     else {
                         unreachable!("state checked above")
                     };
@@ -276,39 +236,22 @@ where
                         return Poll::Ready(Some(Ok(frame)));
                     }
                     match tap.finalize(Outcome::Completed, None) {
-                        Some(commit) => {
-                            tap.state = TapState::Committing {
-                                held: Some(frame),
-                                end_after: end,
-                                commit,
-                            }
-                        }
+                        Some(commit) => tap.state = TapState::Committing { held: Some(frame), end_after: end, commit },
                         None => {
-                            tap.state = if end {
-                                TapState::Done
-                            } else {
-                                TapState::Passthrough
-                            };
+                            tap.state = if end { TapState::Done } else { TapState::Passthrough };
                             return Poll::Ready(Some(Ok(frame)));
                         }
                     }
                 }
                 Some(Err(e)) => {
                     let e: BoxError = e.into();
-                    let commit =
-                        tap.finalize(Outcome::Error, Some(format!("response body error: {e}")));
+                    let commit = tap.finalize(Outcome::Error, Some(format!("response body error: {e}")));
                     settle_in_background(commit);
                     tap.state = TapState::Done;
                     return Poll::Ready(Some(Err(e)));
                 }
                 None => match tap.finalize(Outcome::Completed, None) {
-                    Some(commit) => {
-                        tap.state = TapState::Committing {
-                            held: None,
-                            end_after: true,
-                            commit,
-                        }
-                    }
+                    Some(commit) => tap.state = TapState::Committing { held: None, end_after: true, commit },
                     None => {
                         tap.state = TapState::Done;
                         return Poll::Ready(None);
@@ -327,9 +270,7 @@ where
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Refused { body } => {
-                SizeHint::with_exact(body.as_ref().map_or(0, |b| b.len() as u64))
-            }
+            Kind::Refused { body } => SizeHint::with_exact(body.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Tapped { inner, .. } => inner.size_hint(),
         }
     }

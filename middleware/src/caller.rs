@@ -65,30 +65,20 @@ impl CallerPolicy {
 
     pub(crate) fn caller(&self, headers: &HeaderMap) -> Caller {
         let text = |h: &Option<HeaderName>| {
-            h.as_ref()
-                .and_then(|n| headers.get(n))
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
+            h.as_ref().and_then(|n| headers.get(n)).and_then(|v| v.to_str().ok()).map(str::to_owned)
         };
         let subject = text(&self.subject_header).or_else(|| {
             let key = self.key_digest?;
             let secret = headers
                 .get(AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| {
-                    v.strip_prefix("Bearer ")
-                        .or_else(|| v.strip_prefix("bearer "))
-                })
+                .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
                 .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
                 .or_else(|| headers.get("api-key").and_then(|v| v.to_str().ok()))?;
             let d = blake3::keyed_hash(&key, secret.trim().as_bytes());
             Some(format!("key:{}", to_hex(&d.as_bytes()[..16])))
         });
-        Caller {
-            subject,
-            tenant: text(&self.tenant_header),
-            client_addr: None,
-        }
+        Caller { subject, tenant: text(&self.tenant_header), client_addr: None }
     }
 }
 
@@ -96,31 +86,21 @@ impl CallerPolicy {
 /// span id is a new span for this inference; returns `None` fields when absent or
 /// invalid.
 pub(crate) fn trace_context(headers: &HeaderMap, span_id: [u8; 8]) -> TraceContext {
-    let parsed = headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let mut parts = v.trim().split('-');
-            let (ver, trace, parent, flags) =
-                (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-            let hex = |s: &str, n: usize| {
-                s.len() == n
-                    && s.bytes()
-                        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-            };
-            (hex(ver, 2)
-                && ver != "ff"
-                && hex(trace, 32)
-                && hex(parent, 16)
-                && hex(flags, 2)
-                && trace.bytes().any(|b| b != b'0'))
-            .then(|| trace.to_owned())
-        });
+    let parsed = headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(|v| {
+        let mut parts = v.trim().split('-');
+        let (ver, trace, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let hex =
+            |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+        (hex(ver, 2)
+            && ver != "ff"
+            && hex(trace, 32)
+            && hex(parent, 16)
+            && hex(flags, 2)
+            && trace.bytes().any(|b| b != b'0'))
+        .then(|| trace.to_owned())
+    });
     match parsed {
-        Some(trace_id) => TraceContext {
-            trace_id: Some(trace_id),
-            span_id: Some(to_hex(&span_id)),
-        },
+        Some(trace_id) => TraceContext { trace_id: Some(trace_id), span_id: Some(to_hex(&span_id)) },
         None => TraceContext::default(),
     }
 }
@@ -136,9 +116,7 @@ mod tests {
         let c = CallerPolicy::default().caller(&h);
         let s = c.subject.unwrap();
         assert!(s.starts_with("key:") && !s.contains("secret"));
-        let c2 = CallerPolicy::default()
-            .key_digest_secret([1; 32])
-            .caller(&h);
+        let c2 = CallerPolicy::default().key_digest_secret([1; 32]).caller(&h);
         assert_ne!(c2.subject.unwrap(), s);
     }
 
@@ -147,33 +125,18 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-user", "alice".parse().unwrap());
         h.insert("x-api-key", "k".parse().unwrap());
-        let c = CallerPolicy::default()
-            .subject_header(HeaderName::from_static("x-user"))
-            .caller(&h);
+        let c = CallerPolicy::default().subject_header(HeaderName::from_static("x-user")).caller(&h);
         assert_eq!(c.subject.as_deref(), Some("alice"));
     }
 
     #[test]
     fn traceparent() {
         let mut h = HeaderMap::new();
-        h.insert(
-            "traceparent",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-                .parse()
-                .unwrap(),
-        );
+        h.insert("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".parse().unwrap());
         let t = trace_context(&h, [1; 8]);
-        assert_eq!(
-            t.trace_id.as_deref(),
-            Some("4bf92f3577b34da6a3ce929d0e0e4736")
-        );
+        assert_eq!(t.trace_id.as_deref(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
         assert_eq!(t.span_id.as_deref(), Some("0101010101010101"));
-        h.insert(
-            "traceparent",
-            "00-00000000000000000000000000000000-00f067aa0ba902b7-01"
-                .parse()
-                .unwrap(),
-        );
+        h.insert("traceparent", "00-00000000000000000000000000000000-00f067aa0ba902b7-01".parse().unwrap());
         assert!(trace_context(&h, [1; 8]).is_empty());
     }
 }

@@ -84,19 +84,12 @@ pub(crate) struct RequestSide {
 impl Exchange {
     pub(crate) fn new(mode: CaptureMode, keep_limit: usize) -> Arc<Self> {
         Arc::new(Self {
-            request: Mutex::new(RequestSide {
-                tap: BodyTap::new(mode, keep_limit),
-                complete: false,
-                error: None,
-            }),
+            request: Mutex::new(RequestSide { tap: BodyTap::new(mode, keep_limit), complete: false, error: None }),
         })
     }
 
     pub(crate) fn with_request<R>(&self, f: impl FnOnce(&mut RequestSide) -> R) -> R {
-        f(&mut self
-            .request
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner))
+        f(&mut self.request.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 }
 
@@ -127,28 +120,13 @@ struct FinalizerInner {
 }
 
 impl Finalizer {
-    pub(crate) fn new(
-        cfg: Arc<Config>,
-        exchange: Arc<Exchange>,
-        handle: AuditHandle,
-        record: AuditRecord,
-    ) -> Self {
-        Self {
-            inner: Some(FinalizerInner {
-                cfg,
-                exchange,
-                handle,
-                response_annotations: None,
-                record,
-            }),
-        }
+    pub(crate) fn new(cfg: Arc<Config>, exchange: Arc<Exchange>, handle: AuditHandle, record: AuditRecord) -> Self {
+        Self { inner: Some(FinalizerInner { cfg, exchange, handle, response_annotations: None, record }) }
     }
 
     /// The request's route (path).
     pub(crate) fn route(&self) -> &str {
-        self.inner
-            .as_ref()
-            .map_or("", |i| i.record.http.route.as_str())
+        self.inner.as_ref().map_or("", |i| i.record.http.route.as_str())
     }
 
     /// Annotations the inner service put in the response extensions.
@@ -174,7 +152,11 @@ impl Finalizer {
 impl Drop for Finalizer {
     fn drop(&mut self) {
         if let Some(inner) = self.inner.take() {
-            let commit = inner.finish(None, Outcome::Aborted, Some("dropped before a response was produced (client went away or the service was cancelled)".into()));
+            let commit = inner.finish(
+                None,
+                Outcome::Aborted,
+                Some("dropped before a response was produced (client went away or the service was cancelled)".into()),
+            );
             settle_in_background(commit);
         }
     }
@@ -230,31 +212,12 @@ fn capture(cfg: &Config, mode: CaptureMode, kept: &[u8], overflow: bool, s: &mut
 }
 
 impl FinalizerInner {
-    fn finish(
-        self,
-        seen: Option<ResponseSeen>,
-        outcome: Outcome,
-        error: Option<String>,
-    ) -> Option<CommitFuture> {
-        let Self {
-            cfg,
-            exchange,
-            handle,
-            response_annotations,
-            mut record,
-        } = self;
+    fn finish(self, seen: Option<ResponseSeen>, outcome: Outcome, error: Option<String>) -> Option<CommitFuture> {
+        let Self { cfg, exchange, handle, response_annotations, mut record } = self;
         record.finished_at = Timestamp::now();
         let (req_kept, req_overflow, req_complete) = exchange.with_request(|r| {
-            record.http.request = summary(
-                &r.tap,
-                cfg.request_capture,
-                record.http.request.content_type.take(),
-            );
-            (
-                std::mem::take(&mut r.tap.kept),
-                r.tap.overflow,
-                r.complete && r.error.is_none(),
-            )
+            record.http.request = summary(&r.tap, cfg.request_capture, record.http.request.content_type.take());
+            (std::mem::take(&mut r.tap.kept), r.tap.overflow, r.complete && r.error.is_none())
         });
         let mut resp_kept = Vec::new();
         let mut resp_overflow = false;
@@ -272,6 +235,13 @@ impl FinalizerInner {
         } else {
             record.http.response.capture = cfg.response_capture;
         }
+        // A server error status is a failed inference even if its body arrived whole.
+        let (outcome, error) = match record.http.status {
+            Some(st) if st >= 500 && outcome == Outcome::Completed => {
+                (Outcome::Error, Some(format!("HTTP status {st}")))
+            }
+            _ => (outcome, error),
+        };
         record.http.outcome = outcome;
         record.http.error = error;
         // Annotations: the response's extensions, then the handle (set fields win).
@@ -302,38 +272,27 @@ impl FinalizerInner {
                     None => {}
                 }
             }
-            capture(
-                &cfg,
-                cfg.request_capture,
-                &req,
-                req_overflow,
-                &mut rec.http.request,
-            );
-            capture(
-                &cfg,
-                cfg.response_capture,
-                &resp,
-                resp_overflow,
-                &mut rec.http.response,
-            );
+            capture(&cfg, cfg.request_capture, &req, req_overflow, &mut rec.http.request);
+            capture(&cfg, cfg.response_capture, &resp, resp_overflow, &mut rec.http.response);
         });
-        submit(
-            &cfg,
-            PendingRecord {
-                record,
-                finish: Some(finish),
-            },
-        )
+        submit(&cfg, PendingRecord { record, finish: Some(finish) })
     }
 }
 
 fn submit(cfg: &Arc<Config>, pending: PendingRecord) -> Option<CommitFuture> {
     let journal = cfg.journal.clone();
+    let fail_open = journal.failure_policy() == FailurePolicy::FailOpen;
     match journal.try_submit(pending) {
         Submitted::Queued(None) => None,
-        Submitted::Queued(Some(rx)) => Some(Box::pin(async move {
-            rx.await.map_err(|_| JournalError::Closed)?.map(|_| ())
+        // FailOpen never withholds a response: a record that could not be made durable
+        // has been counted as lost by the writer.
+        Submitted::Queued(Some(rx)) if fail_open => Some(Box::pin(async move {
+            let _ = rx.await;
+            Ok(())
         })),
+        Submitted::Queued(Some(rx)) => {
+            Some(Box::pin(async move { rx.await.map_err(|_| JournalError::Closed)?.map(|_| ()) }))
+        }
         Submitted::Full(pending) => match journal.failure_policy() {
             FailurePolicy::FailOpen => {
                 journal.count_lost(1, "journal queue full");

@@ -36,21 +36,11 @@ pin_project! {
 
 impl<F> ResponseFuture<F> {
     pub(crate) fn new(fut: F, finalizer: Finalizer, cfg: Arc<Config>) -> Self {
-        Self {
-            kind: Kind::Inner {
-                fut,
-                finalizer: Some(finalizer),
-                cfg,
-            },
-        }
+        Self { kind: Kind::Inner { fut, finalizer: Some(finalizer), cfg } }
     }
 
     pub(crate) fn refused(reason: &str) -> Self {
-        Self {
-            kind: Kind::Refused {
-                reason: Some(reason.to_owned()),
-            },
-        }
+        Self { kind: Kind::Refused { reason: Some(reason.to_owned()) } }
     }
 }
 
@@ -68,11 +58,7 @@ where
             KindProj::Refused { reason } => {
                 return Poll::Ready(Ok(refusal(reason.as_deref().unwrap_or_default())));
             }
-            KindProj::Inner {
-                fut,
-                finalizer,
-                cfg,
-            } => (fut, finalizer, cfg),
+            KindProj::Inner { fut, finalizer, cfg } => (fut, finalizer, cfg),
         };
         let result = ready!(fut.poll(cx));
         let Some(mut fin) = finalizer.take() else {
@@ -86,13 +72,9 @@ where
                     fin.set_response_annotations(a);
                 }
                 let headers = resp.headers();
-                let content_type = headers
-                    .get(http::header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned);
-                let is_sse = content_type
-                    .as_deref()
-                    .is_some_and(|c| c.starts_with("text/event-stream"));
+                let content_type =
+                    headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+                let is_sse = content_type.as_deref().is_some_and(|c| c.starts_with("text/event-stream"));
                 let content_length = headers
                     .get(http::header::CONTENT_LENGTH)
                     .and_then(|v| v.to_str().ok())
@@ -100,17 +82,11 @@ where
                     .or_else(|| resp.body().size_hint().exact());
                 let route = fin.route().to_owned();
                 let stream = if is_sse {
-                    cfg.extractor_for(&route)
-                        .map(|e| e.stream(&route))
-                        .or_else(|| Some(Box::new(NoStream::default())))
+                    cfg.extractor_for(&route).map(|e| e.stream(&route)).or_else(|| Some(Box::new(NoStream::default())))
                 } else {
                     None
                 };
-                let keep = if is_sse {
-                    cfg.capture_cap
-                } else {
-                    cfg.keep_limit
-                };
+                let keep = if is_sse { cfg.capture_cap } else { cfg.keep_limit };
                 let tap = ResponseTap::new(
                     BodyTap::new(cfg.response_capture, keep),
                     stream,

@@ -5,9 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use kiroku_schemas::AuditRecord;
-use kiroku_schemas::record::{
-    Disclosure, GenAi, OutputSource, Provenance, SafeguardDecision, Watermark,
-};
+use kiroku_schemas::record::{Disclosure, GenAi, OutputSource, Provenance, SafeguardDecision, Watermark};
 
 /// What an application adds to a record. Put one in the response extensions, or use
 /// the [`AuditHandle`] from the request extensions (also while a stream is running).
@@ -89,17 +87,12 @@ pub struct AuditHandle {
 
 impl AuditHandle {
     pub(crate) fn new(record_id: &str) -> Self {
-        Self {
-            record_id: record_id.into(),
-            inner: Arc::default(),
-        }
+        Self { record_id: record_id.into(), inner: Arc::default() }
     }
 
     fn lock(&self) -> MutexGuard<'_, Annotations> {
         // A panic while annotating leaves plain data behind; keep using it.
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The id the record will have (UUIDv7), e.g. to return it to the client.

@@ -33,10 +33,7 @@ pub struct Redactor {
 impl std::fmt::Debug for Redactor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Redactor")
-            .field(
-                "rules",
-                &self.rules.iter().map(|r| &*r.name).collect::<Vec<_>>(),
-            )
+            .field("rules", &self.rules.iter().map(|r| &*r.name).collect::<Vec<_>>())
             .field("remove", &self.remove)
             .finish()
     }
@@ -79,62 +76,35 @@ impl Redactor {
                 r#"(?i)\b(?:api[_-]?key|secret|token|password|passwd)["']?\s*[:=]\s*["']?[^\s"',}]{8,}"#,
                 None,
             ),
-            rule(
-                "email",
-                r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}",
-                None,
-            ),
+            rule("email", r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}", None),
             rule("card", r"\b\d(?:[ \-]?\d){12,18}\b", Some(luhn_ok)),
-            rule(
-                "my_number",
-                r"\b\d{4}[ \-]?\d{4}[ \-]?\d{4}\b",
-                Some(my_number_ok),
-            ),
+            rule("my_number", r"\b\d{4}[ \-]?\d{4}[ \-]?\d{4}\b", Some(my_number_ok)),
             rule(
                 "phone",
                 r"(?:\+\d{1,3}[ \-]?(?:\(\d{1,4}\)|\d{1,4})(?:[ \-]?\d{1,4}){1,3}[ \-]?\d{3,4}\b|\b0\d{1,4}-\d{1,4}-\d{3,4}\b|\b0[5789]0\d{8}\b|\(0\d{1,4}\)\s?\d{1,4}-\d{3,4}\b)",
                 None,
             ),
-            rule(
-                "ipv4",
-                r"\b(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}\b",
-                None,
-            ),
+            rule("ipv4", r"\b(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}\b", None),
             rule(
                 "ipv6",
                 r"\b(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}\b|\b(?:[0-9A-Fa-f]{1,4}:){1,6}:(?:[0-9A-Fa-f]{1,4}:?){1,6}\b",
                 None,
             ),
         ];
-        Self {
-            rules,
-            remove: Vec::new(),
-        }
+        Self { rules, remove: Vec::new() }
     }
 
     /// Add a custom rule: matches of `pattern` become `[REDACTED:<name>]`.
     pub fn pattern(mut self, name: &str, pattern: &str) -> Result<Self, PatternError> {
-        let re = Regex::new(pattern).map_err(|source| PatternError {
-            name: name.to_owned(),
-            source,
-        })?;
-        self.rules.push(Rule {
-            name: name.into(),
-            re,
-            check: None,
-        });
+        let re = Regex::new(pattern).map_err(|source| PatternError { name: name.to_owned(), source })?;
+        self.rules.push(Rule { name: name.into(), re, check: None });
         Ok(self)
     }
 
     /// Remove a JSON field before storing: a dotted path from the document root, `*`
     /// matching every array element or object member (`messages.*.name`, `user`).
     pub fn remove_json_path(mut self, path: &str) -> Self {
-        self.remove.push(
-            path.trim_start_matches("$.")
-                .split('.')
-                .map(str::to_owned)
-                .collect(),
-        );
+        self.remove.push(path.trim_start_matches("$.").split('.').map(str::to_owned).collect());
         self
     }
 
@@ -236,13 +206,7 @@ pub fn luhn_ok(s: &str) -> bool {
         .iter()
         .rev()
         .enumerate()
-        .map(|(i, &x)| {
-            if i % 2 == 1 {
-                if x * 2 > 9 { x * 2 - 9 } else { x * 2 }
-            } else {
-                x
-            }
-        })
+        .map(|(i, &x)| if i % 2 == 1 { if x * 2 > 9 { x * 2 - 9 } else { x * 2 } } else { x })
         .sum();
     sum % 10 == 0
 }
@@ -254,9 +218,7 @@ pub fn my_number_ok(s: &str) -> bool {
         return false;
     }
     let body = &d[..11];
-    let sum: u32 = (1..=11u32)
-        .map(|n| body[11 - n as usize] * if n <= 6 { n + 1 } else { n - 5 })
-        .sum();
+    let sum: u32 = (1..=11u32).map(|n| body[11 - n as usize] * if n <= 6 { n + 1 } else { n - 5 }).sum();
     let r = sum % 11;
     let check = if r <= 1 { 0 } else { 11 - r };
     check == d[11]
@@ -269,10 +231,7 @@ mod tests {
     /// A valid My Number for tests: check digit computed by the formula.
     pub(crate) fn valid_my_number() -> String {
         let body = "12345678901";
-        (0..10)
-            .map(|c| format!("{body}{c}"))
-            .find(|s| my_number_ok(s))
-            .unwrap()
+        (0..10).map(|c| format!("{body}{c}")).find(|s| my_number_ok(s)).unwrap()
     }
 
     #[test]
@@ -317,20 +276,14 @@ mod tests {
         }
         // A 12-digit number with a wrong check digit is not a My Number.
         let mn = valid_my_number();
-        let wrong = format!(
-            "{}{}",
-            &mn[..11],
-            (mn[11..].parse::<u32>().unwrap() + 1) % 10
-        );
+        let wrong = format!("{}{}", &mn[..11], (mn[11..].parse::<u32>().unwrap() + 1) % 10);
         assert!(!my_number_ok(&wrong));
         assert_eq!(r.redact_text(&format!("id {wrong}")), format!("id {wrong}"));
     }
 
     #[test]
     fn json_bodies_keep_structure_and_drop_paths() {
-        let r = Redactor::builtin()
-            .remove_json_path("user")
-            .remove_json_path("messages.*.name");
+        let r = Redactor::builtin().remove_json_path("user").remove_json_path("messages.*.name");
         let body = serde_json::json!({"model": "m", "user": "u-1", "messages": [{"role": "user", "name": "Taro", "content": "mail me at a@b.jp"}], "n": 4111111111111111u64});
         let out: Value = serde_json::from_str(&r.redact_body(body.to_string().as_bytes())).unwrap();
         assert_eq!(out["model"], "m");
@@ -345,9 +298,6 @@ mod tests {
         let r = Redactor::none().pattern("employee", r"EMP-\d{6}").unwrap();
         assert_eq!(r.redact_text("id EMP-123456"), "id [REDACTED:employee]");
         assert!(Redactor::none().pattern("bad", "(").is_err());
-        assert_eq!(
-            Redactor::builtin().redact_body(b"\xff\xfe a@b.jp"),
-            "\u{fffd}\u{fffd} [REDACTED:email]"
-        );
+        assert_eq!(Redactor::builtin().redact_body(b"\xff\xfe a@b.jp"), "\u{fffd}\u{fffd} [REDACTED:email]");
     }
 }

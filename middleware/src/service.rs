@@ -27,18 +27,13 @@ pub struct AuditService<S> {
 
 impl<S: Clone> Clone for AuditService<S> {
     fn clone(&self) -> Self {
-        Self {
-            inner: self.inner.clone(),
-            cfg: self.cfg.clone(),
-        }
+        Self { inner: self.inner.clone(), cfg: self.cfg.clone() }
     }
 }
 
 impl<S: std::fmt::Debug> std::fmt::Debug for AuditService<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuditService")
-            .field("inner", &self.inner)
-            .finish_non_exhaustive()
+        f.debug_struct("AuditService").field("inner", &self.inner).finish_non_exhaustive()
     }
 }
 
@@ -83,17 +78,12 @@ where
         let mut record = new_record(req.uri().path(), req.method().as_str(), started_at);
         record.caller = self.cfg.caller.caller(req.headers());
         if let Some(addr) = req.extensions().get::<std::net::SocketAddr>() {
-            record.caller.client_addr = Some(format!(
-                "ip:{}",
-                &kiroku_schemas::digest::blake3_hex(addr.ip().to_string().as_bytes())[..16]
-            ));
+            record.caller.client_addr =
+                Some(format!("ip:{}", &kiroku_schemas::digest::blake3_hex(addr.ip().to_string().as_bytes())[..16]));
         }
         record.trace = trace_context(req.headers(), random_span_id());
-        record.http.request.content_type = req
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        record.http.request.content_type =
+            req.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
 
         let handle = AuditHandle::new(&record.record_id);
         let exchange = Exchange::new(self.cfg.request_capture, self.cfg.keep_limit);
@@ -120,13 +110,7 @@ pub(crate) fn refusal_body(reason: &str) -> String {
 pub(crate) fn refusal<B>(reason: &str) -> Response<AuditBody<B>> {
     let mut r = Response::new(AuditBody::refused(refusal_body(reason)));
     *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    r.headers_mut().insert(
-        http::header::RETRY_AFTER,
-        http::HeaderValue::from_static("1"),
-    );
+    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
     r
 }

@@ -99,10 +99,7 @@ impl SseParser {
         if self.line.is_empty() {
             if self.has_data {
                 let data = std::mem::take(&mut self.data);
-                on_event(SseEvent {
-                    event: self.event.take(),
-                    data,
-                });
+                on_event(SseEvent { event: self.event.take(), data });
             }
             self.has_data = false;
             self.event = None;
@@ -151,7 +148,8 @@ mod tests {
         out
     }
 
-    const STREAM: &str = "event: delta\ndata: {\"t\":\"こんにちは\"}\n\n: comment\ndata: line1\r\ndata: line2\r\n\r\ndata: [DONE]\n\n";
+    const STREAM: &str =
+        "event: delta\ndata: {\"t\":\"こんにちは\"}\n\n: comment\ndata: line1\r\ndata: line2\r\n\r\ndata: [DONE]\n\n";
 
     #[test]
     fn parses_events() {
@@ -169,11 +167,7 @@ mod tests {
         let n = STREAM.len();
         for i in 0..n {
             for j in i..n {
-                assert_eq!(
-                    parse_in_pieces(STREAM.as_bytes(), &[i, j]),
-                    whole,
-                    "cuts at {i},{j}"
-                );
+                assert_eq!(parse_in_pieces(STREAM.as_bytes(), &[i, j]), whole, "cuts at {i},{j}");
             }
         }
     }
@@ -182,10 +176,7 @@ mod tests {
     fn oversized_lines_are_dropped() {
         let mut p = SseParser::new(16);
         let mut out = Vec::new();
-        p.feed(
-            format!("data: {}\n\ndata: ok\n\n", "x".repeat(100)).as_bytes(),
-            &mut |e| out.push(e),
-        );
+        p.feed(format!("data: {}\n\ndata: ok\n\n", "x".repeat(100)).as_bytes(), &mut |e| out.push(e));
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].data, "ok");
         assert_eq!(p.oversized_lines(), 1);

@@ -49,22 +49,14 @@ fn segment(size: usize) -> &'static [u8] {
                 for i in 0..records {
                     w.append_record(&payload(i, size)).expect("vec write");
                     if (i + 1) % (records / 10) == 0 {
-                        w.append_checkpoint(&s, "kiroku", Timestamp::from_unix_nanos(0))
-                            .expect("vec write");
+                        w.append_checkpoint(&s, "kiroku", Timestamp::from_unix_nanos(0)).expect("vec write");
                     }
                 }
-                (
-                    size,
-                    w.seal(&s, "kiroku", Timestamp::from_unix_nanos(1))
-                        .expect("vec write"),
-                )
+                (size, w.seal(&s, "kiroku", Timestamp::from_unix_nanos(1)).expect("vec write"))
             })
             .collect()
     });
-    segs.iter()
-        .find(|(s, _)| *s == size)
-        .map(|(_, b)| b.as_slice())
-        .expect("size benchmarked")
+    segs.iter().find(|(s, _)| *s == size).map(|(_, b)| b.as_slice()).expect("size benchmarked")
 }
 
 /// Full verification: frames, blake3 chain hashes, Merkle tree, checkpoint signatures.
@@ -82,17 +74,15 @@ fn verify_100mb_segment(b: Bencher<'_, '_>, record_size: usize) {
 #[divan::bench(args = SIZES, sample_count = 10, sample_size = 1)]
 fn baseline_blake3_whole_file(b: Bencher<'_, '_>, record_size: usize) {
     let seg = segment(record_size);
-    b.counter(BytesCount::new(seg.len()))
-        .bench(|| blake3::hash(divan::black_box(seg)));
+    b.counter(BytesCount::new(seg.len())).bench(|| blake3::hash(divan::black_box(seg)));
 }
 
 /// Bound: blake3 of one frame's hash input alone (what the format requires per record).
 #[divan::bench(args = SIZES)]
 fn bound_blake3_one_record(b: Bencher<'_, '_>, record_size: usize) {
     let p = payload(1, record_size);
-    b.counter(BytesCount::new(record_size)).bench(|| {
-        kiroku_schemas::segment::record_hash(&ChainId([1; 16]), 5, &[0; 32], divan::black_box(&p))
-    });
+    b.counter(BytesCount::new(record_size))
+        .bench(|| kiroku_schemas::segment::record_hash(&ChainId([1; 16]), 5, &[0; 32], divan::black_box(&p)));
 }
 
 /// Writing 1 KiB records into memory.
@@ -101,11 +91,8 @@ fn write_100k_1kib_records(b: Bencher<'_, '_>) {
     let payloads: Vec<Vec<u8>> = (0..100_000).map(|i| payload(i, 1024)).collect();
     let bytes: usize = payloads.iter().map(Vec::len).sum();
     b.counter(BytesCount::new(bytes)).bench(|| {
-        let mut w = SegmentWriter::new(
-            Vec::with_capacity(110 << 20),
-            SegmentHeader::genesis(ChainId([7; 16])),
-        )
-        .expect("vec write");
+        let mut w = SegmentWriter::new(Vec::with_capacity(110 << 20), SegmentHeader::genesis(ChainId([7; 16])))
+            .expect("vec write");
         for p in &payloads {
             w.append_record(p).expect("vec write");
         }

@@ -13,9 +13,7 @@ pub struct ChainId(pub [u8; 16]);
 
 /// Text that is not a hyphenated UUID.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "invalid chain id {0:?}: expected a hyphenated UUID such as 0192f3c4-5d6e-7f80-9a1b-2c3d4e5f6a7b"
-)]
+#[error("invalid chain id {0:?}: expected a hyphenated UUID such as 0192f3c4-5d6e-7f80-9a1b-2c3d4e5f6a7b")]
 pub struct ChainIdError(pub String);
 
 impl ChainId {
@@ -119,10 +117,6 @@ mod tests {
         assert_eq!(&s[14..15], "7");
         assert_eq!(s.parse::<ChainId>().unwrap(), id);
         assert!("not-a-uuid".parse::<ChainId>().is_err());
-        assert!(
-            "0192f3c4-5d6e-7f80-9a1b-2c3d4e5f6a7g"
-                .parse::<ChainId>()
-                .is_err()
-        );
+        assert!("0192f3c4-5d6e-7f80-9a1b-2c3d4e5f6a7g".parse::<ChainId>().is_err());
     }
 }

@@ -77,9 +77,7 @@ pub enum KeyFileError {
         source: std::io::Error,
     },
     /// The file is readable by group or others.
-    #[error(
-        "key file {path} has mode {mode:o}: a signing key must be readable by its owner only (chmod 600)"
-    )]
+    #[error("key file {path} has mode {mode:o}: a signing key must be readable by its owner only (chmod 600)")]
     TooOpen {
         /// The file.
         path: String,
@@ -98,29 +96,13 @@ pub enum KeyFileError {
 
 impl Checkpoint {
     /// A checkpoint for `size` records of `chain` with `root`, stamped with `time`.
-    pub fn for_chain(
-        namespace: &str,
-        chain: ChainId,
-        size: u64,
-        root: Hash,
-        time: Timestamp,
-    ) -> Self {
-        Self {
-            origin: format!("{namespace}/{chain}"),
-            size,
-            root,
-            extensions: vec![format!("time {time}")],
-        }
+    pub fn for_chain(namespace: &str, chain: ChainId, size: u64, root: Hash, time: Timestamp) -> Self {
+        Self { origin: format!("{namespace}/{chain}"), size, root, extensions: vec![format!("time {time}")] }
     }
 
     /// The note body: every line ends with `\n`.
     pub fn body(&self) -> String {
-        let mut s = format!(
-            "{}\n{}\n{}\n",
-            self.origin,
-            self.size,
-            B64.encode(self.root)
-        );
+        let mut s = format!("{}\n{}\n{}\n", self.origin, self.size, B64.encode(self.root));
         for e in &self.extensions {
             s.push_str(e);
             s.push('\n');
@@ -130,56 +112,34 @@ impl Checkpoint {
 
     /// Parse a note body (without signatures).
     pub fn parse_body(body: &str) -> Result<Self, CheckpointError> {
-        let rest = body.strip_suffix('\n').ok_or(CheckpointError::Malformed(
-            "body does not end with a newline",
-        ))?;
+        let rest = body.strip_suffix('\n').ok_or(CheckpointError::Malformed("body does not end with a newline"))?;
         let mut lines = rest.split('\n');
-        let origin = lines
-            .next()
-            .filter(|o| !o.is_empty())
-            .ok_or(CheckpointError::Malformed("empty origin line"))?;
-        let size_line = lines
-            .next()
-            .ok_or(CheckpointError::Malformed("missing tree size line"))?;
+        let origin = lines.next().filter(|o| !o.is_empty()).ok_or(CheckpointError::Malformed("empty origin line"))?;
+        let size_line = lines.next().ok_or(CheckpointError::Malformed("missing tree size line"))?;
         if size_line.is_empty()
             || !size_line.bytes().all(|b| b.is_ascii_digit())
             || (size_line.len() > 1 && size_line.starts_with('0'))
         {
-            return Err(CheckpointError::Malformed(
-                "tree size is not a decimal without leading zeros",
-            ));
+            return Err(CheckpointError::Malformed("tree size is not a decimal without leading zeros"));
         }
-        let size = size_line
-            .parse()
-            .map_err(|_| CheckpointError::Malformed("tree size out of range"))?;
-        let root_line = lines
-            .next()
-            .ok_or(CheckpointError::Malformed("missing root hash line"))?;
+        let size = size_line.parse().map_err(|_| CheckpointError::Malformed("tree size out of range"))?;
+        let root_line = lines.next().ok_or(CheckpointError::Malformed("missing root hash line"))?;
         let root: Hash = B64
             .decode(root_line)
             .ok()
             .and_then(|v| v.try_into().ok())
-            .ok_or(CheckpointError::Malformed(
-                "root hash is not 32 bytes of base64",
-            ))?;
+            .ok_or(CheckpointError::Malformed("root hash is not 32 bytes of base64"))?;
         let extensions: Vec<String> = lines.map(str::to_owned).collect();
         if extensions.iter().any(String::is_empty) {
             return Err(CheckpointError::Malformed("empty extension line"));
         }
-        Ok(Self {
-            origin: origin.to_owned(),
-            size,
-            root,
-            extensions,
-        })
+        Ok(Self { origin: origin.to_owned(), size, root, extensions })
     }
 
     /// Parse the body of a signed note without checking any signature (to inspect a
     /// checkpoint when no key is at hand; never to trust it).
     pub fn parse_note_unverified(note: &str) -> Result<Self, CheckpointError> {
-        let split = note.find("\n\n").ok_or(CheckpointError::Malformed(
-            "no blank line before the signatures",
-        ))?;
+        let split = note.find("\n\n").ok_or(CheckpointError::Malformed("no blank line before the signatures"))?;
         Self::parse_body(&note[..split + 1])
     }
 
@@ -190,9 +150,7 @@ impl Checkpoint {
 
     /// The `time` extension, if present and valid.
     pub fn time(&self) -> Option<Timestamp> {
-        self.extensions
-            .iter()
-            .find_map(|e| e.strip_prefix("time ")?.parse().ok())
+        self.extensions.iter().find_map(|e| e.strip_prefix("time ")?.parse().ok())
     }
 }
 
@@ -208,20 +166,13 @@ pub trait CheckpointSigner: Send + Sync {
 }
 
 /// Sign a checkpoint: its body, a blank line, one signature line.
-pub fn sign_checkpoint(
-    cp: &Checkpoint,
-    signer: &dyn CheckpointSigner,
-) -> Result<String, CheckpointError> {
+pub fn sign_checkpoint(cp: &Checkpoint, signer: &dyn CheckpointSigner) -> Result<String, CheckpointError> {
     let body = cp.body();
     let sig = signer.sign(body.as_bytes())?;
     let mut blob = Vec::with_capacity(68);
     blob.extend_from_slice(&signer.key_id());
     blob.extend_from_slice(&sig);
-    Ok(format!(
-        "{body}\n\u{2014} {} {}\n",
-        signer.name(),
-        B64.encode(blob)
-    ))
+    Ok(format!("{body}\n\u{2014} {} {}\n", signer.name(), B64.encode(blob)))
 }
 
 fn valid_key_name(name: &str) -> bool {
@@ -267,16 +218,10 @@ impl NoteSigner {
     /// The key with Ed25519 seed `seed` (for tests and test vectors).
     pub fn from_seed(name: &str, seed: [u8; 32]) -> Result<Self, CheckpointError> {
         if !valid_key_name(name) {
-            return Err(CheckpointError::BadKey(
-                "key names must be non-empty without '+' or spaces",
-            ));
+            return Err(CheckpointError::BadKey("key names must be non-empty without '+' or spaces"));
         }
         let key = SigningKey::from_bytes(&seed);
-        Ok(Self {
-            name: name.to_owned(),
-            key_id: key_id(name, key.verifying_key().as_bytes()),
-            key,
-        })
+        Ok(Self { name: name.to_owned(), key_id: key_id(name, key.verifying_key().as_bytes()), key })
     }
 
     /// Parse `PRIVATE+KEY+<name>+<hex id>+<base64(0x01 || seed)>`.
@@ -284,13 +229,9 @@ impl NoteSigner {
         let rest = text
             .trim_end()
             .strip_prefix("PRIVATE+KEY+")
-            .ok_or(CheckpointError::BadKey(
-                "signer key must start with PRIVATE+KEY+",
-            ))?;
+            .ok_or(CheckpointError::BadKey("signer key must start with PRIVATE+KEY+"))?;
         let (name, id, bytes) = split_key_text(rest)?;
-        let seed: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| CheckpointError::BadKey("seed is not 32 bytes"))?;
+        let seed: [u8; 32] = bytes.try_into().map_err(|_| CheckpointError::BadKey("seed is not 32 bytes"))?;
         let signer = Self::from_seed(name, seed)?;
         if signer.key_id != id {
             return Err(CheckpointError::BadKey("key id does not match the key"));
@@ -302,21 +243,12 @@ impl NoteSigner {
     pub fn to_key_text(&self) -> String {
         let mut blob = vec![ED25519_ALG];
         blob.extend_from_slice(self.key.as_bytes());
-        format!(
-            "PRIVATE+KEY+{}+{}+{}",
-            self.name,
-            crate::digest::to_hex(&self.key_id),
-            B64.encode(blob)
-        )
+        format!("PRIVATE+KEY+{}+{}+{}", self.name, crate::digest::to_hex(&self.key_id), B64.encode(blob))
     }
 
     /// The matching verifier.
     pub fn verifier(&self) -> NoteVerifier {
-        NoteVerifier {
-            name: self.name.clone(),
-            key_id: self.key_id,
-            key: self.key.verifying_key(),
-        }
+        NoteVerifier { name: self.name.clone(), key_id: self.key_id, key: self.key.verifying_key() }
     }
 
     /// Read a signer key file, refusing one that group or others can read.
@@ -325,19 +257,13 @@ impl NoteSigner {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;
-            let meta = std::fs::metadata(path).map_err(|source| KeyFileError::Io {
-                path: p.clone(),
-                source,
-            })?;
+            let meta = std::fs::metadata(path).map_err(|source| KeyFileError::Io { path: p.clone(), source })?;
             let mode = meta.permissions().mode() & 0o777;
             if mode & 0o077 != 0 {
                 return Err(KeyFileError::TooOpen { path: p, mode });
             }
         }
-        let text = std::fs::read_to_string(path).map_err(|source| KeyFileError::Io {
-            path: p.clone(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| KeyFileError::Io { path: p.clone(), source })?;
         Self::from_key_text(&text).map_err(|source| KeyFileError::Invalid { path: p, source })
     }
 
@@ -352,10 +278,7 @@ impl NoteSigner {
             use std::os::unix::fs::OpenOptionsExt as _;
             opts.mode(0o600);
         }
-        let mut f = opts.open(path).map_err(|source| KeyFileError::Io {
-            path: p.clone(),
-            source,
-        })?;
+        let mut f = opts.open(path).map_err(|source| KeyFileError::Io { path: p.clone(), source })?;
         f.write_all(format!("{}\n", self.to_key_text()).as_bytes())
             .and_then(|()| f.sync_all())
             .map_err(|source| KeyFileError::Io { path: p, source })
@@ -387,9 +310,7 @@ fn split_key_text(rest: &str) -> Result<(&str, [u8; 4], Vec<u8>), CheckpointErro
     let id = u32::from_str_radix(id_hex, 16)
         .map_err(|_| CheckpointError::BadKey("key id is not 8 hex digits"))?
         .to_be_bytes();
-    let bytes = B64
-        .decode(b64)
-        .map_err(|_| CheckpointError::BadKey("key is not base64"))?;
+    let bytes = B64.decode(b64).map_err(|_| CheckpointError::BadKey("key is not base64"))?;
     match bytes.split_first() {
         Some((&ED25519_ALG, key)) => Ok((name, id, key.to_vec())),
         _ => Err(CheckpointError::BadKey("not an Ed25519 signed-note key")),
@@ -409,35 +330,21 @@ impl NoteVerifier {
     pub fn from_key_text(text: &str) -> Result<Self, CheckpointError> {
         let (name, id, bytes) = split_key_text(text.trim_end())?;
         if !valid_key_name(name) {
-            return Err(CheckpointError::BadKey(
-                "key names must be non-empty without '+' or spaces",
-            ));
+            return Err(CheckpointError::BadKey("key names must be non-empty without '+' or spaces"));
         }
-        let raw: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| CheckpointError::BadKey("public key is not 32 bytes"))?;
-        let key = VerifyingKey::from_bytes(&raw)
-            .map_err(|_| CheckpointError::BadKey("not a valid Ed25519 point"))?;
+        let raw: [u8; 32] = bytes.try_into().map_err(|_| CheckpointError::BadKey("public key is not 32 bytes"))?;
+        let key = VerifyingKey::from_bytes(&raw).map_err(|_| CheckpointError::BadKey("not a valid Ed25519 point"))?;
         if key_id(name, &raw) != id {
             return Err(CheckpointError::BadKey("key id does not match the key"));
         }
-        Ok(Self {
-            name: name.to_owned(),
-            key_id: id,
-            key,
-        })
+        Ok(Self { name: name.to_owned(), key_id: id, key })
     }
 
     /// The public key text.
     pub fn to_key_text(&self) -> String {
         let mut blob = vec![ED25519_ALG];
         blob.extend_from_slice(self.key.as_bytes());
-        format!(
-            "{}+{}+{}",
-            self.name,
-            crate::digest::to_hex(&self.key_id),
-            B64.encode(blob)
-        )
+        format!("{}+{}+{}", self.name, crate::digest::to_hex(&self.key_id), B64.encode(blob))
     }
 
     /// Key name.
@@ -448,30 +355,19 @@ impl NoteVerifier {
     /// Verify a signed checkpoint note and return its body. Signatures by other keys
     /// (witness cosignatures) are allowed and ignored; one by this key must verify.
     pub fn open(&self, note: &str) -> Result<Checkpoint, CheckpointError> {
-        let split = note.find("\n\n").ok_or(CheckpointError::Malformed(
-            "no blank line before the signatures",
-        ))?;
+        let split = note.find("\n\n").ok_or(CheckpointError::Malformed("no blank line before the signatures"))?;
         let (body, sigs) = (&note[..split + 1], &note[split + 2..]);
-        let sigs = sigs.strip_suffix('\n').ok_or(CheckpointError::Malformed(
-            "note does not end with a newline",
-        ))?;
+        let sigs = sigs.strip_suffix('\n').ok_or(CheckpointError::Malformed("note does not end with a newline"))?;
         let mut found = false;
         for line in sigs.split('\n') {
             let rest = line
                 .strip_prefix("\u{2014} ")
-                .ok_or(CheckpointError::Malformed(
-                    "signature line does not start with an em dash",
-                ))?;
-            let (name, b64) = rest.split_once(' ').ok_or(CheckpointError::Malformed(
-                "signature line lacks a key name",
-            ))?;
-            let blob = B64
-                .decode(b64)
-                .map_err(|_| CheckpointError::Malformed("signature is not base64"))?;
+                .ok_or(CheckpointError::Malformed("signature line does not start with an em dash"))?;
+            let (name, b64) =
+                rest.split_once(' ').ok_or(CheckpointError::Malformed("signature line lacks a key name"))?;
+            let blob = B64.decode(b64).map_err(|_| CheckpointError::Malformed("signature is not base64"))?;
             if blob.len() < 4 {
-                return Err(CheckpointError::Malformed(
-                    "signature shorter than its key id",
-                ));
+                return Err(CheckpointError::Malformed("signature shorter than its key id"));
             }
             if name != self.name || blob[..4] != self.key_id {
                 continue;
@@ -525,15 +421,9 @@ mod tests {
     fn rejects_modified_notes() {
         let note = sign_checkpoint(&cp(), &signer()).unwrap();
         let v = signer().verifier();
-        assert!(matches!(
-            v.open(&note.replacen("\n42\n", "\n43\n", 1)),
-            Err(CheckpointError::BadSignature(_))
-        ));
+        assert!(matches!(v.open(&note.replacen("\n42\n", "\n43\n", 1)), Err(CheckpointError::BadSignature(_))));
         let other = NoteSigner::from_seed("kiroku-test", [8; 32]).unwrap();
-        assert!(matches!(
-            other.verifier().open(&note),
-            Err(CheckpointError::NoSignatureByKey { .. })
-        ));
+        assert!(matches!(other.verifier().open(&note), Err(CheckpointError::NoSignatureByKey { .. })));
         assert!(v.open(&note[..note.len() - 1]).is_err());
         assert!(v.open(&format!("{note}junk\n")).is_err());
         // A flipped bit anywhere in the signed note fails.
@@ -574,14 +464,7 @@ mod tests {
 
     #[test]
     fn parse_body_rejects_malformed() {
-        for bad in [
-            "",
-            "o\n",
-            "o\n01\nAAAA\n",
-            "o\n1\nAAAA\n",
-            "o\nx\n",
-            "\n1\n",
-        ] {
+        for bad in ["", "o\n", "o\n01\nAAAA\n", "o\n1\nAAAA\n", "o\nx\n", "\n1\n"] {
             assert!(Checkpoint::parse_body(bad).is_err(), "{bad:?}");
         }
     }

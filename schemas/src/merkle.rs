@@ -194,11 +194,7 @@ pub fn verify_inclusion(
     if snode != 0 {
         return Err(ProofError::WrongLength { got: proof.len() });
     }
-    if &r == root {
-        Ok(())
-    } else {
-        Err(ProofError::RootMismatch)
-    }
+    if &r == root { Ok(()) } else { Err(ProofError::RootMismatch) }
 }
 
 /// The consistency proof (RFC 9162 2.1.4.1) from the first `old` leaves to all of
@@ -245,11 +241,7 @@ pub fn verify_consistency(
     }
     if old == new {
         return if proof.is_empty() {
-            if old_root == new_root {
-                Ok(())
-            } else {
-                Err(ProofError::RootMismatch)
-            }
+            if old_root == new_root { Ok(()) } else { Err(ProofError::RootMismatch) }
         } else {
             Err(ProofError::WrongLength { got: proof.len() })
         };
@@ -296,11 +288,7 @@ pub fn verify_consistency(
     if snode != 0 {
         return Err(ProofError::WrongLength { got: proof.len() });
     }
-    if &fr == old_root && &sr == new_root {
-        Ok(())
-    } else {
-        Err(ProofError::RootMismatch)
-    }
+    if &fr == old_root && &sr == new_root { Ok(()) } else { Err(ProofError::RootMismatch) }
 }
 
 #[cfg(test)]

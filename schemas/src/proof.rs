@@ -70,28 +70,18 @@ impl TlogProof {
             .and_then(|r| r.strip_prefix('\n'))
             .ok_or(malformed("first line is not c2sp.org/tlog-proof@v1"))?;
         let line = |rest: &mut &str| -> Result<String, TlogProofError> {
-            let (l, r) = rest
-                .split_once('\n')
-                .ok_or(malformed("unexpected end of proof"))?;
+            let (l, r) = rest.split_once('\n').ok_or(malformed("unexpected end of proof"))?;
             *rest = r;
             Ok(l.to_owned())
         };
         let mut l = line(&mut rest)?;
         let mut extra = None;
         if let Some(e) = l.strip_prefix("extra ") {
-            extra = Some(
-                B64.decode(e)
-                    .map_err(|_| malformed("extra is not base64"))?,
-            );
+            extra = Some(B64.decode(e).map_err(|_| malformed("extra is not base64"))?);
             l = line(&mut rest)?;
         }
-        let idx = l
-            .strip_prefix("index ")
-            .ok_or(malformed("missing index line"))?;
-        if idx.is_empty()
-            || !idx.bytes().all(|b| b.is_ascii_digit())
-            || (idx.len() > 1 && idx.starts_with('0'))
-        {
+        let idx = l.strip_prefix("index ").ok_or(malformed("missing index line"))?;
+        if idx.is_empty() || !idx.bytes().all(|b| b.is_ascii_digit()) || (idx.len() > 1 && idx.starts_with('0')) {
             return Err(malformed("index is not a decimal without leading zeros"));
         }
         let index = idx.parse().map_err(|_| malformed("index out of range"))?;
@@ -114,29 +104,14 @@ impl TlogProof {
         if rest.is_empty() {
             return Err(malformed("missing checkpoint"));
         }
-        Ok(Self {
-            extra,
-            index,
-            hashes,
-            checkpoint: rest.to_owned(),
-        })
+        Ok(Self { extra, index, hashes, checkpoint: rest.to_owned() })
     }
 
     /// Verify that the record whose chain hash is `record_hash` is at `index` in the
     /// chain committed to by the checkpoint signed by `verifier`. Returns the checkpoint.
-    pub fn verify(
-        &self,
-        record_hash: &Hash,
-        verifier: &NoteVerifier,
-    ) -> Result<Checkpoint, TlogProofError> {
+    pub fn verify(&self, record_hash: &Hash, verifier: &NoteVerifier) -> Result<Checkpoint, TlogProofError> {
         let cp = verifier.open(&self.checkpoint)?;
-        merkle::verify_inclusion(
-            &merkle::leaf_hash(record_hash),
-            self.index,
-            cp.size,
-            &self.hashes,
-            &cp.root,
-        )?;
+        merkle::verify_inclusion(&merkle::leaf_hash(record_hash), self.index, cp.size, &self.hashes, &cp.root)?;
         Ok(cp)
     }
 }
@@ -153,13 +128,7 @@ mod tests {
         let records: Vec<Hash> = (0..11u8).map(|i| [i; 32]).collect();
         let leaves: Vec<Hash> = records.iter().map(|r| merkle::leaf_hash(r)).collect();
         let root = merkle::root_of(&leaves);
-        let cp = Checkpoint::for_chain(
-            "kiroku",
-            crate::ChainId([1; 16]),
-            11,
-            root,
-            Timestamp::from_unix_nanos(5),
-        );
+        let cp = Checkpoint::for_chain("kiroku", crate::ChainId([1; 16]), 11, root, Timestamp::from_unix_nanos(5));
         let note = sign_checkpoint(&cp, &signer).unwrap();
         for i in 0..11u64 {
             let p = TlogProof {
@@ -171,22 +140,11 @@ mod tests {
             let text = p.to_text();
             let back = TlogProof::parse(&text).unwrap();
             assert_eq!(back, p);
-            assert_eq!(
-                back.verify(&records[i as usize], &signer.verifier())
-                    .unwrap(),
-                cp
-            );
-            assert!(
-                back.verify(&records[(i as usize + 1) % 11], &signer.verifier())
-                    .is_err()
-            );
+            assert_eq!(back.verify(&records[i as usize], &signer.verifier()).unwrap(), cp);
+            assert!(back.verify(&records[(i as usize + 1) % 11], &signer.verifier()).is_err());
             let mut wrong = back.clone();
             wrong.index = (i + 1) % 11;
-            assert!(
-                wrong
-                    .verify(&records[i as usize], &signer.verifier())
-                    .is_err()
-            );
+            assert!(wrong.verify(&records[i as usize], &signer.verifier()).is_err());
         }
     }
 

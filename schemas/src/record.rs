@@ -20,13 +20,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use exchange::{BodySummary, Caller, CaptureMode, HttpExchange, Outcome, TraceContext};
-pub use gen_ai::{
-    GenAi, GenAiOperation, GenAiProvider, GenAiRequest, GenAiResponse, GenAiUsage, Provenance,
-    ToolCall,
-};
+pub use gen_ai::{GenAi, GenAiOperation, GenAiProvider, GenAiRequest, GenAiResponse, GenAiUsage, Provenance, ToolCall};
 pub use governance::{
-    Disclosure, IPTC_TRAINED_ALGORITHMIC_MEDIA, OutputSource, SafeguardAction, SafeguardDecision,
-    Watermark,
+    Disclosure, IPTC_TRAINED_ALGORITHMIC_MEDIA, OutputSource, SafeguardAction, SafeguardDecision, Watermark,
 };
 
 use crate::{ChainId, Timestamp};
@@ -113,9 +109,7 @@ pub enum RecordError {
     #[error("record is not valid JSON for schema v1: {0}")]
     Json(#[from] serde_json::Error),
     /// The record's major schema version is not one this reader understands.
-    #[error(
-        "record schema version {found:?} is not supported (this reader understands {SCHEMA_MAJOR}.x)"
-    )]
+    #[error("record schema version {found:?} is not supported (this reader understands {SCHEMA_MAJOR}.x)")]
     UnsupportedVersion {
         /// The `schema_version` found in the record.
         found: String,
@@ -153,15 +147,9 @@ impl AuditRecord {
     /// Parse a record from its stored JSON bytes, refusing other major versions.
     pub fn from_json(bytes: &[u8]) -> Result<Self, RecordError> {
         let record: Self = serde_json::from_slice(bytes)?;
-        let major = record
-            .schema_version
-            .split('.')
-            .next()
-            .and_then(|m| m.parse::<u32>().ok());
+        let major = record.schema_version.split('.').next().and_then(|m| m.parse::<u32>().ok());
         if major != Some(SCHEMA_MAJOR) {
-            return Err(RecordError::UnsupportedVersion {
-                found: record.schema_version,
-            });
+            return Err(RecordError::UnsupportedVersion { found: record.schema_version });
         }
         Ok(record)
     }

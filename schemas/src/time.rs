@@ -41,9 +41,7 @@ impl Timestamp {
 
     /// The current time from the system clock.
     pub fn now() -> Self {
-        let d = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
+        let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         Self::from_unix_nanos(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
     }
 
@@ -85,13 +83,7 @@ impl fmt::Display for Timestamp {
         let (y, m, d) = civil_from_days(days);
         let secs = rem / 1_000_000_000;
         let nanos = rem % 1_000_000_000;
-        write!(
-            f,
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-            secs / 3600,
-            (secs / 60) % 60,
-            secs % 60
-        )
+        write!(f, "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z", secs / 3600, (secs / 60) % 60, secs % 60)
     }
 }
 
@@ -101,10 +93,7 @@ impl FromStr for Timestamp {
     /// Parses RFC 3339: `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`; `t`, `z` and a space
     /// separator are accepted as RFC 3339 allows.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = |reason| TimestampError {
-            input: s.chars().take(64).collect(),
-            reason,
-        };
+        let err = |reason| TimestampError { input: s.chars().take(64).collect(), reason };
         let b = s.as_bytes();
         if b.len() < 20 {
             return Err(err("too short"));
@@ -114,16 +103,9 @@ impl FromStr for Timestamp {
             if !part.iter().all(u8::is_ascii_digit) {
                 return Err(err("expected digits"));
             }
-            Ok(part
-                .iter()
-                .fold(0i64, |acc, c| acc * 10 + i64::from(c - b'0')))
+            Ok(part.iter().fold(0i64, |acc, c| acc * 10 + i64::from(c - b'0')))
         };
-        if b[4] != b'-'
-            || b[7] != b'-'
-            || !matches!(b[10], b'T' | b't' | b' ')
-            || b[13] != b':'
-            || b[16] != b':'
-        {
+        if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
             return Err(err("expected YYYY-MM-DDTHH:MM:SS"));
         }
         let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
@@ -165,10 +147,7 @@ impl FromStr for Timestamp {
             }
             _ => return Err(err("expected Z or a ±HH:MM offset at the end")),
         };
-        let secs = days_from_civil(year, month as u32, day as u32) * 86_400
-            + hour * 3600
-            + min * 60
-            + sec.min(59)
+        let secs = days_from_civil(year, month as u32, day as u32) * 86_400 + hour * 3600 + min * 60 + sec.min(59)
             - offset_secs;
         secs.checked_mul(1_000_000_000)
             .and_then(|n| n.checked_add(nanos))

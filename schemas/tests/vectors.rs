@@ -12,9 +12,7 @@ use kiroku_schemas::checkpoint::NoteSigner;
 use kiroku_schemas::digest::to_hex;
 use kiroku_schemas::merkle;
 use kiroku_schemas::proof::TlogProof;
-use kiroku_schemas::segment::{
-    Frame, SegmentHeader, SegmentReader, SegmentWriter, VerifyOptions, verify_segment,
-};
+use kiroku_schemas::segment::{Frame, SegmentHeader, SegmentReader, SegmentWriter, VerifyOptions, verify_segment};
 use kiroku_schemas::{ChainId, Timestamp};
 use serde_json::json;
 
@@ -53,20 +51,17 @@ fn build() -> Built {
     let s = signer();
     let mut w = SegmentWriter::new(Vec::new(), SegmentHeader::genesis(chain)).unwrap();
     for seq in 0..3 {
-        w.append_record(&record(seq, &format!("answer {seq}")))
-            .unwrap();
+        w.append_record(&record(seq, &format!("answer {seq}"))).unwrap();
     }
     w.append_checkpoint(&s, "kiroku", t(3_000)).unwrap();
     for seq in 3..5 {
-        w.append_record(&record(seq, &format!("answer {seq}")))
-            .unwrap();
+        w.append_record(&record(seq, &format!("answer {seq}"))).unwrap();
     }
     let state = w.state().clone();
     let first = w.seal(&s, "kiroku", t(5_000)).unwrap();
     let mut w = SegmentWriter::new(Vec::new(), state.next_header()).unwrap();
     for seq in 5..7 {
-        w.append_record(&record(seq, &format!("answer {seq}")))
-            .unwrap();
+        w.append_record(&record(seq, &format!("answer {seq}"))).unwrap();
     }
     let second = w.seal(&s, "kiroku", t(7_000)).unwrap();
     Built { first, second }
@@ -109,10 +104,7 @@ fn generate() -> BTreeMap<String, Vec<u8>> {
     let b = build();
     let s = signer();
     let mut out = BTreeMap::new();
-    out.insert(
-        "signer.vkey".to_owned(),
-        format!("{}\n", s.verifier().to_key_text()).into_bytes(),
-    );
+    out.insert("signer.vkey".to_owned(), format!("{}\n", s.verifier().to_key_text()).into_bytes());
     out.insert("valid-0.seg".to_owned(), b.first.clone());
     out.insert("valid-5.seg".to_owned(), b.second.clone());
 
@@ -147,10 +139,7 @@ fn generate() -> BTreeMap<String, Vec<u8>> {
             json!({"file": format!("invalid/{name}.seg"), "offset": err.offset, "seq": err.seq, "problem": format!("{:?}", err.problem).split(['(', ' ', '{']).next().unwrap(), "message": err.problem.to_string()})
         }).collect::<Vec<_>>(),
     });
-    out.insert(
-        "expected.json".to_owned(),
-        (serde_json::to_string_pretty(&expected).unwrap() + "\n").into_bytes(),
-    );
+    out.insert("expected.json".to_owned(), (serde_json::to_string_pretty(&expected).unwrap() + "\n").into_bytes());
     for (name, bytes) in invalid_cases(&b) {
         out.insert(format!("invalid/{name}.seg"), bytes);
     }
@@ -187,10 +176,7 @@ fn invalid_cases(b: &Built) -> Vec<(&'static str, Vec<u8>)> {
         ("frame-deleted", without(f1)),
         ("frames-swapped", swapped),
         ("checkpoint-deleted", without(&fs[3])),
-        (
-            "signature-flipped",
-            flip(seal.offset + seal.encoded_len() - 40),
-        ),
+        ("signature-flipped", flip(seal.offset + seal.encoded_len() - 40)),
         ("torn-tail", bytes[..(seal.offset + 30) as usize].to_vec()),
         ("unsealed", bytes[..seal.offset as usize].to_vec()),
         ("header-truncated", bytes[..(hl - 5) as usize].to_vec()),
@@ -202,8 +188,7 @@ fn invalid_cases(b: &Built) -> Vec<(&'static str, Vec<u8>)> {
 /// same name.
 fn forged_by_other_key() -> Vec<u8> {
     let forger = NoteSigner::from_seed("kiroku-test-vectors", [0x66; 32]).unwrap();
-    let mut w =
-        SegmentWriter::new(Vec::new(), SegmentHeader::genesis(CHAIN.parse().unwrap())).unwrap();
+    let mut w = SegmentWriter::new(Vec::new(), SegmentHeader::genesis(CHAIN.parse().unwrap())).unwrap();
     for seq in 0..3 {
         w.append_record(&record(seq, "forged")).unwrap();
     }
@@ -234,21 +219,10 @@ fn vectors_verify_as_documented() {
     let v = signer().verifier();
     let first = std::fs::read(dir().join("valid-0.seg")).unwrap();
     let second = std::fs::read(dir().join("valid-5.seg")).unwrap();
-    let r1 = verify_segment(
-        &first[..],
-        &VerifyOptions::sealed().with_verifier(v.clone()),
-    )
-    .unwrap();
-    let r2 = verify_segment(
-        &second[..],
-        &VerifyOptions::sealed()
-            .with_verifier(v.clone())
-            .continuing(r1.end),
-    )
-    .unwrap();
+    let r1 = verify_segment(&first[..], &VerifyOptions::sealed().with_verifier(v.clone())).unwrap();
+    let r2 = verify_segment(&second[..], &VerifyOptions::sealed().with_verifier(v.clone()).continuing(r1.end)).unwrap();
     assert_eq!(r2.end.next_seq, 7);
-    let proof = TlogProof::parse(&std::fs::read_to_string(dir().join("seq-2.tlog-proof")).unwrap())
-        .unwrap();
+    let proof = TlogProof::parse(&std::fs::read_to_string(dir().join("seq-2.tlog-proof")).unwrap()).unwrap();
     let (_, fs) = frames(&first);
     let rec2 = fs.iter().find(|f| f.seq == 2 && f.kind as u8 == 1).unwrap();
     let cp = proof.verify(&rec2.hash, &v).unwrap();
@@ -257,16 +231,8 @@ fn vectors_verify_as_documented() {
         serde_json::from_slice(&std::fs::read(dir().join("expected.json")).unwrap()).unwrap();
     for case in expected["invalid"].as_array().unwrap() {
         let bytes = std::fs::read(dir().join(case["file"].as_str().unwrap())).unwrap();
-        let err = verify_segment(
-            &bytes[..],
-            &VerifyOptions::sealed().with_verifier(v.clone()),
-        )
-        .unwrap_err();
+        let err = verify_segment(&bytes[..], &VerifyOptions::sealed().with_verifier(v.clone())).unwrap_err();
         assert_eq!(err.offset, case["offset"].as_u64().unwrap(), "{case}");
-        assert_eq!(
-            err.problem.to_string(),
-            case["message"].as_str().unwrap(),
-            "{case}"
-        );
+        assert_eq!(err.problem.to_string(), case["message"].as_str().unwrap(), "{case}");
     }
 }

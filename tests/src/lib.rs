@@ -1,1 +1,141 @@
-//! Shared helpers for the end-to-end tests.
+//! Helpers for kiroku's end-to-end tests: read a spool back and verify it the way the
+//! collector will, start an audited sample server on loopback, talk HTTP/1.1 to it.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::BufReader;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use kiroku_schemas::checkpoint::NoteVerifier;
+use kiroku_schemas::segment::{ChainState, SegmentReader, VerifyOptions, verify_segment};
+use kiroku_schemas::{AuditRecord, ChainId};
+
+/// One record read back from a spool, with its chain position.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// Chain.
+    pub chain_id: ChainId,
+    /// Seq from the frame.
+    pub seq: u64,
+    /// The exact payload bytes.
+    pub payload: Vec<u8>,
+    /// The parsed record.
+    pub record: AuditRecord,
+}
+
+/// Segment files of a chain directory in seq order: sealed ones, then the open one.
+pub fn segment_files(chain_dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> =
+        fs::read_dir(chain_dir).map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|x| x == "seg" || x == "open"));
+    files.sort();
+    files
+}
+
+/// Verify every chain under `spool` segment by segment with continuity (sealed
+/// segments must be sealed and signed by `verifier`; an open one may be unsealed),
+/// and return all records by chain. Panics with the verifier's message on any problem.
+pub fn read_spool(spool: &Path, verifier: &NoteVerifier) -> BTreeMap<ChainId, Vec<Stored>> {
+    let mut out = BTreeMap::new();
+    for entry in fs::read_dir(spool).expect("spool exists") {
+        let dir = entry.expect("dir entry").path();
+        let Some(chain_id) = dir.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<ChainId>().ok()) else {
+            continue;
+        };
+        let mut state = ChainState::genesis(chain_id);
+        let mut records = Vec::new();
+        for file in segment_files(&dir) {
+            let sealed = file.extension().is_some_and(|x| x == "seg");
+            let base = if sealed { VerifyOptions::sealed() } else { VerifyOptions::open() };
+            let opts = base.with_verifier(verifier.clone()).continuing(state.clone());
+            let f = fs::File::open(&file).expect("open segment");
+            let report = verify_segment(BufReader::new(f), &opts).unwrap_or_else(|e| panic!("{}", e.in_file(&file)));
+            let bytes = fs::read(&file).expect("read segment");
+            let reader = SegmentReader::open(&bytes[..]).expect("header");
+            for frame in reader {
+                let Ok(frame) = frame else { break };
+                if frame.kind != kiroku_schemas::segment::FrameKind::Record {
+                    continue;
+                }
+                let record = AuditRecord::from_json(&frame.payload).expect("record JSON");
+                assert_eq!(record.seq, frame.seq, "record seq agrees with its frame");
+                assert_eq!(record.chain_id, chain_id, "record chain agrees with its directory");
+                records.push(Stored { chain_id, seq: frame.seq, payload: frame.payload, record });
+            }
+            state = report.end;
+        }
+        out.insert(chain_id, records);
+    }
+    out
+}
+
+/// Every record of every chain, in chain then seq order.
+pub fn all_records(spool: &Path, verifier: &NoteVerifier) -> Vec<Stored> {
+    read_spool(spool, verifier).into_values().flatten().collect()
+}
+
+/// A bare HTTP/1.1 connection (one per task in concurrency tests).
+pub struct Conn {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    addr: SocketAddr,
+}
+
+/// What a client received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Status.
+    pub status: u16,
+    /// Content-Type.
+    pub content_type: Option<String>,
+    /// Every body byte.
+    pub body: Vec<u8>,
+}
+
+impl Conn {
+    /// Connect to `addr`.
+    pub async fn connect(addr: SocketAddr) -> std::io::Result<Self> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let (sender, conn) = hyper::client::conn::http1::handshake(io).await.map_err(std::io::Error::other)?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Self { sender, addr })
+    }
+
+    /// POST JSON to `path` and read the whole response.
+    pub async fn post_json(
+        &mut self,
+        path: &str,
+        body: &serde_json::Value,
+        headers: &[(&str, &str)],
+    ) -> std::io::Result<Received> {
+        self.sender.ready().await.map_err(std::io::Error::other)?;
+        let mut req = http::Request::post(format!("http://{}{path}", self.addr))
+            .header("content-type", "application/json")
+            .header("host", self.addr.to_string());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::new(Bytes::from(body.to_string()))).map_err(std::io::Error::other)?;
+        let resp = self.sender.send_request(req).await.map_err(std::io::Error::other)?;
+        let status = resp.status().as_u16();
+        let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let body = resp.into_body().collect().await.map_err(std::io::Error::other)?.to_bytes().to_vec();
+        Ok(Received { status, content_type, body })
+    }
+}
+
+/// A chat completion request for the sample model.
+pub fn chat(prompt: &str, stream: bool) -> serde_json::Value {
+    serde_json::json!({
+        "model": kiroku_examples::sample::DEFAULT_MODEL,
+        "messages": [{"role": "system", "content": "You are a test."}, {"role": "user", "content": prompt}],
+        "temperature": 0.2,
+        "stream": stream,
+        "stream_options": {"include_usage": stream},
+    })
+}

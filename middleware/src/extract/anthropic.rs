@@ -4,10 +4,7 @@ use kiroku_schemas::AuditRecord;
 use kiroku_schemas::record::ToolCall;
 use serde_json::Value;
 
-use super::{
-    Extractor, StreamExtractor, TextDigest, common_request, fill, fill_vec, str_of, text_digest,
-    u64_of,
-};
+use super::{Extractor, StreamExtractor, TextDigest, common_request, fill, fill_vec, str_of, text_digest, u64_of};
 use crate::sse::SseEvent;
 
 /// Extracts provenance from Anthropic-compatible `/v1/messages` requests and
@@ -26,37 +23,21 @@ impl Extractor for AnthropicExtractor {
         common_request(body, rec);
         let system = match body.get("system") {
             Some(Value::String(s)) => Some(s.clone()),
-            Some(Value::Array(parts)) => Some(
-                parts
-                    .iter()
-                    .filter_map(|p| p.get("text").and_then(Value::as_str))
-                    .collect(),
-            ),
+            Some(Value::Array(parts)) => {
+                Some(parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect())
+            }
             _ => None,
         };
-        fill(
-            &mut rec.provenance.system_prompt_digest,
-            system.map(|s| text_digest(&s)),
-        );
+        fill(&mut rec.provenance.system_prompt_digest, system.map(|s| text_digest(&s)));
     }
 
     fn response(&self, _route: &str, body: &Value, rec: &mut AuditRecord) {
         message(body, rec);
         let mut text = String::new();
         let mut calls = Vec::new();
-        for block in body
-            .get("content")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for block in body.get("content").and_then(Value::as_array).into_iter().flatten() {
             match block.get("type").and_then(Value::as_str) {
-                Some("text") => text.push_str(
-                    block
-                        .get("text")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default(),
-                ),
+                Some("text") => text.push_str(block.get("text").and_then(Value::as_str).unwrap_or_default()),
                 Some("tool_use") => calls.push(ToolCall {
                     id: str_of(block, "id"),
                     name: str_of(block, "name").unwrap_or_default(),
@@ -83,18 +64,9 @@ fn message(m: &Value, rec: &mut AuditRecord) {
         fill_vec(&mut rec.gen_ai.response.finish_reasons, vec![r]);
     }
     if let Some(u) = m.get("usage") {
-        fill(
-            &mut rec.gen_ai.usage.input_tokens,
-            u64_of(u, "input_tokens"),
-        );
-        fill(
-            &mut rec.gen_ai.usage.output_tokens,
-            u64_of(u, "output_tokens"),
-        );
-        fill(
-            &mut rec.gen_ai.usage.cached_input_tokens,
-            u64_of(u, "cache_read_input_tokens"),
-        );
+        fill(&mut rec.gen_ai.usage.input_tokens, u64_of(u, "input_tokens"));
+        fill(&mut rec.gen_ai.usage.output_tokens, u64_of(u, "output_tokens"));
+        fill(&mut rec.gen_ai.usage.cached_input_tokens, u64_of(u, "cache_read_input_tokens"));
     }
 }
 

@@ -48,10 +48,7 @@ pub trait StreamExtractor: Send {
 
 /// The extractors used when none are configured.
 pub fn defaults() -> Vec<std::sync::Arc<dyn Extractor>> {
-    vec![
-        std::sync::Arc::new(OpenAiExtractor),
-        std::sync::Arc::new(AnthropicExtractor),
-    ]
+    vec![std::sync::Arc::new(OpenAiExtractor), std::sync::Arc::new(AnthropicExtractor)]
 }
 
 pub(crate) fn fill<T>(slot: &mut Option<T>, v: Option<T>) {
@@ -121,10 +118,7 @@ pub(crate) fn common_request(body: &Value, rec: &mut AuditRecord) {
     fill(&mut r.stream, body.get("stream").and_then(Value::as_bool));
     let stops = match body.get("stop").or_else(|| body.get("stop_sequences")) {
         Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(a)) => a
-            .iter()
-            .filter_map(|s| s.as_str().map(str::to_owned))
-            .collect(),
+        Some(Value::Array(a)) => a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect(),
         _ => Vec::new(),
     };
     fill_vec(&mut r.stop_sequences, stops);
@@ -134,28 +128,15 @@ pub(crate) fn common_request(body: &Value, rec: &mut AuditRecord) {
         .map(|ts| {
             ts.iter()
                 .filter_map(|t| {
-                    t.pointer("/function/name")
-                        .or_else(|| t.get("name"))
-                        .and_then(Value::as_str)
-                        .map(str::to_owned)
+                    t.pointer("/function/name").or_else(|| t.get("name")).and_then(Value::as_str).map(str::to_owned)
                 })
                 .collect()
         })
         .unwrap_or_default();
     fill_vec(&mut r.tools, tools);
-    for key in [
-        "response_format",
-        "reasoning_effort",
-        "tool_choice",
-        "logit_bias",
-        "user_tier",
-        "service_tier",
-    ] {
+    for key in ["response_format", "reasoning_effort", "tool_choice", "logit_bias", "user_tier", "service_tier"] {
         if let Some(v) = body.get(key) {
-            rec.provenance
-                .parameters
-                .entry(key.to_owned())
-                .or_insert_with(|| v.clone());
+            rec.provenance.parameters.entry(key.to_owned()).or_insert_with(|| v.clone());
         }
     }
 }

@@ -6,10 +6,7 @@ use kiroku_schemas::AuditRecord;
 use kiroku_schemas::record::ToolCall;
 use serde_json::Value;
 
-use super::{
-    Extractor, StreamExtractor, TextDigest, common_request, fill, fill_vec, str_of, text_digest,
-    u64_of,
-};
+use super::{Extractor, StreamExtractor, TextDigest, common_request, fill, fill_vec, str_of, text_digest, u64_of};
 use crate::sse::SseEvent;
 
 /// Extracts provenance from OpenAI-compatible requests and responses
@@ -32,42 +29,21 @@ fn operation(route: &str) -> &'static str {
 
 impl Extractor for OpenAiExtractor {
     fn handles(&self, route: &str) -> bool {
-        [
-            "/chat/completions",
-            "/completions",
-            "/embeddings",
-            "/responses",
-        ]
-        .iter()
-        .any(|s| route.ends_with(s))
+        ["/chat/completions", "/completions", "/embeddings", "/responses"].iter().any(|s| route.ends_with(s))
     }
 
     fn request(&self, route: &str, body: &Value, rec: &mut AuditRecord) {
-        fill(
-            &mut rec.gen_ai.operation.name,
-            Some(operation(route).to_owned()),
-        );
+        fill(&mut rec.gen_ai.operation.name, Some(operation(route).to_owned()));
         fill(&mut rec.gen_ai.provider.name, Some("openai".to_owned()));
         common_request(body, rec);
-        let system = body
-            .get("messages")
-            .and_then(Value::as_array)
-            .and_then(|ms| {
-                ms.iter()
-                    .find(|m| {
-                        matches!(
-                            m.get("role").and_then(Value::as_str),
-                            Some("system" | "developer")
-                        )
-                    })
-                    .and_then(|m| m.get("content"))
-                    .map(content_text)
-            });
+        let system = body.get("messages").and_then(Value::as_array).and_then(|ms| {
+            ms.iter()
+                .find(|m| matches!(m.get("role").and_then(Value::as_str), Some("system" | "developer")))
+                .and_then(|m| m.get("content"))
+                .map(content_text)
+        });
         let system = system.or_else(|| str_of(body, "instructions"));
-        fill(
-            &mut rec.provenance.system_prompt_digest,
-            system.map(|s| text_digest(&s)),
-        );
+        fill(&mut rec.provenance.system_prompt_digest, system.map(|s| text_digest(&s)));
     }
 
     fn response(&self, _route: &str, body: &Value, rec: &mut AuditRecord) {
@@ -75,17 +51,11 @@ impl Extractor for OpenAiExtractor {
         fill(&mut r.id, str_of(body, "id"));
         fill(&mut r.model, str_of(body, "model"));
         usage(body.get("usage"), rec);
-        if body.get("object").and_then(Value::as_str) == Some("response")
-            || body.get("output").is_some()
-        {
+        if body.get("object").and_then(Value::as_str) == Some("response") || body.get("output").is_some() {
             responses_api(body, rec);
             return;
         }
-        let choices = body
-            .get("choices")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
+        let choices = body.get("choices").and_then(Value::as_array).cloned().unwrap_or_default();
         let mut reasons = Vec::new();
         let mut tool_calls = Vec::new();
         for c in &choices {
@@ -96,37 +66,20 @@ impl Extractor for OpenAiExtractor {
                 for tc in tcs {
                     tool_calls.push(ToolCall {
                         id: str_of(tc, "id"),
-                        name: tc
-                            .pointer("/function/name")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .to_owned(),
-                        arguments_digest: tc
-                            .pointer("/function/arguments")
-                            .and_then(Value::as_str)
-                            .map(text_digest),
+                        name: tc.pointer("/function/name").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                        arguments_digest: tc.pointer("/function/arguments").and_then(Value::as_str).map(text_digest),
                     });
                 }
             }
-            for a in c
-                .pointer("/message/annotations")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for a in c.pointer("/message/annotations").and_then(Value::as_array).into_iter().flatten() {
                 citation(a, rec);
             }
         }
         fill_vec(&mut rec.gen_ai.response.finish_reasons, reasons);
         fill_vec(&mut rec.provenance.tool_calls, tool_calls);
-        let text = choices
-            .first()
-            .and_then(|c| c.pointer("/message/content").or_else(|| c.get("text")))
-            .map(content_text);
-        fill(
-            &mut rec.provenance.output_digest,
-            text.map(|t| text_digest(&t)),
-        );
+        let text =
+            choices.first().and_then(|c| c.pointer("/message/content").or_else(|| c.get("text"))).map(content_text);
+        fill(&mut rec.provenance.output_digest, text.map(|t| text_digest(&t)));
     }
 
     fn stream(&self, _route: &str) -> Box<dyn StreamExtractor> {
@@ -138,10 +91,7 @@ impl Extractor for OpenAiExtractor {
 fn content_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect(),
+        Value::Array(parts) => parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect(),
         _ => String::new(),
     }
 }
@@ -149,14 +99,8 @@ fn content_text(v: &Value) -> String {
 fn usage(u: Option<&Value>, rec: &mut AuditRecord) {
     let Some(u) = u else { return };
     let g = &mut rec.gen_ai.usage;
-    fill(
-        &mut g.input_tokens,
-        u64_of(u, "prompt_tokens").or_else(|| u64_of(u, "input_tokens")),
-    );
-    fill(
-        &mut g.output_tokens,
-        u64_of(u, "completion_tokens").or_else(|| u64_of(u, "output_tokens")),
-    );
+    fill(&mut g.input_tokens, u64_of(u, "prompt_tokens").or_else(|| u64_of(u, "input_tokens")));
+    fill(&mut g.output_tokens, u64_of(u, "completion_tokens").or_else(|| u64_of(u, "output_tokens")));
     fill(
         &mut g.cached_input_tokens,
         u.pointer("/prompt_tokens_details/cached_tokens")
@@ -172,12 +116,11 @@ fn citation(a: &Value, rec: &mut AuditRecord) {
     let c = a.get("url_citation").unwrap_or(a);
     if let Some(uri) = str_of(c, "url") {
         if !rec.output_sources.iter().any(|s| s.uri == uri) {
-            rec.output_sources
-                .push(kiroku_schemas::record::OutputSource {
-                    uri,
-                    title: str_of(c, "title"),
-                    ..Default::default()
-                });
+            rec.output_sources.push(kiroku_schemas::record::OutputSource {
+                uri,
+                title: str_of(c, "title"),
+                ..Default::default()
+            });
         }
     }
 }
@@ -186,29 +129,14 @@ fn citation(a: &Value, rec: &mut AuditRecord) {
 fn responses_api(body: &Value, rec: &mut AuditRecord) {
     let mut text = String::new();
     let mut calls = Vec::new();
-    for item in body
-        .get("output")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for item in body.get("output").and_then(Value::as_array).into_iter().flatten() {
         match item.get("type").and_then(Value::as_str) {
             Some("message") => {
-                for part in item
-                    .get("content")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
+                for part in item.get("content").and_then(Value::as_array).into_iter().flatten() {
                     if let Some(t) = part.get("text").and_then(Value::as_str) {
                         text.push_str(t);
                     }
-                    for a in part
-                        .get("annotations")
-                        .and_then(Value::as_array)
-                        .into_iter()
-                        .flatten()
-                    {
+                    for a in part.get("annotations").and_then(Value::as_array).into_iter().flatten() {
                         citation(a, rec);
                     }
                 }
@@ -216,10 +144,7 @@ fn responses_api(body: &Value, rec: &mut AuditRecord) {
             Some("function_call") => calls.push(ToolCall {
                 id: str_of(item, "call_id"),
                 name: str_of(item, "name").unwrap_or_default(),
-                arguments_digest: item
-                    .get("arguments")
-                    .and_then(Value::as_str)
-                    .map(text_digest),
+                arguments_digest: item.get("arguments").and_then(Value::as_str).map(text_digest),
             }),
             _ => {}
         }
@@ -282,12 +207,7 @@ impl StreamExtractor for OpenAiStream {
         if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
             self.usage = Some(u.clone());
         }
-        for c in v
-            .get("choices")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for c in v.get("choices").and_then(Value::as_array).into_iter().flatten() {
             let idx = u64_of(c, "index").unwrap_or(0);
             if idx == 0 {
                 if let Some(t) = c
@@ -301,12 +221,7 @@ impl StreamExtractor for OpenAiStream {
             if let Some(f) = c.get("finish_reason").and_then(Value::as_str) {
                 self.reasons.insert(idx, f.to_owned());
             }
-            for tc in c
-                .pointer("/delta/tool_calls")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for tc in c.pointer("/delta/tool_calls").and_then(Value::as_array).into_iter().flatten() {
                 let ti = u64_of(tc, "index").unwrap_or(0);
                 let e = self.tool_names.entry(ti).or_default();
                 if e.0.is_none() {
@@ -319,12 +234,7 @@ impl StreamExtractor for OpenAiStream {
                     e.2.push_str(a);
                 }
             }
-            for a in c
-                .pointer("/delta/annotations")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for a in c.pointer("/delta/annotations").and_then(Value::as_array).into_iter().flatten() {
                 self.citations.push(a.clone());
             }
         }
@@ -342,10 +252,7 @@ impl StreamExtractor for OpenAiStream {
         fill(&mut rec.gen_ai.response.id, s.id);
         fill(&mut rec.gen_ai.response.model, s.model);
         usage(s.usage.as_ref(), rec);
-        fill_vec(
-            &mut rec.gen_ai.response.finish_reasons,
-            s.reasons.into_values().collect(),
-        );
+        fill_vec(&mut rec.gen_ai.response.finish_reasons, s.reasons.into_values().collect());
         let calls = s
             .tool_names
             .into_values()
@@ -398,10 +305,7 @@ data: [DONE]\n\n";
         s.finish(&mut b);
         assert_eq!(a.gen_ai, b.gen_ai);
         assert_eq!(a.provenance.output_digest, b.provenance.output_digest);
-        assert_eq!(
-            a.provenance.output_digest.as_deref(),
-            Some(text_digest("Hello, 世界!").as_str())
-        );
+        assert_eq!(a.provenance.output_digest.as_deref(), Some(text_digest("Hello, 世界!").as_str()));
     }
 
     #[test]
@@ -413,28 +317,11 @@ data: [DONE]\n\n";
         OpenAiExtractor.request("/v1/chat/completions", &req, &mut r);
         let q = &r.gen_ai.request;
         assert_eq!(
-            (
-                q.model.as_deref(),
-                q.temperature,
-                q.top_p,
-                q.max_tokens,
-                q.seed,
-                q.stream
-            ),
-            (
-                Some("gpt-4o"),
-                Some(0.3),
-                Some(0.9),
-                Some(100),
-                Some(7),
-                Some(true)
-            )
+            (q.model.as_deref(), q.temperature, q.top_p, q.max_tokens, q.seed, q.stream),
+            (Some("gpt-4o"), Some(0.3), Some(0.9), Some(100), Some(7), Some(true))
         );
         assert_eq!(q.tools, vec!["lookup"]);
-        assert_eq!(
-            r.provenance.system_prompt_digest.as_deref(),
-            Some(text_digest("be brief").as_str())
-        );
+        assert_eq!(r.provenance.system_prompt_digest.as_deref(), Some(text_digest("be brief").as_str()));
         assert_eq!(r.gen_ai.operation.name.as_deref(), Some("chat"));
     }
 
@@ -442,11 +329,7 @@ data: [DONE]\n\n";
     fn annotations_win_over_extraction() {
         let mut r = rec();
         r.gen_ai.response.model = Some("from-app".into());
-        OpenAiExtractor.response(
-            "/v1/chat/completions",
-            &serde_json::json!({"model": "from-body"}),
-            &mut r,
-        );
+        OpenAiExtractor.response("/v1/chat/completions", &serde_json::json!({"model": "from-body"}), &mut r);
         assert_eq!(r.gen_ai.response.model.as_deref(), Some("from-app"));
     }
 
@@ -470,17 +353,10 @@ data: [DONE]\n\n";
             "usage": {"input_tokens": 3, "output_tokens": 1}});
         let mut r = rec();
         OpenAiExtractor.response("/v1/responses", &body, &mut r);
-        assert_eq!(
-            r.provenance.output_digest.as_deref(),
-            Some(text_digest("hi").as_str())
-        );
+        assert_eq!(r.provenance.output_digest.as_deref(), Some(text_digest("hi").as_str()));
         assert_eq!(r.gen_ai.usage.input_tokens, Some(3));
         let mut e = rec();
-        OpenAiExtractor.request(
-            "/v1/embeddings",
-            &serde_json::json!({"model": "emb", "input": "x"}),
-            &mut e,
-        );
+        OpenAiExtractor.request("/v1/embeddings", &serde_json::json!({"model": "emb", "input": "x"}), &mut e);
         OpenAiExtractor.response(
             "/v1/embeddings",
             &serde_json::json!({"model": "emb", "data": [], "usage": {"prompt_tokens": 1}}),

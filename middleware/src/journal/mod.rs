@@ -24,6 +24,7 @@
 //! # Ok(()) }
 //! ```
 
+mod faults;
 mod spool;
 mod writer;
 
@@ -36,6 +37,7 @@ use kiroku_schemas::checkpoint::CheckpointSigner;
 use kiroku_schemas::{AuditRecord, ChainId};
 use tokio::sync::{mpsc, oneshot};
 
+pub use faults::Faults;
 pub use spool::{CHAIN_LOCK_FILE, HEAD_FILE, RecoveryReport};
 
 /// When a record counts as durable.
@@ -77,6 +79,7 @@ pub struct JournalConfig {
     pub(crate) segment_max_bytes: u64,
     pub(crate) segment_max_age: Duration,
     pub(crate) checkpoint_interval: Duration,
+    pub(crate) faults: Option<Arc<Faults>>,
 }
 
 impl std::fmt::Debug for JournalConfig {
@@ -108,6 +111,7 @@ impl JournalConfig {
             segment_max_bytes: 64 << 20,
             segment_max_age: Duration::from_secs(3600),
             checkpoint_interval: Duration::from_secs(10),
+            faults: None,
         }
     }
 
@@ -160,6 +164,13 @@ impl JournalConfig {
         self
     }
 
+    /// Route segment writes, fsyncs and renames through `faults` (a test hook).
+    #[doc(hidden)]
+    pub fn fault_injection(mut self, faults: Arc<Faults>) -> Self {
+        self.faults = Some(faults);
+        self
+    }
+
     /// The spool directory.
     pub fn spool(&self) -> &Path {
         &self.spool
@@ -193,10 +204,7 @@ pub enum JournalError {
 
 impl JournalError {
     pub(crate) fn io(path: &Path, e: &std::io::Error) -> Self {
-        Self::Io {
-            path: path.to_owned(),
-            message: e.to_string(),
-        }
+        Self::Io { path: path.to_owned(), message: e.to_string() }
     }
 }
 
@@ -214,9 +222,7 @@ pub struct PendingRecord {
 
 impl std::fmt::Debug for PendingRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PendingRecord")
-            .field("record_id", &self.record.record_id)
-            .finish_non_exhaustive()
+        f.debug_struct("PendingRecord").field("record_id", &self.record.record_id).finish_non_exhaustive()
     }
 }
 
@@ -301,10 +307,7 @@ pub struct Journal {
 
 impl std::fmt::Debug for Journal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Journal")
-            .field("chain_id", &self.inner.chain_id)
-            .field("dir", &self.inner.chain_dir)
-            .finish()
+        f.debug_struct("Journal").field("chain_id", &self.inner.chain_id).field("dir", &self.inner.chain_dir).finish()
     }
 }
 
@@ -326,10 +329,7 @@ impl Journal {
         if let Some(r) = &opened.recovery {
             tracing::warn!(target: "kiroku::journal", chain = %opened.chain_id, "{r}");
         }
-        let shared = Arc::new(Shared {
-            healthy: AtomicBool::new(true),
-            ..Shared::default()
-        });
+        let shared = Arc::new(Shared { healthy: AtomicBool::new(true), ..Shared::default() });
         let (tx, rx) = mpsc::channel(config.queue_capacity);
         let chain_id = opened.chain_id;
         let chain_dir = opened.dir.clone();
@@ -382,8 +382,7 @@ impl Journal {
 
     /// True while the journal can write (not failed, not shut down).
     pub fn is_healthy(&self) -> bool {
-        self.inner.shared.healthy.load(Ordering::Acquire)
-            && !self.inner.shared.closed.load(Ordering::Acquire)
+        self.inner.shared.healthy.load(Ordering::Acquire) && !self.inner.shared.closed.load(Ordering::Acquire)
     }
 
     /// Why the journal is not healthy, if it is not.
@@ -394,13 +393,7 @@ impl Journal {
         if self.inner.shared.healthy.load(Ordering::Acquire) {
             return None;
         }
-        self.inner
-            .shared
-            .last_error
-            .lock()
-            .ok()
-            .and_then(|e| e.clone())
-            .or_else(|| Some("journal failed".into()))
+        self.inner.shared.last_error.lock().ok().and_then(|e| e.clone()).or_else(|| Some("journal failed".into()))
     }
 
     /// Counters.
@@ -463,10 +456,7 @@ impl Journal {
     /// Write a record and wait until the journal has taken it (and, under `Sync`,
     /// until it is durable). For records that do not come from the layer.
     pub async fn append(&self, record: AuditRecord) -> Result<Option<Written>, JournalError> {
-        let pending = PendingRecord {
-            record,
-            finish: None,
-        };
+        let pending = PendingRecord { record, finish: None };
         match self.submit_wait(pending).await? {
             Some(rx) => rx.await.map_err(|_| JournalError::Closed)?.map(Some),
             None => Ok(None),
@@ -483,11 +473,7 @@ impl Journal {
     /// Make everything queued so far durable (fsync), whatever the durability policy.
     pub async fn flush(&self) -> Result<(), JournalError> {
         let (tx, rx) = oneshot::channel();
-        self.inner
-            .tx
-            .send(Msg::Flush(tx))
-            .await
-            .map_err(|_| JournalError::Closed)?;
+        self.inner.tx.send(Msg::Flush(tx)).await.map_err(|_| JournalError::Closed)?;
         rx.await.map_err(|_| JournalError::Closed)?
     }
 
@@ -495,11 +481,7 @@ impl Journal {
     /// after this are counted as lost.
     pub async fn shutdown(&self) -> Result<ShutdownReport, JournalError> {
         let (tx, rx) = oneshot::channel();
-        self.inner
-            .tx
-            .send(Msg::Shutdown(tx))
-            .await
-            .map_err(|_| JournalError::Closed)?;
+        self.inner.tx.send(Msg::Shutdown(tx)).await.map_err(|_| JournalError::Closed)?;
         let report = rx.await.map_err(|_| JournalError::Closed)?;
         self.inner.shared.closed.store(true, Ordering::Release);
         let handle = self.inner.thread.lock().ok().and_then(|mut t| t.take());

@@ -15,9 +15,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
 
-use kiroku_schemas::segment::{
-    ChainState, SegmentReader, SegmentWriter, VerifyOptions, verify_segment,
-};
+use kiroku_schemas::segment::{ChainState, SegmentReader, SegmentWriter, VerifyOptions, verify_segment};
 use kiroku_schemas::{ChainId, Timestamp};
 
 use super::{JournalConfig, JournalError};
@@ -54,17 +52,9 @@ impl fmt::Display for RecoveryReport {
                 p.display()
             ),
             (Some(p), None) => {
-                write!(
-                    f,
-                    "recovered open segment {} with {} records",
-                    p.display(),
-                    self.records
-                )?;
+                write!(f, "recovered open segment {} with {} records", p.display(), self.records)?;
                 if let Some((off, n)) = self.torn_tail {
-                    write!(
-                        f,
-                        "; cut a torn final frame of {n} bytes at byte offset {off}"
-                    )?;
+                    write!(f, "; cut a torn final frame of {n} bytes at byte offset {off}")?;
                 }
                 write!(f, "; sealed it")
             }
@@ -98,9 +88,7 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), JournalError
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = path.with_extension("tmp");
     let mut f = File::create(&tmp).map_err(io(&tmp))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(io(&tmp))?;
+    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io(&tmp))?;
     fs::rename(&tmp, path).map_err(io(path))?;
     sync_dir(dir)
 }
@@ -112,12 +100,7 @@ pub(crate) fn segment_name(first_seq: u64, ext: &str) -> String {
 
 fn try_lock(dir: &Path) -> Result<Option<File>, JournalError> {
     let path = dir.join(CHAIN_LOCK_FILE);
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io(&path))?;
+    let f = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io(&path))?;
     match f.try_lock() {
         Ok(()) => Ok(Some(f)),
         Err(fs::TryLockError::WouldBlock) => Ok(None),
@@ -131,16 +114,11 @@ pub(crate) fn open_chain(cfg: &JournalConfig) -> Result<OpenedChain, JournalErro
     let mut candidates: Vec<(ChainId, PathBuf)> = Vec::new();
     for entry in fs::read_dir(&cfg.spool).map_err(io(&cfg.spool))? {
         let entry = entry.map_err(io(&cfg.spool))?;
-        let Some(id) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<ChainId>().ok())
-        else {
+        let Some(id) = entry.file_name().to_str().and_then(|n| n.parse::<ChainId>().ok()) else {
             continue;
         };
         let dir = entry.path();
-        if fs::read_to_string(dir.join(WRITER_FILE)).is_ok_and(|w| w.trim_end() == cfg.writer_name)
-        {
+        if fs::read_to_string(dir.join(WRITER_FILE)).is_ok_and(|w| w.trim_end() == cfg.writer_name) {
             candidates.push((id, dir));
         }
     }
@@ -152,13 +130,7 @@ pub(crate) fn open_chain(cfg: &JournalConfig) -> Result<OpenedChain, JournalErro
         };
         match recover(cfg, id, &dir)? {
             Recovered::Continue(state, report) => {
-                return Ok(OpenedChain {
-                    chain_id: id,
-                    dir,
-                    _lock: lock,
-                    state,
-                    recovery: Some(report),
-                });
+                return Ok(OpenedChain { chain_id: id, dir, _lock: lock, state, recovery: Some(report) });
             }
             Recovered::Abandoned(report) => {
                 let _ = fs::rename(dir.join(WRITER_FILE), dir.join(ABANDONED_FILE));
@@ -176,28 +148,16 @@ fn new_chain(cfg: &JournalConfig) -> Result<OpenedChain, JournalError> {
     let dir = cfg.spool.join(id.to_string());
     fs::create_dir(&dir).map_err(io(&dir))?;
     let lock = try_lock(&dir)?.ok_or_else(|| {
-        JournalError::Failed(format!(
-            "new chain directory {} is locked by another process",
-            dir.display()
-        ))
+        JournalError::Failed(format!("new chain directory {} is locked by another process", dir.display()))
     })?;
-    write_atomic(
-        &dir.join(WRITER_FILE),
-        format!("{}\n", cfg.writer_name).as_bytes(),
-    )?;
+    write_atomic(&dir.join(WRITER_FILE), format!("{}\n", cfg.writer_name).as_bytes())?;
     let state = ChainState::genesis(id);
     write_atomic(&dir.join(HEAD_FILE), &state.next_header().encode())?;
     sync_dir(&cfg.spool)?;
-    Ok(OpenedChain {
-        chain_id: id,
-        dir,
-        _lock: lock,
-        state,
-        recovery: None,
-    })
+    Ok(OpenedChain { chain_id: id, dir, _lock: lock, state, recovery: None })
 }
 
-enum Recovered {
+pub(crate) enum Recovered {
     Continue(ChainState, RecoveryReport),
     Abandoned(RecoveryReport),
 }
@@ -214,20 +174,13 @@ fn files_with_ext(dir: &Path, ext: &str) -> Result<Vec<PathBuf>, JournalError> {
 
 /// Bring a chain directory whose lock we hold back to a clean state: every open
 /// segment validated, its torn tail cut, sealed and renamed; the chain state known.
-fn recover(cfg: &JournalConfig, id: ChainId, dir: &Path) -> Result<Recovered, JournalError> {
-    let mut report = RecoveryReport {
-        chain_id: Some(id),
-        ..RecoveryReport::default()
-    };
+pub(crate) fn recover(cfg: &JournalConfig, id: ChainId, dir: &Path) -> Result<Recovered, JournalError> {
+    let mut report = RecoveryReport { chain_id: Some(id), ..RecoveryReport::default() };
     let mut state = read_head(dir)?.unwrap_or_else(|| ChainState::genesis(id));
     for open in files_with_ext(dir, "open")? {
         match recover_open_segment(cfg, id, &open)? {
             OpenOutcome::Empty => {}
-            OpenOutcome::Sealed {
-                end,
-                records,
-                torn_tail,
-            } => {
+            OpenOutcome::Sealed { end, records, torn_tail } => {
                 report.segment = Some(open.with_extension("seg"));
                 report.records += records;
                 report.torn_tail = report.torn_tail.or(torn_tail);
@@ -263,26 +216,15 @@ pub(crate) enum OpenOutcome {
     /// Nothing worth keeping (no complete header or no records): removed.
     Empty,
     /// Validated, tail cut if torn, sealed and renamed to `.seg`.
-    Sealed {
-        end: ChainState,
-        records: u64,
-        torn_tail: Option<(u64, u64)>,
-    },
+    Sealed { end: ChainState, records: u64, torn_tail: Option<(u64, u64)> },
     /// Corrupt before its tail: left for quarantine.
     Corrupt(String),
 }
 
 /// Validate an open segment to its tail, cut only a torn last frame, seal it, rename it.
-pub(crate) fn recover_open_segment(
-    cfg: &JournalConfig,
-    id: ChainId,
-    path: &Path,
-) -> Result<OpenOutcome, JournalError> {
+pub(crate) fn recover_open_segment(cfg: &JournalConfig, id: ChainId, path: &Path) -> Result<OpenOutcome, JournalError> {
     let file = File::open(path).map_err(io(path))?;
-    let opts = VerifyOptions {
-        chain_id: Some(id),
-        ..VerifyOptions::open()
-    };
+    let opts = VerifyOptions { chain_id: Some(id), ..VerifyOptions::open() };
     let report = match verify_segment(BufReader::with_capacity(1 << 20, file), &opts) {
         Ok(r) => r,
         Err(e) if e.is_torn_tail() && e.offset == 0 => {
@@ -294,13 +236,8 @@ pub(crate) fn recover_open_segment(
     };
     if let Some((off, n)) = report.torn_tail {
         tracing::warn!(target: "kiroku::journal", file = %path.display(), offset = off, bytes = n, "cutting torn final frame");
-        let f = OpenOptions::new()
-            .write(true)
-            .open(path)
-            .map_err(io(path))?;
-        f.set_len(report.valid_len)
-            .and_then(|()| f.sync_all())
-            .map_err(io(path))?;
+        let f = OpenOptions::new().write(true).open(path).map_err(io(path))?;
+        f.set_len(report.valid_len).and_then(|()| f.sync_all()).map_err(io(path))?;
     }
     let dir = path.parent().unwrap_or(Path::new("."));
     if report.records == 0 && !report.sealed {
@@ -309,10 +246,7 @@ pub(crate) fn recover_open_segment(
         return Ok(OpenOutcome::Empty);
     }
     if !report.sealed {
-        let mut f = OpenOptions::new()
-            .append(true)
-            .open(path)
-            .map_err(io(path))?;
+        let mut f = OpenOptions::new().append(true).open(path).map_err(io(path))?;
         let w = SegmentWriter::resume(&mut f, &report);
         w.seal(cfg.signer.as_ref(), &cfg.namespace, Timestamp::now())
             .map_err(|e| JournalError::Write(e.to_string()))?;
@@ -321,9 +255,5 @@ pub(crate) fn recover_open_segment(
     let sealed = path.with_extension("seg");
     fs::rename(path, &sealed).map_err(io(path))?;
     sync_dir(dir)?;
-    Ok(OpenOutcome::Sealed {
-        end: report.end,
-        records: report.records,
-        torn_tail: report.torn_tail,
-    })
+    Ok(OpenOutcome::Sealed { end: report.end, records: report.records, torn_tail: report.torn_tail })
 }

@@ -4,7 +4,7 @@
 //! is queued without blocking, write the batch, make it durable once (group commit),
 //! then answer everyone in the batch.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
@@ -16,16 +16,15 @@ use kiroku_schemas::Timestamp;
 use kiroku_schemas::segment::{ChainState, SegmentWriter};
 use tokio::sync::{mpsc, oneshot};
 
-use super::spool::{self, OpenOutcome, OpenedChain};
-use super::{
-    Durability, JournalConfig, JournalError, Msg, PendingRecord, Shared, ShutdownReport, Written,
-};
+use super::faults::{Faults, Op, SegmentFile};
+use super::spool::{self, OpenedChain};
+use super::{Durability, JournalConfig, JournalError, Msg, PendingRecord, Shared, ShutdownReport, Written};
 
 const MAX_BATCH: usize = 4096;
 const RETRY_EVERY: Duration = Duration::from_secs(1);
 
 struct OpenSegment {
-    w: SegmentWriter<BufWriter<File>>,
+    w: SegmentWriter<BufWriter<SegmentFile>>,
     path: PathBuf,
     opened: Instant,
 }
@@ -42,16 +41,8 @@ struct Writer {
     failed_at: Option<Instant>,
 }
 
-pub(super) fn run(
-    cfg: JournalConfig,
-    chain: OpenedChain,
-    mut rx: mpsc::Receiver<Msg>,
-    shared: Arc<Shared>,
-) {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-    {
+pub(super) fn run(cfg: JournalConfig, chain: OpenedChain, mut rx: mpsc::Receiver<Msg>, shared: Arc<Shared>) {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
         Ok(rt) => rt,
         Err(e) => {
             shared.healthy.store(false, Ordering::Release);
@@ -169,11 +160,7 @@ impl Writer {
             }
         }
         let must_sync = !acks.is_empty() || !flushes.is_empty() || shutdown.is_some();
-        let durable = if must_sync {
-            self.sync()
-        } else {
-            self.flush_to_os()
-        };
+        let durable = if must_sync { self.sync() } else { self.flush_to_os() };
         match durable {
             Ok(()) => {
                 for (a, seq) in acks {
@@ -219,13 +206,7 @@ impl Writer {
             self.try_recover();
         }
         if self.failed_at.is_some() {
-            let why = self
-                .shared
-                .last_error
-                .lock()
-                .ok()
-                .and_then(|e| e.clone())
-                .unwrap_or_default();
+            let why = self.shared.last_error.lock().ok().and_then(|e| e.clone()).unwrap_or_default();
             return Err(JournalError::Failed(why));
         }
         let mut rec = p.record;
@@ -238,10 +219,7 @@ impl Writer {
             }
         }
         self.ensure_segment()?;
-        let seg = self
-            .seg
-            .as_mut()
-            .ok_or_else(|| JournalError::Failed("no open segment".into()))?;
+        let seg = self.seg.as_mut().ok_or_else(|| JournalError::Failed("no open segment".into()))?;
         rec.chain_id = self.chain.chain_id;
         rec.seq = seg.w.state().next_seq;
         rec.records_lost_before = self.shared.lost_pending.swap(0, Ordering::AcqRel);
@@ -252,16 +230,12 @@ impl Writer {
                 self.dirty = true;
                 self.records_since_checkpoint += 1;
                 self.shared.written.fetch_add(1, Ordering::Relaxed);
-                self.shared
-                    .bytes
-                    .fetch_add(seg.w.len() - before, Ordering::Relaxed);
+                self.shared.bytes.fetch_add(seg.w.len() - before, Ordering::Relaxed);
                 Ok(a.seq)
             }
             Err(e) => {
                 // The loss counter we took belongs to the next record that is written.
-                self.shared
-                    .lost_pending
-                    .fetch_add(rec.records_lost_before, Ordering::AcqRel);
+                self.shared.lost_pending.fetch_add(rec.records_lost_before, Ordering::AcqRel);
                 let err = JournalError::Write(format!("{}: {e}", seg.path.display()));
                 self.fail(err.clone());
                 Err(err)
@@ -274,31 +248,22 @@ impl Writer {
             return Ok(());
         }
         let header = self.chain.state.next_header();
-        let path = self
-            .chain
-            .dir
-            .join(spool::segment_name(header.first_seq, "open"));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| JournalError::io(&path, &e))?;
-        let w = SegmentWriter::new(BufWriter::with_capacity(256 << 10, file), header)
-            .map_err(|e| JournalError::Write(format!("{}: {e}", path.display())))?;
+        let path = self.chain.dir.join(spool::segment_name(header.first_seq, "open"));
+        let file =
+            OpenOptions::new().write(true).create_new(true).open(&path).map_err(|e| JournalError::io(&path, &e))?;
+        let w = SegmentWriter::new(
+            BufWriter::with_capacity(256 << 10, SegmentFile { file, faults: self.cfg.faults.clone() }),
+            header,
+        )
+        .map_err(|e| JournalError::Write(format!("{}: {e}", path.display())))?;
         spool::sync_dir(&self.chain.dir)?;
-        self.seg = Some(OpenSegment {
-            w,
-            path,
-            opened: Instant::now(),
-        });
+        self.seg = Some(OpenSegment { w, path, opened: Instant::now() });
         Ok(())
     }
 
     fn flush_to_os(&mut self) -> Result<(), JournalError> {
         if let Some(s) = &mut self.seg {
-            s.w.get_mut()
-                .flush()
-                .map_err(|e| JournalError::io(&s.path, &e))?;
+            s.w.get_mut().flush().map_err(|e| JournalError::io(&s.path, &e))?;
         }
         if let Durability::Batched(iv) = self.cfg.durability {
             if self.dirty && self.last_sync.elapsed() >= iv {
@@ -312,19 +277,12 @@ impl Writer {
         let Some(s) = &mut self.seg else {
             return Ok(());
         };
-        s.w.get_mut()
-            .flush()
-            .map_err(|e| JournalError::io(&s.path, &e))?;
+        s.w.get_mut().flush().map_err(|e| JournalError::io(&s.path, &e))?;
         if self.dirty {
             let t = Instant::now();
-            s.w.get_ref()
-                .get_ref()
-                .sync_data()
-                .map_err(|e| JournalError::io(&s.path, &e))?;
+            s.w.get_ref().get_ref().sync_data().map_err(|e| JournalError::io(&s.path, &e))?;
             self.shared.fsyncs.fetch_add(1, Ordering::Relaxed);
-            self.shared
-                .fsync_nanos
-                .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            self.shared.fsync_nanos.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
         }
         self.dirty = false;
         self.last_sync = Instant::now();
@@ -347,24 +305,16 @@ impl Writer {
             self.seal_open()?;
             return Ok(());
         }
-        if self.records_since_checkpoint > 0
-            && self.last_checkpoint.elapsed() >= self.cfg.checkpoint_interval
-        {
-            s.w.append_checkpoint(
-                self.cfg.signer.as_ref(),
-                &self.cfg.namespace,
-                Timestamp::now(),
-            )
-            .map_err(|e| JournalError::Write(format!("{}: {e}", s.path.display())))?;
+        if self.records_since_checkpoint > 0 && self.last_checkpoint.elapsed() >= self.cfg.checkpoint_interval {
+            s.w.append_checkpoint(self.cfg.signer.as_ref(), &self.cfg.namespace, Timestamp::now())
+                .map_err(|e| JournalError::Write(format!("{}: {e}", s.path.display())))?;
             self.dirty = true;
             self.records_since_checkpoint = 0;
             self.last_checkpoint = Instant::now();
             if self.cfg.durability != Durability::Buffered {
                 self.sync()?;
             } else {
-                s.w.get_mut()
-                    .flush()
-                    .map_err(|e| JournalError::io(&s.path, &e))?;
+                s.w.get_mut().flush().map_err(|e| JournalError::io(&s.path, &e))?;
             }
         }
         Ok(())
@@ -378,27 +328,17 @@ impl Writer {
         };
         let OpenSegment { w, path, .. } = s;
         let state = w.state().clone();
-        let err =
-            |e: &dyn std::fmt::Display| JournalError::Write(format!("{}: {e}", path.display()));
-        let mut out = w
-            .seal(
-                self.cfg.signer.as_ref(),
-                &self.cfg.namespace,
-                Timestamp::now(),
-            )
-            .map_err(|e| err(&e))?;
+        // What was accepted, whatever happens next (recovery compares against it).
+        self.chain.state = state.clone();
+        let err = |e: &dyn std::fmt::Display| JournalError::Write(format!("{}: {e}", path.display()));
+        let mut out = w.seal(self.cfg.signer.as_ref(), &self.cfg.namespace, Timestamp::now()).map_err(|e| err(&e))?;
         out.flush().map_err(|e| JournalError::io(&path, &e))?;
-        out.get_ref()
-            .sync_all()
-            .map_err(|e| JournalError::io(&path, &e))?;
-        spool::write_atomic(
-            &self.chain.dir.join(spool::HEAD_FILE),
-            &state.next_header().encode(),
-        )?;
+        out.get_ref().sync_all().map_err(|e| JournalError::io(&path, &e))?;
+        spool::write_atomic(&self.chain.dir.join(spool::HEAD_FILE), &state.next_header().encode())?;
         let sealed = path.with_extension("seg");
+        Faults::check(&self.cfg.faults, Op::Rename).map_err(|e| JournalError::io(&path, &e))?;
         fs::rename(&path, &sealed).map_err(|e| JournalError::io(&path, &e))?;
         spool::sync_dir(&self.chain.dir)?;
-        self.chain.state = state;
         self.dirty = false;
         self.records_since_checkpoint = 0;
         self.last_checkpoint = Instant::now();
@@ -424,9 +364,9 @@ impl Writer {
         tracing::error!(target: "kiroku::journal", chain = %self.chain.chain_id, lost_total = total, "{n} audit record(s) lost: {why}");
     }
 
-    /// After a failure: re-validate the open segment from disk (what the OS kept),
-    /// cut a torn tail, seal it, and continue the chain from what is really there.
-    /// Records that were accepted but never reached the file are counted as lost.
+    /// After a failure: re-validate the chain directory from disk (what the OS kept),
+    /// cut a torn tail, seal what is there, and continue the chain from it. Records
+    /// that were accepted but never reached the file are counted as lost.
     fn try_recover(&mut self) {
         let Some(failed) = self.failed_at else { return };
         if failed.elapsed() < RETRY_EVERY {
@@ -434,45 +374,29 @@ impl Writer {
         }
         self.failed_at = Some(Instant::now());
         let expected_next = self.state().next_seq;
-        let Some(s) = self.seg.take() else {
-            self.recovered(expected_next, expected_next);
-            return;
-        };
-        let path = s.path.clone();
-        // Drop the writer without flushing what it buffered: the file's tail is unknown.
-        drop(s.w.into_inner().into_parts());
-        match spool::recover_open_segment(&self.cfg, self.chain.chain_id, &path) {
-            Ok(OpenOutcome::Sealed { end, .. }) => {
-                let next = end.next_seq;
-                self.chain.state = end;
-                if spool::write_atomic(
-                    &self.chain.dir.join(spool::HEAD_FILE),
-                    &self.chain.state.next_header().encode(),
-                )
-                .is_ok()
-                {
-                    self.recovered(expected_next, next);
+        if let Some(s) = self.seg.take() {
+            // Drop the writer without flushing what it buffered: the file's tail is unknown.
+            drop(s.w.into_inner().into_parts());
+        }
+        match spool::recover(&self.cfg, self.chain.chain_id, &self.chain.dir) {
+            Ok(spool::Recovered::Continue(state, report)) => {
+                if report.segment.is_some() {
+                    tracing::warn!(target: "kiroku::journal", "{report}");
                 }
-            }
-            Ok(OpenOutcome::Empty) => {
-                let next = self.chain.state.next_seq;
+                let next = state.next_seq;
+                self.chain.state = state;
                 self.recovered(expected_next, next);
             }
-            Ok(OpenOutcome::Corrupt(why)) => {
-                tracing::error!(target: "kiroku::journal", "open segment unrecoverable after failure: {why}");
+            Ok(spool::Recovered::Abandoned(report)) => {
+                tracing::error!(target: "kiroku::journal", "chain cannot continue: {report}");
             }
-            Err(e) => {
-                tracing::warn!(target: "kiroku::journal", "journal still failing: {e}");
-            }
+            Err(e) => tracing::warn!(target: "kiroku::journal", "journal still failing: {e}"),
         }
     }
 
     fn recovered(&mut self, expected_next: u64, next: u64) {
         if expected_next > next {
-            self.lost(
-                expected_next - next,
-                "accepted but not on disk when the journal failed",
-            );
+            self.lost(expected_next - next, "accepted but not on disk when the journal failed");
         }
         self.failed_at = None;
         self.dirty = false;

@@ -10,22 +10,11 @@ fn hx(s: &str) -> Hash {
 }
 
 fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
 }
 
-const LEAVES: [&str; 8] = [
-    "",
-    "00",
-    "10",
-    "2021",
-    "3031",
-    "40414243",
-    "5051525354555657",
-    "606162636465666768696a6b6c6d6e6f",
-];
+const LEAVES: [&str; 8] =
+    ["", "00", "10", "2021", "3031", "40414243", "5051525354555657", "606162636465666768696a6b6c6d6e6f"];
 
 const ROOTS: [&str; 9] = [
     "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
@@ -93,20 +82,11 @@ fn compact_range_matches_reference_frontiers() {
 fn inclusion_proofs_match_reference() {
     let leaves = leaf_hashes();
     // Leaf 0 of 8: sibling leaf 1, then node (1,1), then node (2,1).
-    assert_eq!(
-        inclusion_proof(&leaves, 0).unwrap(),
-        vec![hx(L0[1]), hx(L1[1]), hx(L2[1])]
-    );
+    assert_eq!(inclusion_proof(&leaves, 0).unwrap(), vec![hx(L0[1]), hx(L1[1]), hx(L2[1])]);
     // Leaf 5 of 8.
-    assert_eq!(
-        inclusion_proof(&leaves, 5).unwrap(),
-        vec![hx(L0[4]), hx(L1[3]), hx(L2[0])]
-    );
+    assert_eq!(inclusion_proof(&leaves, 5).unwrap(), vec![hx(L0[4]), hx(L1[3]), hx(L2[0])]);
     // Leaf 6 of 7: the lone right leaf.
-    assert_eq!(
-        inclusion_proof(&leaves[..7], 6).unwrap(),
-        vec![hx(L1[2]), hx(L2[0])]
-    );
+    assert_eq!(inclusion_proof(&leaves[..7], 6).unwrap(), vec![hx(L1[2]), hx(L2[0])]);
     for n in 1..=8 {
         for i in 0..n {
             let p = inclusion_proof(&leaves[..n], i as u64).unwrap();
@@ -177,33 +157,18 @@ fn consistency_rejects_tampered_proofs() {
             for j in 0..good.len() {
                 let mut p = good.clone();
                 p[j][3] ^= 0x10;
-                assert!(
-                    verify_consistency(m, n, &r1, &r2, &p).is_err(),
-                    "{m}->{n} flip {j}"
-                );
+                assert!(verify_consistency(m, n, &r1, &r2, &p).is_err(), "{m}->{n} flip {j}");
             }
-            assert!(
-                verify_consistency(m, n, &r2, &r1, &good).is_err(),
-                "swapped roots"
-            );
+            assert!(verify_consistency(m, n, &r2, &r1, &good).is_err(), "swapped roots");
             assert!(verify_consistency(m, n, &r1, &r1, &good).is_err());
             let mut trailing = good.clone();
             trailing.push(r1);
-            assert!(
-                verify_consistency(m, n, &r1, &r2, &trailing).is_err(),
-                "{m}->{n} trailing"
-            );
+            assert!(verify_consistency(m, n, &r1, &r2, &trailing).is_err(), "{m}->{n} trailing");
             let mut preceding = vec![r1];
             preceding.extend_from_slice(&good);
-            assert!(
-                verify_consistency(m, n, &r1, &r2, &preceding).is_err(),
-                "{m}->{n} preceding"
-            );
+            assert!(verify_consistency(m, n, &r1, &r2, &preceding).is_err(), "{m}->{n} preceding");
             if !good.is_empty() {
-                assert!(
-                    verify_consistency(m, n, &r1, &r2, &good[..good.len() - 1]).is_err(),
-                    "truncated"
-                );
+                assert!(verify_consistency(m, n, &r1, &r2, &good[..good.len() - 1]).is_err(), "truncated");
             }
         }
     }
@@ -212,10 +177,7 @@ fn consistency_rejects_tampered_proofs() {
     let (r1, r2) = (hx(ROOTS[2]), hx(ROOTS[5]));
     let good = consistency_proof(&leaves[..5], 2).unwrap();
     for (m, n) in [(1, 5), (3, 5), (4, 5), (2, 4), (2, 10), (2, 2), (1, 2)] {
-        assert!(
-            verify_consistency(m, n, &r1, &r2, &good).is_err(),
-            "{m}->{n}"
-        );
+        assert!(verify_consistency(m, n, &r1, &r2, &good).is_err(), "{m}->{n}");
     }
     assert!(verify_consistency(0, 3, &[0; 32], &[0; 32], &[]).is_err());
     assert!(verify_consistency(4, 3, &[0; 32], &[0; 32], &[]).is_err());

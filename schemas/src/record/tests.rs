@@ -22,11 +22,7 @@ fn sample() -> AuditRecord {
             captured: Some("{}".into()),
             truncated: false,
         },
-        response: BodySummary {
-            bytes: 20,
-            capture: CaptureMode::Digest,
-            ..Default::default()
-        },
+        response: BodySummary { bytes: 20, capture: CaptureMode::Digest, ..Default::default() },
     };
     r.gen_ai.request.model = Some("gpt-4o".into());
     r.gen_ai.request.temperature = Some(0.2);
@@ -38,11 +34,7 @@ fn sample() -> AuditRecord {
         score: Some(0.9),
         ..Default::default()
     });
-    r.watermarks.push(Watermark {
-        scheme: "synthid-text".into(),
-        detector_score: Some(0.97),
-        ..Default::default()
-    });
+    r.watermarks.push(Watermark { scheme: "synthid-text".into(), detector_score: Some(0.97), ..Default::default() });
     r.digital_source_type = Some(IPTC_TRAINED_ALGORITHMIC_MEDIA.into());
     r.safeguards.push(SafeguardDecision {
         policy_id: "pii".into(),
@@ -70,10 +62,7 @@ fn field_paths_follow_gen_ai_conventions() {
     let v: serde_json::Value = serde_json::from_slice(&sample().to_json()).unwrap();
     assert_eq!(v.pointer("/gen_ai/request/model").unwrap(), "gpt-4o");
     assert_eq!(v.pointer("/gen_ai/usage/input_tokens").unwrap(), 12);
-    assert_eq!(
-        v.pointer("/gen_ai/response/finish_reasons/0").unwrap(),
-        "stop"
-    );
+    assert_eq!(v.pointer("/gen_ai/response/finish_reasons/0").unwrap(), "stop");
 }
 
 #[test]
@@ -92,10 +81,7 @@ fn refuses_another_major_version() {
     let mut v: serde_json::Value = serde_json::from_slice(&sample().to_json()).unwrap();
     v["schema_version"] = "2.0".into();
     let err = AuditRecord::from_json(&serde_json::to_vec(&v).unwrap()).unwrap_err();
-    assert!(
-        matches!(err, RecordError::UnsupportedVersion { .. }),
-        "{err}"
-    );
+    assert!(matches!(err, RecordError::UnsupportedVersion { .. }), "{err}");
     assert!(AuditRecord::from_json(b"{\"seq\":1}").is_err());
 }
 
@@ -103,10 +89,7 @@ fn refuses_another_major_version() {
 /// `KIROKU_BLESS=1 cargo test -p kiroku-schemas` after changing a record type.
 #[test]
 fn checked_in_json_schema_is_in_step_with_the_types() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/json/audit-record.v1.schema.json"
-    );
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/json/audit-record.v1.schema.json");
     let generated = serde_json::to_string_pretty(&AuditRecord::json_schema()).unwrap() + "\n";
     if std::env::var_os("KIROKU_BLESS").is_some() {
         std::fs::write(path, &generated).unwrap();

@@ -84,12 +84,7 @@ pub struct SegmentError {
 
 impl SegmentError {
     pub(crate) fn at(offset: u64, seq: Option<u64>, problem: Problem) -> Self {
-        Self {
-            file: None,
-            offset,
-            seq,
-            problem,
-        }
+        Self { file: None, offset, seq, problem }
     }
 
     /// The same error, naming `file`.

@@ -25,12 +25,7 @@ pub struct SegmentHeader {
 impl SegmentHeader {
     /// The header of a chain's first segment.
     pub fn genesis(chain_id: ChainId) -> Self {
-        Self {
-            chain_id,
-            first_seq: 0,
-            prev_hash: ZERO_HASH,
-            frontier: CompactRange::new(),
-        }
+        Self { chain_id, first_seq: 0, prev_hash: ZERO_HASH, frontier: CompactRange::new() }
     }
 
     /// Encoded length in bytes.
@@ -66,9 +61,7 @@ impl SegmentHeader {
     }
 
     /// Decode the fixed part (`FIXED_LEN` bytes); returns the frontier count to read next.
-    pub(crate) fn decode_fixed(
-        b: &[u8; FIXED_LEN],
-    ) -> Result<(ChainId, u64, Hash, usize), SegmentError> {
+    pub(crate) fn decode_fixed(b: &[u8; FIXED_LEN]) -> Result<(ChainId, u64, Hash, usize), SegmentError> {
         let bad = |p| SegmentError::at(0, None, p);
         if b[..8] != MAGIC {
             return Err(bad(Problem::BadMagic));
@@ -87,14 +80,10 @@ impl SegmentHeader {
         prev.copy_from_slice(&b[36..68]);
         let n = b[68] as usize;
         if n != first_seq.count_ones() as usize {
-            return Err(bad(Problem::BadHeader(
-                "frontier length does not match first_seq",
-            )));
+            return Err(bad(Problem::BadHeader("frontier length does not match first_seq")));
         }
         if first_seq == 0 && prev != ZERO_HASH {
-            return Err(bad(Problem::BadHeader(
-                "first segment of a chain with a non-zero prev hash",
-            )));
+            return Err(bad(Problem::BadHeader("first segment of a chain with a non-zero prev hash")));
         }
         Ok((ChainId(chain), first_seq, prev, n))
     }
@@ -109,25 +98,11 @@ impl SegmentHeader {
     ) -> Result<Self, SegmentError> {
         let (body, stored) = raw.split_at(raw.len() - 32);
         if header_hash(body) != stored {
-            return Err(SegmentError::at(
-                0,
-                None,
-                Problem::BadHeader("header hash does not match"),
-            ));
+            return Err(SegmentError::at(0, None, Problem::BadHeader("header hash does not match")));
         }
-        let frontier = CompactRange::from_parts(first_seq, frontier).ok_or_else(|| {
-            SegmentError::at(
-                0,
-                None,
-                Problem::BadHeader("frontier length does not match first_seq"),
-            )
-        })?;
-        Ok(Self {
-            chain_id,
-            first_seq,
-            prev_hash,
-            frontier,
-        })
+        let frontier = CompactRange::from_parts(first_seq, frontier)
+            .ok_or_else(|| SegmentError::at(0, None, Problem::BadHeader("frontier length does not match first_seq")))?;
+        Ok(Self { chain_id, first_seq, prev_hash, frontier })
     }
 }
 

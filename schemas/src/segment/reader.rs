@@ -3,10 +3,7 @@
 use std::io::{self, Read};
 
 use super::header::FIXED_LEN;
-use super::{
-    FRAME_HEAD_LEN, FRAME_TAIL_LEN, FrameKind, MAX_PAYLOAD, Problem, SegmentError, SegmentHeader,
-    head_check,
-};
+use super::{FRAME_HEAD_LEN, FRAME_TAIL_LEN, FrameKind, MAX_PAYLOAD, Problem, SegmentError, SegmentHeader, head_check};
 use crate::Hash;
 
 /// One frame as stored.
@@ -116,27 +113,13 @@ impl<R: Read> SegmentReader<R> {
         raw.resize(FIXED_LEN + 32 * n + 32, 0);
         let got = read_full(&mut inner, &mut raw[FIXED_LEN..]).map_err(|e| io_err(0, e))?;
         if FIXED_LEN + got < raw.len() {
-            return Err(SegmentError::at(
-                0,
-                None,
-                Problem::TornTail((FIXED_LEN + got) as u64),
-            ));
+            return Err(SegmentError::at(0, None, Problem::TornTail((FIXED_LEN + got) as u64)));
         }
-        let frontier = raw[FIXED_LEN..FIXED_LEN + 32 * n]
-            .chunks_exact(32)
-            .map(|c| c.try_into().unwrap_or_default())
-            .collect();
+        let frontier =
+            raw[FIXED_LEN..FIXED_LEN + 32 * n].chunks_exact(32).map(|c| c.try_into().unwrap_or_default()).collect();
         let header = SegmentHeader::finish_decode(&raw, chain_id, first_seq, prev_hash, frontier)?;
         let header_len = raw.len() as u64;
-        Ok(Self {
-            inner,
-            header,
-            header_len,
-            offset: header_len,
-            failed: false,
-            buf: Vec::new(),
-            payload_len: 0,
-        })
+        Ok(Self { inner, header, header_len, offset: header_len, failed: false, buf: Vec::new(), payload_len: 0 })
     }
 
     /// The segment header.
@@ -168,14 +151,7 @@ impl<R: Read> SegmentReader<R> {
         match self.read_frame() {
             Ok(Some((at, kind, seq, prev, hash))) => {
                 let payload = &self.buf[..self.payload_len];
-                Ok(Some(FrameRef {
-                    offset: at,
-                    kind,
-                    seq,
-                    prev,
-                    payload,
-                    hash,
-                }))
+                Ok(Some(FrameRef { offset: at, kind, seq, prev, payload, hash }))
             }
             Ok(None) => Ok(None),
             Err(e) => {
@@ -216,14 +192,9 @@ impl<R: Read> SegmentReader<R> {
         if self.buf.len() < body_len {
             self.buf.resize(body_len, 0);
         }
-        let got_body =
-            read_full(&mut self.inner, &mut self.buf[..body_len]).map_err(|e| io_err(at, e))?;
+        let got_body = read_full(&mut self.inner, &mut self.buf[..body_len]).map_err(|e| io_err(at, e))?;
         if got_body < body_len {
-            return Err(SegmentError::at(
-                at,
-                Some(seq),
-                Problem::TornTail((FRAME_HEAD_LEN + got_body) as u64),
-            ));
+            return Err(SegmentError::at(at, Some(seq), Problem::TornTail((FRAME_HEAD_LEN + got_body) as u64)));
         }
         let mut hash = [0u8; 32];
         hash.copy_from_slice(&self.buf[len as usize..body_len]);
@@ -241,11 +212,7 @@ impl<R: Read> SegmentReader<R> {
             loop {
                 match self.inner.read(&mut buf) {
                     Ok(0) => {
-                        return SegmentError::at(
-                            at,
-                            None,
-                            Problem::TornTail(seen.len() as u64 + rest),
-                        );
+                        return SegmentError::at(at, None, Problem::TornTail(seen.len() as u64 + rest));
                     }
                     Ok(n) if buf[..n].iter().all(|b| *b == 0) => rest += n as u64,
                     Ok(_) => break,

@@ -19,12 +19,10 @@ fn build(chain_id: ChainId, payloads: &[Vec<u8>], every: usize) -> Vec<u8> {
     for (i, p) in payloads.iter().enumerate() {
         w.append_record(p).unwrap();
         if every > 0 && (i + 1) % every == 0 {
-            w.append_checkpoint(&s, "kiroku", Timestamp::from_unix_nanos(i as i64))
-                .unwrap();
+            w.append_checkpoint(&s, "kiroku", Timestamp::from_unix_nanos(i as i64)).unwrap();
         }
     }
-    w.seal(&s, "kiroku", Timestamp::from_unix_nanos(99))
-        .unwrap()
+    w.seal(&s, "kiroku", Timestamp::from_unix_nanos(99)).unwrap()
 }
 
 fn frames(bytes: &[u8]) -> (u64, Vec<Frame>) {
@@ -39,9 +37,7 @@ fn sealed_opts() -> VerifyOptions {
 }
 
 fn payloads(n: usize) -> Vec<Vec<u8>> {
-    (0..n)
-        .map(|i| format!("{{\"record\":{i},\"pad\":\"{}\"}}", "x".repeat(i % 7)).into_bytes())
-        .collect()
+    (0..n).map(|i| format!("{{\"record\":{i},\"pad\":\"{}\"}}", "x".repeat(i % 7)).into_bytes()).collect()
 }
 
 /// Start offset of the frame (or header, 0) that contains byte `pos`.
@@ -49,10 +45,7 @@ fn owner(header_len: u64, fs: &[Frame], pos: u64) -> u64 {
     if pos < header_len {
         return 0;
     }
-    fs.iter()
-        .rev()
-        .find(|f| f.offset <= pos)
-        .map_or(0, |f| f.offset)
+    fs.iter().rev().find(|f| f.offset <= pos).map_or(0, |f| f.offset)
 }
 
 #[test]
@@ -66,12 +59,7 @@ fn writes_and_reads_back() {
         assert_eq!(f.seq, i as u64);
         assert_eq!(f.payload, ps[i]);
     }
-    assert_eq!(
-        fs.iter()
-            .filter(|f| f.kind == FrameKind::Checkpoint)
-            .count(),
-        2
-    );
+    assert_eq!(fs.iter().filter(|f| f.kind == FrameKind::Checkpoint).count(), 2);
     assert_eq!(fs.last().unwrap().kind, FrameKind::Seal);
     let report = verify_segment(&bytes[..], &sealed_opts()).unwrap();
     assert_eq!(report.records, 10);
@@ -95,15 +83,9 @@ fn segments_continue_a_chain() {
     for p in payloads(3) {
         w2.append_record(&p).unwrap();
     }
-    let second = w2
-        .seal(&s, "kiroku", Timestamp::from_unix_nanos(2))
-        .unwrap();
+    let second = w2.seal(&s, "kiroku", Timestamp::from_unix_nanos(2)).unwrap();
 
-    let r1 = verify_segment(
-        &first[..],
-        &sealed_opts().continuing(ChainState::genesis(chain(2))),
-    )
-    .unwrap();
+    let r1 = verify_segment(&first[..], &sealed_opts().continuing(ChainState::genesis(chain(2)))).unwrap();
     let r2 = verify_segment(&second[..], &sealed_opts().continuing(r1.end.clone())).unwrap();
     assert_eq!(r2.header.first_seq, 5);
     assert_eq!(r2.end.next_seq, 8);
@@ -111,22 +93,11 @@ fn segments_continue_a_chain() {
     verify_segment(&second[..], &sealed_opts()).unwrap();
 
     // Out of order or against the wrong state: a discontinuity at the header.
-    let err = verify_segment(
-        &second[..],
-        &sealed_opts().continuing(ChainState::genesis(chain(2))),
-    )
-    .unwrap_err();
+    let err = verify_segment(&second[..], &sealed_opts().continuing(ChainState::genesis(chain(2)))).unwrap_err();
     assert!(matches!(err.problem, Problem::Discontinuity(_)), "{err}");
     assert_eq!(err.offset, 0);
-    let err = verify_segment(
-        &second[..],
-        &sealed_opts().continuing(ChainState::genesis(chain(3))),
-    )
-    .unwrap_err();
-    assert!(
-        matches!(err.problem, Problem::ChainIdMismatch { .. }),
-        "{err}"
-    );
+    let err = verify_segment(&second[..], &sealed_opts().continuing(ChainState::genesis(chain(3)))).unwrap_err();
+    assert!(matches!(err.problem, Problem::ChainIdMismatch { .. }), "{err}");
     let mut forged = r1.end.clone();
     forged.last_hash[0] ^= 1;
     let err = verify_segment(&second[..], &sealed_opts().continuing(forged)).unwrap_err();
@@ -137,11 +108,7 @@ fn segments_continue_a_chain() {
 fn wrong_key_is_a_bad_signature() {
     let bytes = build(chain(1), &payloads(3), 0);
     let other = NoteSigner::from_seed("kiroku-test", [1; 32]).unwrap();
-    let err = verify_segment(
-        &bytes[..],
-        &VerifyOptions::sealed().with_verifier(other.verifier()),
-    )
-    .unwrap_err();
+    let err = verify_segment(&bytes[..], &VerifyOptions::sealed().with_verifier(other.verifier())).unwrap_err();
     assert!(matches!(err.problem, Problem::BadSignature(_)), "{err}");
     // Without a key the content is still checked, and the report says signatures were not.
     let r = verify_segment(&bytes[..], &VerifyOptions::sealed()).unwrap();
@@ -156,9 +123,7 @@ fn a_differently_keyed_chain_is_rejected() {
     for p in payloads(4) {
         w.append_record(&p).unwrap();
     }
-    let bytes = w
-        .seal(&forger, "kiroku", Timestamp::from_unix_nanos(3))
-        .unwrap();
+    let bytes = w.seal(&forger, "kiroku", Timestamp::from_unix_nanos(3)).unwrap();
     let err = verify_segment(&bytes[..], &sealed_opts()).unwrap_err();
     assert!(matches!(err.problem, Problem::BadSignature(_)), "{err}");
 }
@@ -175,11 +140,7 @@ fn torn_tail_is_reported_and_recoverable() {
     assert!(err.is_torn_tail());
     assert_eq!(err.offset, third.offset);
     // Open: the valid prefix and where the tail starts.
-    let r = verify_segment(
-        cut,
-        &VerifyOptions::open().with_verifier(signer().verifier()),
-    )
-    .unwrap();
+    let r = verify_segment(cut, &VerifyOptions::open().with_verifier(signer().verifier())).unwrap();
     assert_eq!(r.records, 3);
     assert_eq!(r.torn_tail, Some((third.offset, 20)));
     assert_eq!(r.valid_len, third.offset);
@@ -187,8 +148,7 @@ fn torn_tail_is_reported_and_recoverable() {
     let mut file = cut[..r.valid_len as usize].to_vec();
     let mut w = SegmentWriter::resume(&mut file, &r);
     w.append_record(b"{\"after\":\"recovery\"}").unwrap();
-    w.seal(&signer(), "kiroku", Timestamp::from_unix_nanos(5))
-        .unwrap();
+    w.seal(&signer(), "kiroku", Timestamp::from_unix_nanos(5)).unwrap();
     let r2 = verify_segment(&file[..], &sealed_opts()).unwrap();
     assert_eq!(r2.records, 4);
 }
@@ -201,8 +161,7 @@ fn zero_filled_tail_is_torn_not_corrupt() {
     for p in &ps {
         w.append_record(p).unwrap();
     }
-    w.append_checkpoint(&s, "kiroku", Timestamp::from_unix_nanos(0))
-        .unwrap();
+    w.append_checkpoint(&s, "kiroku", Timestamp::from_unix_nanos(0)).unwrap();
     let mut bytes = w.get_ref().clone();
     let end = bytes.len() as u64;
     bytes.extend_from_slice(&[0u8; 4096]);

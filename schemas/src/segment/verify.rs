@@ -28,12 +28,7 @@ impl ChainState {
 
     /// The state a segment's header says the chain was in before its first record.
     pub fn from_header(h: &SegmentHeader) -> Self {
-        Self {
-            chain_id: h.chain_id,
-            next_seq: h.first_seq,
-            last_hash: h.prev_hash,
-            tree: h.frontier.clone(),
-        }
+        Self { chain_id: h.chain_id, next_seq: h.first_seq, last_hash: h.prev_hash, tree: h.frontier.clone() }
     }
 
     /// The header of a segment that continues this state.
@@ -75,20 +70,12 @@ pub struct VerifyOptions {
 impl VerifyOptions {
     /// Options for a sealed segment.
     pub fn sealed() -> Self {
-        Self {
-            mode: Mode::Sealed,
-            verifier: None,
-            chain_id: None,
-            previous: None,
-        }
+        Self { mode: Mode::Sealed, verifier: None, chain_id: None, previous: None }
     }
 
     /// Options for an open segment.
     pub fn open() -> Self {
-        Self {
-            mode: Mode::Open,
-            ..Self::sealed()
-        }
+        Self { mode: Mode::Open, ..Self::sealed() }
     }
 
     /// Require checkpoint signatures by `v`.
@@ -170,9 +157,7 @@ impl SegmentVerifier {
                 )));
             }
             if prev.tree != header.frontier {
-                return Err(at0(Problem::Discontinuity(
-                    "Merkle frontier differs from the previous segment's".into(),
-                )));
+                return Err(at0(Problem::Discontinuity("Merkle frontier differs from the previous segment's".into())));
             }
         }
         Ok(Self {
@@ -209,10 +194,7 @@ impl SegmentVerifier {
         match f.kind {
             FrameKind::Record => {
                 if f.seq != self.state.next_seq {
-                    return Err(err(Problem::SeqGap {
-                        expected: self.state.next_seq,
-                        found: f.seq,
-                    }));
+                    return Err(err(Problem::SeqGap { expected: self.state.next_seq, found: f.seq }));
                 }
                 if f.prev != self.state.last_hash {
                     return Err(err(Problem::BrokenLink));
@@ -226,15 +208,10 @@ impl SegmentVerifier {
                 if f.prev != self.last_link {
                     return Err(err(Problem::BrokenLink));
                 }
-                let note = std::str::from_utf8(f.payload).map_err(|_| {
-                    err(Problem::CheckpointMismatch(
-                        "checkpoint is not UTF-8".into(),
-                    ))
-                })?;
+                let note = std::str::from_utf8(f.payload)
+                    .map_err(|_| err(Problem::CheckpointMismatch("checkpoint is not UTF-8".into())))?;
                 let cp = match &self.opts.verifier {
-                    Some(v) => v
-                        .open(note)
-                        .map_err(|e| err(Problem::BadSignature(e.to_string())))?,
+                    Some(v) => v.open(note).map_err(|e| err(Problem::BadSignature(e.to_string())))?,
                     None => Checkpoint::parse_note_unverified(note)
                         .map_err(|e| err(Problem::CheckpointMismatch(e.to_string())))?,
                 };
@@ -251,9 +228,7 @@ impl SegmentVerifier {
                     ))));
                 }
                 if cp.root != self.state.tree.root() {
-                    return Err(err(Problem::CheckpointMismatch(
-                        "root hash does not match the records".into(),
-                    )));
+                    return Err(err(Problem::CheckpointMismatch("root hash does not match the records".into())));
                 }
                 self.last_link = f.hash;
                 self.checkpoints += 1;
@@ -266,11 +241,7 @@ impl SegmentVerifier {
 
     /// Finish: `end` is the offset after the last complete frame; `torn` the torn tail
     /// error, if the input ended inside a frame.
-    pub fn finish(
-        self,
-        end: u64,
-        torn: Option<SegmentError>,
-    ) -> Result<SegmentReport, SegmentError> {
+    pub fn finish(self, end: u64, torn: Option<SegmentError>) -> Result<SegmentReport, SegmentError> {
         let torn_tail = match (torn, self.opts.mode) {
             (None, _) => None,
             (Some(e), Mode::Open) => match e.problem {
@@ -299,10 +270,7 @@ impl SegmentVerifier {
 
 /// Verify a whole segment from `input` and return what it holds, or the first problem
 /// with its location.
-pub fn verify_segment<R: Read>(
-    input: R,
-    opts: &VerifyOptions,
-) -> Result<SegmentReport, SegmentError> {
+pub fn verify_segment<R: Read>(input: R, opts: &VerifyOptions) -> Result<SegmentReport, SegmentError> {
     let mut reader = SegmentReader::open(input)?;
     let mut v = SegmentVerifier::new(reader.header(), opts.clone())?;
     loop {

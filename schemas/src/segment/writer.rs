@@ -2,9 +2,7 @@
 
 use std::io::{self, Write};
 
-use super::{
-    ChainState, FRAME_HEAD_LEN, FrameKind, MAX_PAYLOAD, SegmentHeader, frame_hash, head_check,
-};
+use super::{ChainState, FRAME_HEAD_LEN, FrameKind, MAX_PAYLOAD, SegmentHeader, frame_hash, head_check};
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointSigner, sign_checkpoint};
 use crate::{Hash, Timestamp};
 
@@ -58,8 +56,7 @@ impl<W: Write> SegmentWriter<W> {
     /// Start a new segment: writes the header.
     pub fn new(mut out: W, header: SegmentHeader) -> Result<Self, WriteError> {
         let bytes = header.encode();
-        out.write_all(&bytes)
-            .map_err(|source| WriteError::Io { offset: 0, source })?;
+        out.write_all(&bytes).map_err(|source| WriteError::Io { offset: 0, source })?;
         let last_link = header.hash();
         Ok(Self {
             state: ChainState::from_header(&header),
@@ -136,11 +133,7 @@ impl<W: Write> SegmentWriter<W> {
         self.state.last_hash = hash;
         self.state.next_seq += 1;
         self.records += 1;
-        Ok(AppendedRecord {
-            seq,
-            hash,
-            offset: at,
-        })
+        Ok(AppendedRecord { seq, hash, offset: at })
     }
 
     /// Append a signed checkpoint of the chain so far; returns the note.
@@ -155,12 +148,7 @@ impl<W: Write> SegmentWriter<W> {
 
     /// Append the seal frame and return the output. The caller flushes, fsyncs and
     /// renames the file.
-    pub fn seal(
-        mut self,
-        signer: &dyn CheckpointSigner,
-        namespace: &str,
-        time: Timestamp,
-    ) -> Result<W, WriteError> {
+    pub fn seal(mut self, signer: &dyn CheckpointSigner, namespace: &str, time: Timestamp) -> Result<W, WriteError> {
         self.append_signed(FrameKind::Seal, signer, namespace, time)?;
         Ok(self.out)
     }
@@ -175,26 +163,15 @@ impl<W: Write> SegmentWriter<W> {
         if self.poisoned {
             return Err(WriteError::Poisoned);
         }
-        let cp = Checkpoint::for_chain(
-            namespace,
-            self.header.chain_id,
-            self.state.next_seq,
-            self.state.tree.root(),
-            time,
-        );
+        let cp =
+            Checkpoint::for_chain(namespace, self.header.chain_id, self.state.next_seq, self.state.tree.root(), time);
         let note = sign_checkpoint(&cp, signer)?;
         let prev = self.last_link;
         self.last_link = self.write_frame(kind, self.state.next_seq, &prev, note.as_bytes())?;
         Ok(note)
     }
 
-    fn write_frame(
-        &mut self,
-        kind: FrameKind,
-        seq: u64,
-        prev: &Hash,
-        payload: &[u8],
-    ) -> Result<Hash, WriteError> {
+    fn write_frame(&mut self, kind: FrameKind, seq: u64, prev: &Hash, payload: &[u8]) -> Result<Hash, WriteError> {
         if self.poisoned {
             return Err(WriteError::Poisoned);
         }
