@@ -257,10 +257,11 @@ impl FinalizerInner {
             let req = BodyTap::kept_bytes(&req_kept);
             let resp = BodyTap::kept_bytes(&resp_kept);
             if let Some(ex) = cfg.extractor_for(&route) {
-                if req_complete && !req_overflow {
-                    if let Ok(v) = serde_json::from_slice(&req) {
-                        ex.request(&route, &v, rec);
-                    }
+                if req_complete
+                    && !req_overflow
+                    && let Ok(v) = serde_json::from_slice(&req)
+                {
+                    ex.request(&route, &v, rec);
                 }
                 match stream {
                     Some(s) => s.finish(rec),

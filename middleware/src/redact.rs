@@ -208,7 +208,7 @@ pub fn luhn_ok(s: &str) -> bool {
         .enumerate()
         .map(|(i, &x)| if i % 2 == 1 { if x * 2 > 9 { x * 2 - 9 } else { x * 2 } } else { x })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// Check digit of a Japanese My Number (individual number, 12 digits).

@@ -1,6 +1,8 @@
 //! Helpers for kiroku's end-to-end tests: read a spool back and verify it the way the
 //! collector will, start an audited sample server on loopback, talk HTTP/1.1 to it.
 
+pub mod process;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::BufReader;

@@ -73,7 +73,7 @@ fn dense(records: &[Stored]) {
     }
 }
 
-fn find<'a>(records: &'a [Stored], pred: impl Fn(&Stored) -> bool) -> &'a Stored {
+fn find(records: &[Stored], pred: impl Fn(&Stored) -> bool) -> &Stored {
     records.iter().find(|r| pred(r)).expect("a matching record")
 }
 

@@ -114,14 +114,14 @@ fn citation(a: &Value, rec: &mut AuditRecord) {
         return;
     }
     let c = a.get("url_citation").unwrap_or(a);
-    if let Some(uri) = str_of(c, "url") {
-        if !rec.output_sources.iter().any(|s| s.uri == uri) {
-            rec.output_sources.push(kiroku_schemas::record::OutputSource {
-                uri,
-                title: str_of(c, "title"),
-                ..Default::default()
-            });
-        }
+    if let Some(uri) = str_of(c, "url")
+        && !rec.output_sources.iter().any(|s| s.uri == uri)
+    {
+        rec.output_sources.push(kiroku_schemas::record::OutputSource {
+            uri,
+            title: str_of(c, "title"),
+            ..Default::default()
+        });
     }
 }
 
@@ -209,14 +209,13 @@ impl StreamExtractor for OpenAiStream {
         }
         for c in v.get("choices").and_then(Value::as_array).into_iter().flatten() {
             let idx = u64_of(c, "index").unwrap_or(0);
-            if idx == 0 {
-                if let Some(t) = c
+            if idx == 0
+                && let Some(t) = c
                     .pointer("/delta/content")
                     .and_then(Value::as_str)
                     .or_else(|| c.get("text").and_then(Value::as_str))
-                {
-                    self.text.push(t);
-                }
+            {
+                self.text.push(t);
             }
             if let Some(f) = c.get("finish_reason").and_then(Value::as_str) {
                 self.reasons.insert(idx, f.to_owned());

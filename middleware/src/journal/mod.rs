@@ -236,7 +236,7 @@ pub struct Written {
 pub(crate) type Ack = oneshot::Sender<Result<Written, JournalError>>;
 
 pub(crate) enum Msg {
-    Record(PendingRecord, Option<Ack>),
+    Record(Box<PendingRecord>, Option<Ack>),
     Flush(oneshot::Sender<Result<(), JournalError>>),
     Shutdown(oneshot::Sender<Result<ShutdownReport, JournalError>>),
 }
@@ -316,7 +316,7 @@ pub(crate) enum Submitted {
     /// Queued; under `Sync` the receiver resolves once the record is durable.
     Queued(Option<oneshot::Receiver<Result<Written, JournalError>>>),
     /// Not queued: the queue is full (the record is handed back).
-    Full(PendingRecord),
+    Full(Box<PendingRecord>),
     /// The journal is closed or failed; the record was counted as lost.
     Lost(JournalError),
 }
@@ -423,7 +423,7 @@ impl Journal {
         } else {
             (None, None)
         };
-        match self.inner.tx.try_send(Msg::Record(rec, ack)) {
+        match self.inner.tx.try_send(Msg::Record(Box::new(rec), ack)) {
             Ok(()) => Submitted::Queued(rx),
             Err(mpsc::error::TrySendError::Full(Msg::Record(rec, _))) => Submitted::Full(rec),
             Err(_) => {
@@ -436,7 +436,7 @@ impl Journal {
     /// Hand a record over, waiting for room in the queue.
     pub(crate) async fn submit_wait(
         &self,
-        rec: PendingRecord,
+        rec: Box<PendingRecord>,
     ) -> Result<Option<oneshot::Receiver<Result<Written, JournalError>>>, JournalError> {
         let (ack, rx) = if self.wants_ack() {
             let (a, r) = oneshot::channel();
@@ -456,7 +456,7 @@ impl Journal {
     /// Write a record and wait until the journal has taken it (and, under `Sync`,
     /// until it is durable). For records that do not come from the layer.
     pub async fn append(&self, record: AuditRecord) -> Result<Option<Written>, JournalError> {
-        let pending = PendingRecord { record, finish: None };
+        let pending = Box::new(PendingRecord { record, finish: None });
         match self.submit_wait(pending).await? {
             Some(rx) => rx.await.map_err(|_| JournalError::Closed)?.map(Some),
             None => Ok(None),

@@ -123,7 +123,7 @@ pub(crate) fn open_chain(cfg: &JournalConfig) -> Result<OpenedChain, JournalErro
         }
     }
     // Newest first: chain ids are UUIDv7 and sort by creation time.
-    candidates.sort_by(|a, b| b.0.cmp(&a.0));
+    candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
     for (id, dir) in candidates {
         let Some(lock) = try_lock(&dir)? else {
             continue;

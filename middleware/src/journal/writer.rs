@@ -184,10 +184,10 @@ impl Writer {
                 }
             }
         }
-        if self.failed_at.is_none() {
-            if let Err(e) = self.maintain() {
-                self.fail(e);
-            }
+        if self.failed_at.is_none()
+            && let Err(e) = self.maintain()
+        {
+            self.fail(e);
         }
         if let Some(tx) = shutdown {
             let r = self.seal_open().map(|sealed| ShutdownReport {
@@ -201,7 +201,7 @@ impl Writer {
         false
     }
 
-    fn write_record(&mut self, p: PendingRecord) -> Result<u64, JournalError> {
+    fn write_record(&mut self, p: Box<PendingRecord>) -> Result<u64, JournalError> {
         if self.failed_at.is_some() {
             self.try_recover();
         }
@@ -209,14 +209,14 @@ impl Writer {
             let why = self.shared.last_error.lock().ok().and_then(|e| e.clone()).unwrap_or_default();
             return Err(JournalError::Failed(why));
         }
-        let mut rec = p.record;
-        if let Some(finish) = p.finish {
-            if catch_unwind(AssertUnwindSafe(|| finish(&mut rec))).is_err() {
-                rec.attributes.insert(
-                    "kiroku.finisher_error".into(),
-                    "extraction or redaction panicked; record kept without it".into(),
-                );
-            }
+        let PendingRecord { record: mut rec, finish } = *p;
+        if let Some(finish) = finish
+            && catch_unwind(AssertUnwindSafe(|| finish(&mut rec))).is_err()
+        {
+            rec.attributes.insert(
+                "kiroku.finisher_error".into(),
+                "extraction or redaction panicked; record kept without it".into(),
+            );
         }
         self.ensure_segment()?;
         let seg = self.seg.as_mut().ok_or_else(|| JournalError::Failed("no open segment".into()))?;
@@ -265,10 +265,11 @@ impl Writer {
         if let Some(s) = &mut self.seg {
             s.w.get_mut().flush().map_err(|e| JournalError::io(&s.path, &e))?;
         }
-        if let Durability::Batched(iv) = self.cfg.durability {
-            if self.dirty && self.last_sync.elapsed() >= iv {
-                return self.sync();
-            }
+        if let Durability::Batched(iv) = self.cfg.durability
+            && self.dirty
+            && self.last_sync.elapsed() >= iv
+        {
+            return self.sync();
         }
         Ok(())
     }
@@ -291,10 +292,11 @@ impl Writer {
 
     /// Periodic work: fsync for `Batched`, checkpoints, rotation by size and age.
     fn maintain(&mut self) -> Result<(), JournalError> {
-        if let Durability::Batched(iv) = self.cfg.durability {
-            if self.dirty && self.last_sync.elapsed() >= iv {
-                self.sync()?;
-            }
+        if let Durability::Batched(iv) = self.cfg.durability
+            && self.dirty
+            && self.last_sync.elapsed() >= iv
+        {
+            self.sync()?;
         }
         let Some(s) = &mut self.seg else {
             return Ok(());

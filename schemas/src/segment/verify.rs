@@ -136,13 +136,13 @@ impl SegmentVerifier {
     /// Check the header against the options.
     pub fn new(header: &SegmentHeader, opts: VerifyOptions) -> Result<Self, SegmentError> {
         let at0 = |p| SegmentError::at(0, Some(header.first_seq), p);
-        if let Some(expected) = opts.chain_id {
-            if expected != header.chain_id {
-                return Err(at0(Problem::ChainIdMismatch {
-                    expected: expected.to_string(),
-                    found: header.chain_id.to_string(),
-                }));
-            }
+        if let Some(expected) = opts.chain_id
+            && expected != header.chain_id
+        {
+            return Err(at0(Problem::ChainIdMismatch {
+                expected: expected.to_string(),
+                found: header.chain_id.to_string(),
+            }));
         }
         if let Some(prev) = &opts.previous {
             if prev.next_seq != header.first_seq {
