@@ -1,1 +1,25 @@
-//! kiroku collector (work in progress).
+//! kiroku's collector: verify the journal's segments, compact them into a Parquet
+//! archive exactly once, and answer investigators' questions from it; the `kiroku`
+//! command.
+//!
+//! - [`spool`]: the collector's view of a spool (a trait, and the local directory).
+//! - [`compact`]: verified segments to Parquet with an atomic manifest ([`manifest`]).
+//! - [`columns`]: the archive's Arrow schema and typed builders.
+//! - [`archive`]: reading the archive with pruning and bloom filters.
+//! - [`verify`]: full re-verification of a spool or an archive.
+//! - [`evidence`]: incident evidence bundles and their verification.
+//! - [`cli`]: the `kiroku` command.
+#![deny(unsafe_code)]
+#![warn(missing_docs, rust_2018_idioms)]
+
+pub mod archive;
+pub mod cli;
+pub mod columns;
+pub mod compact;
+pub mod error;
+pub mod evidence;
+pub mod manifest;
+pub mod spool;
+pub mod verify;
+
+pub use error::CliError;

@@ -5,4 +5,5 @@
 //! that depend only on the request, so tests can predict every byte.
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod sample;

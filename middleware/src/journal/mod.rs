@@ -38,7 +38,7 @@ use kiroku_schemas::{AuditRecord, ChainId};
 use tokio::sync::{mpsc, oneshot};
 
 pub use faults::Faults;
-pub use spool::{CHAIN_LOCK_FILE, HEAD_FILE, RecoveryReport};
+pub use spool::{CHAIN_LOCK_FILE, HEAD_FILE, RecoveryReport, segment_name, sync_dir, write_atomic};
 
 /// When a record counts as durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

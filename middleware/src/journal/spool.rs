@@ -79,12 +79,12 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> JournalError + '_ {
 }
 
 /// fsync a directory so renames and new entries in it are durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), JournalError> {
+pub fn sync_dir(dir: &Path) -> Result<(), JournalError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
 }
 
 /// Replace `path` atomically: temp file, fsync, rename, fsync the directory.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), JournalError> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), JournalError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = path.with_extension("tmp");
     let mut f = File::create(&tmp).map_err(io(&tmp))?;
@@ -94,7 +94,7 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), JournalError
 }
 
 /// The file name of a segment starting at `first_seq`.
-pub(crate) fn segment_name(first_seq: u64, ext: &str) -> String {
+pub fn segment_name(first_seq: u64, ext: &str) -> String {
     format!("{first_seq:020}.{ext}")
 }
 

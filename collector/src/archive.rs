@@ -1,0 +1,263 @@
+//! Reading the archive: which files to open (partition and statistics pruning, bloom
+//! filters), and their rows.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int64Type, TimestampMicrosecondType};
+use arrow_array::{Array, RecordBatch};
+use kiroku_schemas::{ChainId, Hash, Timestamp};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::file::statistics::Statistics;
+
+use crate::error::CliError;
+use crate::manifest::{FileEntry, Manifest};
+
+/// An archive directory and its manifest.
+#[derive(Debug)]
+pub struct Archive {
+    /// Root directory.
+    pub root: PathBuf,
+    /// The manifest.
+    pub manifest: Manifest,
+}
+
+/// The chain columns of one row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainCols {
+    /// Chain.
+    pub chain_id: String,
+    /// Seq.
+    pub seq: u64,
+    /// Previous hash.
+    pub prev: Hash,
+    /// Hash.
+    pub hash: Hash,
+    /// Exact payload.
+    pub payload: Vec<u8>,
+}
+
+/// A filter for `find`.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Record id.
+    pub record_id: Option<String>,
+    /// Trace id.
+    pub trace_id: Option<String>,
+    /// blake3 hex of the output text.
+    pub output_digest: Option<String>,
+    /// Model (effective: response model, else requested).
+    pub model: Option<String>,
+    /// Started at or after.
+    pub from: Option<Timestamp>,
+    /// Started before.
+    pub to: Option<Timestamp>,
+}
+
+fn hash32(b: &[u8]) -> Hash {
+    let mut h = [0u8; 32];
+    if b.len() == 32 {
+        h.copy_from_slice(b);
+    }
+    h
+}
+
+impl Archive {
+    /// Open an archive (its manifest must exist).
+    pub fn open(root: &Path) -> Result<Self, CliError> {
+        if !Manifest::path(root).exists() {
+            return Err(CliError::Usage(format!(
+                "{} is not a kiroku archive (no _kiroku/manifest.json); run `kiroku compact` first",
+                root.display()
+            )));
+        }
+        Ok(Self { root: root.to_owned(), manifest: Manifest::load(root)? })
+    }
+
+    /// Files whose date partition can hold records started in `[from, to)`.
+    pub fn files(&self, from: Option<Timestamp>, to: Option<Timestamp>) -> Vec<(String, FileEntry)> {
+        let lo = from.map(Timestamp::date_string);
+        let hi = to.map(|t| Timestamp::from_unix_nanos(t.unix_nanos() - 1).date_string());
+        self.manifest
+            .files()
+            .filter(|(_, f)| lo.as_ref().is_none_or(|l| &f.date >= l) && hi.as_ref().is_none_or(|h| &f.date <= h))
+            .map(|(c, f)| (c.to_owned(), f.clone()))
+            .collect()
+    }
+
+    fn builder(&self, f: &FileEntry) -> Result<ParquetRecordBatchReaderBuilder<File>, CliError> {
+        let path = self.root.join(&f.path);
+        let file = File::open(&path).map_err(|e| CliError::io(&path, e))?;
+        ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(|e| CliError::Corrupt(format!("{}: {e}", path.display())))
+    }
+
+    /// The chain columns of every row of a file.
+    pub fn chain_rows(&self, f: &FileEntry) -> Result<Vec<ChainCols>, CliError> {
+        let b = self.builder(f)?;
+        let mask = ProjectionMask::columns(b.parquet_schema(), ["chain_id", "seq", "prev_hash", "hash", "payload"]);
+        let mut out = Vec::with_capacity(f.rows as usize);
+        let path = self.root.join(&f.path);
+        for batch in
+            b.with_projection(mask).build().map_err(|e| CliError::Corrupt(format!("{}: {e}", path.display())))?
+        {
+            let batch = batch.map_err(|e| CliError::Corrupt(format!("{}: {e}", path.display())))?;
+            out.extend(chain_cols(&batch).map_err(|e| CliError::Corrupt(format!("{}: {e}", path.display())))?);
+        }
+        Ok(out)
+    }
+
+    /// Every batch of a file, all columns.
+    pub fn batches(&self, f: &FileEntry) -> Result<Vec<RecordBatch>, CliError> {
+        let path = self.root.join(&f.path);
+        let b = self.builder(f)?;
+        b.build()
+            .map_err(|e| CliError::Corrupt(format!("{}: {e}", path.display())))?
+            .map(|r| r.map_err(|e| CliError::Corrupt(format!("{}: {e}", path.display()))))
+            .collect()
+    }
+
+    /// Rows matching `filter` (chain columns), using partition pruning, row-group
+    /// statistics on `started_at`, and bloom filters on the id columns.
+    pub fn find(&self, filter: &Filter) -> Result<Vec<ChainCols>, CliError> {
+        let mut out = Vec::new();
+        for (_, f) in self.files(filter.from, filter.to) {
+            let path = self.root.join(&f.path);
+            let corrupt = |e: parquet::errors::ParquetError| CliError::Corrupt(format!("{}: {e}", path.display()));
+            let b = self.builder(&f)?;
+            let schema = b.parquet_schema().clone();
+            let col = |name: &str| schema.columns().iter().position(|c| c.name() == name);
+            let mut groups = Vec::new();
+            for rg in 0..b.metadata().num_row_groups() {
+                if !time_overlaps(b.metadata().row_group(rg), col("started_at"), filter) {
+                    continue;
+                }
+                let mut keep = true;
+                for (name, want) in [
+                    ("record_id", &filter.record_id),
+                    ("trace_id", &filter.trace_id),
+                    ("output_digest", &filter.output_digest),
+                ] {
+                    let (Some(want), Some(ci)) = (want, col(name)) else { continue };
+                    if let Some(bloom) = b.get_row_group_column_bloom_filter(rg, ci).map_err(corrupt)? {
+                        keep &= bloom.check(&want.as_str());
+                    }
+                }
+                if keep {
+                    groups.push(rg);
+                }
+            }
+            if groups.is_empty() {
+                continue;
+            }
+            let mask = ProjectionMask::columns(
+                &schema,
+                [
+                    "chain_id",
+                    "seq",
+                    "prev_hash",
+                    "hash",
+                    "payload",
+                    "record_id",
+                    "trace_id",
+                    "output_digest",
+                    "model",
+                    "started_at",
+                ],
+            );
+            let reader = b.with_row_groups(groups).with_projection(mask).build().map_err(corrupt)?;
+            for batch in reader {
+                let batch = batch.map_err(|e| CliError::Corrupt(format!("{}: {e}", path.display())))?;
+                let rows = chain_cols(&batch).map_err(|e| CliError::Corrupt(format!("{}: {e}", path.display())))?;
+                let text = |n: &str| batch.column_by_name(n).map(|c| c.as_string::<i32>().clone());
+                let (ids, traces, outs, models) =
+                    (text("record_id"), text("trace_id"), text("output_digest"), text("model"));
+                let started =
+                    batch.column_by_name("started_at").map(|c| c.as_primitive::<TimestampMicrosecondType>().clone());
+                for (i, row) in rows.into_iter().enumerate() {
+                    let eq = |col: &Option<arrow_array::StringArray>, want: &Option<String>| match (col, want) {
+                        (_, None) => true,
+                        (Some(c), Some(w)) => c.is_valid(i) && c.value(i) == w,
+                        (None, Some(_)) => false,
+                    };
+                    let t = started.as_ref().map(|s| s.value(i));
+                    let in_time = filter.from.is_none_or(|f| t.is_some_and(|t| t >= f.unix_micros()))
+                        && filter.to.is_none_or(|to| t.is_some_and(|t| t < to.unix_micros()));
+                    if eq(&ids, &filter.record_id)
+                        && eq(&traces, &filter.trace_id)
+                        && eq(&outs, &filter.output_digest)
+                        && eq(&models, &filter.model)
+                        && in_time
+                    {
+                        out.push(row);
+                    }
+                }
+            }
+        }
+        out.sort_by(|a, b| (&a.chain_id, a.seq).cmp(&(&b.chain_id, b.seq)));
+        Ok(out)
+    }
+
+    /// The record hashes of a chain in seq order (the Merkle leaves' data).
+    pub fn chain_hashes(&self, chain: &str) -> Result<Vec<Hash>, CliError> {
+        let mut rows: Vec<(u64, Hash)> = Vec::new();
+        let Some(entry) = self.manifest.chains.get(chain) else { return Ok(Vec::new()) };
+        for f in &entry.files {
+            let b = self.builder(f)?;
+            let mask = ProjectionMask::columns(b.parquet_schema(), ["seq", "hash"]);
+            let path = self.root.join(&f.path);
+            for batch in
+                b.with_projection(mask).build().map_err(|e| CliError::Corrupt(format!("{}: {e}", path.display())))?
+            {
+                let batch = batch.map_err(|e| CliError::Corrupt(format!("{}: {e}", path.display())))?;
+                let seqs = batch.column_by_name("seq").map(|c| c.as_primitive::<Int64Type>().clone());
+                let hashes = batch.column_by_name("hash").map(|c| c.as_binary::<i32>().clone());
+                let (Some(seqs), Some(hashes)) = (seqs, hashes) else {
+                    return Err(CliError::Corrupt(format!("{}: missing seq/hash columns", path.display())));
+                };
+                for i in 0..batch.num_rows() {
+                    rows.push((seqs.value(i) as u64, hash32(hashes.value(i))));
+                }
+            }
+        }
+        rows.sort_by_key(|r| r.0);
+        Ok(rows.into_iter().map(|r| r.1).collect())
+    }
+}
+
+fn time_overlaps(rg: &parquet::file::metadata::RowGroupMetaData, col: Option<usize>, f: &Filter) -> bool {
+    let (Some(ci), true) = (col, f.from.is_some() || f.to.is_some()) else { return true };
+    match rg.column(ci).statistics() {
+        Some(Statistics::Int64(s)) => {
+            let (Some(min), Some(max)) = (s.min_opt(), s.max_opt()) else { return true };
+            f.from.is_none_or(|from| *max >= from.unix_micros()) && f.to.is_none_or(|to| *min < to.unix_micros())
+        }
+        _ => true,
+    }
+}
+
+/// The chain columns of a batch.
+pub fn chain_cols(batch: &RecordBatch) -> Result<Vec<ChainCols>, String> {
+    let col = |n: &str| batch.column_by_name(n).ok_or_else(|| format!("missing column {n}"));
+    let chain = col("chain_id")?.as_string_opt::<i32>().ok_or("chain_id is not a string column")?.clone();
+    let seq = col("seq")?.as_primitive_opt::<Int64Type>().ok_or("seq is not int64")?.clone();
+    let prev = col("prev_hash")?.as_binary_opt::<i32>().ok_or("prev_hash is not binary")?.clone();
+    let hash = col("hash")?.as_binary_opt::<i32>().ok_or("hash is not binary")?.clone();
+    let payload = col("payload")?.as_binary_opt::<i32>().ok_or("payload is not binary")?.clone();
+    Ok((0..batch.num_rows())
+        .map(|i| ChainCols {
+            chain_id: chain.value(i).to_owned(),
+            seq: seq.value(i) as u64,
+            prev: hash32(prev.value(i)),
+            hash: hash32(hash.value(i)),
+            payload: payload.value(i).to_vec(),
+        })
+        .collect())
+}
+
+/// Parse a chain id from a manifest key.
+pub fn chain_id(s: &str) -> Result<ChainId, CliError> {
+    s.parse().map_err(|e| CliError::Corrupt(format!("manifest: {e}")))
+}

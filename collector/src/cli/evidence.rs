@@ -1,0 +1,61 @@
+//! `kiroku evidence`: an incident evidence bundle.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use kiroku_schemas::Timestamp;
+
+use crate::archive::{Archive, Filter};
+use crate::error::CliError;
+
+/// Arguments.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The archive directory.
+    #[arg(long, env = "KIROKU_ARCHIVE")]
+    archive: Option<PathBuf>,
+    /// Records to include (repeat the flag).
+    #[arg(long = "record-id")]
+    record_ids: Vec<String>,
+    /// Or: every record started at or after this time.
+    #[arg(long, value_parser = super::parse_time)]
+    from: Option<Timestamp>,
+    /// ... and before this time.
+    #[arg(long, value_parser = super::parse_time)]
+    to: Option<Timestamp>,
+    /// ... of this model.
+    #[arg(long)]
+    model: Option<String>,
+    /// The log's public key (included in the bundle).
+    #[arg(long, env = "KIROKU_PUBKEY")]
+    pubkey: Option<PathBuf>,
+    /// Where to write the bundle (a new directory).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
+    let archive = Archive::open(&super::required(a.archive, "--archive", "KIROKU_ARCHIVE")?)?;
+    let key = super::load_pubkey(&super::required(a.pubkey, "--pubkey", "KIROKU_PUBKEY")?)?;
+    let mut rows = Vec::new();
+    if !a.record_ids.is_empty() {
+        for id in &a.record_ids {
+            let found = archive.find(&Filter { record_id: Some(id.clone()), ..Filter::default() })?;
+            if found.is_empty() {
+                return Err(CliError::Usage(format!("no record {id} in the archive")));
+            }
+            rows.extend(found);
+        }
+    } else if a.from.is_some() || a.to.is_some() {
+        rows = archive.find(&Filter { model: a.model, from: a.from, to: a.to, ..Filter::default() })?;
+    } else {
+        return Err(CliError::Usage("choose records with --record-id ... or --from/--to [--model]".into()));
+    }
+    let n = crate::evidence::write_bundle(&archive, &rows, &key, &a.out)?;
+    println!("wrote {n} record(s) with inclusion proofs to {}", a.out.display());
+    println!(
+        "verify with: kiroku verify --bundle {} --pubkey <trusted key>   (or without kiroku: see README.txt inside)",
+        a.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,87 @@
+//! `kiroku explain`: one record, in full, with its inclusion proof status.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use kiroku_schemas::AuditRecord;
+use kiroku_schemas::merkle;
+
+use crate::archive::{Archive, ChainCols, Filter};
+use crate::error::CliError;
+
+/// Arguments.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The record id.
+    record_id: String,
+    /// The archive directory.
+    #[arg(long, env = "KIROKU_ARCHIVE")]
+    archive: Option<PathBuf>,
+    /// The log's public key, to check the inclusion proof's checkpoint signature.
+    #[arg(long, env = "KIROKU_PUBKEY")]
+    pubkey: Option<PathBuf>,
+    /// Print JSON: the record, its chain position and the proof status.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Whether the record is provably in a signed checkpoint.
+pub(crate) fn proof_status(
+    archive: &Archive,
+    c: &ChainCols,
+    key: Option<&kiroku_schemas::checkpoint::NoteVerifier>,
+) -> Result<String, CliError> {
+    let Some(entry) = archive.manifest.chains.get(&c.chain_id) else { return Ok("chain not in the manifest".into()) };
+    let mut best: Option<kiroku_schemas::checkpoint::Checkpoint> = None;
+    for note in &entry.checkpoints {
+        let cp = match key {
+            Some(k) => k.open(note).map_err(|e| CliError::Corrupt(format!("checkpoint does not verify: {e}")))?,
+            None => kiroku_schemas::checkpoint::Checkpoint::parse_note_unverified(note)
+                .map_err(|e| CliError::Corrupt(e.to_string()))?,
+        };
+        if best.as_ref().is_none_or(|b| cp.size > b.size) {
+            best = Some(cp);
+        }
+    }
+    let Some(cp) = best.filter(|cp| cp.size > c.seq) else {
+        return Ok("not yet covered by a signed checkpoint".into());
+    };
+    let hashes = archive.chain_hashes(&c.chain_id)?;
+    let leaves: Vec<_> = hashes.iter().take(cp.size as usize).map(|h| merkle::leaf_hash(h)).collect();
+    let proof = merkle::inclusion_proof(&leaves, c.seq).map_err(|e| CliError::Corrupt(e.to_string()))?;
+    let ok = merkle::verify_inclusion(&merkle::leaf_hash(&c.hash), c.seq, cp.size, &proof, &cp.root).is_ok();
+    let signed = if key.is_some() { "signature verified" } else { "signature NOT checked (no --pubkey)" };
+    Ok(if ok {
+        format!(
+            "included in checkpoint of size {} ({} hashes, {signed}{})",
+            cp.size,
+            proof.len(),
+            cp.time().map(|t| format!(", signed at {t}")).unwrap_or_default()
+        )
+    } else {
+        format!("FAILS against checkpoint of size {}: the archive does not match its signed state", cp.size)
+    })
+}
+
+pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
+    let archive = Archive::open(&super::required(a.archive, "--archive", "KIROKU_ARCHIVE")?)?;
+    let key = a.pubkey.as_deref().map(super::load_pubkey).transpose()?;
+    let rows = archive.find(&Filter { record_id: Some(a.record_id.clone()), ..Filter::default() })?;
+    let Some(c) = rows.first() else {
+        return Err(CliError::Usage(format!("no record {} in the archive", a.record_id)));
+    };
+    let r = AuditRecord::from_json(&c.payload)
+        .map_err(|e| CliError::Corrupt(format!("chain {} seq {}: {e}", c.chain_id, c.seq)))?;
+    let status = proof_status(&archive, c, key.as_ref())?;
+    if a.json {
+        let record: serde_json::Value =
+            serde_json::from_slice(&c.payload).map_err(|e| CliError::Corrupt(e.to_string()))?;
+        println!(
+            "{}",
+            serde_json::json!({"record": record, "chain_id": c.chain_id, "seq": c.seq, "hash": kiroku_schemas::digest::to_hex(&c.hash), "inclusion_proof": status})
+        );
+    } else {
+        print!("{}", super::output::explain(c, &r, &status));
+    }
+    Ok(if status.starts_with("FAILS") { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}

@@ -1,0 +1,63 @@
+//! `kiroku verify`: full re-verification of a spool, an archive or a bundle.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::error::CliError;
+use crate::spool::LocalSpool;
+use crate::verify::{VerifyReport, verify_archive, verify_spool};
+
+/// Arguments.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["spool", "archive", "bundle"])))]
+pub struct Args {
+    /// Verify a spool directory.
+    #[arg(long)]
+    spool: Option<PathBuf>,
+    /// Verify an archive directory.
+    #[arg(long)]
+    archive: Option<PathBuf>,
+    /// Verify an evidence bundle directory.
+    #[arg(long)]
+    bundle: Option<PathBuf>,
+    /// The log's public key; without it signatures cannot be checked (and the result
+    /// says so). For a bundle: the key the bundle must carry.
+    #[arg(long, env = "KIROKU_PUBKEY")]
+    pubkey: Option<PathBuf>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
+    let key = a.pubkey.as_deref().map(super::load_pubkey).transpose()?;
+    let (what, rep) = if let Some(s) = &a.spool {
+        (format!("spool {}", s.display()), verify_spool(&LocalSpool::new(s), key.as_ref())?)
+    } else if let Some(ar) = &a.archive {
+        (format!("archive {}", ar.display()), verify_archive(ar, key.as_ref())?)
+    } else if let Some(b) = &a.bundle {
+        (format!("bundle {}", b.display()), crate::evidence::verify_bundle(b, key.as_ref())?)
+    } else {
+        return Err(CliError::Usage("one of --spool, --archive, --bundle is required".into()));
+    };
+    print(&what, &rep, a.json);
+    Ok(if rep.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+pub(crate) fn print(what: &str, r: &VerifyReport, json: bool) {
+    if json {
+        let v = serde_json::json!({"target": what, "ok": r.ok(), "chains": r.chains, "units": r.units, "records": r.records,
+            "checkpoints": r.checkpoints, "signatures_checked": r.signatures_checked, "problems": r.problems});
+        println!("{v}");
+        return;
+    }
+    for p in &r.problems {
+        println!("PROBLEM {p}");
+    }
+    let sig = if r.signatures_checked { "signatures checked" } else { "signatures NOT checked (no --pubkey)" };
+    let verdict = if r.ok() { "OK".to_owned() } else { format!("FAILED: {} problem(s)", r.problems.len()) };
+    println!(
+        "{what}: {verdict}: {} chain(s), {} file(s)/segment(s), {} record(s), {} checkpoint(s), {sig}",
+        r.chains, r.units, r.records, r.checkpoints
+    );
+}

@@ -1,0 +1,568 @@
+//! The archive's Arrow/Parquet schema, and records to `RecordBatch`es with typed
+//! builders (one parse of each payload into `AuditRecord`, then column by column).
+//!
+//! The chain columns (`chain_id, seq, prev_hash, hash, payload`) keep the exact hashed
+//! bytes, so the archive alone re-verifies and proves; every other column is a
+//! projection of the payload for queries. Types are ones every engine reads: strings,
+//! int64, double, bool, binary, lists of structs, a string map, and timestamps as
+//! `TIMESTAMP(MICROS, UTC)`.
+
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    BinaryBuilder, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, ListBuilder, MapBuilder, StringBuilder,
+    StructBuilder, TimestampMicrosecondBuilder,
+};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{ArrowError, DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+use kiroku_schemas::{AuditRecord, Hash, Timestamp};
+
+fn ts() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+fn s(name: &str) -> Field {
+    Field::new(name, DataType::Utf8, true)
+}
+
+fn tool_call_fields() -> Fields {
+    Fields::from(vec![s("id"), s("name"), s("arguments_digest")])
+}
+
+fn source_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("uri", DataType::Utf8, false),
+        s("title"),
+        s("content_digest"),
+        s("locator"),
+        Field::new("score", DataType::Float64, true),
+        s("license"),
+        s("rights_holder"),
+        Field::new("retrieved_at", ts(), true),
+    ])
+}
+
+fn watermark_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("scheme", DataType::Utf8, false),
+        s("key_id"),
+        s("payload_digest"),
+        s("manifest_digest"),
+        s("applied_by"),
+        s("detector"),
+        Field::new("detector_score", DataType::Float64, true),
+    ])
+}
+
+fn safeguard_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("policy_id", DataType::Utf8, false),
+        s("policy_version"),
+        Field::new("action", DataType::Utf8, false),
+        s("stage"),
+        s("category"),
+        Field::new("score", DataType::Float64, true),
+    ])
+}
+
+fn list_of(fields: Fields) -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::Struct(fields), true)))
+}
+
+fn list_of_strings() -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)))
+}
+
+fn map_fields() -> (Field, Field) {
+    (Field::new("keys", DataType::Utf8, false), Field::new("values", DataType::Utf8, true))
+}
+
+/// The archive schema (version 1). Checked in as `collector/schema/records.v1.txt`.
+pub fn schema() -> SchemaRef {
+    let (k, v) = map_fields();
+    let entries = Field::new("entries", DataType::Struct(Fields::from(vec![k, v])), false);
+    Arc::new(Schema::new(vec![
+        Field::new("chain_id", DataType::Utf8, false),
+        Field::new("seq", DataType::Int64, false),
+        Field::new("prev_hash", DataType::Binary, false),
+        Field::new("hash", DataType::Binary, false),
+        Field::new("payload", DataType::Binary, false),
+        Field::new("record_id", DataType::Utf8, false),
+        Field::new("schema_version", DataType::Utf8, false),
+        Field::new("started_at", ts(), false),
+        Field::new("first_byte_at", ts(), true),
+        Field::new("finished_at", ts(), false),
+        Field::new("duration_ms", DataType::Float64, false),
+        Field::new("ttfb_ms", DataType::Float64, true),
+        Field::new("method", DataType::Utf8, false),
+        Field::new("route", DataType::Utf8, false),
+        Field::new("status", DataType::Int32, true),
+        Field::new("outcome", DataType::Utf8, false),
+        s("error"),
+        Field::new("streaming", DataType::Boolean, false),
+        Field::new("request_bytes", DataType::Int64, false),
+        s("request_blake3"),
+        s("request_content_type"),
+        s("request_captured"),
+        Field::new("response_bytes", DataType::Int64, false),
+        s("response_blake3"),
+        s("response_content_type"),
+        s("response_captured"),
+        s("caller_subject"),
+        s("caller_tenant"),
+        s("client_addr"),
+        s("trace_id"),
+        s("span_id"),
+        s("operation"),
+        s("provider"),
+        s("model"),
+        s("request_model"),
+        s("response_model"),
+        s("response_id"),
+        Field::new("temperature", DataType::Float64, true),
+        Field::new("top_p", DataType::Float64, true),
+        Field::new("max_tokens", DataType::Int64, true),
+        Field::new("seed", DataType::Int64, true),
+        Field::new("input_tokens", DataType::Int64, true),
+        Field::new("output_tokens", DataType::Int64, true),
+        Field::new("cached_input_tokens", DataType::Int64, true),
+        Field::new("finish_reasons", list_of_strings(), true),
+        s("model_version"),
+        s("model_digest"),
+        s("deployment"),
+        s("system_prompt_digest"),
+        s("output_digest"),
+        Field::new("tool_calls", list_of(tool_call_fields()), true),
+        Field::new("output_sources", list_of(source_fields()), true),
+        Field::new("watermarks", list_of(watermark_fields()), true),
+        s("digital_source_type"),
+        s("disclosure_method"),
+        Field::new("safeguards", list_of(safeguard_fields()), true),
+        Field::new("records_lost_before", DataType::Int64, false),
+        Field::new("attributes", DataType::Map(Arc::new(entries), false), true),
+    ]))
+}
+
+/// Columns that get bloom filters (point lookups by `kiroku find`).
+pub const BLOOM_COLUMNS: [&str; 3] = ["record_id", "trace_id", "output_digest"];
+
+/// One row's chain position and exact bytes.
+pub struct ChainRow<'a> {
+    /// Seq.
+    pub seq: u64,
+    /// Previous record hash.
+    pub prev: &'a Hash,
+    /// Record hash.
+    pub hash: &'a Hash,
+    /// Exact payload bytes.
+    pub payload: &'a [u8],
+}
+
+fn millis(a: Timestamp, b: Timestamp) -> f64 {
+    (b.unix_nanos() - a.unix_nanos()) as f64 / 1e6
+}
+
+/// Builders for one batch.
+pub struct BatchBuilder {
+    chain_id: StringBuilder,
+    seq: Int64Builder,
+    prev_hash: BinaryBuilder,
+    hash: BinaryBuilder,
+    payload: BinaryBuilder,
+    record_id: StringBuilder,
+    schema_version: StringBuilder,
+    started_at: TimestampMicrosecondBuilder,
+    first_byte_at: TimestampMicrosecondBuilder,
+    finished_at: TimestampMicrosecondBuilder,
+    duration_ms: Float64Builder,
+    ttfb_ms: Float64Builder,
+    method: StringBuilder,
+    route: StringBuilder,
+    status: Int32Builder,
+    outcome: StringBuilder,
+    error: StringBuilder,
+    streaming: BooleanBuilder,
+    request_bytes: Int64Builder,
+    request_blake3: StringBuilder,
+    request_content_type: StringBuilder,
+    request_captured: StringBuilder,
+    response_bytes: Int64Builder,
+    response_blake3: StringBuilder,
+    response_content_type: StringBuilder,
+    response_captured: StringBuilder,
+    caller_subject: StringBuilder,
+    caller_tenant: StringBuilder,
+    client_addr: StringBuilder,
+    trace_id: StringBuilder,
+    span_id: StringBuilder,
+    operation: StringBuilder,
+    provider: StringBuilder,
+    model: StringBuilder,
+    request_model: StringBuilder,
+    response_model: StringBuilder,
+    response_id: StringBuilder,
+    temperature: Float64Builder,
+    top_p: Float64Builder,
+    max_tokens: Int64Builder,
+    seed: Int64Builder,
+    input_tokens: Int64Builder,
+    output_tokens: Int64Builder,
+    cached_input_tokens: Int64Builder,
+    finish_reasons: ListBuilder<StringBuilder>,
+    model_version: StringBuilder,
+    model_digest: StringBuilder,
+    deployment: StringBuilder,
+    system_prompt_digest: StringBuilder,
+    output_digest: StringBuilder,
+    tool_calls: ListBuilder<StructBuilder>,
+    output_sources: ListBuilder<StructBuilder>,
+    watermarks: ListBuilder<StructBuilder>,
+    digital_source_type: StringBuilder,
+    disclosure_method: StringBuilder,
+    safeguards: ListBuilder<StructBuilder>,
+    records_lost_before: Int64Builder,
+    attributes: MapBuilder<StringBuilder, StringBuilder>,
+    rows: usize,
+}
+
+fn struct_list(fields: Fields) -> ListBuilder<StructBuilder> {
+    let f = Field::new("item", DataType::Struct(fields.clone()), true);
+    ListBuilder::new(StructBuilder::from_fields(fields, 0)).with_field(Arc::new(f))
+}
+
+fn ts_builder() -> TimestampMicrosecondBuilder {
+    TimestampMicrosecondBuilder::new().with_timezone("UTC")
+}
+
+/// `StructBuilder` children are typed at run time; these fields are built in this file
+/// with the types declared above, so a mismatch is a programming error caught by tests.
+fn child<T: arrow_array::builder::ArrayBuilder>(b: &mut StructBuilder, i: usize) -> &mut T {
+    b.field_builder::<T>(i).unwrap_or_else(|| panic!("struct child {i} has the declared builder type"))
+}
+
+impl Default for BatchBuilder {
+    fn default() -> Self {
+        let (k, v) = map_fields();
+        Self {
+            chain_id: StringBuilder::new(),
+            seq: Int64Builder::new(),
+            prev_hash: BinaryBuilder::new(),
+            hash: BinaryBuilder::new(),
+            payload: BinaryBuilder::new(),
+            record_id: StringBuilder::new(),
+            schema_version: StringBuilder::new(),
+            started_at: ts_builder(),
+            first_byte_at: ts_builder(),
+            finished_at: ts_builder(),
+            duration_ms: Float64Builder::new(),
+            ttfb_ms: Float64Builder::new(),
+            method: StringBuilder::new(),
+            route: StringBuilder::new(),
+            status: Int32Builder::new(),
+            outcome: StringBuilder::new(),
+            error: StringBuilder::new(),
+            streaming: BooleanBuilder::new(),
+            request_bytes: Int64Builder::new(),
+            request_blake3: StringBuilder::new(),
+            request_content_type: StringBuilder::new(),
+            request_captured: StringBuilder::new(),
+            response_bytes: Int64Builder::new(),
+            response_blake3: StringBuilder::new(),
+            response_content_type: StringBuilder::new(),
+            response_captured: StringBuilder::new(),
+            caller_subject: StringBuilder::new(),
+            caller_tenant: StringBuilder::new(),
+            client_addr: StringBuilder::new(),
+            trace_id: StringBuilder::new(),
+            span_id: StringBuilder::new(),
+            operation: StringBuilder::new(),
+            provider: StringBuilder::new(),
+            model: StringBuilder::new(),
+            request_model: StringBuilder::new(),
+            response_model: StringBuilder::new(),
+            response_id: StringBuilder::new(),
+            temperature: Float64Builder::new(),
+            top_p: Float64Builder::new(),
+            max_tokens: Int64Builder::new(),
+            seed: Int64Builder::new(),
+            input_tokens: Int64Builder::new(),
+            output_tokens: Int64Builder::new(),
+            cached_input_tokens: Int64Builder::new(),
+            finish_reasons: ListBuilder::new(StringBuilder::new()),
+            model_version: StringBuilder::new(),
+            model_digest: StringBuilder::new(),
+            deployment: StringBuilder::new(),
+            system_prompt_digest: StringBuilder::new(),
+            output_digest: StringBuilder::new(),
+            tool_calls: struct_list(tool_call_fields()),
+            output_sources: struct_list(source_fields()),
+            watermarks: struct_list(watermark_fields()),
+            digital_source_type: StringBuilder::new(),
+            disclosure_method: StringBuilder::new(),
+            safeguards: struct_list(safeguard_fields()),
+            records_lost_before: Int64Builder::new(),
+            attributes: MapBuilder::new(None, StringBuilder::new(), StringBuilder::new())
+                .with_keys_field(Arc::new(k))
+                .with_values_field(Arc::new(v)),
+            rows: 0,
+        }
+    }
+}
+
+fn opt_i64(v: Option<u64>) -> Option<i64> {
+    v.map(|x| i64::try_from(x).unwrap_or(i64::MAX))
+}
+
+impl BatchBuilder {
+    /// Rows appended so far.
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    /// True when no row was appended.
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// Append one record.
+    pub fn push(&mut self, chain: &str, row: &ChainRow<'_>, r: &AuditRecord) {
+        self.rows += 1;
+        self.chain_id.append_value(chain);
+        self.seq.append_value(i64::try_from(row.seq).unwrap_or(i64::MAX));
+        self.prev_hash.append_value(row.prev);
+        self.hash.append_value(row.hash);
+        self.payload.append_value(row.payload);
+        self.record_id.append_value(&r.record_id);
+        self.schema_version.append_value(&r.schema_version);
+        self.started_at.append_value(r.started_at.unix_micros());
+        self.first_byte_at.append_option(r.first_byte_at.map(Timestamp::unix_micros));
+        self.finished_at.append_value(r.finished_at.unix_micros());
+        self.duration_ms.append_value(millis(r.started_at, r.finished_at));
+        self.ttfb_ms.append_option(r.first_byte_at.map(|t| millis(r.started_at, t)));
+        let h = &r.http;
+        self.method.append_value(&h.method);
+        self.route.append_value(&h.route);
+        self.status.append_option(h.status.map(i32::from));
+        self.outcome.append_value(h.outcome.as_str());
+        self.error.append_option(h.error.as_deref());
+        self.streaming.append_value(h.streaming);
+        self.request_bytes.append_value(opt_i64(Some(h.request.bytes)).unwrap_or_default());
+        self.request_blake3.append_option(h.request.blake3.as_deref());
+        self.request_content_type.append_option(h.request.content_type.as_deref());
+        self.request_captured.append_option(h.request.captured.as_deref());
+        self.response_bytes.append_value(opt_i64(Some(h.response.bytes)).unwrap_or_default());
+        self.response_blake3.append_option(h.response.blake3.as_deref());
+        self.response_content_type.append_option(h.response.content_type.as_deref());
+        self.response_captured.append_option(h.response.captured.as_deref());
+        self.caller_subject.append_option(r.caller.subject.as_deref());
+        self.caller_tenant.append_option(r.caller.tenant.as_deref());
+        self.client_addr.append_option(r.caller.client_addr.as_deref());
+        self.trace_id.append_option(r.trace.trace_id.as_deref());
+        self.span_id.append_option(r.trace.span_id.as_deref());
+        let g = &r.gen_ai;
+        self.operation.append_option(g.operation.name.as_deref());
+        self.provider.append_option(g.provider.name.as_deref());
+        self.model.append_option(effective_model(r));
+        self.request_model.append_option(g.request.model.as_deref());
+        self.response_model.append_option(g.response.model.as_deref());
+        self.response_id.append_option(g.response.id.as_deref());
+        self.temperature.append_option(g.request.temperature);
+        self.top_p.append_option(g.request.top_p);
+        self.max_tokens.append_option(opt_i64(g.request.max_tokens));
+        self.seed.append_option(g.request.seed);
+        self.input_tokens.append_option(opt_i64(g.usage.input_tokens));
+        self.output_tokens.append_option(opt_i64(g.usage.output_tokens));
+        self.cached_input_tokens.append_option(opt_i64(g.usage.cached_input_tokens));
+        for f in &g.response.finish_reasons {
+            self.finish_reasons.values().append_value(f);
+        }
+        self.finish_reasons.append(true);
+        let p = &r.provenance;
+        self.model_version.append_option(p.model_version.as_deref());
+        self.model_digest.append_option(p.model_digest.as_deref());
+        self.deployment.append_option(p.deployment.as_deref());
+        self.system_prompt_digest.append_option(p.system_prompt_digest.as_deref());
+        self.output_digest.append_option(p.output_digest.as_deref());
+        for t in &p.tool_calls {
+            let b = self.tool_calls.values();
+            child::<StringBuilder>(b, 0).append_option(t.id.as_deref());
+            child::<StringBuilder>(b, 1).append_value(&t.name);
+            child::<StringBuilder>(b, 2).append_option(t.arguments_digest.as_deref());
+            b.append(true);
+        }
+        self.tool_calls.append(true);
+        for src in &r.output_sources {
+            let b = self.output_sources.values();
+            child::<StringBuilder>(b, 0).append_value(&src.uri);
+            child::<StringBuilder>(b, 1).append_option(src.title.as_deref());
+            child::<StringBuilder>(b, 2).append_option(src.content_digest.as_deref());
+            child::<StringBuilder>(b, 3).append_option(src.locator.as_deref());
+            child::<Float64Builder>(b, 4).append_option(src.score);
+            child::<StringBuilder>(b, 5).append_option(src.license.as_deref());
+            child::<StringBuilder>(b, 6).append_option(src.rights_holder.as_deref());
+            child::<TimestampMicrosecondBuilder>(b, 7).append_option(src.retrieved_at.map(Timestamp::unix_micros));
+            b.append(true);
+        }
+        self.output_sources.append(true);
+        for w in &r.watermarks {
+            let b = self.watermarks.values();
+            child::<StringBuilder>(b, 0).append_value(&w.scheme);
+            child::<StringBuilder>(b, 1).append_option(w.key_id.as_deref());
+            child::<StringBuilder>(b, 2).append_option(w.payload_digest.as_deref());
+            child::<StringBuilder>(b, 3).append_option(w.manifest_digest.as_deref());
+            child::<StringBuilder>(b, 4).append_option(w.applied_by.as_deref());
+            child::<StringBuilder>(b, 5).append_option(w.detector.as_deref());
+            child::<Float64Builder>(b, 6).append_option(w.detector_score);
+            b.append(true);
+        }
+        self.watermarks.append(true);
+        self.digital_source_type.append_option(r.digital_source_type.as_deref());
+        self.disclosure_method.append_option(r.disclosure.as_ref().map(|d| d.method.as_str()));
+        for sg in &r.safeguards {
+            let b = self.safeguards.values();
+            child::<StringBuilder>(b, 0).append_value(&sg.policy_id);
+            child::<StringBuilder>(b, 1).append_option(sg.policy_version.as_deref());
+            let action =
+                serde_json::to_value(sg.action).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+            child::<StringBuilder>(b, 2).append_value(action);
+            child::<StringBuilder>(b, 3).append_option(sg.stage.as_deref());
+            child::<StringBuilder>(b, 4).append_option(sg.category.as_deref());
+            child::<Float64Builder>(b, 5).append_option(sg.score);
+            b.append(true);
+        }
+        self.safeguards.append(true);
+        self.records_lost_before.append_value(opt_i64(Some(r.records_lost_before)).unwrap_or_default());
+        for (k, v) in &r.attributes {
+            self.attributes.keys().append_value(k);
+            self.attributes.values().append_value(v);
+        }
+        // Appending a map entry only fails when keys and values disagree in length,
+        // which the loop above rules out.
+        let _ = self.attributes.append(true);
+    }
+
+    /// The batch of everything appended; the builder is empty afterwards.
+    pub fn finish(&mut self) -> Result<RecordBatch, ArrowError> {
+        self.rows = 0;
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(self.chain_id.finish()),
+            Arc::new(self.seq.finish()),
+            Arc::new(self.prev_hash.finish()),
+            Arc::new(self.hash.finish()),
+            Arc::new(self.payload.finish()),
+            Arc::new(self.record_id.finish()),
+            Arc::new(self.schema_version.finish()),
+            Arc::new(self.started_at.finish()),
+            Arc::new(self.first_byte_at.finish()),
+            Arc::new(self.finished_at.finish()),
+            Arc::new(self.duration_ms.finish()),
+            Arc::new(self.ttfb_ms.finish()),
+            Arc::new(self.method.finish()),
+            Arc::new(self.route.finish()),
+            Arc::new(self.status.finish()),
+            Arc::new(self.outcome.finish()),
+            Arc::new(self.error.finish()),
+            Arc::new(self.streaming.finish()),
+            Arc::new(self.request_bytes.finish()),
+            Arc::new(self.request_blake3.finish()),
+            Arc::new(self.request_content_type.finish()),
+            Arc::new(self.request_captured.finish()),
+            Arc::new(self.response_bytes.finish()),
+            Arc::new(self.response_blake3.finish()),
+            Arc::new(self.response_content_type.finish()),
+            Arc::new(self.response_captured.finish()),
+            Arc::new(self.caller_subject.finish()),
+            Arc::new(self.caller_tenant.finish()),
+            Arc::new(self.client_addr.finish()),
+            Arc::new(self.trace_id.finish()),
+            Arc::new(self.span_id.finish()),
+            Arc::new(self.operation.finish()),
+            Arc::new(self.provider.finish()),
+            Arc::new(self.model.finish()),
+            Arc::new(self.request_model.finish()),
+            Arc::new(self.response_model.finish()),
+            Arc::new(self.response_id.finish()),
+            Arc::new(self.temperature.finish()),
+            Arc::new(self.top_p.finish()),
+            Arc::new(self.max_tokens.finish()),
+            Arc::new(self.seed.finish()),
+            Arc::new(self.input_tokens.finish()),
+            Arc::new(self.output_tokens.finish()),
+            Arc::new(self.cached_input_tokens.finish()),
+            Arc::new(self.finish_reasons.finish()),
+            Arc::new(self.model_version.finish()),
+            Arc::new(self.model_digest.finish()),
+            Arc::new(self.deployment.finish()),
+            Arc::new(self.system_prompt_digest.finish()),
+            Arc::new(self.output_digest.finish()),
+            Arc::new(self.tool_calls.finish()),
+            Arc::new(self.output_sources.finish()),
+            Arc::new(self.watermarks.finish()),
+            Arc::new(self.digital_source_type.finish()),
+            Arc::new(self.disclosure_method.finish()),
+            Arc::new(self.safeguards.finish()),
+            Arc::new(self.records_lost_before.finish()),
+            Arc::new(self.attributes.finish()),
+        ];
+        RecordBatch::try_new(schema(), cols)
+    }
+}
+
+/// The model that served the request: the response's model, else the one asked for.
+pub fn effective_model(r: &AuditRecord) -> Option<&str> {
+    r.gen_ai.response.model.as_deref().or(r.gen_ai.request.model.as_deref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The checked-in schema is the one the code writes. Update it deliberately with
+    /// `KIROKU_BLESS=1 cargo test -p kiroku-collector` (and say so in the changelog:
+    /// queries depend on it).
+    #[test]
+    fn schema_is_stable() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schema/records.v1.txt");
+        let mut text = String::new();
+        for f in schema().fields() {
+            text.push_str(&format!("{}: {} (nullable: {})\n", f.name(), f.data_type(), f.is_nullable()));
+        }
+        if std::env::var_os("KIROKU_BLESS").is_some() {
+            std::fs::create_dir_all(concat!(env!("CARGO_MANIFEST_DIR"), "/schema")).unwrap();
+            std::fs::write(path, &text).unwrap();
+        }
+        assert_eq!(std::fs::read_to_string(path).unwrap_or_default(), text, "archive schema changed");
+    }
+
+    #[test]
+    fn a_full_record_becomes_one_row() {
+        let mut r = AuditRecord::new("id-1", Timestamp::from_unix_nanos(1_000_000_000));
+        r.finished_at = Timestamp::from_unix_nanos(1_500_000_000);
+        r.gen_ai.request.model = Some("m".into());
+        r.gen_ai.response.finish_reasons = vec!["stop".into()];
+        r.output_sources.push(kiroku_schemas::record::OutputSource { uri: "u".into(), ..Default::default() });
+        r.attributes.insert("k".into(), "v".into());
+        r.safeguards.push(kiroku_schemas::record::SafeguardDecision {
+            policy_id: "p".into(),
+            policy_version: None,
+            action: kiroku_schemas::record::SafeguardAction::Flagged,
+            stage: None,
+            category: None,
+            score: None,
+        });
+        let mut b = BatchBuilder::default();
+        let h = [1u8; 32];
+        b.push("c", &ChainRow { seq: 0, prev: &[0; 32], hash: &h, payload: b"{}" }, &r);
+        b.push(
+            "c",
+            &ChainRow { seq: 1, prev: &h, hash: &[2; 32], payload: b"{}" },
+            &AuditRecord::new("id-2", Timestamp::from_unix_nanos(0)),
+        );
+        let batch = b.finish().unwrap();
+        assert_eq!(batch.num_rows(), 2);
+        assert_eq!(batch.schema(), schema());
+        let d = batch.column_by_name("duration_ms").unwrap();
+        let d = d.as_any().downcast_ref::<arrow_array::Float64Array>().unwrap();
+        assert_eq!(d.value(0), 500.0);
+    }
+}

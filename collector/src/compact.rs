@@ -1,0 +1,402 @@
+//! Compaction: verify sealed segments (and the open segments of writers that are gone)
+//! and write their records to Parquet, exactly once.
+//!
+//! Per chain, in seq order, each segment is verified in full (frames, chain links,
+//! checkpoint signatures with the configured key, continuity with what the archive
+//! already holds) while its records are parsed; then its records are written to
+//! `records/date=YYYY-MM-DD/<chain>-<first seq>-<last seq>.parquet` (temp file, fsync,
+//! rename, directory fsync), then the manifest is replaced atomically, then the segment
+//! is moved to `<spool>/compacted/`. A crash between any two steps is repaired by the
+//! next run: files the manifest does not name are rewritten under the same name, and a
+//! segment the manifest already covers is only moved. A segment that fails
+//! verification is quarantined with a report and its chain waits behind it; other
+//! chains go on.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use kiroku_schemas::checkpoint::NoteVerifier;
+use kiroku_schemas::digest::to_hex;
+use kiroku_schemas::segment::{ChainState, FrameKind, Mode, SegmentReader, SegmentVerifier, VerifyOptions};
+use kiroku_schemas::{AuditRecord, ChainId, Hash};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::{KeyValue, SortingColumn};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+
+use crate::columns::{self, BatchBuilder, ChainRow};
+use crate::error::CliError;
+use crate::manifest::{ChainEntry, FileEntry, Manifest};
+use crate::spool::{SegmentRef, SpoolStore};
+
+/// How to compact.
+#[derive(Debug, Clone)]
+pub struct CompactOptions {
+    /// The key every checkpoint must be signed with.
+    pub verifier: NoteVerifier,
+    /// Rows per row group.
+    pub row_group_rows: usize,
+}
+
+impl CompactOptions {
+    /// Defaults: 128k rows per row group.
+    pub fn new(verifier: NoteVerifier) -> Self {
+        Self { verifier, row_group_rows: 128 * 1024 }
+    }
+}
+
+/// What a compaction run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompactReport {
+    /// Segments compacted.
+    pub segments: u64,
+    /// Records written.
+    pub records: u64,
+    /// Bytes of segment input.
+    pub input_bytes: u64,
+    /// Parquet files written (archive-relative paths).
+    pub files: Vec<String>,
+    /// Segments quarantined, with the problem.
+    pub quarantined: Vec<(String, String)>,
+    /// Segments left waiting behind a quarantined one of their chain.
+    pub blocked: Vec<String>,
+    /// Torn tails found in orphaned open segments (reported, not compacted).
+    pub torn_tails: Vec<String>,
+    /// Orphaned open segments recovered.
+    pub orphans: u64,
+}
+
+impl CompactReport {
+    /// True when something needs a person's attention.
+    pub fn has_problems(&self) -> bool {
+        !self.quarantined.is_empty() || !self.blocked.is_empty()
+    }
+}
+
+struct Row {
+    seq: u64,
+    prev: Hash,
+    hash: Hash,
+    payload: Vec<u8>,
+    record: AuditRecord,
+}
+
+struct Verified {
+    rows: Vec<Row>,
+    end: ChainState,
+    last_checkpoint: Option<String>,
+    torn_tail: Option<(u64, u64)>,
+    bytes: u64,
+}
+
+/// Read and verify a segment, parsing its records; `Err(message)` is a verification
+/// problem (the segment is quarantined), `CliError` an I/O problem.
+fn verify_and_read(
+    spool: &dyn SpoolStore,
+    seg: &SegmentRef,
+    state: &ChainState,
+    opts: &CompactOptions,
+) -> Result<Result<Verified, String>, CliError> {
+    let mode = if seg.sealed { Mode::Sealed } else { Mode::Open };
+    let vopts = VerifyOptions {
+        mode,
+        verifier: Some(opts.verifier.clone()),
+        chain_id: Some(state.chain_id),
+        previous: Some(state.clone()),
+    };
+    let input = spool.read(seg)?;
+    let mut reader = match SegmentReader::open(input) {
+        Ok(r) => r,
+        Err(e) => return Ok(Err(e.in_file(&seg.name).to_string())),
+    };
+    let mut v = match SegmentVerifier::new(reader.header(), vopts) {
+        Ok(v) => v,
+        Err(e) => return Ok(Err(e.in_file(&seg.name).to_string())),
+    };
+    let mut rows = Vec::new();
+    let torn = loop {
+        let frame = match reader.next_frame_ref() {
+            Ok(Some(f)) => f,
+            Ok(None) => break None,
+            Err(e) if e.is_torn_tail() || matches!(e.problem, kiroku_schemas::segment::Problem::Io(_)) => {
+                if let kiroku_schemas::segment::Problem::Io(msg) = &e.problem {
+                    return Err(CliError::Io(format!("{}: {msg}", seg.name)));
+                }
+                break Some(e);
+            }
+            Err(e) => return Ok(Err(e.in_file(&seg.name).to_string())),
+        };
+        if let Err(e) = v.check(&frame) {
+            return Ok(Err(e.in_file(&seg.name).to_string()));
+        }
+        if frame.kind != FrameKind::Record {
+            continue;
+        }
+        let record = match AuditRecord::from_json(frame.payload) {
+            Ok(r) => r,
+            Err(e) => {
+                return Ok(Err(format!(
+                    "{}: byte offset {} (seq {}): record is not a valid v1 record: {e}",
+                    seg.name, frame.offset, frame.seq
+                )));
+            }
+        };
+        if record.seq != frame.seq || record.chain_id != state.chain_id {
+            return Ok(Err(format!(
+                "{}: byte offset {} (seq {}): record says chain {} seq {}, its frame says chain {} seq {}",
+                seg.name, frame.offset, frame.seq, record.chain_id, record.seq, state.chain_id, frame.seq
+            )));
+        }
+        rows.push(Row { seq: frame.seq, prev: frame.prev, hash: frame.hash, payload: frame.payload.to_vec(), record });
+    };
+    let end_offset = reader.offset();
+    let report = match v.finish(end_offset, torn) {
+        Ok(r) => r,
+        Err(e) => return Ok(Err(e.in_file(&seg.name).to_string())),
+    };
+    Ok(Ok(Verified {
+        rows,
+        end: report.end,
+        last_checkpoint: report.last_checkpoint.map(|(_, note)| note),
+        torn_tail: report.torn_tail,
+        bytes: report.valid_len,
+    }))
+}
+
+/// A `Write` that hashes and counts what passes through.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: blake3::Hasher,
+    bytes: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writer properties of archive files.
+pub fn writer_properties(row_group_rows: usize, chain: &str) -> WriterProperties {
+    let schema = columns::schema();
+    let started = schema.index_of("started_at").unwrap_or(7) as u32;
+    let mut b = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(row_group_rows))
+        .set_sorting_columns(Some(vec![SortingColumn {
+            column_idx: started as i32,
+            descending: false,
+            nulls_first: false,
+        }]))
+        .set_key_value_metadata(Some(vec![
+            KeyValue::new("kiroku.archive_schema".into(), "1".to_owned()),
+            KeyValue::new("kiroku.chain_id".into(), chain.to_owned()),
+        ]));
+    for c in columns::BLOOM_COLUMNS {
+        b = b.set_column_bloom_filter_enabled(ColumnPath::from(c), true);
+    }
+    // Payloads and captured bodies are unique per row: dictionaries only cost time.
+    for c in [
+        "payload",
+        "hash",
+        "prev_hash",
+        "record_id",
+        "request_captured",
+        "response_captured",
+        "request_blake3",
+        "response_blake3",
+    ] {
+        b = b.set_column_dictionary_enabled(ColumnPath::from(c), false);
+    }
+    b.build()
+}
+
+/// Write one file atomically; returns its manifest entry.
+fn write_file(
+    archive: &Path,
+    chain: ChainId,
+    date: &str,
+    rows: &[&Row],
+    opts: &CompactOptions,
+) -> Result<FileEntry, CliError> {
+    let (first, last) = (rows.first().map_or(0, |r| r.seq), rows.last().map_or(0, |r| r.seq));
+    let (first, last) = (first.min(last), first.max(last));
+    let rel = format!("records/date={date}/{chain}-{first}-{last}.parquet");
+    let path = archive.join(&rel);
+    let dir = path.parent().unwrap_or(archive).to_owned();
+    fs::create_dir_all(&dir).map_err(|e| CliError::io(&dir, e))?;
+    let tmp = path.with_extension("parquet.tmp");
+    let file = fs::File::create(&tmp).map_err(|e| CliError::io(&tmp, e))?;
+    let out =
+        HashingWriter { inner: io::BufWriter::with_capacity(1 << 20, file), hasher: blake3::Hasher::new(), bytes: 0 };
+    let props = writer_properties(opts.row_group_rows, &chain.to_string());
+    let mut w = ArrowWriter::try_new(out, columns::schema(), Some(props)).map_err(|e| CliError::io(&tmp, e))?;
+    let chain_s = chain.to_string();
+    for chunk in rows.chunks(16 * 1024) {
+        let mut b = BatchBuilder::default();
+        for r in chunk {
+            b.push(&chain_s, &ChainRow { seq: r.seq, prev: &r.prev, hash: &r.hash, payload: &r.payload }, &r.record);
+        }
+        let batch = b.finish().map_err(|e| CliError::Io(format!("{rel}: building columns: {e}")))?;
+        w.write(&batch).map_err(|e| CliError::io(&tmp, e))?;
+    }
+    let out = w.into_inner().map_err(|e| CliError::io(&tmp, e))?;
+    let HashingWriter { inner, hasher, bytes } = out;
+    let file = inner.into_inner().map_err(|e| CliError::io(&tmp, e.error()))?;
+    file.sync_all().map_err(|e| CliError::io(&tmp, e))?;
+    fs::rename(&tmp, &path).map_err(|e| CliError::io(&path, e))?;
+    kiroku::journal::sync_dir(&dir).map_err(|e| CliError::Io(e.to_string()))?;
+    Ok(FileEntry {
+        path: rel,
+        first_seq: first,
+        last_seq: last,
+        rows: rows.len() as u64,
+        bytes,
+        blake3: to_hex(hasher.finalize().as_bytes()),
+        date: date.to_owned(),
+    })
+}
+
+/// Compact everything ready in `spool` into `archive`. `progress` is called with the
+/// number of records written so far.
+pub fn compact(
+    spool: &dyn SpoolStore,
+    archive: &Path,
+    opts: &CompactOptions,
+    progress: &mut dyn FnMut(u64),
+) -> Result<CompactReport, CliError> {
+    fs::create_dir_all(archive).map_err(|e| CliError::io(archive, e))?;
+    remove_stale_temp_files(&archive.join("records"))?;
+    let mut manifest = Manifest::load(archive)?;
+    let mut report = CompactReport::default();
+    for chain in spool.chains()? {
+        let key = chain.to_string();
+        let mut state = match manifest.chains.get(&key) {
+            Some(e) => e.state(chain)?,
+            None => ChainState::genesis(chain),
+        };
+        let sealed = spool.sealed(chain)?;
+        let mut blocked = false;
+        for (i, seg) in sealed.iter().enumerate() {
+            if blocked {
+                break;
+            }
+            if seg.first_seq < state.next_seq {
+                // Already in the archive: a previous run committed it, then stopped.
+                spool.mark_compacted(seg)?;
+                continue;
+            }
+            if !compact_one(spool, archive, &mut manifest, &mut state, seg, opts, &mut report, progress)? {
+                blocked = true;
+                report.blocked.extend(sealed[i + 1..].iter().map(|s| format!("{chain}/{}", s.name)));
+            }
+        }
+        if blocked {
+            continue;
+        }
+        if let Some((_guard, opens)) = spool.orphaned(chain)? {
+            for seg in opens {
+                if seg.first_seq < state.next_seq {
+                    spool.set_head(chain, &state)?;
+                    spool.mark_compacted(&seg)?;
+                    continue;
+                }
+                if !compact_one(spool, archive, &mut manifest, &mut state, &seg, opts, &mut report, progress)? {
+                    break;
+                }
+                report.orphans += 1;
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Compact one segment; false when it was quarantined.
+#[allow(clippy::too_many_arguments)]
+fn compact_one(
+    spool: &dyn SpoolStore,
+    archive: &Path,
+    manifest: &mut Manifest,
+    state: &mut ChainState,
+    seg: &SegmentRef,
+    opts: &CompactOptions,
+    report: &mut CompactReport,
+    progress: &mut dyn FnMut(u64),
+) -> Result<bool, CliError> {
+    let chain = state.chain_id;
+    let v = match verify_and_read(spool, seg, state, opts)? {
+        Ok(v) => v,
+        Err(problem) => {
+            let text = format!(
+                "kiroku quarantine report\nsegment: {chain}/{}\nproblem: {problem}\nthe archive holds this chain up to seq {} (exclusive); later segments of the chain wait until this is resolved\n",
+                seg.name, state.next_seq
+            );
+            let to = spool.quarantine(seg, &text)?;
+            tracing::error!(target: "kiroku::compact", "quarantined {}: {problem}", to.display());
+            report.quarantined.push((format!("{chain}/{}", seg.name), problem));
+            return Ok(false);
+        }
+    };
+    if let Some((off, n)) = v.torn_tail {
+        let msg = format!(
+            "{chain}/{}: torn final frame of {n} bytes at byte offset {off} (not compacted; the records before it are)",
+            seg.name
+        );
+        tracing::warn!(target: "kiroku::compact", "{msg}");
+        report.torn_tails.push(msg);
+    }
+    let mut by_date: BTreeMap<String, Vec<&Row>> = BTreeMap::new();
+    for r in &v.rows {
+        by_date.entry(r.record.started_at.date_string()).or_default().push(r);
+    }
+    let mut files = Vec::new();
+    for (date, mut rows) in by_date {
+        rows.sort_by_key(|r| (r.record.started_at, r.seq));
+        files.push(write_file(archive, chain, &date, &rows, opts)?);
+    }
+    let entry = manifest.chains.entry(chain.to_string()).or_insert_with(|| ChainEntry::genesis(chain));
+    report.files.extend(files.iter().map(|f| f.path.clone()));
+    entry.files.extend(files);
+    entry.set_state(&v.end);
+    if let Some(note) = v.last_checkpoint {
+        entry.checkpoints.push(note);
+    }
+    entry.segments.push(seg.name.clone());
+    manifest.save(archive)?;
+    if !seg.sealed {
+        // A writer that restarts on this chain must continue after these records.
+        spool.set_head(chain, &v.end)?;
+    }
+    spool.mark_compacted(seg)?;
+    *state = v.end;
+    report.segments += 1;
+    report.records += v.rows.len() as u64;
+    report.input_bytes += v.bytes;
+    progress(report.records);
+    Ok(true)
+}
+
+/// Temp files left by a run that was killed: never part of the archive.
+fn remove_stale_temp_files(dir: &Path) -> Result<(), CliError> {
+    let Ok(rd) = fs::read_dir(dir) else { return Ok(()) };
+    for e in rd.flatten() {
+        let p: PathBuf = e.path();
+        if p.is_dir() {
+            remove_stale_temp_files(&p)?;
+        } else if p.extension().is_some_and(|x| x == "tmp") {
+            fs::remove_file(&p).map_err(|e| CliError::io(&p, e))?;
+        }
+    }
+    Ok(())
+}

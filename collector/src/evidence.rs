@@ -1,0 +1,269 @@
+//! Evidence bundles: the records of an incident with everything a third party needs to
+//! check them without kiroku and without trusting the operator.
+//!
+//! ```text
+//! <out>/README.txt                    how to verify, step by step
+//! <out>/index.json                    one entry per record: chain, seq, prev hash, hash, files
+//! <out>/records/<record id>.json      the exact record bytes that were hashed
+//! <out>/proofs/<record id>.tlog-proof C2SP tlog-proof: inclusion in a signed checkpoint
+//! <out>/checkpoints/<chain>.note      the signed checkpoint each proof is against
+//! <out>/signer.vkey                   the log's public key (signed-note verifier key)
+//! ```
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+
+use kiroku_schemas::AuditRecord;
+use kiroku_schemas::checkpoint::{Checkpoint, NoteVerifier};
+use kiroku_schemas::digest::{hash_from_hex, to_hex};
+use kiroku_schemas::merkle;
+use kiroku_schemas::proof::TlogProof;
+use kiroku_schemas::segment::record_hash;
+use serde::{Deserialize, Serialize};
+
+use crate::archive::{Archive, ChainCols, chain_id};
+use crate::error::CliError;
+use crate::verify::VerifyReport;
+
+/// One record in a bundle's index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleEntry {
+    /// Record id.
+    pub record_id: String,
+    /// Chain.
+    pub chain_id: String,
+    /// Seq (the leaf index).
+    pub seq: u64,
+    /// Previous record hash, hex.
+    pub prev_hash: String,
+    /// Record hash, hex.
+    pub hash: String,
+    /// The record file, relative to the bundle.
+    pub record: String,
+    /// The proof file, relative to the bundle.
+    pub proof: String,
+}
+
+/// A bundle's index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleIndex {
+    /// Format of this index.
+    pub format: String,
+    /// Records.
+    pub records: Vec<BundleEntry>,
+}
+
+const README: &str = "kiroku evidence bundle
+======================
+
+This directory holds audit records of AI inferences and the cryptographic proofs that
+they are part of an append-only log whose state was signed by the log's key. You can
+check it without kiroku. The format is specified in kiroku's schemas/FORMAT.md.
+
+Files
+  index.json                   one entry per record: chain_id, seq, prev_hash, hash (hex)
+  records/<record_id>.json     the exact bytes of each record as stored in the log
+  proofs/<record_id>.tlog-proof   a C2SP tlog-proof (https://c2sp.org/tlog-proof)
+  checkpoints/<chain_id>.note  the signed checkpoint (C2SP tlog-checkpoint) proofs refer to
+  signer.vkey                  the log's Ed25519 public key in signed-note form:
+                               <name>+<key id hex>+<base64(0x01 || 32-byte public key)>
+
+Obtain the log operator's public key through a channel you trust and compare it with
+signer.vkey before relying on anything here.
+
+For each entry of index.json:
+
+1. Read records/<record_id>.json as raw bytes P (do not re-serialise the JSON).
+   Check that its record_id, chain_id and seq fields equal the index entry.
+2. Recompute the record's chain hash:
+     H = BLAKE3( \"kiroku/v1/record\" 0x00 || chain_id (16 bytes, the UUID's bytes)
+                 || seq (8 bytes, little-endian) || prev_hash (32 bytes) || P )
+   H must equal the entry's hash.
+3. Read the proof: line 1 is c2sp.org/tlog-proof@v1, then \"index <seq>\", then one
+   base64 SHA-256 hash per line (the inclusion path), an empty line, then the signed
+   checkpoint note.
+4. Verify the checkpoint's signature: the note body is everything up to and including
+   the newline before the blank line; the signature line is
+   \"\u{2014} <key name> <base64(4-byte key id || 64-byte Ed25519 signature)>\". The key id is
+   SHA-256(key name || 0x0A || 0x01 || public key)[0:4]. The body's lines are the origin
+   (kiroku/<chain_id>), the tree size N, the base64 root hash R, and extension lines.
+5. Verify inclusion (RFC 9162, section 2.1.3.2) of the leaf
+     L = SHA-256( 0x00 || H )
+   at index seq in the tree of size N with root R, using the proof's hashes
+   (node hash = SHA-256( 0x01 || left || right )).
+
+If every step holds for every entry, each record is exactly what the log held at that
+position, and the log's key signed a state that includes it.
+";
+
+fn write(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
+    if let Some(d) = path.parent() {
+        fs::create_dir_all(d).map_err(|e| CliError::io(d, e))?;
+    }
+    fs::write(path, bytes).map_err(|e| CliError::io(path, e))
+}
+
+/// The newest checkpoint of a chain that verifies and covers `min_size` records.
+fn best_checkpoint(
+    archive: &Archive,
+    chain: &str,
+    verifier: &NoteVerifier,
+) -> Result<Option<(Checkpoint, String)>, CliError> {
+    let Some(entry) = archive.manifest.chains.get(chain) else { return Ok(None) };
+    let mut best: Option<(Checkpoint, String)> = None;
+    for note in &entry.checkpoints {
+        let cp = verifier.open(note).map_err(|e| {
+            CliError::Corrupt(format!("chain {chain}: checkpoint in the manifest does not verify: {e}"))
+        })?;
+        if best.as_ref().is_none_or(|(b, _)| cp.size > b.size) {
+            best = Some((cp, note.clone()));
+        }
+    }
+    Ok(best)
+}
+
+/// Write a bundle of `rows` to `out`. Returns the number of records.
+pub fn write_bundle(
+    archive: &Archive,
+    rows: &[ChainCols],
+    verifier: &NoteVerifier,
+    out: &Path,
+) -> Result<usize, CliError> {
+    if out.exists() && fs::read_dir(out).map(|mut d| d.next().is_some()).unwrap_or(false) {
+        return Err(CliError::Usage(format!(
+            "{} exists and is not empty; choose a new directory for the bundle",
+            out.display()
+        )));
+    }
+    let mut by_chain: BTreeMap<&str, Vec<&ChainCols>> = BTreeMap::new();
+    for r in rows {
+        by_chain.entry(&r.chain_id).or_default().push(r);
+    }
+    let mut index = BundleIndex { format: "kiroku-evidence-bundle/1".into(), records: Vec::new() };
+    for (chain, rows) in by_chain {
+        let (cp, note) = best_checkpoint(archive, chain, verifier)?
+            .ok_or_else(|| CliError::Usage(format!("chain {chain} has no signed checkpoint in the archive yet")))?;
+        let hashes = archive.chain_hashes(chain)?;
+        if (hashes.len() as u64) < cp.size {
+            return Err(CliError::Corrupt(format!(
+                "chain {chain}: the checkpoint covers {} records, the archive holds {}",
+                cp.size,
+                hashes.len()
+            )));
+        }
+        let leaves: Vec<_> = hashes[..cp.size as usize].iter().map(|h| merkle::leaf_hash(h)).collect();
+        if merkle::root_of(&leaves) != cp.root {
+            return Err(CliError::Corrupt(format!(
+                "chain {chain}: the archive's records do not match the signed checkpoint"
+            )));
+        }
+        write(&out.join("checkpoints").join(format!("{chain}.note")), note.as_bytes())?;
+        for r in rows {
+            let rec = AuditRecord::from_json(&r.payload)
+                .map_err(|e| CliError::Corrupt(format!("chain {chain} seq {}: {e}", r.seq)))?;
+            if r.seq >= cp.size {
+                return Err(CliError::Usage(format!(
+                    "record {} (chain {chain} seq {}) is after the newest signed checkpoint (size {}); compact again once the writer has sealed its segment",
+                    rec.record_id, r.seq, cp.size
+                )));
+            }
+            let proof = TlogProof {
+                extra: None,
+                index: r.seq,
+                hashes: merkle::inclusion_proof(&leaves, r.seq).map_err(|e| CliError::Corrupt(e.to_string()))?,
+                checkpoint: note.clone(),
+            };
+            let (rec_path, proof_path) =
+                (format!("records/{}.json", rec.record_id), format!("proofs/{}.tlog-proof", rec.record_id));
+            write(&out.join(&rec_path), &r.payload)?;
+            write(&out.join(&proof_path), proof.to_text().as_bytes())?;
+            index.records.push(BundleEntry {
+                record_id: rec.record_id,
+                chain_id: chain.to_owned(),
+                seq: r.seq,
+                prev_hash: to_hex(&r.prev),
+                hash: to_hex(&r.hash),
+                record: rec_path,
+                proof: proof_path,
+            });
+        }
+    }
+    write(&out.join("signer.vkey"), format!("{}\n", verifier.to_key_text()).as_bytes())?;
+    write(&out.join("README.txt"), README.as_bytes())?;
+    let json = serde_json::to_vec_pretty(&index).map_err(|e| CliError::Io(e.to_string()))?;
+    write(&out.join("index.json"), &json)?;
+    Ok(index.records.len())
+}
+
+/// Verify a bundle. With `trusted`, the bundle's key must be that key.
+pub fn verify_bundle(dir: &Path, trusted: Option<&NoteVerifier>) -> Result<VerifyReport, CliError> {
+    let read = |rel: &str| fs::read(dir.join(rel)).map_err(|e| CliError::io(&dir.join(rel), e));
+    let vkey_text =
+        String::from_utf8(read("signer.vkey")?).map_err(|_| CliError::Corrupt("signer.vkey is not UTF-8".into()))?;
+    let vkey = NoteVerifier::from_key_text(&vkey_text).map_err(|e| CliError::Corrupt(format!("signer.vkey: {e}")))?;
+    let mut rep = VerifyReport { signatures_checked: true, ..Default::default() };
+    if let Some(t) = trusted {
+        if *t != vkey {
+            rep.problems.push(format!(
+                "signer.vkey ({}) is not the trusted key ({})",
+                vkey.to_key_text(),
+                t.to_key_text()
+            ));
+        }
+    }
+    let index: BundleIndex =
+        serde_json::from_slice(&read("index.json")?).map_err(|e| CliError::Corrupt(format!("index.json: {e}")))?;
+    let mut chains = std::collections::BTreeSet::new();
+    for e in &index.records {
+        rep.units += 1;
+        let fail = |what: String| format!("record {} (chain {} seq {}): {what}", e.record_id, e.chain_id, e.seq);
+        let payload = match read(&e.record) {
+            Ok(p) => p,
+            Err(err) => {
+                rep.problems.push(fail(err.to_string()));
+                continue;
+            }
+        };
+        let (Ok(chain), Ok(prev), Ok(hash)) =
+            (chain_id(&e.chain_id), hash_from_hex(&e.prev_hash), hash_from_hex(&e.hash))
+        else {
+            rep.problems.push(fail("malformed index entry".into()));
+            continue;
+        };
+        chains.insert(chain);
+        match AuditRecord::from_json(&payload) {
+            Ok(r) if r.record_id == e.record_id && r.seq == e.seq && r.chain_id == chain => {}
+            Ok(_) => rep.problems.push(fail("the record's own id, chain or seq differ from the index".into())),
+            Err(err) => rep.problems.push(fail(format!("not a valid record: {err}"))),
+        }
+        if record_hash(&chain, e.seq, &prev, &payload) != hash {
+            rep.problems.push(fail("hash does not match the record bytes (record edited)".into()));
+            continue;
+        }
+        let proof = match read(&e.proof)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .and_then(|t| TlogProof::parse(&t).map_err(|err| CliError::Corrupt(err.to_string())))
+        {
+            Ok(p) => p,
+            Err(err) => {
+                rep.problems.push(fail(format!("proof: {err}")));
+                continue;
+            }
+        };
+        if proof.index != e.seq {
+            rep.problems.push(fail(format!("proof is for index {}, not seq {}", proof.index, e.seq)));
+            continue;
+        }
+        match proof.verify(&hash, &vkey) {
+            Ok(cp) if cp.chain_id() == Some(chain) => {
+                rep.records += 1;
+                rep.checkpoints += 1;
+            }
+            Ok(cp) => rep.problems.push(fail(format!("proof's checkpoint is for origin {:?}", cp.origin))),
+            Err(err) => rep.problems.push(fail(format!("proof does not verify: {err}"))),
+        }
+    }
+    rep.chains = chains.len() as u64;
+    Ok(rep)
+}

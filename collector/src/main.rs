@@ -1,0 +1,5 @@
+//! The `kiroku` command.
+
+fn main() -> std::process::ExitCode {
+    kiroku_collector::cli::main()
+}

@@ -1,0 +1,151 @@
+//! The archive manifest (`<archive>/_kiroku/manifest.json`): per chain, the seq range
+//! compacted, each file's blake3, the chain head (last hash and Merkle frontier), and
+//! the signed checkpoints seen. Written atomically (temp, fsync, rename, directory
+//! fsync) after the Parquet files it names are durable, so a crash at any point
+//! neither loses nor duplicates a record: files not named by the manifest are not part
+//! of the archive and are rewritten by the next run.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use kiroku_schemas::ChainId;
+use kiroku_schemas::digest::{hash_from_hex, to_hex};
+use kiroku_schemas::merkle::CompactRange;
+use kiroku_schemas::segment::ChainState;
+use serde::{Deserialize, Serialize};
+
+use crate::error::CliError;
+
+/// Manifest format version.
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// One Parquet file of the archive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Path relative to the archive root.
+    pub path: String,
+    /// First seq in the file.
+    pub first_seq: u64,
+    /// Last seq in the file.
+    pub last_seq: u64,
+    /// Rows.
+    pub rows: u64,
+    /// Bytes.
+    pub bytes: u64,
+    /// blake3 of the file, hex.
+    pub blake3: String,
+    /// The partition date (`YYYY-MM-DD`).
+    pub date: String,
+}
+
+/// What the archive holds of one chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainEntry {
+    /// Seq the next compacted record must have (= records archived).
+    pub next_seq: u64,
+    /// Hash of the last archived record, hex.
+    pub last_hash: String,
+    /// Merkle compact range of the archived records, hex hashes, largest first.
+    pub frontier: Vec<String>,
+    /// Signed checkpoint notes seen while compacting (seals and the last checkpoint of
+    /// each segment), in order.
+    pub checkpoints: Vec<String>,
+    /// Files, in seq order.
+    pub files: Vec<FileEntry>,
+    /// Segment files compacted (names), in order.
+    pub segments: Vec<String>,
+}
+
+/// The manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Format version.
+    pub version: u32,
+    /// Chains by id.
+    pub chains: BTreeMap<String, ChainEntry>,
+}
+
+impl ChainEntry {
+    /// A chain with nothing archived.
+    pub fn genesis(chain: ChainId) -> Self {
+        Self::from_state(&ChainState::genesis(chain))
+    }
+
+    fn from_state(s: &ChainState) -> Self {
+        Self {
+            next_seq: s.next_seq,
+            last_hash: to_hex(&s.last_hash),
+            frontier: s.tree.hashes().iter().map(|h| to_hex(h)).collect(),
+            checkpoints: Vec::new(),
+            files: Vec::new(),
+            segments: Vec::new(),
+        }
+    }
+
+    /// Record the chain state after a compaction step.
+    pub fn set_state(&mut self, s: &ChainState) {
+        let e = Self::from_state(s);
+        self.next_seq = e.next_seq;
+        self.last_hash = e.last_hash;
+        self.frontier = e.frontier;
+    }
+
+    /// The chain state the next segment must continue.
+    pub fn state(&self, chain: ChainId) -> Result<ChainState, CliError> {
+        let bad = |what: &str| CliError::Corrupt(format!("manifest entry of chain {chain}: {what}"));
+        let last_hash = hash_from_hex(&self.last_hash).map_err(|_| bad("last_hash is not a hex digest"))?;
+        let hashes = self
+            .frontier
+            .iter()
+            .map(|h| hash_from_hex(h))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| bad("frontier is not hex digests"))?;
+        let tree =
+            CompactRange::from_parts(self.next_seq, hashes).ok_or_else(|| bad("frontier does not match next_seq"))?;
+        Ok(ChainState { chain_id: chain, next_seq: self.next_seq, last_hash, tree })
+    }
+}
+
+impl Manifest {
+    /// Where the manifest of `archive` lives.
+    pub fn path(archive: &Path) -> PathBuf {
+        archive.join("_kiroku").join("manifest.json")
+    }
+
+    /// Load, or an empty manifest when the archive is new.
+    pub fn load(archive: &Path) -> Result<Self, CliError> {
+        let path = Self::path(archive);
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let m: Self = serde_json::from_slice(&bytes)
+                    .map_err(|e| CliError::Corrupt(format!("{}: {e}", path.display())))?;
+                if m.version != MANIFEST_VERSION {
+                    return Err(CliError::Usage(format!(
+                        "{}: manifest version {} is not supported",
+                        path.display(),
+                        m.version
+                    )));
+                }
+                Ok(m)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Ok(Self { version: MANIFEST_VERSION, chains: BTreeMap::new() })
+            }
+            Err(e) => Err(CliError::io(&path, e)),
+        }
+    }
+
+    /// Write atomically.
+    pub fn save(&self, archive: &Path) -> Result<(), CliError> {
+        let path = Self::path(archive);
+        let dir = path.parent().unwrap_or(archive);
+        std::fs::create_dir_all(dir).map_err(|e| CliError::io(dir, e))?;
+        let bytes = serde_json::to_vec_pretty(self).map_err(|e| CliError::Corrupt(e.to_string()))?;
+        kiroku::journal::write_atomic(&path, &bytes).map_err(|e| CliError::Io(e.to_string()))
+    }
+
+    /// Every file of every chain.
+    pub fn files(&self) -> impl Iterator<Item = (&str, &FileEntry)> {
+        self.chains.iter().flat_map(|(c, e)| e.files.iter().map(move |f| (c.as_str(), f)))
+    }
+}

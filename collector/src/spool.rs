@@ -1,0 +1,175 @@
+//! The collector's view of a spool, behind a small interface so an object store can
+//! stand behind it when a fleet ships segments from many machines.
+//!
+//! [`LocalSpool`] is the directory the journal writes:
+//!
+//! ```text
+//! <spool>/<chain>/<first seq>.seg      sealed: ready to compact
+//! <spool>/<chain>/<first seq>.open     open: compacted only when the chain's lock is free
+//! <spool>/compacted/<chain>/...        compacted segments (deleted only by retention)
+//! <spool>/quarantine/<chain>/...       segments that failed verification, with a report
+//! ```
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use kiroku::journal::{CHAIN_LOCK_FILE, HEAD_FILE};
+use kiroku_schemas::ChainId;
+use kiroku_schemas::segment::ChainState;
+
+use crate::error::CliError;
+
+/// A segment in a spool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentRef {
+    /// Its chain.
+    pub chain_id: ChainId,
+    /// Seq of its first record (from its name).
+    pub first_seq: u64,
+    /// File name.
+    pub name: String,
+    /// Sealed (`.seg`) or open (`.open`).
+    pub sealed: bool,
+}
+
+/// Where segments come from and go.
+pub trait SpoolStore {
+    /// Chains present.
+    fn chains(&self) -> Result<Vec<ChainId>, CliError>;
+    /// Sealed segments of a chain, by first seq.
+    fn sealed(&self, chain: ChainId) -> Result<Vec<SegmentRef>, CliError>;
+    /// Open segments of a chain whose writer is gone (its lock is free). While the
+    /// returned guard lives, no writer can take the chain back.
+    fn orphaned(&self, chain: ChainId) -> Result<Option<(OrphanGuard, Vec<SegmentRef>)>, CliError>;
+    /// Read a segment.
+    fn read(&self, seg: &SegmentRef) -> Result<Box<dyn Read + Send>, CliError>;
+    /// Move a segment out of the way once its records are durable in the archive.
+    fn mark_compacted(&self, seg: &SegmentRef) -> Result<(), CliError>;
+    /// Move a segment that failed verification aside, with a report.
+    fn quarantine(&self, seg: &SegmentRef, report: &str) -> Result<PathBuf, CliError>;
+    /// Tell a writer that restarts on this chain where the chain stands (after its open
+    /// segment was compacted by the collector).
+    fn set_head(&self, chain: ChainId, state: &ChainState) -> Result<(), CliError>;
+}
+
+/// Holds a dead writer's chain lock while the collector works on its open segment.
+#[derive(Debug)]
+pub struct OrphanGuard {
+    _lock: Option<File>,
+}
+
+/// A spool directory on the local file system.
+#[derive(Debug, Clone)]
+pub struct LocalSpool {
+    root: PathBuf,
+}
+
+impl LocalSpool {
+    /// The spool at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// Its directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn chain_dir(&self, chain: ChainId) -> PathBuf {
+        self.root.join(chain.to_string())
+    }
+
+    fn list(&self, chain: ChainId, ext: &str) -> Result<Vec<SegmentRef>, CliError> {
+        let dir = self.chain_dir(chain);
+        let mut out = Vec::new();
+        for e in fs::read_dir(&dir).map_err(|e| CliError::io(&dir, e))? {
+            let name = e.map_err(|e| CliError::io(&dir, e))?.file_name().to_string_lossy().into_owned();
+            let Some(stem) = name.strip_suffix(&format!(".{ext}")) else { continue };
+            let Ok(first_seq) = stem.parse::<u64>() else { continue };
+            out.push(SegmentRef { chain_id: chain, first_seq, name, sealed: ext == "seg" });
+        }
+        out.sort_by_key(|s| s.first_seq);
+        Ok(out)
+    }
+
+    fn path(&self, seg: &SegmentRef) -> PathBuf {
+        self.chain_dir(seg.chain_id).join(&seg.name)
+    }
+
+    fn move_to(&self, seg: &SegmentRef, area: &str) -> Result<PathBuf, CliError> {
+        let from = self.path(seg);
+        let dir = self.root.join(area).join(seg.chain_id.to_string());
+        fs::create_dir_all(&dir).map_err(|e| CliError::io(&dir, e))?;
+        let to = dir.join(&seg.name);
+        fs::rename(&from, &to).map_err(|e| CliError::io(&from, e))?;
+        for d in [&dir, &self.chain_dir(seg.chain_id)] {
+            kiroku::journal::sync_dir(d).map_err(|e| CliError::Io(e.to_string()))?;
+        }
+        Ok(to)
+    }
+}
+
+impl SpoolStore for LocalSpool {
+    fn chains(&self) -> Result<Vec<ChainId>, CliError> {
+        let mut out = Vec::new();
+        let rd = match fs::read_dir(&self.root) {
+            Ok(rd) => rd,
+            Err(e) => return Err(CliError::io(&self.root, e)),
+        };
+        for e in rd {
+            let e = e.map_err(|e| CliError::io(&self.root, e))?;
+            if let Some(id) = e.file_name().to_str().and_then(|n| n.parse::<ChainId>().ok()) {
+                out.push(id);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn sealed(&self, chain: ChainId) -> Result<Vec<SegmentRef>, CliError> {
+        self.list(chain, "seg")
+    }
+
+    fn orphaned(&self, chain: ChainId) -> Result<Option<(OrphanGuard, Vec<SegmentRef>)>, CliError> {
+        let open = self.list(chain, "open")?;
+        if open.is_empty() {
+            return Ok(None);
+        }
+        let lock_path = self.chain_dir(chain).join(CHAIN_LOCK_FILE);
+        let lock = match OpenOptions::new().write(true).open(&lock_path) {
+            Ok(f) => f,
+            // No lock file: no writer ever held this chain in a way we can check; treat
+            // the writer as gone only if the lock file is missing entirely.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Some((OrphanGuard { _lock: None }, open))),
+            Err(e) => return Err(CliError::io(&lock_path, e)),
+        };
+        match lock.try_lock() {
+            Ok(()) => Ok(Some((OrphanGuard { _lock: Some(lock) }, open))),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(CliError::io(&lock_path, e)),
+        }
+    }
+
+    fn read(&self, seg: &SegmentRef) -> Result<Box<dyn Read + Send>, CliError> {
+        let p = self.path(seg);
+        let f = File::open(&p).map_err(|e| CliError::io(&p, e))?;
+        Ok(Box::new(BufReader::with_capacity(1 << 20, f)))
+    }
+
+    fn mark_compacted(&self, seg: &SegmentRef) -> Result<(), CliError> {
+        self.move_to(seg, "compacted").map(|_| ())
+    }
+
+    fn quarantine(&self, seg: &SegmentRef, report: &str) -> Result<PathBuf, CliError> {
+        let to = self.move_to(seg, "quarantine")?;
+        let rp = to.with_file_name(format!("{}.report.txt", seg.name));
+        kiroku::journal::write_atomic(&rp, report.as_bytes()).map_err(|e| CliError::Io(e.to_string()))?;
+        Ok(to)
+    }
+
+    fn set_head(&self, chain: ChainId, state: &ChainState) -> Result<(), CliError> {
+        let p = self.chain_dir(chain).join(HEAD_FILE);
+        kiroku::journal::write_atomic(&p, &state.next_header().encode()).map_err(|e| CliError::Io(e.to_string()))
+    }
+}
