@@ -203,14 +203,10 @@ pub fn verify_bundle(dir: &Path, trusted: Option<&NoteVerifier>) -> Result<Verif
         String::from_utf8(read("signer.vkey")?).map_err(|_| CliError::Corrupt("signer.vkey is not UTF-8".into()))?;
     let vkey = NoteVerifier::from_key_text(&vkey_text).map_err(|e| CliError::Corrupt(format!("signer.vkey: {e}")))?;
     let mut rep = VerifyReport { signatures_checked: true, ..Default::default() };
-    if let Some(t) = trusted {
-        if *t != vkey {
-            rep.problems.push(format!(
-                "signer.vkey ({}) is not the trusted key ({})",
-                vkey.to_key_text(),
-                t.to_key_text()
-            ));
-        }
+    if let Some(t) = trusted
+        && *t != vkey
+    {
+        rep.problems.push(format!("signer.vkey ({}) is not the trusted key ({})", vkey.to_key_text(), t.to_key_text()));
     }
     let index: BundleIndex =
         serde_json::from_slice(&read("index.json")?).map_err(|e| CliError::Corrupt(format!("index.json: {e}")))?;
