@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, every crate's tests (unit, property, end to
-# end over loopback, interop with real clients). Installs what the suite needs first.
+# end over loopback, crash and tamper suites, interop with real clients: DuckDB,
+# pyarrow, the openai SDK). Installs what the suite needs first (a Python venv in
+# .venv from PyPI); everything it starts is bound to 127.0.0.1 and stopped by it.
 #
 #   scripts/test.sh
 #
 # Long variants (more crash kills, longer fuzzing) run with KIROKU_LONG=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+scripts/setup-interop.sh
 
 echo "== rustfmt"
 cargo fmt --all -- --check

@@ -363,7 +363,9 @@ fn compact_one(
     let mut files = Vec::new();
     for (date, mut rows) in by_date {
         rows.sort_by_key(|r| (r.record.started_at, r.seq));
+        pause_point("before_parquet");
         files.push(write_file(archive, chain, &date, &rows, opts)?);
+        pause_point("after_parquet");
     }
     let entry = manifest.chains.entry(chain.to_string()).or_insert_with(|| ChainEntry::genesis(chain));
     report.files.extend(files.iter().map(|f| f.path.clone()));
@@ -374,17 +376,42 @@ fn compact_one(
     }
     entry.segments.push(seg.name.clone());
     manifest.save(archive)?;
+    pause_point("after_manifest");
     if !seg.sealed {
         // A writer that restarts on this chain must continue after these records.
         spool.set_head(chain, &v.end)?;
     }
     spool.mark_compacted(seg)?;
+    pause_point("after_move");
     *state = v.end;
     report.segments += 1;
     report.records += v.rows.len() as u64;
     report.input_bytes += v.bytes;
     progress(report.records);
     Ok(true)
+}
+
+/// Crash-test hook: with `KIROKU_TEST_PAUSE_AT=<step>[:<n>]` in the environment, the
+/// compactor announces the n-th time (default 1st) it reaches `step` on stderr
+/// (`kiroku-test-pause: <step>`) and stops there, so a test can SIGKILL it at exactly
+/// that point. Steps: `before_parquet`, `after_parquet`, `after_manifest`, `after_move`.
+fn pause_point(step: &str) {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static TARGET: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    static SEEN: AtomicU64 = AtomicU64::new(0);
+    let target = TARGET.get_or_init(|| {
+        let v = std::env::var("KIROKU_TEST_PAUSE_AT").ok()?;
+        let (name, n) = v.split_once(':').map_or((v.as_str(), 1), |(a, b)| (a, b.parse().unwrap_or(1)));
+        Some((name.to_owned(), n))
+    });
+    let Some((name, n)) = target else { return };
+    if name == step && SEEN.fetch_add(1, Ordering::SeqCst) + 1 == *n {
+        eprintln!("kiroku-test-pause: {step}");
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
 }
 
 /// Temp files left by a run that was killed: never part of the archive.

@@ -78,6 +78,72 @@ pub fn all_records(spool: &Path, verifier: &NoteVerifier) -> Vec<Stored> {
 
 pub use kiroku_examples::client::{Conn, Received};
 
+use kiroku::{AuditLayer, Journal, JournalConfig};
+use kiroku_schemas::checkpoint::NoteSigner;
+use std::time::Duration;
+
+/// The sample model behind the audit layer, served on loopback, with its journal in a
+/// temporary directory.
+pub struct AuditedServer {
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    /// Its journal.
+    pub journal: Journal,
+    /// The checkpoint key's verifier.
+    pub verifier: NoteVerifier,
+    /// The checkpoint signing key.
+    pub signer: NoteSigner,
+    /// The directory holding `spool/`.
+    pub dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AuditedServer {
+    /// Start with journal and layer settings.
+    pub async fn start(
+        cfg: impl FnOnce(JournalConfig) -> JournalConfig,
+        layer: impl FnOnce(AuditLayer) -> AuditLayer,
+    ) -> Self {
+        Self::start_with(cfg, layer, kiroku_examples::sample::router()).await
+    }
+
+    /// Start serving `app` (the sample router, possibly wrapped) behind the layer.
+    pub async fn start_with(
+        cfg: impl FnOnce(JournalConfig) -> JournalConfig,
+        layer: impl FnOnce(AuditLayer) -> AuditLayer,
+        app: axum::Router,
+    ) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = NoteSigner::generate("kiroku-e2e").unwrap();
+        let verifier = signer.verifier();
+        let journal = Journal::open(cfg(JournalConfig::new(dir.path().join("spool"), signer.clone()))).unwrap();
+        let app = app.layer(layer(AuditLayer::new(journal.clone())));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            kiroku_examples::sample::serve(listener, app, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        Self { addr, journal, verifier, signer, dir, stop: Some(stop), task }
+    }
+
+    /// Stop serving, seal the journal, read every record back (verified).
+    pub async fn finish(mut self) -> (Vec<Stored>, tempfile::TempDir) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+        self.journal.shutdown().await.unwrap();
+        let records = all_records(&self.dir.path().join("spool"), &self.verifier);
+        (records, self.dir)
+    }
+}
+
 /// A chat completion request for the sample model.
 pub fn chat(prompt: &str, stream: bool) -> serde_json::Value {
     serde_json::json!({

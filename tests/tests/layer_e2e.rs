@@ -2,70 +2,17 @@
 //! `AuditLayer`, real HTTP/1.1 clients, the journal writing real segment files, and the
 //! spool read back and verified (chain, seqs, checkpoints, signatures).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use kiroku::journal::Faults;
 use kiroku::{AuditLayer, Durability, FailurePolicy, Journal, JournalConfig};
-use kiroku_schemas::checkpoint::{NoteSigner, NoteVerifier};
+use kiroku_schemas::checkpoint::NoteSigner;
 use kiroku_schemas::digest::blake3_hex;
 use kiroku_schemas::record::{CaptureMode, Outcome};
-use kiroku_tests::{Conn, Stored, all_records, chat};
+use kiroku_tests::{AuditedServer as Server, Conn, Stored, all_records, chat};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-struct Server {
-    addr: SocketAddr,
-    journal: Journal,
-    verifier: NoteVerifier,
-    dir: tempfile::TempDir,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Server {
-    async fn start(
-        cfg: impl FnOnce(JournalConfig) -> JournalConfig,
-        layer: impl FnOnce(AuditLayer) -> AuditLayer,
-    ) -> Self {
-        Self::start_with(cfg, layer, kiroku_examples::sample::router()).await
-    }
-
-    async fn start_with(
-        cfg: impl FnOnce(JournalConfig) -> JournalConfig,
-        layer: impl FnOnce(AuditLayer) -> AuditLayer,
-        app: axum::Router,
-    ) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let signer = NoteSigner::generate("kiroku-e2e").unwrap();
-        let verifier = signer.verifier();
-        let journal = Journal::open(cfg(JournalConfig::new(dir.path().join("spool"), signer))).unwrap();
-        let app = app.layer(layer(AuditLayer::new(journal.clone())));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            kiroku_examples::sample::serve(listener, app, async {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
-        });
-        Self { addr, journal, verifier, dir, stop: Some(stop), task }
-    }
-
-    /// Stop serving, seal the journal, read every record back (verified).
-    async fn finish(mut self) -> (Vec<Stored>, tempfile::TempDir) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
-        self.journal.shutdown().await.unwrap();
-        let records = all_records(&self.dir.path().join("spool"), &self.verifier);
-        (records, self.dir)
-    }
-}
 
 fn dense(records: &[Stored]) {
     for (i, r) in records.iter().enumerate() {

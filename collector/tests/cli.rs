@@ -1,0 +1,509 @@
+//! The `kiroku` binary end to end: a spool produced by the audited sample model over
+//! real sockets, compacted by the real command, read back by DuckDB and pyarrow
+//! (installed by scripts/test.sh into .venv), tampered with, crashed mid-run, and
+//! turned into evidence bundles checked by kiroku and by an independent Python script.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use kiroku::Durability;
+use kiroku_schemas::segment::{SegmentHeader, SegmentWriter};
+use kiroku_schemas::{AuditRecord, ChainId, Timestamp};
+use kiroku_tests::{AuditedServer, Conn, Stored, chat};
+
+fn kiroku(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiroku")).args(args).output().expect("run kiroku")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+fn python() -> PathBuf {
+    let p = std::env::var_os("KIROKU_PYTHON").map(PathBuf::from).unwrap_or_else(|| repo().join(".venv/bin/python"));
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/test.sh, which installs the interop venv (duckdb, pyarrow, openai, blake3, pynacl)",
+        p.display()
+    );
+    p
+}
+
+struct Fixture {
+    records: Vec<Stored>,
+    signer: kiroku_schemas::checkpoint::NoteSigner,
+    dir: tempfile::TempDir,
+    vkey: PathBuf,
+}
+
+impl Fixture {
+    fn spool(&self) -> String {
+        self.dir.path().join("spool").display().to_string()
+    }
+    fn archive(&self) -> String {
+        self.dir.path().join("archive").display().to_string()
+    }
+    fn vkey(&self) -> String {
+        self.vkey.display().to_string()
+    }
+    fn compact(&self) -> Output {
+        kiroku(&["compact", "--spool", &self.spool(), "--archive", &self.archive(), "--pubkey", &self.vkey()])
+    }
+}
+
+/// `n` requests through the audited sample model, journal sealed every ~64 KiB.
+async fn fixture(n: usize) -> Fixture {
+    let srv = AuditedServer::start(
+        |c| c.durability(Durability::Batched(std::time::Duration::from_millis(5))).segment_max_bytes(64 << 10),
+        |l| l,
+    )
+    .await;
+    let mut conn = Conn::connect(srv.addr).await.unwrap();
+    for i in 0..n {
+        let mut body = chat(&format!("question number {i} about audit logs"), i % 3 == 0);
+        body["model"] = ["sample-1", "sample-2", "sample-3"][i % 3].into();
+        let trace = format!("00-{:032x}-{:016x}-01", i + 1, i + 1);
+        conn.post_json("/v1/chat/completions", &body, &[("traceparent", &trace)]).await.unwrap();
+    }
+    let verifier = srv.verifier.clone();
+    let signer = srv.signer.clone();
+    let (records, dir) = srv.finish().await;
+    let vkey = dir.path().join("signer.vkey");
+    std::fs::write(&vkey, verifier.to_key_text()).unwrap();
+    Fixture { records, signer, dir, vkey }
+}
+
+fn by_model(records: &[Stored]) -> BTreeMap<String, u64> {
+    let mut m = BTreeMap::new();
+    for r in records {
+        let model =
+            r.record.gen_ai.response.model.clone().or(r.record.gen_ai.request.model.clone()).unwrap_or("-".into());
+        *m.entry(model).or_default() += 1;
+    }
+    m
+}
+
+fn read_with_python(archive: &str) -> serde_json::Value {
+    let out = Command::new(python()).arg(repo().join("tests/interop/read_archive.py")).arg(archive).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duckdb_and_pyarrow_read_the_compacted_archive() {
+    let f = fixture(90).await;
+    let out = f.compact();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("90 record(s)"), "{}", text(&out));
+    let got = read_with_python(&f.archive());
+    let expected = by_model(&f.records);
+    for engine in ["duckdb", "pyarrow"] {
+        assert_eq!(got[engine]["rows"], 90, "{engine}");
+        let models: BTreeMap<String, u64> = serde_json::from_value(got[engine]["by_model"].clone()).unwrap();
+        assert_eq!(models, expected, "{engine}: SELECT model, count(*) GROUP BY model");
+    }
+    let today = f.records[0].record.started_at.date_string();
+    assert_eq!(got["duckdb"]["dates"], serde_json::json!([today]), "the Hive partition column");
+    assert_eq!(got["duckdb"]["outcomes"]["completed"], 90);
+    assert_eq!(got["duckdb"]["with_sources"], 90);
+    assert_eq!(got["duckdb"]["started_at_type"], "TIMESTAMP WITH TIME ZONE");
+    // The schema as another engine sees it is stable (checked in).
+    let schema: Vec<String> = serde_json::from_value(got["pyarrow"]["schema"].clone()).unwrap();
+    let path = repo().join("collector/schema/records.v1.pyarrow.txt");
+    let text_schema = schema.join("\n") + "\n";
+    if std::env::var_os("KIROKU_BLESS").is_some() {
+        std::fs::write(&path, &text_schema).unwrap();
+    }
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap_or_default(),
+        text_schema,
+        "archive schema as pyarrow reads it changed"
+    );
+
+    let v = kiroku(&["verify", "--archive", &f.archive(), "--pubkey", &f.vkey()]);
+    assert!(v.status.success(), "{}", text(&v));
+    // Compacting again is a no-op: exactly once.
+    let again = f.compact();
+    assert!(text(&again).contains("compacted 0 segment(s), 0 record(s)"), "{}", text(&again));
+    assert_eq!(read_with_python(&f.archive())["duckdb"]["rows"], 90);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn find_and_explain_use_the_archive() {
+    let f = fixture(12).await;
+    assert!(f.compact().status.success());
+    let target = &f.records[4].record;
+    let found = kiroku(&["find", "--archive", &f.archive(), "--record-id", &target.record_id]);
+    assert!(found.status.success(), "{}", text(&found));
+    assert_eq!(String::from_utf8_lossy(&found.stdout).lines().count(), 1);
+    assert!(text(&found).contains(&target.record_id));
+    let trace = target.trace.trace_id.clone().unwrap();
+    let by_trace = kiroku(&["find", "--archive", &f.archive(), "--trace-id", &trace, "--json"]);
+    let line: serde_json::Value =
+        serde_json::from_slice(by_trace.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(line["record_id"], target.record_id.as_str());
+    // Which inference produced this text? The exact output text finds its record.
+    let text_file = f.dir.path().join("output.txt");
+    std::fs::write(&text_file, kiroku_examples::sample::answer("sample-2", "question number 4 about audit logs"))
+        .unwrap();
+    let by_content =
+        kiroku(&["find", "--archive", &f.archive(), "--content", &text_file.display().to_string(), "--json"]);
+    let rows: Vec<&[u8]> = by_content.stdout.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
+    assert_eq!(rows.len(), 1, "{}", text(&by_content));
+    assert_eq!(AuditRecord::from_json(rows[0]).unwrap().record_id, target.record_id);
+    let by_model = kiroku(&["find", "--archive", &f.archive(), "--model", "sample-3"]);
+    assert_eq!(String::from_utf8_lossy(&by_model.stdout).lines().count(), 4);
+    let today = Timestamp::now().date_string();
+    let none = kiroku(&["find", "--archive", &f.archive(), "--to", "2000-01-01"]);
+    assert_eq!(String::from_utf8_lossy(&none.stdout).lines().count(), 0);
+    let all = kiroku(&["find", "--archive", &f.archive(), "--from", &today]);
+    assert_eq!(String::from_utf8_lossy(&all.stdout).lines().count(), 12, "{}", text(&all));
+
+    let ex = kiroku(&["explain", &target.record_id, "--archive", &f.archive(), "--pubkey", &f.vkey()]);
+    assert!(ex.status.success(), "{}", text(&ex));
+    let page = text(&ex);
+    for want in [
+        "provenance",
+        "sample-2",
+        "rights holder Example",
+        "metadata-header",
+        "sample-moderation",
+        "included in checkpoint of size 12",
+        "signature verified",
+    ] {
+        assert!(page.contains(want), "explain lacks {want:?}:\n{page}");
+    }
+    let missing = kiroku(&["explain", "no-such-id", "--archive", &f.archive()]);
+    assert_eq!(missing.status.code(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evidence_bundles_verify_with_kiroku_and_with_python() {
+    let f = fixture(20).await;
+    assert!(f.compact().status.success());
+    let out = f.dir.path().join("bundle");
+    let ids = [&f.records[3].record.record_id, &f.records[17].record.record_id];
+    let ev = kiroku(&[
+        "evidence",
+        "--archive",
+        &f.archive(),
+        "--record-id",
+        ids[0],
+        "--record-id",
+        ids[1],
+        "--pubkey",
+        &f.vkey(),
+        "--out",
+        &out.display().to_string(),
+    ]);
+    assert!(ev.status.success(), "{}", text(&ev));
+    let v = kiroku(&["verify", "--bundle", &out.display().to_string(), "--pubkey", &f.vkey()]);
+    assert!(v.status.success(), "{}", text(&v));
+    let py = Command::new(python())
+        .arg(repo().join("tests/interop/verify_bundle.py"))
+        .arg(&out)
+        .arg(&f.vkey)
+        .output()
+        .unwrap();
+    assert!(py.status.success(), "{}", text(&py));
+    assert!(text(&py).contains("2 of 2 records verified"));
+
+    // Edit one byte of a record: both verifiers reject the bundle.
+    let rec = out.join(format!("records/{}.json", ids[0]));
+    let mut bytes = std::fs::read(&rec).unwrap();
+    let pos = bytes.windows(6).position(|w| w == b"sample").unwrap();
+    bytes[pos] = b'S';
+    std::fs::write(&rec, bytes).unwrap();
+    assert_eq!(
+        kiroku(&["verify", "--bundle", &out.display().to_string(), "--pubkey", &f.vkey()]).status.code(),
+        Some(1)
+    );
+    let py = Command::new(python()).arg(repo().join("tests/interop/verify_bundle.py")).arg(&out).output().unwrap();
+    assert_eq!(py.status.code(), Some(1), "{}", text(&py));
+    // A bundle from another key is refused against the trusted key.
+    let other = f.dir.path().join("other.vkey");
+    std::fs::write(&other, kiroku_schemas::checkpoint::NoteSigner::generate("x").unwrap().verifier().to_key_text())
+        .unwrap();
+    assert_eq!(
+        kiroku(&["verify", "--bundle", &out.display().to_string(), "--pubkey", &other.display().to_string()])
+            .status
+            .code(),
+        Some(1)
+    );
+}
+
+/// Rewrite one archive file with `edit` applied to its batches (keeping its name).
+fn rewrite(file: &Path, edit: impl Fn(arrow_array::RecordBatch) -> arrow_array::RecordBatch) {
+    let input = std::fs::File::open(file).unwrap();
+    let batches: Vec<_> = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(input)
+        .unwrap()
+        .build()
+        .unwrap()
+        .map(|b| edit(b.unwrap()))
+        .collect();
+    let out = std::fs::File::create(file).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(out, kiroku_collector::columns::schema(), None).unwrap();
+    for b in &batches {
+        w.write(b).unwrap();
+    }
+    w.close().unwrap();
+}
+
+fn first_file(archive: &str) -> PathBuf {
+    let m = kiroku_collector::manifest::Manifest::load(Path::new(archive)).unwrap();
+    Path::new(archive).join(&m.files().next().unwrap().1.path)
+}
+
+fn set_manifest_digest(archive: &str, file: &Path) {
+    let mut m = kiroku_collector::manifest::Manifest::load(Path::new(archive)).unwrap();
+    let digest = kiroku_schemas::digest::blake3_hex(&std::fs::read(file).unwrap());
+    for e in m.chains.values_mut() {
+        for f in &mut e.files {
+            if Path::new(archive).join(&f.path) == file {
+                f.blake3 = digest.clone();
+            }
+        }
+    }
+    m.save(Path::new(archive)).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archive_tampering_is_reported_with_exit_1() {
+    use arrow_array::Array as _;
+    use arrow_array::cast::AsArray;
+    use std::sync::Arc;
+    let f = fixture(30).await;
+    assert!(f.compact().status.success());
+    let pristine = tempfile::tempdir().unwrap();
+    let copy = |from: &str, to: &Path| {
+        let st = Command::new("cp").args(["-a", &format!("{from}/."), &to.display().to_string()]).status().unwrap();
+        assert!(st.success());
+    };
+    copy(&f.archive(), pristine.path());
+    let restore = || {
+        std::fs::remove_dir_all(f.archive()).unwrap();
+        std::fs::create_dir_all(f.archive()).unwrap();
+        copy(&pristine.path().display().to_string(), Path::new(&f.archive()));
+    };
+    let verify = || kiroku(&["verify", "--archive", &f.archive(), "--pubkey", &f.vkey()]);
+    assert!(verify().status.success());
+
+    type Case = (&'static str, Box<dyn Fn(&Path)>, &'static str);
+    let cases: Vec<Case> = vec![
+        (
+            "changed payload",
+            Box::new(|file: &Path| {
+                rewrite(file, |b| {
+                    let idx = b.schema().index_of("payload").unwrap();
+                    let col = b.column(idx).as_binary::<i32>();
+                    let vals: Vec<Vec<u8>> = (0..col.len())
+                        .map(|i| {
+                            let mut v = col.value(i).to_vec();
+                            if i == 0 {
+                                let p = v
+                                    .windows(8)
+                                    .position(|w| w == b"sample-1" || w == b"sample-2" || w == b"sample-3")
+                                    .unwrap();
+                                v[p + 7] = b'9';
+                            }
+                            v
+                        })
+                        .collect();
+                    let mut cols = b.columns().to_vec();
+                    cols[idx] = Arc::new(arrow_array::BinaryArray::from_iter_values(vals));
+                    arrow_array::RecordBatch::try_new(b.schema(), cols).unwrap()
+                });
+            }),
+            "hash does not match the payload",
+        ),
+        ("deleted row", Box::new(|file: &Path| rewrite(file, |b| b.slice(1, b.num_rows() - 1))), "missing (deleted)"),
+        (
+            "replaced file",
+            Box::new(|file: &Path| {
+                let other = std::fs::read_dir(file.parent().unwrap())
+                    .unwrap()
+                    .map(|e| e.unwrap().path())
+                    .find(|p| p != file)
+                    .unwrap();
+                std::fs::copy(other, file).unwrap();
+            }),
+            "differs from the manifest",
+        ),
+        ("removed file", Box::new(|file: &Path| std::fs::remove_file(file).unwrap()), "unreadable"),
+    ];
+    for (name, tamper, expect) in cases {
+        tamper(&first_file(&f.archive()));
+        let out = verify();
+        assert_eq!(out.status.code(), Some(1), "{name}: {}", text(&out));
+        assert!(text(&out).contains(expect), "{name}: expected {expect:?} in\n{}", text(&out));
+        restore();
+    }
+    // An edited analytic column, with the manifest's digest updated to match: the
+    // column no longer matches the payload it is derived from.
+    let file = first_file(&f.archive());
+    rewrite(&file, |b| {
+        let idx = b.schema().index_of("model").unwrap();
+        let mut cols = b.columns().to_vec();
+        cols[idx] = Arc::new(arrow_array::StringArray::from(vec![Some("forged-model"); b.num_rows()]));
+        arrow_array::RecordBatch::try_new(b.schema(), cols).unwrap()
+    });
+    set_manifest_digest(&f.archive(), &file);
+    let out = verify();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("do not match the payloads") && text(&out).contains("model"), "{}", text(&out));
+    restore();
+    assert!(verify().status.success());
+}
+
+fn pause_and_kill(f: &Fixture, step: &str) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiroku"))
+        .args(["compact", "--spool", &f.spool(), "--archive", &f.archive(), "--pubkey", &f.vkey()])
+        .env("KIROKU_TEST_PAUSE_AT", step)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    loop {
+        use std::io::Read;
+        let n = err.read(&mut buf).unwrap();
+        assert!(n > 0, "compactor ended before reaching {step}: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+        if String::from_utf8_lossy(&seen).contains("kiroku-test-pause") {
+            break;
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compactor_killed_at_any_step_leaves_every_record_exactly_once() {
+    let f = fixture(150).await;
+    let segments = std::fs::read_dir(f.dir.path().join("spool"))
+        .unwrap()
+        .flat_map(|c| std::fs::read_dir(c.unwrap().path()).unwrap())
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "seg"))
+        .count();
+    assert!(segments >= 3, "the fixture has several segments ({segments})");
+    let mut kills = 0;
+    for step in
+        ["before_parquet", "after_parquet:2", "after_manifest", "after_move:2", "after_parquet", "after_manifest:2"]
+    {
+        pause_and_kill(&f, step);
+        kills += 1;
+    }
+    let out = f.compact();
+    assert!(out.status.success(), "{}", text(&out));
+    let v = kiroku(&["verify", "--archive", &f.archive(), "--pubkey", &f.vkey()]);
+    assert!(v.status.success(), "after {kills} kills: {}", text(&v));
+    assert!(text(&v).contains("150 record(s)"), "{}", text(&v));
+    let got = read_with_python(&f.archive());
+    assert_eq!(got["duckdb"]["rows"], 150, "every record exactly once");
+    assert_eq!(
+        serde_json::from_value::<BTreeMap<String, u64>>(got["duckdb"]["by_model"].clone()).unwrap(),
+        by_model(&f.records)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_segment_is_quarantined_and_other_chains_go_on() {
+    let f = fixture(40).await;
+    let spool = f.dir.path().join("spool");
+    let chain_dir = std::fs::read_dir(&spool).unwrap().next().unwrap().unwrap().path();
+    // A second chain from another writer in the same spool.
+    let other =
+        kiroku::Journal::open(kiroku::JournalConfig::new(&spool, f.signer.clone()).writer_name("other")).unwrap();
+    for i in 0..3 {
+        let mut r = AuditRecord::new(format!("other-{i}"), Timestamp::now());
+        r.gen_ai.request.model = Some("other-model".into());
+        other.append(r).await.unwrap();
+    }
+    other.shutdown().await.unwrap();
+    let mut segs: Vec<PathBuf> = std::fs::read_dir(&chain_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    segs.sort();
+    assert!(segs.len() >= 2);
+    // Flip a byte in the middle of the first segment.
+    let mut bytes = std::fs::read(&segs[0]).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&segs[0], bytes).unwrap();
+    let out = f.compact();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("QUARANTINED") && text(&out).contains("waiting behind a quarantined segment"),
+        "{}",
+        text(&out)
+    );
+    let name = segs[0].file_name().unwrap().to_string_lossy().into_owned();
+    let chain = chain_dir.file_name().unwrap().to_string_lossy().into_owned();
+    let q = spool.join("quarantine").join(&chain);
+    assert!(q.join(&name).exists(), "moved to quarantine, never dropped");
+    let report = std::fs::read_to_string(q.join(format!("{name}.report.txt"))).unwrap();
+    assert!(report.contains("byte offset") && report.contains("seq"), "{report}");
+    assert!(segs[1].exists(), "later segments of the chain wait in the spool");
+    assert!(text(&out).contains("3 record(s)"), "the other chain was compacted: {}", text(&out));
+    let found = kiroku(&["find", "--archive", &f.archive(), "--model", "other-model"]);
+    assert_eq!(String::from_utf8_lossy(&found.stdout).lines().count(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_segment_whose_writer_is_gone_reaches_the_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = kiroku_schemas::checkpoint::NoteSigner::generate("orphan").unwrap();
+    let vkey = dir.path().join("signer.vkey");
+    std::fs::write(&vkey, signer.verifier().to_key_text()).unwrap();
+    let chain = ChainId::new_v7();
+    let chain_dir = dir.path().join("spool").join(chain.to_string());
+    std::fs::create_dir_all(&chain_dir).unwrap();
+    // A writer that died: a lock file nobody holds, an open segment with a torn tail.
+    std::fs::write(chain_dir.join("lock"), b"").unwrap();
+    let mut w = SegmentWriter::new(Vec::new(), SegmentHeader::genesis(chain)).unwrap();
+    for seq in 0..5u64 {
+        let mut r = AuditRecord::new(format!("orphan-{seq}"), Timestamp::now());
+        r.chain_id = chain;
+        r.seq = seq;
+        r.http.method = "POST".into();
+        r.http.route = "/v1/chat/completions".into();
+        r.gen_ai.request.model = Some("last-words".into());
+        w.append_record(&r.to_json()).unwrap();
+        if seq == 2 {
+            w.append_checkpoint(&signer, "kiroku", Timestamp::now()).unwrap();
+        }
+    }
+    let mut bytes = w.into_inner();
+    bytes.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7]); // torn final frame
+    std::fs::write(chain_dir.join("00000000000000000000.open"), bytes).unwrap();
+    let (spool, archive) =
+        (dir.path().join("spool").display().to_string(), dir.path().join("archive").display().to_string());
+    let out = kiroku(&["compact", "--spool", &spool, "--archive", &archive, "--pubkey", &vkey.display().to_string()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("5 record(s)")
+            && text(&out).contains("1 from writers that are gone")
+            && text(&out).contains("torn tail"),
+        "{}",
+        text(&out)
+    );
+    let found = kiroku(&["find", "--archive", &archive, "--model", "last-words"]);
+    assert_eq!(
+        String::from_utf8_lossy(&found.stdout).lines().count(),
+        5,
+        "a dead instance's last records reach the archive"
+    );
+    // The writer that comes back continues after them.
+    let head = std::fs::read(chain_dir.join("head")).unwrap();
+    let h = kiroku_schemas::segment::SegmentReader::open(&head[..]).unwrap();
+    assert_eq!(h.header().first_seq, 5);
+}

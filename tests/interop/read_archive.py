@@ -1,0 +1,39 @@
+#!/usr/bin/env python3
+"""Read a kiroku archive with DuckDB and with pyarrow, independently, and print the
+figures the Rust interop test compares with kiroku's own: row counts, rows per model,
+the Hive partition column, and the Parquet schema.
+
+    read_archive.py ARCHIVE_DIR
+"""
+import json
+import sys
+
+import duckdb
+import pyarrow.dataset as ds
+
+
+def main() -> int:
+    archive = sys.argv[1]
+    glob = f"{archive}/records/*/*.parquet"
+    con = duckdb.connect()
+    rows = con.execute(f"SELECT count(*) FROM read_parquet('{glob}', hive_partitioning = true)").fetchone()[0]
+    by_model = dict(con.execute(f"SELECT coalesce(model, '-'), count(*) FROM read_parquet('{glob}', hive_partitioning = true) GROUP BY 1").fetchall())
+    dates = [r[0] for r in con.execute(f"SELECT DISTINCT CAST(date AS VARCHAR) FROM read_parquet('{glob}', hive_partitioning = true) ORDER BY 1").fetchall()]
+    outcomes = dict(con.execute(f"SELECT outcome, count(*) FROM read_parquet('{glob}', hive_partitioning = true) GROUP BY 1").fetchall())
+    sources = con.execute(f"SELECT count(*) FROM read_parquet('{glob}') WHERE len(output_sources) > 0").fetchone()[0]
+    ts_type = con.execute(f"SELECT typeof(started_at) FROM read_parquet('{glob}') LIMIT 1").fetchone()[0]
+
+    dataset = ds.dataset(f"{archive}/records", format="parquet", partitioning="hive")
+    table = dataset.to_table()
+    pa_by_model = {}
+    for m in table.column("model").to_pylist():
+        pa_by_model[m or "-"] = pa_by_model.get(m or "-", 0) + 1
+    print(json.dumps({
+        "duckdb": {"rows": rows, "by_model": by_model, "dates": dates, "outcomes": outcomes, "with_sources": sources, "started_at_type": ts_type},
+        "pyarrow": {"rows": table.num_rows, "by_model": pa_by_model, "schema": [f"{f.name}: {f.type}" for f in dataset.schema]},
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
