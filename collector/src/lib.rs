@@ -19,6 +19,7 @@ pub mod compact;
 pub mod error;
 pub mod evidence;
 pub mod manifest;
+pub mod proxy;
 pub mod spool;
 pub mod verify;
 

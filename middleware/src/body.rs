@@ -51,12 +51,19 @@ where
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = self.project();
-        let r = ready!(this.inner.poll_frame(cx));
+        let mut inner = this.inner;
+        let r = ready!(inner.as_mut().poll_frame(cx));
         match &r {
             Some(Ok(f)) => {
-                if let Some(d) = f.data_ref() {
-                    this.exchange.with_request(|q| q.tap.observe(d));
-                }
+                // The consumer may never poll again after the last frame (hyper checks
+                // `is_end_stream` instead), so completeness is noted here too.
+                let end = inner.is_end_stream();
+                this.exchange.with_request(|q| {
+                    if let Some(d) = f.data_ref() {
+                        q.tap.observe(d);
+                    }
+                    q.complete |= end;
+                });
             }
             Some(Err(e)) => this.exchange.with_request(|q| q.error = Some(e.to_string())),
             None => this.exchange.with_request(|q| q.complete = true),

@@ -28,6 +28,9 @@ pub struct Annotations {
     pub safeguards: Vec<SafeguardDecision>,
     /// Free attributes.
     pub attributes: BTreeMap<String, String>,
+    /// What went wrong, when the service knows better than the status code (a proxy's
+    /// "upstream connection refused"); becomes the record's `http.error`.
+    pub error: Option<String>,
 }
 
 macro_rules! overlay {
@@ -62,6 +65,9 @@ impl Annotations {
         }
         if self.disclosure.is_some() {
             rec.disclosure = self.disclosure;
+        }
+        if self.error.is_some() {
+            rec.http.error = self.error;
         }
     }
 }

@@ -72,6 +72,7 @@ where
         let journal = &self.cfg.journal;
         if journal.failure_policy() == FailurePolicy::FailClosed && !journal.is_healthy() {
             let reason = journal.failure_reason().unwrap_or_default();
+            journal.note_refusal();
             return ResponseFuture::refused(&reason);
         }
         let started_at = Timestamp::now();

@@ -10,6 +10,7 @@ mod explain;
 mod find;
 mod keygen;
 mod output;
+mod proxy;
 mod verify;
 
 use std::io::IsTerminal as _;
@@ -50,6 +51,8 @@ pub enum Command {
     Evidence(evidence::Args),
     /// Create a checkpoint signing key.
     Keygen(keygen::Args),
+    /// An audited reverse proxy in front of any OpenAI- or Anthropic-compatible API.
+    Proxy(proxy::Args),
 }
 
 /// Entry point of the binary.
@@ -64,6 +67,7 @@ pub fn main() -> ExitCode {
         Command::Explain(a) => explain::run(a),
         Command::Evidence(a) => evidence::run(a),
         Command::Keygen(a) => keygen::run(a),
+        Command::Proxy(a) => proxy::run(a),
     };
     match result {
         Ok(code) => code,

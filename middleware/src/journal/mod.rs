@@ -253,6 +253,7 @@ pub(crate) struct Shared {
     pub(crate) fsyncs: AtomicU64,
     pub(crate) fsync_nanos: AtomicU64,
     pub(crate) segments_sealed: AtomicU64,
+    pub(crate) refused: AtomicU64,
     pub(crate) last_error: Mutex<Option<String>>,
 }
 
@@ -273,6 +274,8 @@ pub struct JournalMetrics {
     pub fsync_nanos: u64,
     /// Segments sealed.
     pub segments_sealed: u64,
+    /// Requests refused with 503 under `FailClosed`.
+    pub requests_refused: u64,
     /// True while the journal can write.
     pub healthy: bool,
 }
@@ -396,6 +399,11 @@ impl Journal {
         self.inner.shared.last_error.lock().ok().and_then(|e| e.clone()).or_else(|| Some("journal failed".into()))
     }
 
+    /// Count a request refused because the journal could not write.
+    pub(crate) fn note_refusal(&self) {
+        self.inner.shared.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counters.
     pub fn metrics(&self) -> JournalMetrics {
         let s = &self.inner.shared;
@@ -407,6 +415,7 @@ impl Journal {
             fsyncs: s.fsyncs.load(Ordering::Relaxed),
             fsync_nanos: s.fsync_nanos.load(Ordering::Relaxed),
             segments_sealed: s.segments_sealed.load(Ordering::Relaxed),
+            requests_refused: s.refused.load(Ordering::Relaxed),
             healthy: self.is_healthy(),
         }
     }

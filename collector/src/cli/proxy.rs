@@ -1,0 +1,111 @@
+//! `kiroku proxy`: the audited reverse proxy.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use kiroku::{AuditLayer, Durability, FailurePolicy, Journal, JournalConfig};
+use kiroku_schemas::checkpoint::NoteSigner;
+use kiroku_schemas::record::CaptureMode;
+
+use crate::error::CliError;
+use crate::proxy::{ProxyConfig, run as run_proxy};
+
+/// Arguments.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Address clients connect to (HTTP/1.1 and h2c).
+    #[arg(long, env = "KIROKU_LISTEN", default_value = "127.0.0.1:8787")]
+    listen: SocketAddr,
+    /// Upstream base URL, e.g. https://api.openai.com or http://127.0.0.1:8000.
+    #[arg(long, env = "KIROKU_UPSTREAM")]
+    upstream: http::Uri,
+    /// Journal spool directory.
+    #[arg(long, env = "KIROKU_SPOOL")]
+    spool: PathBuf,
+    /// Checkpoint signing key (`kiroku keygen`; mode 0600).
+    #[arg(long, env = "KIROKU_KEY")]
+    key: PathBuf,
+    /// When a record counts as durable.
+    #[arg(long, value_parser = ["buffered", "batched", "sync"], default_value = "batched")]
+    durability: String,
+    /// fsync interval for --durability batched, in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    batch_ms: u64,
+    /// What to do when the journal cannot write: keep serving (open) or refuse with 503 (closed).
+    #[arg(long, value_parser = ["open", "closed"], default_value = "closed")]
+    on_journal_failure: String,
+    /// How much of each body to keep.
+    #[arg(long, value_parser = ["none", "digest", "redacted", "full"], default_value = "redacted")]
+    capture: String,
+    /// Address for /healthz and /metrics.
+    #[arg(long, env = "KIROKU_ADMIN")]
+    admin: Option<SocketAddr>,
+    /// Name that lets a restarted proxy take back its chain.
+    #[arg(long, default_value = "proxy")]
+    writer_name: String,
+    /// Seconds to wait for the upstream's response head.
+    #[arg(long, default_value_t = 300)]
+    upstream_timeout: u64,
+    /// Extra CA certificates (PEM) for an HTTPS upstream.
+    #[arg(long)]
+    upstream_ca: Option<PathBuf>,
+}
+
+pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
+    if a.upstream.scheme_str().is_none_or(|s| s != "http" && s != "https") || a.upstream.authority().is_none() {
+        return Err(CliError::Usage(format!("--upstream {} must be an http:// or https:// URL", a.upstream)));
+    }
+    let signer = NoteSigner::load(&a.key).map_err(|e| CliError::Usage(e.to_string()))?;
+    let durability = match a.durability.as_str() {
+        "buffered" => Durability::Buffered,
+        "sync" => Durability::Sync,
+        _ => Durability::Batched(Duration::from_millis(a.batch_ms)),
+    };
+    let policy = if a.on_journal_failure == "open" { FailurePolicy::FailOpen } else { FailurePolicy::FailClosed };
+    let capture = match a.capture.as_str() {
+        "none" => CaptureMode::None,
+        "digest" => CaptureMode::Digest,
+        "full" => CaptureMode::Full,
+        _ => CaptureMode::Redacted,
+    };
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| CliError::Io(e.to_string()))?;
+    rt.block_on(async {
+        let journal = Journal::open(
+            JournalConfig::new(&a.spool, signer).durability(durability).on_failure(policy).writer_name(&a.writer_name),
+        )
+        .map_err(|e| CliError::Io(e.to_string()))?;
+        if let Some(r) = journal.recovery() {
+            eprintln!("kiroku proxy: {r}");
+        }
+        let chain = journal.chain_id();
+        let layer = AuditLayer::new(journal).capture(capture);
+        let cfg = ProxyConfig {
+            listen: a.listen,
+            admin: a.admin,
+            upstream: a.upstream.clone(),
+            upstream_timeout: Duration::from_secs(a.upstream_timeout),
+            upstream_ca: a.upstream_ca,
+        };
+        let shutdown = async {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => return std::future::pending().await,
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        };
+        run_proxy(cfg, layer, shutdown, |addr, admin| {
+            println!("kiroku proxy listening on {addr} -> {} (chain {chain})", a.upstream);
+            if let Some(ad) = admin {
+                println!("admin on {ad} (/healthz, /metrics)");
+            }
+        })
+        .await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

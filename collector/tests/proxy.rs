@@ -1,0 +1,192 @@
+//! `kiroku proxy` as a process in front of the sample model, driven by the official
+//! openai Python SDK, an h2c client, and a client that leaves early; then stopped with
+//! SIGTERM and its sealed spool read back.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use kiroku_schemas::checkpoint::NoteSigner;
+use kiroku_schemas::record::Outcome;
+use kiroku_tests::read_spool;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+fn python() -> PathBuf {
+    let p = std::env::var_os("KIROKU_PYTHON").map(PathBuf::from).unwrap_or_else(|| repo().join(".venv/bin/python"));
+    assert!(p.exists(), "{} is missing: run scripts/test.sh, which installs the interop venv", p.display());
+    p
+}
+
+struct Proxy {
+    child: Child,
+    addr: SocketAddr,
+    admin: SocketAddr,
+}
+
+fn start_proxy(dir: &Path, name: &str, upstream: &str, key: &Path) -> Proxy {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiroku"))
+        .args([
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--upstream",
+            upstream,
+            "--durability",
+            "sync",
+        ])
+        .arg("--spool")
+        .arg(dir.join(name))
+        .arg("--key")
+        .arg(key)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let addr = first.split_whitespace().nth(4).unwrap().parse().unwrap_or_else(|e| panic!("{first}: {e}"));
+    let second = lines.next().unwrap().unwrap();
+    let admin = second.split_whitespace().nth(2).unwrap().parse().unwrap();
+    std::thread::spawn(move || for _ in lines {});
+    Proxy { child, addr, admin }
+}
+
+fn terminate(mut p: Proxy) {
+    let st = Command::new("kill").args(["-TERM", &p.child.id().to_string()]).status().unwrap();
+    assert!(st.success());
+    let exit = p.child.wait().unwrap();
+    assert!(exit.success(), "proxy exited with {exit}");
+}
+
+async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use http_body_util::BodyExt;
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get(path)
+        .header("host", addr.to_string())
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = tx.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    (status, String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes()).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_sdk_through_the_proxy_sees_what_it_sees_directly_and_every_call_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = NoteSigner::generate("kiroku-proxy-test").unwrap();
+    let key = dir.path().join("signer.key");
+    signer.save(&key).unwrap();
+
+    // The upstream: the sample model, unaudited.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    tokio::spawn(kiroku_examples::sample::serve(listener, kiroku_examples::sample::router(), std::future::pending()));
+    // An upstream that is down: a port nobody listens on.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+
+    let proxy = start_proxy(dir.path(), "spool", &format!("http://{upstream}"), &key);
+    let down = start_proxy(dir.path(), "spool-down", &format!("http://{dead}"), &key);
+
+    let py = tokio::task::spawn_blocking({
+        let (p, d) = (proxy.addr, down.addr);
+        move || {
+            Command::new(python())
+                .arg(repo().join("tests/interop/openai_sdk.py"))
+                .args([format!("http://{p}"), format!("http://{upstream}"), format!("http://{d}")])
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(py.status.success(), "{}{}", String::from_utf8_lossy(&py.stdout), String::from_utf8_lossy(&py.stderr));
+    let sdk: serde_json::Value = serde_json::from_slice(&py.stdout).unwrap();
+
+    // The SDK saw exactly what it sees without the proxy.
+    assert_eq!(sdk["proxy"]["plain"]["object"], sdk["direct"]["plain"]["object"]);
+    assert_eq!(sdk["proxy"]["plain"]["blake3"], sdk["direct"]["plain"]["blake3"]);
+    assert_eq!(sdk["proxy"]["stream"]["events"], sdk["direct"]["stream"]["events"], "same SSE events");
+    assert_eq!(sdk["proxy"]["stream_raw"]["blake3"], sdk["direct"]["stream_raw"]["blake3"], "same bytes");
+    assert_eq!(sdk["down"]["status"], 502);
+    assert!(sdk["down"]["message"].as_str().unwrap().contains("unreachable"), "{}", sdk["down"]);
+
+    // h2c (prior knowledge) through the proxy.
+    {
+        use http_body_util::BodyExt;
+        let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        let (mut tx, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let body = kiroku_tests::chat("over h2c", false).to_string();
+        let req = http::Request::post(format!("http://{}/v1/chat/completions", proxy.addr))
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .unwrap();
+        let resp = tx.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert!(String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes()).contains("over h2c"));
+    }
+
+    let (st, health) = get(proxy.admin, "/healthz").await;
+    assert_eq!((st, health.as_str()), (200, "ok\n"));
+    let (_, metrics) = get(proxy.admin, "/metrics").await;
+    assert!(
+        metrics.contains("kiroku_records_written_total") && metrics.contains("kiroku_proxy_requests_total 5"),
+        "{metrics}"
+    );
+
+    terminate(proxy);
+    terminate(down);
+
+    let records: Vec<_> = read_spool(&dir.path().join("spool"), &signer.verifier()).into_values().flatten().collect();
+    assert_eq!(records.len(), 5, "one record per call");
+    let r: Vec<_> = records.iter().map(|s| &s.record).collect();
+    assert_eq!(r[0].http.outcome, Outcome::Completed);
+    assert_eq!(
+        r[0].http.response.blake3.as_deref(),
+        sdk["proxy"]["plain"]["blake3"].as_str(),
+        "digest of the bytes the SDK received"
+    );
+    assert_eq!(r[0].provenance.output_digest.as_deref(), sdk["proxy"]["plain"]["text_blake3"].as_str());
+    assert_eq!(r[0].gen_ai.request.temperature, Some(0.3));
+    assert_eq!(r[1].http.response.blake3.as_deref(), sdk["proxy"]["stream_raw"]["blake3"].as_str());
+    assert!(r[1].http.streaming && r[1].gen_ai.usage.output_tokens.is_some());
+    assert_eq!(
+        r[2].provenance.output_digest.as_deref(),
+        sdk["proxy"]["stream"]["text_blake3"].as_str(),
+        "streamed text digest"
+    );
+    assert_eq!(r[3].http.outcome, Outcome::Aborted, "{:?}", r[3].http);
+    assert_eq!(r[4].http.outcome, Outcome::Completed);
+    for rec in &r {
+        assert!(rec.caller.subject.as_deref().is_some_and(|s| s.starts_with("key:")) || rec.caller.subject.is_none());
+    }
+    let down_records: Vec<_> =
+        read_spool(&dir.path().join("spool-down"), &signer.verifier()).into_values().flatten().collect();
+    assert_eq!(down_records.len(), 1);
+    let d = &down_records[0].record;
+    assert_eq!((d.http.status, d.http.outcome), (Some(502), Outcome::Error));
+    assert!(d.http.error.as_deref().unwrap_or_default().contains("unreachable"), "{:?}", d.http.error);
+
+    // The upstream's Authorization passed through, and is nowhere in the spool.
+    for spool in ["spool", "spool-down"] {
+        for chain in std::fs::read_dir(dir.path().join(spool)).unwrap() {
+            for f in std::fs::read_dir(chain.unwrap().path()).unwrap() {
+                let bytes = std::fs::read(f.unwrap().path()).unwrap();
+                assert!(!String::from_utf8_lossy(&bytes).contains("SECRET"), "the API key reached the spool");
+            }
+        }
+    }
+}
