@@ -34,3 +34,8 @@ pub use handle::{Annotations, AuditHandle};
 pub use journal::{Durability, FailurePolicy, Journal, JournalConfig};
 pub use layer::AuditLayer;
 pub use service::AuditService;
+
+/// The README's Rust samples compile (as doctests).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
