@@ -116,7 +116,15 @@ fn client(cfg: &ProxyConfig) -> Result<HttpsClient, CliError> {
         .map_err(|e| CliError::Usage(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().build();
+    let mut http = HttpConnector::new();
+    // Streamed tokens are small writes: never let Nagle's algorithm hold them back.
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
     Ok(Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(https))
 }
 
@@ -323,6 +331,7 @@ pub async fn run(
                         continue;
                     }
                 };
+                let _ = stream.set_nodelay(true);
                 let svc = svc.clone();
                 let hyper_svc = TowerToHyperService::new(tower::util::MapRequestLayer::new(move |mut r: Request<Incoming>| {
                     r.extensions_mut().insert(peer);

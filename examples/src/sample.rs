@@ -254,6 +254,11 @@ pub async fn serve(
     app: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt as _;
+    // Streamed chunks are small writes: never let Nagle's algorithm hold them back.
+    let listener = listener.tap_io(|s| {
+        let _ = s.set_nodelay(true);
+    });
     axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await

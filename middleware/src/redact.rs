@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use regex_lite::Regex;
+use regex::bytes::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 use serde_json::Value;
 
 type Check = fn(&str) -> bool;
@@ -27,6 +27,8 @@ struct Rule {
 #[derive(Clone, Default)]
 pub struct Redactor {
     rules: Vec<Rule>,
+    /// All rules at once: one pass tells which rules can match at all.
+    set: Option<RegexSet>,
     remove: Vec<Vec<String>>,
 }
 
@@ -44,16 +46,18 @@ impl std::fmt::Debug for Redactor {
 #[error("invalid redaction pattern {name:?}: {source}")]
 pub struct PatternError {
     name: String,
-    source: regex_lite::Error,
+    source: regex::Error,
+}
+
+/// Patterns are ASCII (word boundaries, digits, classes): fast DFA matching, and
+/// Japanese text next to a number is a boundary.
+fn compile(pattern: &str) -> Result<Regex, regex::Error> {
+    RegexBuilder::new(pattern).unicode(false).build()
 }
 
 fn rule(name: &str, pattern: &str, check: Option<Check>) -> Rule {
     // The built-in patterns are fixed strings tested below; they always compile.
-    Rule {
-        name: name.into(),
-        re: Regex::new(pattern).unwrap_or_else(|e| panic!("built-in pattern {name}: {e}")),
-        check,
-    }
+    Rule { name: name.into(), re: compile(pattern).unwrap_or_else(|e| panic!("built-in pattern {name}: {e}")), check }
 }
 
 impl Redactor {
@@ -91,14 +95,22 @@ impl Redactor {
                 None,
             ),
         ];
-        Self { rules, remove: Vec::new() }
+        Self::with_rules(rules)
+    }
+
+    fn with_rules(rules: Vec<Rule>) -> Self {
+        let set = RegexSetBuilder::new(rules.iter().map(|r| r.re.as_str())).unicode(false).build().ok();
+        Self { rules, set, remove: Vec::new() }
     }
 
     /// Add a custom rule: matches of `pattern` become `[REDACTED:<name>]`.
     pub fn pattern(mut self, name: &str, pattern: &str) -> Result<Self, PatternError> {
-        let re = Regex::new(pattern).map_err(|source| PatternError { name: name.to_owned(), source })?;
+        let re = compile(pattern).map_err(|source| PatternError { name: name.to_owned(), source })?;
         self.rules.push(Rule { name: name.into(), re, check: None });
-        Ok(self)
+        let remove = std::mem::take(&mut self.remove);
+        let mut out = Self::with_rules(self.rules);
+        out.remove = remove;
+        Ok(out)
     }
 
     /// Remove a JSON field before storing: a dotted path from the document root, `*`
@@ -110,21 +122,27 @@ impl Redactor {
 
     /// Redact a text.
     pub fn redact_text(&self, text: &str) -> String {
-        let mut out = text.to_owned();
-        for r in &self.rules {
-            if !r.re.is_match(&out) {
-                continue;
-            }
-            let replaced = r.re.replace_all(&out, |caps: &regex_lite::Captures<'_>| {
+        let hits: Vec<usize> = match &self.set {
+            Some(set) => set.matches(text.as_bytes()).into_iter().collect(),
+            None => (0..self.rules.len()).collect(),
+        };
+        if hits.is_empty() {
+            return text.to_owned();
+        }
+        let mut out = text.as_bytes().to_vec();
+        for i in hits {
+            let r = &self.rules[i];
+            let replaced = r.re.replace_all(&out, |caps: &regex::bytes::Captures<'_>| {
                 let m = &caps[0];
                 match r.check {
-                    Some(check) if !check(m) => m.to_owned(),
-                    _ => format!("[REDACTED:{}]", r.name),
+                    Some(check) if !check(&String::from_utf8_lossy(m)) => m.to_vec(),
+                    _ => format!("[REDACTED:{}]", r.name).into_bytes(),
                 }
             });
             out = replaced.into_owned();
         }
-        out
+        // Matches are ASCII and replacements are ASCII: the text stays valid UTF-8.
+        String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
     }
 
     /// Redact a body: JSON field by field when it parses, text otherwise. Invalid UTF-8

@@ -1,0 +1,138 @@
+//! Compaction throughput for 1 KiB records against DuckDB converting the same records
+//! from JSON lines to Parquet, in the same run; archive size against the raw segments.
+//!
+//! `cargo bench -p kiroku-collector --bench compact` (needs .venv from scripts/test.sh
+//! for the DuckDB baseline; `KIROKU_BENCH_RECORDS` sets the record count, default 200000).
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use kiroku::{Durability, Journal, JournalConfig};
+use kiroku_collector::compact::{CompactOptions, compact};
+use kiroku_collector::spool::LocalSpool;
+use kiroku_schemas::checkpoint::NoteSigner;
+use kiroku_schemas::record::{OutputSource, Watermark};
+use kiroku_schemas::segment::{FrameKind, SegmentReader};
+use kiroku_schemas::{AuditRecord, Timestamp};
+
+fn record(i: usize) -> AuditRecord {
+    let mut r = AuditRecord::new(format!("01a2c0de-0000-7000-8000-{i:012}"), Timestamp::now());
+    r.http.method = "POST".into();
+    r.http.route = "/v1/chat/completions".into();
+    r.http.status = Some(200);
+    r.http.response.bytes = 2048;
+    r.http.response.blake3 = Some(kiroku_schemas::digest::blake3_hex(&i.to_le_bytes()));
+    r.gen_ai.request.model = Some(["sample-1", "sample-2", "sample-3"][i % 3].into());
+    r.gen_ai.response.model = r.gen_ai.request.model.clone();
+    r.gen_ai.usage.input_tokens = Some(100 + (i % 50) as u64);
+    r.gen_ai.usage.output_tokens = Some(200 + (i % 70) as u64);
+    r.gen_ai.response.finish_reasons = vec!["stop".into()];
+    r.trace.trace_id = Some(format!("{:032x}", i * 7919));
+    r.provenance.output_digest = Some(kiroku_schemas::digest::blake3_hex(&(i * 3).to_le_bytes()));
+    r.output_sources.push(OutputSource {
+        uri: format!("https://docs.example.jp/doc/{}", i % 100),
+        rights_holder: Some("Example KK".into()),
+        score: Some(0.8),
+        ..Default::default()
+    });
+    r.watermarks.push(Watermark {
+        scheme: "metadata-header".into(),
+        key_id: Some("wm-2026".into()),
+        ..Default::default()
+    });
+    r.attributes.insert("tenant".into(), format!("tenant-{}", i % 10));
+    r.attributes.insert("pad".into(), "x".repeat(120));
+    r
+}
+
+fn dir_bytes(p: &Path) -> u64 {
+    std::fs::read_dir(p).map_or(0, |rd| {
+        rd.flatten()
+            .map(|e| if e.path().is_dir() { dir_bytes(&e.path()) } else { e.metadata().map_or(0, |m| m.len()) })
+            .sum()
+    })
+}
+
+fn main() {
+    let n: usize = std::env::var("KIROKU_BENCH_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
+    let work = tempfile::tempdir().expect("tempdir");
+    let spool = work.path().join("spool");
+    let signer = NoteSigner::generate("bench").expect("key");
+    let verifier = signer.verifier();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let j = Journal::open(JournalConfig::new(&spool, signer).durability(Durability::Buffered)).expect("journal");
+        for i in 0..n {
+            j.append(record(i)).await.expect("append");
+        }
+        j.shutdown().await.expect("shutdown");
+    });
+    // The same records as JSON lines, for the DuckDB baseline.
+    let jsonl = work.path().join("records.jsonl");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&jsonl).expect("jsonl"));
+    let mut payload_bytes = 0u64;
+    for chain in std::fs::read_dir(&spool).expect("spool") {
+        let mut files: Vec<_> = std::fs::read_dir(chain.expect("entry").path())
+            .expect("chain")
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+            .collect();
+        files.sort();
+        for f in files {
+            let bytes = std::fs::read(&f).expect("segment");
+            for frame in SegmentReader::open(&bytes[..]).expect("header").flatten() {
+                if frame.kind == FrameKind::Record {
+                    payload_bytes += frame.payload.len() as u64;
+                    out.write_all(&frame.payload).and_then(|()| out.write_all(b"\n")).expect("write");
+                }
+            }
+        }
+    }
+    out.flush().expect("flush");
+    drop(out);
+    let spool_bytes = dir_bytes(&spool);
+    println!("{n} records, mean payload {} B, segments {:.1} MB", payload_bytes / n as u64, spool_bytes as f64 / 1e6);
+
+    let archive = work.path().join("archive");
+    let t = Instant::now();
+    let report =
+        compact(&LocalSpool::new(&spool), &archive, &CompactOptions::new(verifier), &mut |_| {}).expect("compact");
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(report.records, n as u64);
+    let archive_bytes = dir_bytes(&archive.join("records"));
+    println!(
+        "kiroku compact: {secs:.2}s, {:.0} records/s, {:.0} MB/s of segments, archive {:.1} MB ({:.2}x of segments), 1 thread, verification included",
+        n as f64 / secs,
+        spool_bytes as f64 / 1e6 / secs,
+        archive_bytes as f64 / 1e6,
+        archive_bytes as f64 / spool_bytes as f64
+    );
+
+    let py = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    if !py.exists() {
+        println!("DuckDB baseline skipped: run scripts/setup-interop.sh first");
+        return;
+    }
+    let script = format!(
+        "import duckdb, time, os\ncon = duckdb.connect()\nt = time.perf_counter()\ncon.execute(\"COPY (SELECT * FROM read_json('{0}', format='newline_delimited')) TO '{1}' (FORMAT parquet, COMPRESSION zstd)\")\ns = time.perf_counter() - t\nprint(f'{{s:.3f}} {{os.path.getsize(\"{1}\")}} {{duckdb.__version__}} {{con.execute(\"SELECT current_setting(\\'threads\\')\").fetchone()[0]}}')\n",
+        jsonl.display(),
+        work.path().join("duckdb.parquet").display()
+    );
+    let o = Command::new(py).arg("-c").arg(script).output().expect("python");
+    let text = String::from_utf8_lossy(&o.stdout);
+    let parts: Vec<&str> = text.split_whitespace().collect();
+    if let [s, size, version, threads] = parts[..] {
+        let s: f64 = s.parse().unwrap_or(f64::NAN);
+        println!(
+            "DuckDB {version} read_json -> Parquet (zstd): {s:.2}s, {:.0} records/s, file {:.1} MB, {threads} threads, no verification",
+            n as f64 / s,
+            size.parse::<f64>().unwrap_or(0.0) / 1e6
+        );
+        println!("ratio kiroku/DuckDB records/s: {:.2}", (n as f64 / secs) / (n as f64 / s));
+    } else {
+        println!("DuckDB baseline failed: {}{}", text, String::from_utf8_lossy(&o.stderr));
+    }
+}

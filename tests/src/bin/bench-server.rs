@@ -1,0 +1,68 @@
+//! Servers for the end-to-end benchmarks (loopback only).
+//!
+//! `bench-server bare|audited|sample ADDR [SPOOL]`
+//!
+//! - `bare`: POST anything, get a 2 KiB JSON answer (a 4 KiB exchange with a 2 KiB request).
+//! - `audited`: the same service behind `AuditLayer` (Batched 100 ms), journal in SPOOL.
+//! - `sample`: the sample OpenAI-compatible model, unaudited (an upstream for the proxy).
+//!
+//! Prints `listening on <addr>`; SIGTERM stops it (and seals the journal).
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::post;
+use kiroku::{AuditLayer, Durability, Journal, JournalConfig};
+use kiroku_schemas::checkpoint::NoteSigner;
+
+fn answer() -> String {
+    let mut s = String::from(
+        r#"{"id":"chatcmpl-bench","object":"chat.completion","model":"sample-1","choices":[{"index":0,"message":{"role":"assistant","content":""#,
+    );
+    while s.len() < 2048 - 80 {
+        s.push_str("lorem ipsum ");
+    }
+    s.push_str(r#""},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":300}}"#);
+    s
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let mode = args.get(1).ok_or("usage: bench-server bare|audited|sample ADDR [SPOOL]")?.clone();
+    let addr = args.get(2).cloned().unwrap_or_else(|| "127.0.0.1:0".into());
+    let body = answer();
+    let plain = Router::new().route(
+        "/v1/chat/completions",
+        post(move |_b: axum::body::Bytes| {
+            let body = body.clone();
+            async move { ([("content-type", "application/json")], body) }
+        }),
+    );
+    let mut journal = None;
+    let app = match mode.as_str() {
+        "bare" => plain,
+        "sample" => kiroku_examples::sample::router(),
+        "audited" => {
+            let spool = args.get(3).ok_or("audited needs a SPOOL directory")?;
+            let j = Journal::open(
+                JournalConfig::new(spool, NoteSigner::generate("bench")?)
+                    .durability(Durability::Batched(Duration::from_millis(100))),
+            )?;
+            journal = Some(j.clone());
+            plain.layer(AuditLayer::new(j))
+        }
+        other => return Err(format!("unknown mode {other}").into()),
+    };
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    println!("listening on {}", listener.local_addr()?);
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal");
+        term.recv().await;
+    };
+    kiroku_examples::sample::serve(listener, app, shutdown).await?;
+    if let Some(j) = journal {
+        j.shutdown().await?;
+    }
+    Ok(())
+}
