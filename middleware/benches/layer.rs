@@ -55,7 +55,7 @@ fn bare_service(b: Bencher<'_, '_>) {
     let svc = tower::service_fn(handler::<Full<Bytes>>);
     b.bench_local(|| {
         rt.block_on(async {
-            let resp = svc.clone().oneshot(request()).await.expect("infallible");
+            let resp = svc.oneshot(request()).await.expect("infallible");
             resp.into_body().collect().await.expect("body").to_bytes().len()
         })
     });
