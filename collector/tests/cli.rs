@@ -507,3 +507,34 @@ async fn an_open_segment_whose_writer_is_gone_reaches_the_archive() {
     let h = kiroku_schemas::segment::SegmentReader::open(&head[..]).unwrap();
     assert_eq!(h.header().first_seq, 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_come_from_flags_then_environment_then_a_toml_file() {
+    let f = fixture(6).await;
+    let cfg = f.dir.path().join("kiroku.toml");
+    std::fs::write(&cfg, format!("spool = {:?}\narchive = {:?}\npubkey = {:?}\n", f.spool(), f.archive(), f.vkey()))
+        .unwrap();
+    let cfg = cfg.display().to_string();
+    let out = kiroku(&["--config", &cfg, "compact"]);
+    assert!(out.status.success() && text(&out).contains("6 record(s)"), "{}", text(&out));
+    let v = kiroku(&["verify", "--config", &cfg]);
+    assert!(v.status.success() && text(&v).contains("signatures checked"), "{}", text(&v));
+    // The environment beats the file, a flag beats both.
+    let env = Command::new(env!("CARGO_BIN_EXE_kiroku"))
+        .args(["--config", &cfg, "find", "--model", "sample-1"])
+        .env("KIROKU_ARCHIVE", "/nonexistent")
+        .output()
+        .unwrap();
+    assert_eq!(env.status.code(), Some(2), "{}", text(&env));
+    let flag = Command::new(env!("CARGO_BIN_EXE_kiroku"))
+        .args(["--config", &cfg, "find", "--model", "sample-1", "--archive", &f.archive()])
+        .env("KIROKU_ARCHIVE", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(flag.status.success(), "{}", text(&flag));
+    let bad = f.dir.path().join("bad.toml");
+    std::fs::write(&bad, "archvie = \"x\"\n").unwrap();
+    let out = kiroku(&["--config", &bad.display().to_string(), "find"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("unknown setting \"archvie\""), "{}", text(&out));
+}

@@ -24,12 +24,79 @@ use kiroku_schemas::checkpoint::NoteVerifier;
 use crate::error::CliError;
 
 /// kiroku: tamper-evident audit logs for AI inference.
+///
+/// Settings come from flags, then environment variables (KIROKU_SPOOL, KIROKU_ARCHIVE,
+/// KIROKU_PUBKEY, KIROKU_KEY, ...), then an optional TOML file (`--config FILE` or
+/// KIROKU_CONFIG) whose keys are the flags' names: `spool = "/var/lib/kiroku/spool"`.
 #[derive(Debug, Parser)]
 #[command(name = "kiroku", version, about, long_about = None)]
 pub struct Cli {
+    /// TOML file with defaults for any flag (keys are flag names, e.g. `archive`).
+    #[arg(long, global = true, env = "KIROKU_CONFIG")]
+    pub config: Option<PathBuf>,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The `--config` file, found before clap parses (its values become defaults).
+fn config_path(args: &[std::ffi::OsString]) -> Option<PathBuf> {
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let a = a.to_string_lossy();
+        if a == "--config" {
+            return it.next().map(PathBuf::from);
+        }
+        if let Some(v) = a.strip_prefix("--config=") {
+            return Some(PathBuf::from(v));
+        }
+    }
+    std::env::var_os("KIROKU_CONFIG").map(PathBuf::from)
+}
+
+/// The command line definition with the config file's values as defaults.
+fn command_with_config(path: Option<&Path>) -> Result<clap::Command, CliError> {
+    use clap::CommandFactory as _;
+    let mut cmd = Cli::command();
+    let Some(path) = path else { return Ok(cmd) };
+    let text = std::fs::read_to_string(path).map_err(|e| CliError::io(path, e))?;
+    let table: toml::Table = text.parse().map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
+    for (key, value) in table {
+        let id = key.replace('-', "_");
+        let v = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => {
+                return Err(CliError::Usage(format!(
+                    "{}: {key} must be a string, number or boolean, not {}",
+                    path.display(),
+                    other.type_str()
+                )));
+            }
+        };
+        let v: &'static str = Box::leak(v.into_boxed_str());
+        let mut known = false;
+        let names: Vec<String> = cmd.get_subcommands().map(|s| s.get_name().to_owned()).collect();
+        for name in names {
+            let has = cmd
+                .find_subcommand(&name)
+                .is_some_and(|s| s.get_arguments().any(|a| a.get_id() == id.as_str() && a.get_long().is_some()));
+            if has {
+                known = true;
+                let id = id.clone();
+                cmd = cmd.mut_subcommand(name, move |sc| sc.mut_arg(id, |a| a.default_value(v)));
+            }
+        }
+        if !known {
+            return Err(CliError::Usage(format!(
+                "{}: unknown setting {key:?} (settings are the flags' names, e.g. spool, archive, pubkey)",
+                path.display()
+            )));
+        }
+    }
+    Ok(cmd)
 }
 
 /// Verbs.
@@ -58,7 +125,17 @@ pub enum Command {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     init_logging();
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match command_with_config(config_path(&args).as_deref()).map(|c| c.get_matches_from(&args)) {
+        Ok(m) => match <Cli as clap::FromArgMatches>::from_arg_matches(&m) {
+            Ok(c) => c,
+            Err(e) => e.exit(),
+        },
+        Err(e) => {
+            eprintln!("kiroku: error: {e}");
+            return ExitCode::from(e.exit_code());
+        }
+    };
     let result = match cli.command {
         Command::Demo(a) => demo::run(a),
         Command::Compact(a) => compact::run(a),

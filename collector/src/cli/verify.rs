@@ -9,7 +9,7 @@ use crate::verify::{VerifyReport, verify_archive, verify_spool};
 
 /// Arguments.
 #[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("what").required(true).args(["spool", "archive", "bundle"])))]
+#[command(group(clap::ArgGroup::new("what").args(["spool", "archive", "bundle"])))]
 pub struct Args {
     /// Verify a spool directory.
     #[arg(long)]
