@@ -19,6 +19,8 @@ pub mod compact;
 pub mod error;
 pub mod evidence;
 pub mod manifest;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 pub mod proxy;
 pub mod spool;
 pub mod verify;

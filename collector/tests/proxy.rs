@@ -190,3 +190,116 @@ async fn the_openai_sdk_through_the_proxy_sees_what_it_sees_directly_and_every_c
         }
     }
 }
+
+/// A stand-in OTLP/HTTP collector on loopback: keeps every body it receives.
+async fn otlp_receiver() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>) {
+    use http_body_util::BodyExt;
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let store = got.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            let store = store.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let store = store.clone();
+                    async move {
+                        let path = req.uri().path().to_owned();
+                        let body = req.into_body().collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
+                        store.lock().unwrap().push((path, body));
+                        let mut r = http::Response::new(http_body_util::Full::new(bytes::Bytes::new()));
+                        r.headers_mut()
+                            .insert("content-type", http::HeaderValue::from_static("application/x-protobuf"));
+                        Ok::<_, std::convert::Infallible>(r)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_and_metrics_go_to_an_otlp_endpoint_without_bodies_or_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = NoteSigner::generate("kiroku-otel-test").unwrap();
+    let key = dir.path().join("signer.key");
+    signer.save(&key).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    tokio::spawn(kiroku_examples::sample::serve(listener, kiroku_examples::sample::router(), std::future::pending()));
+    let (otlp, got) = otlp_receiver().await;
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiroku"))
+        .args([
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &format!("http://{upstream}"),
+            "--otlp-endpoint",
+            &format!("http://{otlp}"),
+        ])
+        .arg("--spool")
+        .arg(dir.path().join("spool"))
+        .arg("--key")
+        .arg(&key)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let addr: SocketAddr = first.split_whitespace().nth(4).unwrap().parse().unwrap();
+    std::thread::spawn(move || for _ in lines {});
+
+    let mut conn = kiroku_tests::Conn::connect(addr).await.unwrap();
+    let secret_prompt = "mail hanako.suzuki@example.co.jp card 4111 1111 1111 1111";
+    let trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    for stream in [false, true] {
+        let r = conn
+            .post_json(
+                "/v1/chat/completions",
+                &kiroku_tests::chat(secret_prompt, stream),
+                &[("traceparent", trace), ("authorization", "Bearer sk-otel-SECRET-123456789")],
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+    }
+    terminate(Proxy { child, addr, admin: addr });
+
+    let records: Vec<_> = read_spool(&dir.path().join("spool"), &signer.verifier()).into_values().flatten().collect();
+    assert_eq!(records.len(), 2);
+    let bodies = got.lock().unwrap().clone();
+    let traces: Vec<u8> = bodies.iter().filter(|(p, _)| p == "/v1/traces").flat_map(|(_, b)| b.clone()).collect();
+    let metrics: Vec<u8> = bodies.iter().filter(|(p, _)| p == "/v1/metrics").flat_map(|(_, b)| b.clone()).collect();
+    let has = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    for attr in [
+        "gen_ai.request.model",
+        "gen_ai.usage.output_tokens",
+        "gen_ai.response.finish_reasons",
+        "kiroku.record_id",
+        "kiroku.seq",
+        "chat sample-1",
+    ] {
+        assert!(has(&traces, attr.as_bytes()), "exported spans lack {attr}");
+    }
+    for r in &records {
+        assert!(has(&traces, r.record.record_id.as_bytes()), "span of record {} exported", r.record.record_id);
+        // The record's trace context is the span's: same trace as the caller's traceparent.
+        assert_eq!(r.record.trace.trace_id.as_deref(), Some("0af7651916cd43dd8448eb211c80319c"));
+    }
+    assert!(has(&metrics, b"kiroku.journal.records"), "journal metrics exported");
+    for secret in ["hanako.suzuki", "4111 1111", "SECRET"] {
+        assert!(
+            !has(&traces, secret.as_bytes()) && !has(&metrics, secret.as_bytes()),
+            "{secret} reached the OTLP export"
+        );
+    }
+}

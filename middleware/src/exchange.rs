@@ -111,7 +111,15 @@ pub(crate) struct Finalizer {
     inner: Option<FinalizerInner>,
 }
 
+/// The inference's telemetry span (a unit when the `otel` feature is off).
+#[cfg(feature = "otel")]
+pub(crate) type SpanSlot = Option<opentelemetry::global::BoxedSpan>;
+/// The inference's telemetry span (a unit when the `otel` feature is off).
+#[cfg(not(feature = "otel"))]
+pub(crate) type SpanSlot = ();
+
 struct FinalizerInner {
+    span: SpanSlot,
     cfg: Arc<Config>,
     exchange: Arc<Exchange>,
     handle: AuditHandle,
@@ -120,8 +128,14 @@ struct FinalizerInner {
 }
 
 impl Finalizer {
-    pub(crate) fn new(cfg: Arc<Config>, exchange: Arc<Exchange>, handle: AuditHandle, record: AuditRecord) -> Self {
-        Self { inner: Some(FinalizerInner { cfg, exchange, handle, response_annotations: None, record }) }
+    pub(crate) fn new(
+        cfg: Arc<Config>,
+        exchange: Arc<Exchange>,
+        handle: AuditHandle,
+        record: AuditRecord,
+        span: SpanSlot,
+    ) -> Self {
+        Self { inner: Some(FinalizerInner { span, cfg, exchange, handle, response_annotations: None, record }) }
     }
 
     /// The request's route (path).
@@ -213,7 +227,7 @@ fn capture(cfg: &Config, mode: CaptureMode, kept: &[u8], overflow: bool, s: &mut
 
 impl FinalizerInner {
     fn finish(self, seen: Option<ResponseSeen>, outcome: Outcome, error: Option<String>) -> Option<CommitFuture> {
-        let Self { cfg, exchange, handle, response_annotations, mut record } = self;
+        let Self { span, cfg, exchange, handle, response_annotations, mut record } = self;
         record.finished_at = Timestamp::now();
         let (req_kept, req_overflow, req_complete) = exchange.with_request(|r| {
             record.http.request = summary(&r.tap, cfg.request_capture, record.http.request.content_type.take());
@@ -275,6 +289,12 @@ impl FinalizerInner {
             }
             capture(&cfg, cfg.request_capture, &req, req_overflow, &mut rec.http.request);
             capture(&cfg, cfg.response_capture, &resp, resp_overflow, &mut rec.http.response);
+            #[cfg(feature = "otel")]
+            if let Some(span) = span {
+                crate::telemetry::end_span(span, rec);
+            }
+            #[cfg(not(feature = "otel"))]
+            let () = span;
         });
         submit(&cfg, PendingRecord { record, finish: Some(finish) })
     }

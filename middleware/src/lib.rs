@@ -26,6 +26,8 @@ mod layer;
 pub mod redact;
 mod service;
 pub mod sse;
+#[cfg(feature = "otel")]
+pub mod telemetry;
 
 pub use body::{AuditBody, BoxError, NotRecorded, RequestBody};
 pub use caller::CallerPolicy;

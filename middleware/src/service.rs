@@ -83,6 +83,17 @@ where
                 Some(format!("ip:{}", &kiroku_schemas::digest::blake3_hex(addr.ip().to_string().as_bytes())[..16]));
         }
         record.trace = trace_context(req.headers(), random_span_id());
+        #[cfg(feature = "otel")]
+        let span = {
+            let (span, ids) = crate::telemetry::start_span(req.headers(), started_at);
+            if let Some((trace_id, span_id)) = ids {
+                record.trace =
+                    kiroku_schemas::record::TraceContext { trace_id: Some(trace_id), span_id: Some(span_id) };
+            }
+            Some(span)
+        };
+        #[cfg(not(feature = "otel"))]
+        let span = ();
         record.http.request.content_type =
             req.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
 
@@ -91,7 +102,7 @@ where
         let (mut parts, body) = req.into_parts();
         parts.extensions.insert(handle.clone());
         let req = Request::from_parts(parts, RequestBody::new(body, exchange.clone()));
-        let finalizer = Finalizer::new(self.cfg.clone(), exchange, handle, record);
+        let finalizer = Finalizer::new(self.cfg.clone(), exchange, handle, record, span);
         ResponseFuture::new(self.inner.call(req), finalizer, self.cfg.clone())
     }
 }

@@ -51,6 +51,11 @@ pub struct Args {
     /// Extra CA certificates (PEM) for an HTTPS upstream.
     #[arg(long)]
     upstream_ca: Option<PathBuf>,
+    /// Export spans (one per inference, GenAI attributes, never bodies) and journal
+    /// metrics over OTLP/HTTP to this base URL, e.g. http://127.0.0.1:4318. Off when unset.
+    #[cfg(feature = "otlp")]
+    #[arg(long, env = "KIROKU_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
 }
 
 pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
@@ -70,9 +75,15 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
         "full" => CaptureMode::Full,
         _ => CaptureMode::Redacted,
     };
+    #[cfg(feature = "otlp")]
+    let otlp = a
+        .otlp_endpoint
+        .as_deref()
+        .map(|e| crate::otlp::install(e, "kiroku-proxy", Duration::from_secs(5)))
+        .transpose()?;
     let rt =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| CliError::Io(e.to_string()))?;
-    rt.block_on(async {
+    let result = rt.block_on(async {
         let journal = Journal::open(
             JournalConfig::new(&a.spool, signer).durability(durability).on_failure(policy).writer_name(&a.writer_name),
         )
@@ -81,6 +92,8 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
             eprintln!("kiroku proxy: {r}");
         }
         let chain = journal.chain_id();
+        #[cfg(feature = "otlp")]
+        let _instruments = otlp.as_ref().map(|_| kiroku::telemetry::register_journal_metrics(&journal));
         let layer = AuditLayer::new(journal).capture(capture);
         let cfg = ProxyConfig {
             listen: a.listen,
@@ -106,6 +119,12 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
             }
         })
         .await
-    })?;
+    });
+    drop(rt);
+    #[cfg(feature = "otlp")]
+    if let Some(g) = otlp {
+        g.shutdown();
+    }
+    result?;
     Ok(ExitCode::SUCCESS)
 }

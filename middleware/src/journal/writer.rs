@@ -210,19 +210,27 @@ impl Writer {
             return Err(JournalError::Failed(why));
         }
         let PendingRecord { record: mut rec, finish } = *p;
-        if let Some(finish) = finish
-            && catch_unwind(AssertUnwindSafe(|| finish(&mut rec))).is_err()
-        {
-            rec.attributes.insert(
-                "kiroku.finisher_error".into(),
-                "extraction or redaction panicked; record kept without it".into(),
-            );
-        }
-        self.ensure_segment()?;
-        let seg = self.seg.as_mut().ok_or_else(|| JournalError::Failed("no open segment".into()))?;
+        // Chain position first: the finisher (extraction, redaction, the telemetry span)
+        // sees the record as it will be written.
         rec.chain_id = self.chain.chain_id;
-        rec.seq = seg.w.state().next_seq;
+        rec.seq = self.state().next_seq;
         rec.records_lost_before = self.shared.lost_pending.swap(0, Ordering::AcqRel);
+        if let Some(finish) = finish {
+            if catch_unwind(AssertUnwindSafe(|| finish(&mut rec))).is_err() {
+                rec.attributes.insert(
+                    "kiroku.finisher_error".into(),
+                    "extraction or redaction panicked; record kept without it".into(),
+                );
+            }
+            rec.chain_id = self.chain.chain_id;
+            rec.seq = self.state().next_seq;
+        }
+        if let Err(e) = self.ensure_segment() {
+            self.shared.lost_pending.fetch_add(rec.records_lost_before, Ordering::AcqRel);
+            self.fail(e.clone());
+            return Err(e);
+        }
+        let seg = self.seg.as_mut().ok_or_else(|| JournalError::Failed("no open segment".into()))?;
         let json = rec.to_json();
         let before = seg.w.len();
         match seg.w.append_record(&json) {
