@@ -28,6 +28,7 @@ use crate::verify::VerifyReport;
 
 /// One record in a bundle's index.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BundleEntry {
     /// Record id.
     pub record_id: String,
@@ -47,12 +48,16 @@ pub struct BundleEntry {
 
 /// A bundle's index.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BundleIndex {
     /// Format of this index.
     pub format: String,
     /// Records.
     pub records: Vec<BundleEntry>,
 }
+
+/// The format name in `index.json`.
+pub const BUNDLE_FORMAT: &str = "kiroku-evidence-bundle/1";
 
 const README: &str = "kiroku evidence bundle
 ======================
@@ -140,7 +145,7 @@ pub fn write_bundle(
     for r in rows {
         by_chain.entry(&r.chain_id).or_default().push(r);
     }
-    let mut index = BundleIndex { format: "kiroku-evidence-bundle/1".into(), records: Vec::new() };
+    let mut index = BundleIndex { format: BUNDLE_FORMAT.into(), records: Vec::new() };
     for (chain, rows) in by_chain {
         let (cp, note) = best_checkpoint(archive, chain, verifier)?
             .ok_or_else(|| CliError::Usage(format!("chain {chain} has no signed checkpoint in the archive yet")))?;
@@ -210,6 +215,9 @@ pub fn verify_bundle(dir: &Path, trusted: Option<&NoteVerifier>) -> Result<Verif
     }
     let index: BundleIndex =
         serde_json::from_slice(&read("index.json")?).map_err(|e| CliError::Corrupt(format!("index.json: {e}")))?;
+    if index.format != BUNDLE_FORMAT {
+        rep.problems.push(format!("index.json: format {:?} is not {BUNDLE_FORMAT:?}", index.format));
+    }
     let mut chains = std::collections::BTreeSet::new();
     for e in &index.records {
         rep.units += 1;
