@@ -303,3 +303,170 @@ async fn spans_and_metrics_go_to_an_otlp_endpoint_without_bodies_or_secrets() {
         );
     }
 }
+
+fn all_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(all_files(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_key_or_personal_data_anywhere_in_the_pipeline() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let kiroku = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_kiroku")).args(args).output().unwrap();
+    // Keys: created 0600; a key others can read is refused.
+    let keys = dir.path().join("keys");
+    assert!(kiroku(&["keygen", "--out", &keys.display().to_string(), "--name", "kiroku-sec"]).status.success());
+    let key = keys.join("signer.key");
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    let key_text = std::fs::read_to_string(&key).unwrap();
+    let secret_part = key_text.trim().rsplit('+').next().unwrap().to_owned();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let refused = kiroku(&[
+        "proxy",
+        "--upstream",
+        "http://127.0.0.1:9",
+        "--spool",
+        &dir.path().join("x").display().to_string(),
+        "--key",
+        &key.display().to_string(),
+    ]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("chmod 600"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    tokio::spawn(kiroku_examples::sample::serve(listener, kiroku_examples::sample::router(), std::future::pending()));
+    let (otlp, got) = otlp_receiver().await;
+    let spool = dir.path().join("spool");
+    let log = dir.path().join("proxy.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiroku"))
+        .args([
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &format!("http://{upstream}"),
+            "--otlp-endpoint",
+            &format!("http://{otlp}"),
+            "--durability",
+            "sync",
+        ])
+        .arg("--spool")
+        .arg(&spool)
+        .arg("--key")
+        .arg(&key)
+        .env("KIROKU_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let addr: SocketAddr = first.split_whitespace().nth(4).unwrap().parse().unwrap();
+    let mut stdout_text = first.clone();
+    let reader = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>().join("\n"));
+
+    let mn = (0..10).map(|c| format!("12345678901{c}")).find(|s| kiroku::redact::my_number_ok(s)).unwrap();
+    let pii = ["hanako.suzuki@example.co.jp", "4111 1111 1111 1111", "090-8765-4321", "203.0.113.77", mn.as_str()];
+    let prompt = format!("I am {} card {} phone {} from {} number {}", pii[0], pii[1], pii[2], pii[3], pii[4]);
+    let mut conn = kiroku_tests::Conn::connect(addr).await.unwrap();
+    for stream in [false, true] {
+        let r = conn
+            .post_json(
+                "/v1/chat/completions",
+                &kiroku_tests::chat(&prompt, stream),
+                &[("authorization", "Bearer sk-live-TOPSECRETKEY-0123456789"), ("cookie", "session=COOKIESECRET")],
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+    }
+    terminate(Proxy { child, addr, admin: addr });
+    stdout_text.push_str(&reader.join().unwrap());
+
+    let archive = dir.path().join("archive");
+    let vkey = keys.join("signer.vkey");
+    let c = kiroku(&[
+        "compact",
+        "--spool",
+        &spool.display().to_string(),
+        "--archive",
+        &archive.display().to_string(),
+        "--pubkey",
+        &vkey.display().to_string(),
+    ]);
+    assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stdout));
+    let bundle = dir.path().join("bundle");
+    let e = kiroku(&[
+        "evidence",
+        "--archive",
+        &archive.display().to_string(),
+        "--from",
+        "2000-01-01",
+        "--to",
+        "2100-01-01",
+        "--pubkey",
+        &vkey.display().to_string(),
+        "--out",
+        &bundle.display().to_string(),
+    ]);
+    assert!(e.status.success(), "{}{}", String::from_utf8_lossy(&e.stdout), String::from_utf8_lossy(&e.stderr));
+
+    // Everything the pipeline wrote or sent anywhere.
+    let mut places: Vec<(String, Vec<u8>)> = Vec::new();
+    for root in [&spool, &archive, &bundle] {
+        for f in all_files(root) {
+            let mode = std::fs::metadata(&f).unwrap().permissions().mode();
+            assert_eq!(mode & 0o002, 0, "{} is world-writable", f.display());
+            places.push((f.display().to_string(), std::fs::read(&f).unwrap()));
+        }
+    }
+    // Parquet pages are zstd-compressed: look inside through the archive's own reader too.
+    let ar = kiroku_collector::archive::Archive::open(&archive).unwrap();
+    for (_, f) in ar.files(None, None) {
+        for b in ar.batches(&f).unwrap() {
+            for col in b.columns() {
+                places.push((format!("{} column", f.path), format!("{col:?}").into_bytes()));
+            }
+        }
+    }
+    for (p, b) in got.lock().unwrap().iter() {
+        places.push((format!("OTLP {p}"), b.clone()));
+    }
+    places.push(("proxy log".into(), std::fs::read(&log).unwrap()));
+    places.push(("proxy stdout".into(), stdout_text.into_bytes()));
+    let mut secrets: Vec<String> = pii.iter().map(|s| s.to_string()).collect();
+    secrets.extend([
+        "TOPSECRETKEY".to_owned(),
+        "COOKIESECRET".to_owned(),
+        secret_part.clone(),
+        key_text.trim().to_owned(),
+    ]);
+    assert!(places.len() > 10);
+    for (place, bytes) in &places {
+        let text = String::from_utf8_lossy(bytes);
+        for s in &secrets {
+            assert!(!text.contains(s.as_str()), "{s:?} found in {place}");
+        }
+    }
+    assert!(
+        places.iter().any(|(p, b)| p.ends_with("column") && String::from_utf8_lossy(b).contains("[REDACTED:email]")),
+        "redacted captures reach the archive"
+    );
+}
