@@ -470,3 +470,79 @@ async fn no_secret_key_or_personal_data_anywhere_in_the_pipeline() {
         "redacted captures reach the archive"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_sends_garbage_or_hangs_is_answered_and_recorded() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let signer = NoteSigner::generate("kiroku-edge").unwrap();
+    let key = dir.path().join("signer.key");
+    signer.save(&key).unwrap();
+    // An upstream that answers with bytes that are not HTTP, and one that never answers.
+    let garbage = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let garbage_addr = garbage.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = garbage.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s.write_all(b"\x00\x01garbage, not HTTP at all\r\n\r\n").await;
+        }
+    });
+    let hang = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hang_addr = hang.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = hang.accept().await {
+            held.push(s);
+        }
+    });
+    let start = |name: &str, up: SocketAddr| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kiroku"))
+            .args([
+                "proxy",
+                "--listen",
+                "127.0.0.1:0",
+                "--upstream",
+                &format!("http://{up}"),
+                "--upstream-timeout",
+                "1",
+            ])
+            .arg("--spool")
+            .arg(dir.path().join(name))
+            .arg("--key")
+            .arg(&key)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let addr: SocketAddr = lines.next().unwrap().unwrap().split_whitespace().nth(4).unwrap().parse().unwrap();
+        std::thread::spawn(move || for _ in lines {});
+        Proxy { child, addr, admin: addr }
+    };
+    let g = start("g", garbage_addr);
+    let h = start("h", hang_addr);
+    let r = kiroku_tests::Conn::connect(g.addr)
+        .await
+        .unwrap()
+        .post_json("/v1/chat/completions", &kiroku_tests::chat("x", false), &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 502);
+    let r = kiroku_tests::Conn::connect(h.addr)
+        .await
+        .unwrap()
+        .post_json("/v1/chat/completions", &kiroku_tests::chat("x", false), &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 504);
+    terminate(g);
+    terminate(h);
+    for (name, status, what) in [("g", 502, "unreachable"), ("h", 504, "no response within")] {
+        let recs: Vec<_> = read_spool(&dir.path().join(name), &signer.verifier()).into_values().flatten().collect();
+        assert_eq!(recs.len(), 1);
+        let rec = &recs[0].record;
+        assert_eq!((rec.http.status, rec.http.outcome), (Some(status), Outcome::Error));
+        assert!(rec.http.error.as_deref().unwrap_or_default().contains(what), "{:?}", rec.http.error);
+    }
+}

@@ -1,0 +1,110 @@
+//! Bad input at the edge: each case yields a record (and the service keeps working),
+//! never a crash or a silent gap.
+
+use std::time::Duration;
+
+use kiroku_schemas::record::Outcome;
+use kiroku_tests::{AuditedServer, Conn};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn raw(addr: std::net::SocketAddr, head: &str, body: &[u8]) -> Vec<u8> {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_non_utf8_and_invalid_bodies_are_recorded() {
+    let srv = AuditedServer::start(|c| c, |l| l.capture_cap(1024).keep_limit(64 << 10)).await;
+    let addr = srv.addr;
+    // 1. A request body far over the capture cap (and the keep limit).
+    let big = serde_json::json!({"model": "sample-1", "messages": [{"role": "user", "content": "x".repeat(200_000)}]})
+        .to_string();
+    let mut conn = Conn::connect(addr).await.unwrap();
+    assert_eq!(
+        conn.post_json("/v1/chat/completions", &serde_json::from_str(&big).unwrap(), &[]).await.unwrap().status,
+        200
+    );
+    // 2. Not UTF-8 at all.
+    let bin: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
+    let r = raw(addr, &format!("POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n", bin.len()), &bin).await;
+    assert!(String::from_utf8_lossy(&r).starts_with("HTTP/1.1 400"));
+    // 3. Invalid JSON.
+    let bad = b"{\"model\": \"sample-1\", \"messages\": [";
+    let r = raw(
+        addr,
+        &format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+            bad.len()
+        ),
+        bad,
+    )
+    .await;
+    assert!(String::from_utf8_lossy(&r).starts_with("HTTP/1.1 400"));
+    // 4. A slow client: reads its stream a byte at a time with pauses.
+    let body = serde_json::json!({"model": "sample-1", "stream": true, "messages": [{"role": "user", "content": "slow reader"}]}).to_string();
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut slow = Vec::new();
+    let mut b = [0u8; 64];
+    loop {
+        let n = s.read(&mut b).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        slow.extend_from_slice(&b[..n]);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(String::from_utf8_lossy(&slow).contains("data: [DONE]"));
+    // 5. A stream that never ends: the client gives up.
+    let never = serde_json::json!({"model": "sample-1", "stream": true, "sample_delay_ms": 60000, "messages": [{"role": "user", "content": "a b c d"}]}).to_string();
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n{never}", never.len())
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut first = [0u8; 512];
+    let _ = tokio::time::timeout(Duration::from_millis(500), s.read(&mut first)).await;
+    drop(s);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The service still serves.
+    assert_eq!(
+        conn.post_json("/v1/chat/completions", &kiroku_tests::chat("still here", false), &[]).await.unwrap().status,
+        200
+    );
+
+    let (records, _dir) = srv.finish().await;
+    assert_eq!(records.len(), 6, "one record per request, whatever its body");
+    let r: Vec<_> = records.iter().map(|s| &s.record).collect();
+    assert_eq!(r[0].http.request.bytes as usize, big.len(), "the whole body is counted");
+    assert_eq!(
+        r[0].http.request.blake3.as_deref(),
+        Some(kiroku_schemas::digest::blake3_hex(big.as_bytes()).as_str()),
+        "the digest covers the whole body"
+    );
+    assert!(r[0].http.request.truncated && r[0].http.request.captured.as_ref().unwrap().len() <= 1024);
+    assert_eq!(r[1].http.request.bytes, 3000);
+    assert_eq!(r[1].http.status, Some(400));
+    assert!(
+        r[1].http.request.captured.as_ref().unwrap().contains('\u{fffd}'),
+        "invalid UTF-8 is replaced, never stored raw"
+    );
+    assert_eq!((r[2].http.status, r[2].http.outcome), (Some(400), Outcome::Completed));
+    assert_eq!(r[3].http.outcome, Outcome::Completed);
+    assert!(r[3].http.streaming);
+    assert_eq!(r[4].http.outcome, Outcome::Aborted, "a stream that never ends is recorded when its client goes");
+    assert_eq!(r[5].http.outcome, Outcome::Completed);
+}
