@@ -360,7 +360,8 @@ async fn archive_tampering_is_reported_with_exit_1() {
     assert!(verify().status.success());
 }
 
-fn pause_and_kill(f: &Fixture, step: &str) {
+/// Run the compactor until it reaches `step`, then SIGKILL it; false if it finished first.
+fn pause_and_kill(f: &Fixture, step: &str) -> bool {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kiroku"))
         .args(["compact", "--spool", &f.spool(), "--archive", &f.archive(), "--pubkey", &f.vkey()])
         .env("KIROKU_TEST_PAUSE_AT", step)
@@ -374,7 +375,10 @@ fn pause_and_kill(f: &Fixture, step: &str) {
     loop {
         use std::io::Read;
         let n = err.read(&mut buf).unwrap();
-        assert!(n > 0, "compactor ended before reaching {step}: {}", String::from_utf8_lossy(&seen));
+        if n == 0 {
+            assert!(child.wait().unwrap().success(), "compactor failed: {}", String::from_utf8_lossy(&seen));
+            return false;
+        }
         seen.extend_from_slice(&buf[..n]);
         if String::from_utf8_lossy(&seen).contains("kiroku-test-pause") {
             break;
@@ -382,6 +386,7 @@ fn pause_and_kill(f: &Fixture, step: &str) {
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
+    true
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -393,13 +398,20 @@ async fn a_compactor_killed_at_any_step_leaves_every_record_exactly_once() {
         .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "seg"))
         .count();
     assert!(segments >= 3, "the fixture has several segments ({segments})");
+    // Kill it at every step of every segment's commit, one run per point: each run
+    // starts where the killed one left off, and a cycle of the four steps moves one
+    // segment through.
     let mut kills = 0;
-    for step in
-        ["before_parquet", "after_parquet:2", "after_manifest", "after_move:2", "after_parquet", "after_manifest:2"]
-    {
-        pause_and_kill(&f, step);
-        kills += 1;
+    'segments: for _ in 0..segments {
+        for step in ["before_parquet", "after_parquet", "after_manifest", "after_move"] {
+            if !pause_and_kill(&f, step) {
+                break 'segments;
+            }
+            kills += 1;
+        }
     }
+    assert!(kills >= 12, "{kills} kills");
+    eprintln!("compactor crash suite: {kills} SIGKILLs at commit steps over {segments} segments");
     let out = f.compact();
     assert!(out.status.success(), "{}", text(&out));
     let v = kiroku(&["verify", "--archive", &f.archive(), "--pubkey", &f.vkey()]);
