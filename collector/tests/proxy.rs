@@ -546,3 +546,67 @@ async fn an_upstream_that_sends_garbage_or_hangs_is_answered_and_recorded() {
         assert!(rec.http.error.as_deref().unwrap_or_default().contains(what), "{:?}", rec.http.error);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_that_fills_up_gives_a_clear_refusal_not_a_crash_or_a_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = NoteSigner::generate("kiroku-full").unwrap();
+    let key = dir.path().join("signer.key");
+    signer.save(&key).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    tokio::spawn(kiroku_examples::sample::serve(listener, kiroku_examples::sample::router(), std::future::pending()));
+    let spool = dir.path().join("spool");
+    let log = dir.path().join("proxy.log");
+    // Files may not grow beyond 48 KiB: the segment fills up after a few dozen records.
+    let cmd = format!(
+        "ulimit -f 48; exec {} proxy --listen 127.0.0.1:0 --upstream http://{upstream} --durability sync --spool {} --key {}",
+        env!("CARGO_BIN_EXE_kiroku"),
+        spool.display(),
+        key.display()
+    );
+    let mut child = Command::new("bash")
+        .arg("-c")
+        .arg(cmd)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr: SocketAddr = lines.next().unwrap().unwrap().split_whitespace().nth(4).unwrap().parse().unwrap();
+    std::thread::spawn(move || for _ in lines {});
+    let mut ok = 0;
+    let mut refusal = None;
+    for i in 0..400 {
+        let Ok(mut conn) = kiroku_tests::Conn::connect(addr).await else {
+            panic!("the proxy died after {ok} requests")
+        };
+        match conn
+            .post_json("/v1/chat/completions", &kiroku_tests::chat(&format!("filling the disk {i}"), false), &[])
+            .await
+        {
+            Ok(r) if r.status == 200 => ok += 1,
+            Ok(r) if r.status == 503 => {
+                refusal = Some(String::from_utf8_lossy(&r.body).into_owned());
+                break;
+            }
+            Ok(r) => panic!("unexpected status {}", r.status),
+            // Under Sync the response whose record hit the limit is withheld.
+            Err(_) => continue,
+        }
+    }
+    let refusal = refusal.expect("a 503 once the disk is full");
+    assert!(refusal.contains("audit journal unavailable") && refusal.contains("File too large"), "{refusal}");
+    assert!(child.try_wait().unwrap().is_none(), "still running");
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    // The journal cannot seal on a full disk: the proxy says so and exits 2.
+    assert_eq!(child.wait().unwrap().code(), Some(2));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("journal failed") && text.contains("File too large"), "a clear log line: {text}");
+    assert!(text.contains("kiroku: error"), "{text}");
+    // What was acknowledged before the disk filled is in the log and verifies; the
+    // segment the limit cut off verifies up to its last complete frame.
+    let records: Vec<_> = read_spool(&spool, &signer.verifier()).into_values().flatten().collect();
+    assert!(records.len() >= ok, "{} records for {ok} acknowledged responses", records.len());
+    eprintln!("disk full after {ok} acknowledged requests; {} records kept", records.len());
+}

@@ -102,6 +102,10 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
             upstream_timeout: Duration::from_secs(a.upstream_timeout),
             upstream_ca: a.upstream_ca,
         };
+        // A file-size limit (RLIMIT_FSIZE, a full quota) must fail the journal's write
+        // with EFBIG, not kill the process: take SIGXFSZ (25 on Linux) ourselves.
+        #[cfg(target_os = "linux")]
+        let _xfsz = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(25)).ok();
         let shutdown = async {
             let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
                 Ok(t) => t,
