@@ -18,5 +18,11 @@ cargo fmt --all -- --check
 echo "== clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
+echo "== dependency policy (cargo-deny: licenses, bans, sources; see deny.toml)"
+if ! command -v cargo-deny >/dev/null 2>&1; then
+  cargo install --locked --quiet cargo-deny
+fi
+cargo deny --offline check licenses bans sources
+
 echo "== tests"
 cargo test --workspace
