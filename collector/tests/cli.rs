@@ -10,6 +10,9 @@ use std::process::{Command, Output, Stdio};
 use kiroku::Durability;
 use kiroku_schemas::segment::{SegmentHeader, SegmentWriter};
 use kiroku_schemas::{AuditRecord, ChainId, Timestamp};
+mod support;
+use support::rewrite;
+
 use kiroku_tests::{AuditedServer, Conn, Stored, chat};
 
 fn kiroku(args: &[&str]) -> Output {
@@ -235,23 +238,6 @@ async fn evidence_bundles_verify_with_kiroku_and_with_python() {
             .code(),
         Some(1)
     );
-}
-
-/// Rewrite one archive file with `edit` applied to its batches (keeping its name).
-fn rewrite(file: &Path, edit: impl Fn(arrow_array::RecordBatch) -> arrow_array::RecordBatch) {
-    let input = std::fs::File::open(file).unwrap();
-    let batches: Vec<_> = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(input)
-        .unwrap()
-        .build()
-        .unwrap()
-        .map(|b| edit(b.unwrap()))
-        .collect();
-    let out = std::fs::File::create(file).unwrap();
-    let mut w = parquet::arrow::ArrowWriter::try_new(out, kiroku_collector::columns::schema(), None).unwrap();
-    for b in &batches {
-        w.write(b).unwrap();
-    }
-    w.close().unwrap();
 }
 
 fn first_file(archive: &str) -> PathBuf {

@@ -27,34 +27,40 @@ struct Proxy {
     admin: SocketAddr,
 }
 
-fn start_proxy(dir: &Path, name: &str, upstream: &str, key: &Path) -> Proxy {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kiroku"))
-        .args([
-            "proxy",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--upstream",
-            upstream,
-            "--durability",
-            "sync",
-        ])
+/// `kiroku proxy` on an ephemeral loopback port with `spool`, `key` and `extra` flags.
+fn proxy_cmd(spool: &Path, key: &Path, extra: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kiroku"));
+    c.args(["proxy", "--listen", "127.0.0.1:0"])
+        .args(extra)
         .arg("--spool")
-        .arg(dir.join(name))
+        .arg(spool)
         .arg("--key")
         .arg(key)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+        .stdout(Stdio::piped());
+    c
+}
+
+/// Read the proxy's address lines (and its admin address when `admin`); the rest of its
+/// stdout is collected by the returned thread.
+fn read_addrs(child: &mut Child, admin: bool) -> (SocketAddr, Option<SocketAddr>, std::thread::JoinHandle<String>) {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
     let addr = first.split_whitespace().nth(4).unwrap().parse().unwrap_or_else(|e| panic!("{first}: {e}"));
-    let second = lines.next().unwrap().unwrap();
-    let admin = second.split_whitespace().nth(2).unwrap().parse().unwrap();
-    std::thread::spawn(move || for _ in lines {});
-    Proxy { child, addr, admin }
+    let admin = admin.then(|| lines.next().unwrap().unwrap().split_whitespace().nth(2).unwrap().parse().unwrap());
+    let rest = std::thread::spawn(move || {
+        std::iter::once(first).chain(lines.map_while(Result::ok)).collect::<Vec<_>>().join("\n")
+    });
+    (addr, admin, rest)
+}
+
+fn start_proxy(dir: &Path, name: &str, upstream: &str, key: &Path) -> Proxy {
+    let mut child =
+        proxy_cmd(&dir.join(name), key, &["--admin", "127.0.0.1:0", "--upstream", upstream, "--durability", "sync"])
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+    let (addr, admin, _) = read_addrs(&mut child, true);
+    Proxy { child, addr, admin: admin.unwrap() }
 }
 
 fn terminate(mut p: Proxy) {
@@ -235,28 +241,12 @@ async fn spans_and_metrics_go_to_an_otlp_endpoint_without_bodies_or_secrets() {
     tokio::spawn(kiroku_examples::sample::serve(listener, kiroku_examples::sample::router(), std::future::pending()));
     let (otlp, got) = otlp_receiver().await;
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kiroku"))
-        .args([
-            "proxy",
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            &format!("http://{upstream}"),
-            "--otlp-endpoint",
-            &format!("http://{otlp}"),
-        ])
-        .arg("--spool")
-        .arg(dir.path().join("spool"))
-        .arg("--key")
-        .arg(&key)
-        .stdout(Stdio::piped())
+    let (up, ot) = (format!("http://{upstream}"), format!("http://{otlp}"));
+    let mut child = proxy_cmd(&dir.path().join("spool"), &key, &["--upstream", &up, "--otlp-endpoint", &ot])
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let addr: SocketAddr = first.split_whitespace().nth(4).unwrap().parse().unwrap();
-    std::thread::spawn(move || for _ in lines {});
+    let (addr, _, _) = read_addrs(&mut child, false);
 
     let mut conn = kiroku_tests::Conn::connect(addr).await.unwrap();
     let secret_prompt = "mail hanako.suzuki@example.co.jp card 4111 1111 1111 1111";
@@ -355,32 +345,14 @@ async fn no_secret_key_or_personal_data_anywhere_in_the_pipeline() {
     let (otlp, got) = otlp_receiver().await;
     let spool = dir.path().join("spool");
     let log = dir.path().join("proxy.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kiroku"))
-        .args([
-            "proxy",
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            &format!("http://{upstream}"),
-            "--otlp-endpoint",
-            &format!("http://{otlp}"),
-            "--durability",
-            "sync",
-        ])
-        .arg("--spool")
-        .arg(&spool)
-        .arg("--key")
-        .arg(&key)
+    let (up, ot) = (format!("http://{upstream}"), format!("http://{otlp}"));
+    let mut child = proxy_cmd(&spool, &key, &["--upstream", &up, "--otlp-endpoint", &ot, "--durability", "sync"])
         .env("KIROKU_LOG", "debug")
-        .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let addr: SocketAddr = first.split_whitespace().nth(4).unwrap().parse().unwrap();
-    let mut stdout_text = first.clone();
-    let reader = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>().join("\n"));
+    let (addr, _, reader) = read_addrs(&mut child, false);
+    let mut stdout_text = String::new();
 
     let mn = (0..10).map(|c| format!("12345678901{c}")).find(|s| kiroku::redact::my_number_ok(s)).unwrap();
     let pii = ["hanako.suzuki@example.co.jp", "4111 1111 1111 1111", "090-8765-4321", "203.0.113.77", mn.as_str()];
@@ -497,27 +469,12 @@ async fn an_upstream_that_sends_garbage_or_hangs_is_answered_and_recorded() {
         }
     });
     let start = |name: &str, up: SocketAddr| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kiroku"))
-            .args([
-                "proxy",
-                "--listen",
-                "127.0.0.1:0",
-                "--upstream",
-                &format!("http://{up}"),
-                "--upstream-timeout",
-                "1",
-            ])
-            .arg("--spool")
-            .arg(dir.path().join(name))
-            .arg("--key")
-            .arg(&key)
-            .stdout(Stdio::piped())
+        let up_url = format!("http://{up}");
+        let mut child = proxy_cmd(&dir.path().join(name), &key, &["--upstream", &up_url, "--upstream-timeout", "1"])
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let addr: SocketAddr = lines.next().unwrap().unwrap().split_whitespace().nth(4).unwrap().parse().unwrap();
-        std::thread::spawn(move || for _ in lines {});
+        let (addr, _, _) = read_addrs(&mut child, false);
         Proxy { child, addr, admin: addr }
     };
     let g = start("g", garbage_addr);
@@ -572,9 +529,7 @@ async fn a_disk_that_fills_up_gives_a_clear_refusal_not_a_crash_or_a_gap() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr: SocketAddr = lines.next().unwrap().unwrap().split_whitespace().nth(4).unwrap().parse().unwrap();
-    std::thread::spawn(move || for _ in lines {});
+    let (addr, _, _) = read_addrs(&mut child, false);
     let mut ok = 0;
     let mut refusal = None;
     for i in 0..400 {

@@ -16,6 +16,9 @@ use kiroku_schemas::segment::{
     Frame, FrameKind, SegmentHeader, SegmentReader, SegmentWriter, VerifyOptions, verify_segment,
 };
 use kiroku_schemas::{AuditRecord, Timestamp};
+mod support;
+use support::rewrite;
+
 use kiroku_tests::{AuditedServer, Conn, chat};
 
 #[derive(Default)]
@@ -284,25 +287,6 @@ fn archive_edits() -> Vec<(&'static str, Edit)> {
     use arrow_array::Array as _;
     use arrow_array::cast::AsArray;
     use std::sync::Arc;
-    fn rewrite(file: &Path, edit: impl Fn(arrow_array::RecordBatch) -> arrow_array::RecordBatch) {
-        let input = std::fs::File::open(file).unwrap();
-        let batches: Vec<_> = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(input)
-            .unwrap()
-            .build()
-            .unwrap()
-            .map(|b| edit(b.unwrap()))
-            .collect();
-        let mut w = parquet::arrow::ArrowWriter::try_new(
-            std::fs::File::create(file).unwrap(),
-            kiroku_collector::columns::schema(),
-            None,
-        )
-        .unwrap();
-        for b in &batches {
-            w.write(b).unwrap();
-        }
-        w.close().unwrap();
-    }
     fn set_col(b: arrow_array::RecordBatch, name: &str, col: arrow_array::ArrayRef) -> arrow_array::RecordBatch {
         let idx = b.schema().index_of(name).unwrap();
         let mut cols = b.columns().to_vec();
