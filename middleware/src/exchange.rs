@@ -15,12 +15,12 @@ use crate::journal::{FailurePolicy, JournalError, PendingRecord, Submitted};
 use crate::layer::Config;
 
 /// What one body tap saw: a running digest, the byte count, the bytes kept for
-/// extraction and capture (zero-copy `Bytes` clones), the time of the first byte.
+/// extraction and capture (copied, so no transport buffer is pinned while a long stream
+/// runs; at most the keep limit per body), the time of the first byte.
 pub(crate) struct BodyTap {
     hasher: Option<blake3::Hasher>,
     pub(crate) bytes: u64,
-    kept: Vec<Bytes>,
-    kept_len: usize,
+    kept: Vec<u8>,
     keep_limit: usize,
     pub(crate) overflow: bool,
     pub(crate) first_at: Option<Timestamp>,
@@ -32,7 +32,6 @@ impl BodyTap {
             hasher: (mode != CaptureMode::None).then(blake3::Hasher::new),
             bytes: 0,
             kept: Vec::new(),
-            kept_len: 0,
             keep_limit,
             overflow: false,
             first_at: None,
@@ -50,23 +49,13 @@ impl BodyTap {
         if let Some(h) = &mut self.hasher {
             h.update(data);
         }
-        if self.kept_len < self.keep_limit {
-            let take = data.len().min(self.keep_limit - self.kept_len);
-            self.kept.push(data.slice(..take));
-            self.kept_len += take;
+        if self.kept.len() < self.keep_limit {
+            let take = data.len().min(self.keep_limit - self.kept.len());
+            self.kept.extend_from_slice(&data[..take]);
             self.overflow |= take < data.len();
         } else {
             self.overflow = true;
         }
-    }
-
-    /// The kept bytes as one buffer (copied once, on the writer thread).
-    fn kept_bytes(kept: &[Bytes]) -> Vec<u8> {
-        let mut v = Vec::with_capacity(kept.iter().map(Bytes::len).sum());
-        for b in kept {
-            v.extend_from_slice(b);
-        }
-        v
     }
 }
 
@@ -206,10 +195,20 @@ fn summary(tap: &BodyTap, mode: CaptureMode, content_type: Option<String>) -> Bo
 
 /// Store a body per capture mode: redact (mode `redacted`) before truncating to the
 /// cap, so a secret straddling the cap is never half-stored.
-fn capture(cfg: &Config, mode: CaptureMode, kept: &[u8], overflow: bool, s: &mut BodySummary) {
+fn capture(
+    cfg: &Config,
+    mode: CaptureMode,
+    kept: &[u8],
+    json: Option<serde_json::Value>,
+    overflow: bool,
+    s: &mut BodySummary,
+) {
     let text = match mode {
         CaptureMode::None | CaptureMode::Digest => return,
-        CaptureMode::Redacted => cfg.redactor.redact_body(kept),
+        CaptureMode::Redacted => match json {
+            Some(v) => cfg.redactor.redact_json(v),
+            None => cfg.redactor.redact_body(kept),
+        },
         CaptureMode::Full => String::from_utf8_lossy(kept).into_owned(),
     };
     if text.len() > cfg.capture_cap {
@@ -268,27 +267,27 @@ impl FinalizerInner {
         let finish_cfg = cfg.clone();
         let finish = Box::new(move |rec: &mut AuditRecord| {
             let cfg = finish_cfg;
-            let req = BodyTap::kept_bytes(&req_kept);
-            let resp = BodyTap::kept_bytes(&resp_kept);
+            let (req, resp) = (req_kept, resp_kept);
+            // Each body is parsed once, for extraction and for redaction.
+            let parse =
+                |b: &[u8], whole: bool| if whole { serde_json::from_slice::<serde_json::Value>(b).ok() } else { None };
+            let req_json = parse(&req, req_complete && !req_overflow);
+            let resp_json = parse(&resp, stream.is_none() && resp_complete && !resp_overflow);
             if let Some(ex) = cfg.extractor_for(&route) {
-                if req_complete
-                    && !req_overflow
-                    && let Ok(v) = serde_json::from_slice(&req)
-                {
-                    ex.request(&route, &v, rec);
+                if let Some(v) = &req_json {
+                    ex.request(&route, v, rec);
                 }
                 match stream {
                     Some(s) => s.finish(rec),
-                    None if resp_complete => {
-                        if let Ok(v) = serde_json::from_slice(&resp) {
-                            ex.response(&route, &v, rec);
+                    None => {
+                        if let Some(v) = &resp_json {
+                            ex.response(&route, v, rec);
                         }
                     }
-                    None => {}
                 }
             }
-            capture(&cfg, cfg.request_capture, &req, req_overflow, &mut rec.http.request);
-            capture(&cfg, cfg.response_capture, &resp, resp_overflow, &mut rec.http.response);
+            capture(&cfg, cfg.request_capture, &req, req_json, req_overflow, &mut rec.http.request);
+            capture(&cfg, cfg.response_capture, &resp, resp_json, resp_overflow, &mut rec.http.response);
             #[cfg(feature = "otel")]
             if let Some(span) = span {
                 crate::telemetry::end_span(span, rec);

@@ -148,14 +148,19 @@ impl Redactor {
     /// Redact a body: JSON field by field when it parses, text otherwise. Invalid UTF-8
     /// is replaced, never stored raw.
     pub fn redact_body(&self, bytes: &[u8]) -> String {
-        if let Ok(mut v) = serde_json::from_slice::<Value>(bytes) {
-            for path in &self.remove {
-                remove_path(&mut v, path);
-            }
-            self.redact_value(&mut v);
-            return v.to_string();
+        match serde_json::from_slice::<Value>(bytes) {
+            Ok(v) => self.redact_json(v),
+            Err(_) => self.redact_text(&String::from_utf8_lossy(bytes)),
         }
-        self.redact_text(&String::from_utf8_lossy(bytes))
+    }
+
+    /// Redact a parsed JSON body: listed paths removed, every string redacted.
+    pub fn redact_json(&self, mut v: Value) -> String {
+        for path in &self.remove {
+            remove_path(&mut v, path);
+        }
+        self.redact_value(&mut v);
+        v.to_string()
     }
 
     fn redact_value(&self, v: &mut Value) {
