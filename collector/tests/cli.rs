@@ -61,8 +61,15 @@ impl Fixture {
 
 /// `n` requests through the audited sample model, journal sealed every ~64 KiB.
 async fn fixture(n: usize) -> Fixture {
+    fixture_with(n, 64 << 10).await
+}
+
+/// `n` requests, segments sealed at about `segment_bytes`.
+async fn fixture_with(n: usize, segment_bytes: u64) -> Fixture {
     let srv = AuditedServer::start(
-        |c| c.durability(Durability::Batched(std::time::Duration::from_millis(5))).segment_max_bytes(64 << 10),
+        move |c| {
+            c.durability(Durability::Batched(std::time::Duration::from_millis(5))).segment_max_bytes(segment_bytes)
+        },
         |l| l,
     )
     .await;
@@ -377,27 +384,28 @@ fn pause_and_kill(f: &Fixture, step: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_compactor_killed_at_any_step_leaves_every_record_exactly_once() {
-    let f = fixture(150).await;
+    let f = fixture_with(150, 24 << 10).await;
     let segments = std::fs::read_dir(f.dir.path().join("spool"))
         .unwrap()
         .flat_map(|c| std::fs::read_dir(c.unwrap().path()).unwrap())
         .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "seg"))
         .count();
     assert!(segments >= 3, "the fixture has several segments ({segments})");
-    // Kill it at every step of every segment's commit, one run per point: each run
-    // starts where the killed one left off, and a cycle of the four steps moves one
-    // segment through.
-    let mut kills = 0;
-    'segments: for _ in 0..segments {
-        for step in ["before_parquet", "after_parquet", "after_manifest", "after_move"] {
+    // Kill it at each commit step in turn, one run per kill, until the spool is drained:
+    // each run starts where the killed one left off.
+    let steps = ["before_parquet", "after_parquet", "after_manifest", "after_move"];
+    let mut per_step = [0usize; 4];
+    'drain: loop {
+        for (i, step) in steps.iter().enumerate() {
             if !pause_and_kill(&f, step) {
-                break 'segments;
+                break 'drain;
             }
-            kills += 1;
+            per_step[i] += 1;
         }
     }
-    assert!(kills >= 12, "{kills} kills");
-    eprintln!("compactor crash suite: {kills} SIGKILLs at commit steps over {segments} segments");
+    let kills: usize = per_step.iter().sum();
+    assert!(per_step.iter().all(|n| *n >= 2), "every step killed at least twice: {per_step:?}");
+    eprintln!("compactor crash suite: {kills} SIGKILLs ({per_step:?} at {steps:?}) over {segments} segments");
     let out = f.compact();
     assert!(out.status.success(), "{}", text(&out));
     let v = kiroku(&["verify", "--archive", &f.archive(), "--pubkey", &f.vkey()]);
