@@ -204,7 +204,10 @@ pub fn writer_properties(row_group_rows: usize, chain: &str) -> WriterProperties
             KeyValue::new("kiroku.chain_id".into(), chain.to_owned()),
         ]));
     for c in columns::BLOOM_COLUMNS {
-        b = b.set_column_bloom_filter_enabled(ColumnPath::from(c), true);
+        // Sized for a full row group of distinct values (the default assumes 1M).
+        b = b
+            .set_column_bloom_filter_enabled(ColumnPath::from(c), true)
+            .set_column_bloom_filter_max_ndv(ColumnPath::from(c), row_group_rows as u64);
     }
     // Payloads and captured bodies are unique per row: dictionaries only cost time.
     for c in [
