@@ -29,7 +29,7 @@ use parquet::schema::types::ColumnPath;
 
 use crate::columns::{self, BatchBuilder, ChainRow};
 use crate::error::CliError;
-use crate::manifest::{ChainEntry, FileEntry, Manifest};
+use crate::manifest::{ChainEntry, FileEntry, Manifest, SegmentEntry};
 use crate::spool::{SegmentRef, SpoolStore};
 
 /// How to compact.
@@ -85,6 +85,7 @@ struct Row {
 }
 
 struct Verified {
+    digest: String,
     rows: Vec<Row>,
     end: ChainState,
     last_checkpoint: Option<String>,
@@ -107,7 +108,8 @@ fn verify_and_read(
         chain_id: Some(state.chain_id),
         previous: Some(state.clone()),
     };
-    let input = spool.read(seg)?;
+    let hasher = std::sync::Arc::new(std::sync::Mutex::new(blake3::Hasher::new()));
+    let input = HashingReader { inner: spool.read(seg)?, hasher: hasher.clone() };
     let mut reader = match SegmentReader::open(input) {
         Ok(r) => r,
         Err(e) => return Ok(Err(e.in_file(&seg.name).to_string())),
@@ -153,17 +155,44 @@ fn verify_and_read(
         rows.push(Row { seq: frame.seq, prev: frame.prev, hash: frame.hash, payload: frame.payload.to_vec(), record });
     };
     let end_offset = reader.offset();
+    // Hash what follows the last frame too (a torn tail), so the digest is the file's.
+    let _ = io::copy(&mut reader.into_inner(), &mut io::sink());
+    let digest = hasher.lock().map(|h| to_hex(h.finalize().as_bytes())).unwrap_or_default();
     let report = match v.finish(end_offset, torn) {
         Ok(r) => r,
         Err(e) => return Ok(Err(e.in_file(&seg.name).to_string())),
     };
     Ok(Ok(Verified {
+        digest,
         rows,
         end: report.end,
         last_checkpoint: report.last_checkpoint.map(|(_, note)| note),
         torn_tail: report.torn_tail,
         bytes: report.valid_len,
     }))
+}
+
+/// A `Read` that hashes what passes through.
+struct HashingReader<R> {
+    inner: R,
+    hasher: std::sync::Arc<std::sync::Mutex<blake3::Hasher>>,
+}
+
+impl<R: io::Read> io::Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Ok(mut h) = self.hasher.lock() {
+            h.update(&buf[..n]);
+        }
+        Ok(n)
+    }
+}
+
+/// blake3 of a whole segment as the spool serves it.
+fn segment_digest(spool: &dyn SpoolStore, seg: &SegmentRef) -> Result<String, CliError> {
+    let mut h = blake3::Hasher::new();
+    io::copy(&mut spool.read(seg)?, &mut h).map_err(|e| CliError::Io(format!("{}: {e}", seg.name)))?;
+    Ok(to_hex(h.finalize().as_bytes()))
 }
 
 /// A `Write` that hashes and counts what passes through.
@@ -296,8 +325,14 @@ pub fn compact(
                 break;
             }
             if seg.first_seq < state.next_seq {
-                // Already in the archive: a previous run committed it, then stopped.
-                spool.mark_compacted(seg)?;
+                if already_compacted(spool, &manifest, seg)? {
+                    // A previous run committed it, then stopped before moving it.
+                    spool.mark_compacted(seg)?;
+                    continue;
+                }
+                quarantine_overlap(spool, seg, &state, &mut report)?;
+                blocked = true;
+                report.blocked.extend(sealed[i + 1..].iter().map(|s| format!("{chain}/{}", s.name)));
                 continue;
             }
             if !compact_one(spool, archive, &mut manifest, &mut state, seg, opts, &mut report, progress)? {
@@ -311,9 +346,13 @@ pub fn compact(
         if let Some((_guard, opens)) = spool.orphaned(chain)? {
             for seg in opens {
                 if seg.first_seq < state.next_seq {
-                    spool.set_head(chain, &state)?;
-                    spool.mark_compacted(&seg)?;
-                    continue;
+                    if already_compacted(spool, &manifest, &seg)? {
+                        spool.set_head(chain, &state)?;
+                        spool.mark_compacted(&seg)?;
+                        continue;
+                    }
+                    quarantine_overlap(spool, &seg, &state, &mut report)?;
+                    break;
                 }
                 if !compact_one(spool, archive, &mut manifest, &mut state, &seg, opts, &mut report, progress)? {
                     break;
@@ -323,6 +362,33 @@ pub fn compact(
         }
     }
     Ok(report)
+}
+
+/// True when this exact file (name and content) is one the manifest records as compacted.
+fn already_compacted(spool: &dyn SpoolStore, manifest: &Manifest, seg: &SegmentRef) -> Result<bool, CliError> {
+    let Some(entry) = manifest.chains.get(&seg.chain_id.to_string()) else { return Ok(false) };
+    let Some(known) = entry.segments.iter().find(|s| s.name == seg.name) else { return Ok(false) };
+    Ok(segment_digest(spool, seg)? == known.blake3)
+}
+
+/// A segment whose seqs the archive already holds but which is not the file that was
+/// compacted: a fork of the chain, a replayed or altered copy. Never dropped silently.
+fn quarantine_overlap(
+    spool: &dyn SpoolStore,
+    seg: &SegmentRef,
+    state: &ChainState,
+    report: &mut CompactReport,
+) -> Result<(), CliError> {
+    let chain = seg.chain_id;
+    let problem = format!(
+        "{}: starts at seq {} but the archive already holds this chain up to seq {} (exclusive), from a different file: a fork of the chain, or an altered or replayed copy",
+        seg.name, seg.first_seq, state.next_seq
+    );
+    let text = format!("kiroku quarantine report\nsegment: {chain}/{}\nproblem: {problem}\n", seg.name);
+    let to = spool.quarantine(seg, &text)?;
+    tracing::error!(target: "kiroku::compact", "quarantined {}: {problem}", to.display());
+    report.quarantined.push((format!("{chain}/{}", seg.name), problem));
+    Ok(())
 }
 
 /// Compact one segment; false when it was quarantined.
@@ -377,7 +443,7 @@ fn compact_one(
     if let Some(note) = v.last_checkpoint {
         entry.checkpoints.push(note);
     }
-    entry.segments.push(seg.name.clone());
+    entry.segments.push(SegmentEntry { name: seg.name.clone(), blake3: v.digest.clone() });
     manifest.save(archive)?;
     pause_point("after_manifest");
     if !seg.sealed {

@@ -38,6 +38,15 @@ pub struct FileEntry {
     pub date: String,
 }
 
+/// A segment file that was compacted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentEntry {
+    /// File name in the spool.
+    pub name: String,
+    /// blake3 of the file as it was read, hex.
+    pub blake3: String,
+}
+
 /// What the archive holds of one chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChainEntry {
@@ -52,8 +61,8 @@ pub struct ChainEntry {
     pub checkpoints: Vec<String>,
     /// Files, in seq order.
     pub files: Vec<FileEntry>,
-    /// Segment files compacted (names), in order.
-    pub segments: Vec<String>,
+    /// Segment files compacted, in order.
+    pub segments: Vec<SegmentEntry>,
 }
 
 /// The manifest.

@@ -544,3 +544,35 @@ async fn settings_come_from_flags_then_environment_then_a_toml_file() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("unknown setting \"archvie\""), "{}", text(&out));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_of_a_compacted_segment_is_recognised_and_an_altered_one_quarantined() {
+    let f = fixture(20).await;
+    assert!(f.compact().status.success());
+    let spool = f.dir.path().join("spool");
+    let compacted = spool.join("compacted");
+    let chain_dir = std::fs::read_dir(&compacted).unwrap().next().unwrap().unwrap().path();
+    let chain = chain_dir.file_name().unwrap().to_owned();
+    let mut segs: Vec<PathBuf> = std::fs::read_dir(&chain_dir).unwrap().map(|e| e.unwrap().path()).collect();
+    segs.sort();
+    let seg = &segs[0];
+    let back = spool.join(&chain).join(seg.file_name().unwrap());
+    // The same file again (a run that stopped after committing, or a re-delivery): moved, nothing archived twice.
+    std::fs::copy(seg, &back).unwrap();
+    let out = f.compact();
+    assert!(out.status.success() && text(&out).contains("compacted 0 segment(s)"), "{}", text(&out));
+    assert!(!back.exists());
+    // The same name with other content: never dropped, never archived twice.
+    let mut bytes = std::fs::read(seg).unwrap();
+    let n = bytes.len() / 2;
+    bytes[n] ^= 0x10;
+    std::fs::write(&back, bytes).unwrap();
+    let out = f.compact();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("QUARANTINED") && text(&out).contains("fork of the chain"), "{}", text(&out));
+    assert!(spool.join("quarantine").join(&chain).join(seg.file_name().unwrap()).exists());
+    assert!(
+        kiroku(&["verify", "--archive", &f.archive(), "--pubkey", &f.vkey()]).status.success(),
+        "the archive is untouched"
+    );
+}

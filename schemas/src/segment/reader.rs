@@ -127,6 +127,11 @@ impl<R: Read> SegmentReader<R> {
         &self.header
     }
 
+    /// The input, positioned after what was read.
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+
     /// Length of the header in bytes (offset of the first frame).
     pub fn header_len(&self) -> u64 {
         self.header_len
