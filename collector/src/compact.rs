@@ -220,7 +220,7 @@ pub fn writer_properties(row_group_rows: usize, chain: &str) -> WriterProperties
     let schema = columns::schema();
     let started = schema.index_of("started_at").unwrap_or(7) as u32;
     let mut b = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(row_group_rows))
         .set_sorting_columns(Some(vec![SortingColumn {
