@@ -24,7 +24,7 @@ pub fn to_hex(bytes: &[u8]) -> String {
 #[error("not a 64-digit hex digest: {0:?}")]
 pub struct HexError(pub String);
 
-/// Parse 64 hex digits (either case) into a [`Hash`].
+/// Parse 64 hex digits (either case) into a [`Hash`](type@Hash).
 pub fn hash_from_hex(s: &str) -> Result<Hash, HexError> {
     let err = || HexError(s.chars().take(80).collect());
     let b = s.as_bytes();
