@@ -72,6 +72,42 @@ fn extract(v: &Value) {
     }
 }
 
+/// Words the OpenAI and Anthropic formats use, as keys and as string values: random
+/// JSON in their vocabulary reaches the extractors' deeper branches.
+const VOCABULARY: [&str; 31] = [
+    "model",
+    "choices",
+    "delta",
+    "content",
+    "usage",
+    "prompt_tokens",
+    "completion_tokens",
+    "tool_calls",
+    "function",
+    "name",
+    "arguments",
+    "message",
+    "type",
+    "text",
+    "index",
+    "finish_reason",
+    "annotations",
+    "url_citation",
+    "url",
+    "title",
+    "output",
+    "response",
+    "stop",
+    "tools",
+    "messages",
+    "role",
+    "system",
+    "stop_reason",
+    "input_tokens",
+    "[DONE]",
+    "response.completed",
+];
+
 fn json_value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
@@ -79,61 +115,12 @@ fn json_value() -> impl Strategy<Value = Value> {
         any::<i64>().prop_map(Value::from),
         any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
         "[a-z_]{0,12}".prop_map(Value::String),
-        prop::sample::select(vec![
-            "model",
-            "choices",
-            "delta",
-            "content",
-            "usage",
-            "tool_calls",
-            "function",
-            "name",
-            "arguments",
-            "message",
-            "type",
-            "text",
-            "annotations",
-            "url_citation",
-            "url",
-            "[DONE]"
-        ])
-        .prop_map(|s| Value::String(s.into())),
+        prop::sample::select(VOCABULARY.to_vec()).prop_map(|s| Value::String(s.into())),
     ];
     leaf.prop_recursive(4, 64, 8, |inner| {
-        let keys = prop::sample::select(vec![
-            "model",
-            "choices",
-            "delta",
-            "content",
-            "usage",
-            "prompt_tokens",
-            "completion_tokens",
-            "tool_calls",
-            "function",
-            "name",
-            "arguments",
-            "message",
-            "type",
-            "text",
-            "index",
-            "finish_reason",
-            "annotations",
-            "url_citation",
-            "url",
-            "title",
-            "output",
-            "response",
-            "stop",
-            "tools",
-            "messages",
-            "role",
-            "system",
-            "stop_reason",
-            "input_tokens",
-        ]);
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-            prop::collection::btree_map(keys, inner, 0..6)
+            prop::collection::btree_map(prop::sample::select(VOCABULARY.to_vec()), inner, 0..6)
                 .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())),
         ]
     })
