@@ -244,18 +244,21 @@ fn summary(archive: &Path, dir: &Path, vkey: &Path) -> Result<(), CliError> {
     println!("  keys     {}/keys  (signer.key stays private; signer.vkey is for verifiers)", dir.display());
     println!();
     println!("next");
+    // The binary that ran the demo (target/release/kiroku after `cargo run`), so the
+    // commands work as printed; `cargo install --path collector` puts `kiroku` on PATH.
+    let k = std::env::current_exe().map_or_else(|_| "kiroku".to_owned(), |p| p.display().to_string());
     let a = archive.display();
     if let Some(id) = &example {
-        println!("  kiroku explain {id} --archive {a} --pubkey {}", vkey.display());
-        println!("  kiroku find --archive {a} --record-id {id}");
+        println!("  {k} explain {id} --archive {a} --pubkey {}", vkey.display());
+        println!("  {k} find --archive {a} --record-id {id}");
         println!(
-            "  kiroku evidence --archive {a} --record-id {id} --pubkey {} --out {}/evidence",
+            "  {k} evidence --archive {a} --record-id {id} --pubkey {} --out {}/evidence",
             vkey.display(),
             dir.display()
         );
     }
-    println!("  kiroku find --archive {a} --model sample-2");
-    println!("  kiroku verify --archive {a} --pubkey {}", vkey.display());
+    println!("  {k} find --archive {a} --model sample-2");
+    println!("  {k} verify --archive {a} --pubkey {}", vkey.display());
     println!(
         "  duckdb -c \"SELECT model, outcome, count(*) FROM read_parquet('{a}/records/*/*.parquet', hive_partitioning = true) GROUP BY ALL ORDER BY ALL\""
     );
