@@ -576,3 +576,27 @@ async fn a_copy_of_a_compacted_segment_is_recognised_and_an_altered_one_quaranti
         "the archive is untouched"
     );
 }
+
+#[test]
+fn the_demo_runs_the_whole_pipeline_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("demo");
+    let out = kiroku(&["demo", "--dir", &d.display().to_string(), "--requests", "30"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let t = text(&out);
+    for want in [
+        "spool verified",
+        "archive verified",
+        "OK",
+        "records   30",
+        "aborted",
+        "error",
+        "with output sources",
+        "explain ",
+    ] {
+        assert!(t.contains(want), "demo output lacks {want:?}:\n{t}");
+    }
+    assert!(d.join("archive/_kiroku/manifest.json").exists() && d.join("keys/signer.vkey").exists());
+    // A second demo refuses to reuse a non-empty directory.
+    assert_eq!(kiroku(&["demo", "--dir", &d.display().to_string()]).status.code(), Some(2));
+}
