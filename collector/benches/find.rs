@@ -22,7 +22,36 @@ fn record_id(i: u64) -> String {
     format!("01a2f1d0-0000-7000-8000-{i:012x}")
 }
 
+/// `find --report-only ARCHIVE`: generate the report in a fresh process and print its
+/// time and peak memory (VmHWM), so the archive's generation does not count.
+fn report_only(root: &Path) {
+    let t = Instant::now();
+    let archive = Archive::open(root).expect("archive");
+    let s = kiroku_collector::report::summarize(
+        &archive,
+        &kiroku_collector::report::ReportOptions { outage_error_rate: 0.5, ..Default::default() },
+    )
+    .expect("report");
+    let page = kiroku_collector::report::html(&s, &root.display().to_string());
+    let hwm = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|st| st.lines().find(|l| l.starts_with("VmHWM")).map(str::to_owned))
+        .unwrap_or_default();
+    println!(
+        "kiroku report over {} records: {:.2}s, page {} KB, peak {}",
+        s.records,
+        t.elapsed().as_secs_f64(),
+        page.len() / 1024,
+        hwm.split_whitespace().skip(1).collect::<Vec<_>>().join(" ")
+    );
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--report-only") {
+        report_only(Path::new(&args[i + 1]));
+        return;
+    }
     let rows: u64 = std::env::var("KIROKU_BENCH_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000_000);
     let per_file: u64 = 1_000_000.min(rows);
     let work = tempfile::tempdir().expect("tempdir");
@@ -112,6 +141,11 @@ fn main() {
             t.elapsed().as_secs_f64() * 1e3,
             String::from_utf8_lossy(&out.stderr).trim()
         );
+    }
+    let me = std::env::current_exe().expect("exe");
+    for _ in 0..2 {
+        let out = Command::new(&me).arg("--report-only").arg(&root).output().expect("report");
+        print!("{}", String::from_utf8_lossy(&out.stdout));
     }
     let py = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
     if py.exists() {

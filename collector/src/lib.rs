@@ -22,6 +22,7 @@ pub mod manifest;
 #[cfg(feature = "otlp")]
 pub mod otlp;
 pub mod proxy;
+pub mod report;
 pub mod spool;
 pub mod verify;
 

@@ -11,6 +11,7 @@ mod find;
 mod keygen;
 mod output;
 mod proxy;
+mod report;
 mod verify;
 
 use std::io::IsTerminal as _;
@@ -120,6 +121,8 @@ pub enum Command {
     Keygen(keygen::Args),
     /// An audited reverse proxy in front of any OpenAI- or Anthropic-compatible API.
     Proxy(proxy::Args),
+    /// The explainability and business-continuity audit as an HTML page (or JSON).
+    Report(report::Args),
 }
 
 /// Entry point of the binary.
@@ -145,6 +148,7 @@ pub fn main() -> ExitCode {
         Command::Evidence(a) => evidence::run(a),
         Command::Keygen(a) => keygen::run(a),
         Command::Proxy(a) => proxy::run(a),
+        Command::Report(a) => report::run(a),
     };
     match result {
         Ok(code) => code,

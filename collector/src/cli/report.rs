@@ -1,0 +1,55 @@
+//! `kiroku report`: the audit as one self-contained HTML page, or JSON.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use kiroku_schemas::Timestamp;
+
+use crate::archive::Archive;
+use crate::error::CliError;
+use crate::report::{ReportOptions, html, summarize};
+
+/// Arguments.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The archive directory.
+    #[arg(long, env = "KIROKU_ARCHIVE")]
+    archive: Option<PathBuf>,
+    /// Requests started at or after (RFC 3339 or YYYY-MM-DD).
+    #[arg(long, value_parser = super::parse_time)]
+    from: Option<Timestamp>,
+    /// Requests started before.
+    #[arg(long, value_parser = super::parse_time)]
+    to: Option<Timestamp>,
+    /// Only this model.
+    #[arg(long)]
+    model: Option<String>,
+    /// The log's public key (checkpoint signatures are checked when given).
+    #[arg(long, env = "KIROKU_PUBKEY")]
+    pubkey: Option<PathBuf>,
+    /// Error rate above which a period counts as an outage.
+    #[arg(long, default_value_t = 0.5)]
+    outage_error_rate: f64,
+    /// Where to write the HTML page.
+    #[arg(long, default_value = "report.html")]
+    out: PathBuf,
+    /// Print the figures as JSON instead (for CI gates and dashboards).
+    #[arg(long)]
+    json: bool,
+}
+
+pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
+    let root = super::required(a.archive, "--archive", "KIROKU_ARCHIVE")?;
+    let archive = Archive::open(&root)?;
+    let verifier = a.pubkey.as_deref().map(super::load_pubkey).transpose()?;
+    let opts =
+        ReportOptions { from: a.from, to: a.to, model: a.model, outage_error_rate: a.outage_error_rate, verifier };
+    let summary = summarize(&archive, &opts)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&summary).map_err(|e| CliError::Io(e.to_string()))?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    std::fs::write(&a.out, html(&summary, &root.display().to_string())).map_err(|e| CliError::io(&a.out, e))?;
+    println!("wrote {} ({} records)", a.out.display(), summary.records);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,91 @@
+//! `kiroku report` rendered by headless Chromium (Debian's package, installed by
+//! scripts/test.sh): every section present, and the figures on the page equal the ones
+//! computed independently from the archive with pyarrow (tests/interop/check_report.py).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+fn python() -> PathBuf {
+    let p = std::env::var_os("KIROKU_PYTHON").map(PathBuf::from).unwrap_or_else(|| repo().join(".venv/bin/python"));
+    assert!(p.exists(), "{} is missing: run scripts/test.sh, which installs the interop venv", p.display());
+    p
+}
+
+fn chromium(profile: &Path, args: &[&str]) -> std::process::Output {
+    let bin = std::env::var("KIROKU_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(Path::new(&bin).exists(), "{bin} is missing: run scripts/test.sh, which installs Debian's chromium");
+    Command::new(bin)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_report_shows_what_the_archive_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("demo");
+    let kiroku = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_kiroku")).args(args).output().unwrap();
+    assert!(kiroku(&["demo", "--dir", &demo.display().to_string(), "--requests", "70"]).status.success());
+    let archive = demo.join("archive").display().to_string();
+    let vkey = demo.join("keys/signer.vkey").display().to_string();
+    let page = dir.path().join("report.html");
+    let out = kiroku(&["report", "--archive", &archive, "--pubkey", &vkey, "--out", &page.display().to_string()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        !html.contains("<script") && !html.contains("http-equiv") && !html.contains("<link") && !html.contains("src="),
+        "self-contained, nothing fetched"
+    );
+
+    let profile = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", page.display());
+    let dom = chromium(profile.path(), &["--dump-dom", &url]);
+    assert!(dom.status.success() && !dom.stdout.is_empty(), "{}", String::from_utf8_lossy(&dom.stderr));
+    let dom_file = dir.path().join("dom.html");
+    std::fs::write(&dom_file, &dom.stdout).unwrap();
+    let shot = dir.path().join("report.png");
+    let s = chromium(profile.path(), &["--window-size=1100,2400", &format!("--screenshot={}", shot.display()), &url]);
+    assert!(s.status.success(), "{}", String::from_utf8_lossy(&s.stderr));
+    assert!(std::fs::metadata(&shot).unwrap().len() > 20_000, "a screenshot with content");
+
+    let check = Command::new(python())
+        .arg(repo().join("tests/interop/check_report.py"))
+        .arg(&archive)
+        .arg(&dom_file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{text}{}", String::from_utf8_lossy(&check.stderr));
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(v["checked"].as_u64().unwrap() >= 15, "{v}");
+    assert_eq!(v["trusted"], "yes", "checkpoints verified with the key");
+
+    // The JSON summary carries the same figures.
+    let json = kiroku(&["report", "--archive", &archive, "--json"]);
+    let j: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(j["records"], 70);
+    assert_eq!(j["models"].as_array().unwrap().iter().map(|m| m["requests"].as_u64().unwrap()).sum::<u64>(), 70);
+    assert!(
+        j["integrity"][0]["checkpoints"].as_str().unwrap().contains("not checked"),
+        "without a key the report says so"
+    );
+    // Filters prune: one model only.
+    let one = kiroku(&["report", "--archive", &archive, "--json", "--model", "sample-2"]);
+    let o: serde_json::Value = serde_json::from_slice(&one.stdout).unwrap();
+    assert_eq!(o["models"].as_array().unwrap().len(), 1);
+}
