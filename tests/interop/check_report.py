@@ -20,13 +20,25 @@ class Dom(HTMLParser):
 
     def __init__(self):
         super().__init__()
-        self.by_id, self.rows, self.sections = {}, {}, set()
+        self.by_id, self.rows, self.sections, self.ids = {}, {}, set(), set()
+        self.tables = {}
         self.stack = []
+        self.table = None
+        self.cells = None
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
+        if "id" in a:
+            self.ids.add(a["id"])
         if tag == "section" and "id" in a:
             self.sections.add(a["id"])
+        if tag == "table" and "id" in a:
+            self.table = a["id"]
+            self.tables[self.table] = []
+        if tag == "tr" and self.table:
+            self.cells = []
+        if tag == "td" and self.cells is not None:
+            self.cells.append("")
         row = a.get("data-model") or a.get("data-chain")
         self.stack.append((tag, a.get("id"), a.get("data-k"), row))
         if row:
@@ -34,6 +46,11 @@ class Dom(HTMLParser):
             self.rows.setdefault(row, {})
 
     def handle_endtag(self, tag):
+        if tag == "tr" and self.table and self.cells:
+            self.tables[self.table].append(self.cells)
+            self.cells = None
+        if tag == "table":
+            self.table = None
         while self.stack:
             t, *_ = self.stack.pop()
             if t == tag:
@@ -42,6 +59,8 @@ class Dom(HTMLParser):
     def handle_data(self, data):
         if not data.strip():
             return
+        if self.cells:
+            self.cells[-1] += data.strip()
         for _, eid, key, _ in reversed(self.stack):
             if eid:
                 self.by_id[eid] = self.by_id.get(eid, "") + data.strip()
@@ -87,6 +106,31 @@ def main() -> int:
         checked += 1
         if section not in dom.sections:
             mismatches.append(f"section {section} missing")
+    for part in ("trusted", "models", "outages", "versions", "incidents", "sources", "schemes", "safeguards"):
+        checked += 1
+        if part not in dom.ids:
+            mismatches.append(f"#{part} missing")
+    # Top sources: uses per URI and their rights holders.
+    uses = Counter(s["uri"] for r in rows for s in (r["output_sources"] or []))
+    holders = {s["uri"]: s["rights_holder"] for r in rows for s in (r["output_sources"] or [])}
+    for cells in dom.tables.get("sources", []):
+        uri, holder, _lic, n = cells
+        checked += 1
+        if uses.get(uri) != int(n) or holders.get(uri) != holder:
+            mismatches.append(f"source {uri}: page says {n} uses by {holder!r}, archive says {uses.get(uri)} by {holders.get(uri)!r}")
+    # Safeguard decisions per policy and action.
+    decisions = Counter((s["policy_id"], s["action"]) for r in rows for s in (r["safeguards"] or []))
+    for cells in dom.tables.get("safeguards", []):
+        pol, act, n = cells
+        checked += 1
+        if decisions.get((pol, act)) != int(n):
+            mismatches.append(f"safeguard {pol}/{act}: page says {n}, archive says {decisions.get((pol, act))}")
+    # Incidents listed are the failed and aborted records.
+    failed = {r["record_id"] for r in rows if r["outcome"] != "completed"}
+    for cells in dom.tables.get("incidents", []):
+        checked += 1
+        if cells[0] not in failed:
+            mismatches.append(f"incident {cells[0]} is not a failed or aborted record")
     print(json.dumps({"checked": checked, "mismatches": mismatches, "trusted": dom.by_id.get("trusted")}))
     return 1 if mismatches else 0
 
