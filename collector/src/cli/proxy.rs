@@ -39,6 +39,10 @@ pub struct Args {
     /// How much of each body to keep.
     #[arg(long, value_parser = ["none", "digest", "redacted", "full"], default_value = "redacted")]
     capture: String,
+    /// Bytes of each body kept in the record at most (the digest always covers the
+    /// whole body); lower it to bound memory per open stream.
+    #[arg(long, default_value_t = 16 * 1024)]
+    capture_cap: usize,
     /// Address for /healthz and /metrics.
     #[arg(long, env = "KIROKU_ADMIN")]
     admin: Option<SocketAddr>,
@@ -94,7 +98,7 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
         let chain = journal.chain_id();
         #[cfg(feature = "otlp")]
         let _instruments = otlp.as_ref().map(|_| kiroku::telemetry::register_journal_metrics(&journal));
-        let layer = AuditLayer::new(journal).capture(capture);
+        let layer = AuditLayer::new(journal).capture(capture).capture_cap(a.capture_cap);
         let cfg = ProxyConfig {
             listen: a.listen,
             admin: a.admin,
