@@ -3,8 +3,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use kiroku_schemas::Timestamp;
-
 use crate::archive::{Archive, Filter};
 use crate::error::CliError;
 
@@ -17,15 +15,9 @@ pub struct Args {
     /// Records to include (repeat the flag).
     #[arg(long = "record-id")]
     record_ids: Vec<String>,
-    /// Or: every record started at or after this time.
-    #[arg(long, value_parser = super::parse_time)]
-    from: Option<Timestamp>,
-    /// ... and before this time.
-    #[arg(long, value_parser = super::parse_time)]
-    to: Option<Timestamp>,
-    /// ... of this model.
-    #[arg(long)]
-    model: Option<String>,
+    /// Or: the records selected by time (and model).
+    #[command(flatten)]
+    sel: super::Selection,
     /// The log's public key (included in the bundle).
     #[arg(long, env = "KIROKU_PUBKEY")]
     pubkey: Option<PathBuf>,
@@ -46,8 +38,8 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
             }
             rows.extend(found);
         }
-    } else if a.from.is_some() || a.to.is_some() {
-        rows = archive.find(&Filter { model: a.model, from: a.from, to: a.to, ..Filter::default() })?;
+    } else if a.sel.from.is_some() || a.sel.to.is_some() {
+        rows = archive.find(&Filter { model: a.sel.model, from: a.sel.from, to: a.sel.to, ..Filter::default() })?;
     } else {
         return Err(CliError::Usage("choose records with --record-id ... or --from/--to [--model]".into()));
     }

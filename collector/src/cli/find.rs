@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use kiroku_schemas::{AuditRecord, Timestamp};
+use kiroku_schemas::AuditRecord;
 
 use crate::archive::{Archive, Filter};
 use crate::error::CliError;
@@ -23,15 +23,8 @@ pub struct Args {
     /// A file holding an output text: which inference produced exactly this text?
     #[arg(long)]
     content: Option<PathBuf>,
-    /// Model (the one that served, else the one asked for).
-    #[arg(long)]
-    model: Option<String>,
-    /// Started at or after (RFC 3339 or YYYY-MM-DD).
-    #[arg(long, value_parser = super::parse_time)]
-    from: Option<Timestamp>,
-    /// Started before (RFC 3339 or YYYY-MM-DD).
-    #[arg(long, value_parser = super::parse_time)]
-    to: Option<Timestamp>,
+    #[command(flatten)]
+    sel: super::Selection,
     /// One JSON record per line.
     #[arg(long)]
     json: bool,
@@ -43,8 +36,14 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
         Some(p) => Some(kiroku_schemas::digest::blake3_hex(&std::fs::read(p).map_err(|e| CliError::io(p, e))?)),
         None => None,
     };
-    let filter =
-        Filter { record_id: a.record_id, trace_id: a.trace_id, output_digest, model: a.model, from: a.from, to: a.to };
+    let filter = Filter {
+        record_id: a.record_id,
+        trace_id: a.trace_id,
+        output_digest,
+        model: a.sel.model,
+        from: a.sel.from,
+        to: a.sel.to,
+    };
     let rows = archive.find(&filter)?;
     for c in &rows {
         let r = AuditRecord::from_json(&c.payload)

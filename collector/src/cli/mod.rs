@@ -120,7 +120,7 @@ pub enum Command {
     /// Create a checkpoint signing key.
     Keygen(keygen::Args),
     /// An audited reverse proxy in front of any OpenAI- or Anthropic-compatible API.
-    Proxy(proxy::Args),
+    Proxy(Box<proxy::Args>),
     /// The explainability and business-continuity audit as an HTML page (or JSON).
     Report(report::Args),
 }
@@ -147,7 +147,7 @@ pub fn main() -> ExitCode {
         Command::Explain(a) => explain::run(a),
         Command::Evidence(a) => evidence::run(a),
         Command::Keygen(a) => keygen::run(a),
-        Command::Proxy(a) => proxy::run(a),
+        Command::Proxy(a) => proxy::run(*a),
         Command::Report(a) => report::run(a),
     };
     match result {
@@ -167,6 +167,20 @@ fn init_logging() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .try_init();
+}
+
+/// Which records: by start time and model (shared by find, evidence and report).
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct Selection {
+    /// Records started at or after this time (RFC 3339 or YYYY-MM-DD).
+    #[arg(long, value_parser = parse_time)]
+    pub(crate) from: Option<Timestamp>,
+    /// Records started before this time (RFC 3339 or YYYY-MM-DD).
+    #[arg(long, value_parser = parse_time)]
+    pub(crate) to: Option<Timestamp>,
+    /// Only this model (the one that served, else the one asked for).
+    #[arg(long)]
+    pub(crate) model: Option<String>,
 }
 
 /// Load a verifier key file (`<name>+<id>+<key>`).

@@ -3,8 +3,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use kiroku_schemas::Timestamp;
-
 use crate::archive::Archive;
 use crate::error::CliError;
 use crate::report::{ReportOptions, html, summarize};
@@ -15,15 +13,8 @@ pub struct Args {
     /// The archive directory.
     #[arg(long, env = "KIROKU_ARCHIVE")]
     archive: Option<PathBuf>,
-    /// Requests started at or after (RFC 3339 or YYYY-MM-DD).
-    #[arg(long, value_parser = super::parse_time)]
-    from: Option<Timestamp>,
-    /// Requests started before.
-    #[arg(long, value_parser = super::parse_time)]
-    to: Option<Timestamp>,
-    /// Only this model.
-    #[arg(long)]
-    model: Option<String>,
+    #[command(flatten)]
+    sel: super::Selection,
     /// The log's public key (checkpoint signatures are checked when given).
     #[arg(long, env = "KIROKU_PUBKEY")]
     pubkey: Option<PathBuf>,
@@ -42,8 +33,13 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
     let root = super::required(a.archive, "--archive", "KIROKU_ARCHIVE")?;
     let archive = Archive::open(&root)?;
     let verifier = a.pubkey.as_deref().map(super::load_pubkey).transpose()?;
-    let opts =
-        ReportOptions { from: a.from, to: a.to, model: a.model, outage_error_rate: a.outage_error_rate, verifier };
+    let opts = ReportOptions {
+        from: a.sel.from,
+        to: a.sel.to,
+        model: a.sel.model,
+        outage_error_rate: a.outage_error_rate,
+        verifier,
+    };
     let summary = summarize(&archive, &opts)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&summary).map_err(|e| CliError::Io(e.to_string()))?);
