@@ -89,3 +89,68 @@ fn the_report_shows_what_the_archive_holds() {
     let o: serde_json::Value = serde_json::from_slice(&one.stdout).unwrap();
     assert_eq!(o["models"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_fallbacks_and_a_version_change_are_found() {
+    use kiroku_schemas::record::Outcome;
+    use kiroku_schemas::{AuditRecord, Timestamp};
+    let dir = tempfile::tempdir().unwrap();
+    let signer = kiroku_schemas::checkpoint::NoteSigner::generate("kiroku-report").unwrap();
+    let spool = dir.path().join("spool");
+    let j = kiroku::Journal::open(kiroku::JournalConfig::new(&spool, signer.clone())).unwrap();
+    // One request a second for 10 minutes; minutes 4 and 5 fail; from minute 7 the model
+    // has a new version; every 10th request was served by a fallback model.
+    let t0 = 1_795_305_600_000_000_000i64;
+    for s in 0..600i64 {
+        let mut r = AuditRecord::new(format!("r{s}"), Timestamp::from_unix_nanos(t0 + s * 1_000_000_000));
+        r.finished_at = Timestamp::from_unix_nanos(t0 + s * 1_000_000_000 + 200_000_000);
+        r.gen_ai.request.model = Some("m".into());
+        r.gen_ai.response.model = Some(if s % 10 == 0 { "m-fallback" } else { "m" }.into());
+        r.provenance.model_version = Some(if s >= 420 { "v2" } else { "v1" }.into());
+        if (240..360).contains(&s) {
+            r.http.outcome = Outcome::Error;
+            r.http.error = Some("upstream down".into());
+        }
+        j.append(r).await.unwrap();
+    }
+    j.shutdown().await.unwrap();
+    let archive = dir.path().join("archive");
+    kiroku_collector::compact::compact(
+        &kiroku_collector::spool::LocalSpool::new(&spool),
+        &archive,
+        &kiroku_collector::compact::CompactOptions::new(signer.verifier()),
+        &mut |_| {},
+    )
+    .unwrap();
+    let a = kiroku_collector::archive::Archive::open(&archive).unwrap();
+    let s = kiroku_collector::report::summarize(
+        &a,
+        &kiroku_collector::report::ReportOptions {
+            outage_error_rate: 0.5,
+            verifier: Some(signer.verifier()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(s.records, 600);
+    assert_eq!(s.fallbacks, 60);
+    assert_eq!(s.outages.len(), 1, "{:?}", s.outages);
+    let o = &s.outages[0];
+    assert_eq!(o.errors, 120, "{o:?}");
+    let start: Timestamp = o.start.parse().unwrap();
+    let end: Timestamp = o.end.parse().unwrap();
+    // Bucket edges (10 s wide here) bracket minutes 4-5.
+    assert!((start.unix_nanos() - (t0 + 240_000_000_000)).abs() <= 10_000_000_000, "{o:?}");
+    assert!((end.unix_nanos() - (t0 + 360_000_000_000)).abs() <= 10_000_000_000, "{o:?}");
+    let versions: Vec<(&str, &str)> = s
+        .version_changes
+        .iter()
+        .filter(|v| v.model == "m")
+        .map(|v| (v.version.as_str(), v.first_seen.as_str()))
+        .collect();
+    assert_eq!(versions.len(), 2, "{versions:?}");
+    assert_eq!(versions[1].0, "v2");
+    // Request 420 was served by the fallback model, so "m" first shows v2 at 421.
+    assert!(versions[1].1.starts_with("2026-11-22T00:07:01"), "{versions:?}");
+    assert!(s.integrity.iter().all(|c| c.gaps == 0 && c.checkpoints == "verified"));
+}
