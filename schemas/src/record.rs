@@ -144,6 +144,13 @@ impl AuditRecord {
         }
     }
 
+    /// Append the JSON bytes to store to `out` (what [`to_json`](Self::to_json)
+    /// returns, without allocating a new buffer).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        // Writing into a Vec cannot fail, and these types serialise without error.
+        let _ = serde_json::to_writer(out, self);
+    }
+
     /// Parse a record from its stored JSON bytes, refusing other major versions.
     pub fn from_json(bytes: &[u8]) -> Result<Self, RecordError> {
         let record: Self = serde_json::from_slice(bytes)?;

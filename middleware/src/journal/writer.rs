@@ -39,6 +39,8 @@ struct Writer {
     last_checkpoint: Instant,
     records_since_checkpoint: u64,
     failed_at: Option<Instant>,
+    /// Reused for every record's JSON (no allocation per record).
+    json: Vec<u8>,
 }
 
 pub(super) fn run(cfg: JournalConfig, chain: OpenedChain, mut rx: mpsc::Receiver<Msg>, shared: Arc<Shared>) {
@@ -61,6 +63,7 @@ pub(super) fn run(cfg: JournalConfig, chain: OpenedChain, mut rx: mpsc::Receiver
         last_checkpoint: now,
         records_since_checkpoint: 0,
         failed_at: None,
+        json: Vec::with_capacity(8192),
     };
     rt.block_on(async move {
         let mut batch = Vec::with_capacity(64);
@@ -231,9 +234,10 @@ impl Writer {
             return Err(e);
         }
         let seg = self.seg.as_mut().ok_or_else(|| JournalError::Failed("no open segment".into()))?;
-        let json = rec.to_json();
+        self.json.clear();
+        rec.write_json(&mut self.json);
         let before = seg.w.len();
-        match seg.w.append_record(&json) {
+        match seg.w.append_record(&self.json) {
             Ok(a) => {
                 self.dirty = true;
                 self.records_since_checkpoint += 1;
