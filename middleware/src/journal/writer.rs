@@ -143,12 +143,21 @@ impl Writer {
         let mut acks: Vec<(oneshot::Sender<Result<Written, JournalError>>, u64)> = Vec::new();
         let mut flushes = Vec::new();
         let mut shutdown = None;
+        let mut seal_failed: Option<JournalError> = None;
         for msg in batch.drain(..) {
             match msg {
                 Msg::Record(p, ack) => match self.write_record(p) {
                     Ok(seq) => {
                         if let Some(a) = ack {
                             acks.push((a, seq));
+                        }
+                        // Segments stay near their size limit however large a batch is.
+                        if self.seg.as_ref().is_some_and(|s| s.w.len() >= self.cfg.segment_max_bytes)
+                            && let Err(e) = self.seal_open()
+                        {
+                            // The sealed file may not be durable: nobody in this batch is acknowledged.
+                            seal_failed = Some(e.clone());
+                            self.fail(e);
                         }
                     }
                     Err(e) => {
@@ -163,7 +172,11 @@ impl Writer {
             }
         }
         let must_sync = !acks.is_empty() || !flushes.is_empty() || shutdown.is_some();
-        let durable = if must_sync { self.sync() } else { self.flush_to_os() };
+        let durable = match seal_failed {
+            Some(e) => Err(e),
+            None if must_sync => self.sync(),
+            None => self.flush_to_os(),
+        };
         match durable {
             Ok(()) => {
                 for (a, seq) in acks {
