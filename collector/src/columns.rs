@@ -309,8 +309,12 @@ impl Default for BatchBuilder {
     }
 }
 
+fn to_i64(x: u64) -> i64 {
+    i64::try_from(x).unwrap_or(i64::MAX)
+}
+
 fn opt_i64(v: Option<u64>) -> Option<i64> {
-    v.map(|x| i64::try_from(x).unwrap_or(i64::MAX))
+    v.map(to_i64)
 }
 
 impl BatchBuilder {
@@ -328,7 +332,7 @@ impl BatchBuilder {
     pub fn push(&mut self, chain: &str, row: &ChainRow<'_>, r: &AuditRecord) {
         self.rows += 1;
         self.chain_id.append_value(chain);
-        self.seq.append_value(i64::try_from(row.seq).unwrap_or(i64::MAX));
+        self.seq.append_value(to_i64(row.seq));
         self.prev_hash.append_value(row.prev);
         self.hash.append_value(row.hash);
         self.payload.append_value(row.payload);
@@ -346,11 +350,11 @@ impl BatchBuilder {
         self.outcome.append_value(h.outcome.as_str());
         self.error.append_option(h.error.as_deref());
         self.streaming.append_value(h.streaming);
-        self.request_bytes.append_value(opt_i64(Some(h.request.bytes)).unwrap_or_default());
+        self.request_bytes.append_value(to_i64(h.request.bytes));
         self.request_blake3.append_option(h.request.blake3.as_deref());
         self.request_content_type.append_option(h.request.content_type.as_deref());
         self.request_captured.append_option(h.request.captured.as_deref());
-        self.response_bytes.append_value(opt_i64(Some(h.response.bytes)).unwrap_or_default());
+        self.response_bytes.append_value(to_i64(h.response.bytes));
         self.response_blake3.append_option(h.response.blake3.as_deref());
         self.response_content_type.append_option(h.response.content_type.as_deref());
         self.response_captured.append_option(h.response.captured.as_deref());
@@ -422,8 +426,7 @@ impl BatchBuilder {
             let b = self.safeguards.values();
             child::<StringBuilder>(b, 0).append_value(&sg.policy_id);
             child::<StringBuilder>(b, 1).append_option(sg.policy_version.as_deref());
-            let action =
-                serde_json::to_value(sg.action).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+            let action = sg.action.as_str();
             child::<StringBuilder>(b, 2).append_value(action);
             child::<StringBuilder>(b, 3).append_option(sg.stage.as_deref());
             child::<StringBuilder>(b, 4).append_option(sg.category.as_deref());
@@ -431,7 +434,7 @@ impl BatchBuilder {
             b.append(true);
         }
         self.safeguards.append(true);
-        self.records_lost_before.append_value(opt_i64(Some(r.records_lost_before)).unwrap_or_default());
+        self.records_lost_before.append_value(to_i64(r.records_lost_before));
         for (k, v) in &r.attributes {
             self.attributes.keys().append_value(k);
             self.attributes.values().append_value(v);

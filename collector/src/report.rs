@@ -328,6 +328,9 @@ pub fn summarize(archive: &Archive, opts: &ReportOptions) -> Result<Summary, Cli
             let seq = batch.column_by_name("seq").and_then(|c| c.as_primitive_opt::<Int64Type>().cloned());
             let lost =
                 batch.column_by_name("records_lost_before").and_then(|c| c.as_primitive_opt::<Int64Type>().cloned());
+            let src_col = batch.column_by_name("output_sources").map(|c| c.as_ref());
+            let wm_col = batch.column_by_name("watermarks").map(|c| c.as_ref());
+            let sg_col = batch.column_by_name("safeguards").map(|c| c.as_ref());
             let streaming = batch.column_by_name("streaming").and_then(|c| c.as_boolean_opt().cloned());
             let txt = |a: &Option<arrow_array::StringArray>, i: usize| {
                 a.as_ref().filter(|a| a.is_valid(i)).map(|a| a.value(i).to_owned())
@@ -370,10 +373,9 @@ pub fn summarize(archive: &Archive, opts: &ReportOptions) -> Result<Summary, Cli
                     let e = versions.entry(key).or_insert(t);
                     *e = (*e).min(t);
                 }
-                let uris = list_strings(batch.column_by_name("output_sources").map(|c| c.as_ref()), i, "uri");
-                let holders =
-                    list_strings(batch.column_by_name("output_sources").map(|c| c.as_ref()), i, "rights_holder");
-                let licences = list_strings(batch.column_by_name("output_sources").map(|c| c.as_ref()), i, "license");
+                let uris = list_strings(src_col, i, "uri");
+                let holders = list_strings(src_col, i, "rights_holder");
+                let licences = list_strings(src_col, i, "license");
                 with_sources += u64::from(!uris.is_empty());
                 for (k, u) in uris.into_iter().enumerate() {
                     let e = sources.entry(u).or_insert_with(|| {
@@ -381,13 +383,13 @@ pub fn summarize(archive: &Archive, opts: &ReportOptions) -> Result<Summary, Cli
                     });
                     e.2 += 1;
                 }
-                let sch = list_strings(batch.column_by_name("watermarks").map(|c| c.as_ref()), i, "scheme");
+                let sch = list_strings(wm_col, i, "scheme");
                 watermarked += u64::from(!sch.is_empty());
                 for s in sch {
                     *schemes.entry(s).or_default() += 1;
                 }
-                let pol = list_strings(batch.column_by_name("safeguards").map(|c| c.as_ref()), i, "policy_id");
-                let act = list_strings(batch.column_by_name("safeguards").map(|c| c.as_ref()), i, "action");
+                let pol = list_strings(sg_col, i, "policy_id");
+                let act = list_strings(sg_col, i, "action");
                 for (k, pid) in pol.into_iter().enumerate() {
                     *safeguards.entry((pid, act.get(k).cloned().unwrap_or_default())).or_default() += 1;
                 }

@@ -12,6 +12,7 @@ use crate::redact::Redactor;
 use crate::service::AuditService;
 
 /// Everything the service needs, shared by all its clones.
+#[derive(Clone)]
 pub(crate) struct Config {
     pub(crate) journal: Journal,
     pub(crate) request_capture: CaptureMode,
@@ -84,16 +85,7 @@ impl AuditLayer {
     }
 
     fn with(self, f: impl FnOnce(&mut Config)) -> Self {
-        let mut cfg = Arc::try_unwrap(self.cfg).unwrap_or_else(|shared| Config {
-            journal: shared.journal.clone(),
-            request_capture: shared.request_capture,
-            response_capture: shared.response_capture,
-            capture_cap: shared.capture_cap,
-            keep_limit: shared.keep_limit,
-            redactor: shared.redactor.clone(),
-            extractors: shared.extractors.clone(),
-            caller: shared.caller.clone(),
-        });
+        let mut cfg = Arc::unwrap_or_clone(self.cfg);
         f(&mut cfg);
         Self { cfg: Arc::new(cfg) }
     }

@@ -86,6 +86,18 @@ pub enum SafeguardAction {
     Allowed,
 }
 
+impl SafeguardAction {
+    /// The lowercase name used in records and columns.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Blocked => "blocked",
+            Self::Filtered => "filtered",
+            Self::Flagged => "flagged",
+            Self::Allowed => "allowed",
+        }
+    }
+}
+
 /// A decision of an API-based safeguard (moderation, PII filter, jailbreak detector).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SafeguardDecision {
