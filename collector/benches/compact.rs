@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use kiroku::{Durability, Journal, JournalConfig};
+use kiroku_collector::archive_store::LocalArchive;
 use kiroku_collector::compact::{CompactOptions, compact};
 use kiroku_collector::spool::LocalSpool;
 use kiroku_schemas::checkpoint::NoteSigner;
@@ -98,8 +99,13 @@ fn main() {
 
     let archive = work.path().join("archive");
     let t = Instant::now();
-    let report =
-        compact(&LocalSpool::new(&spool), &archive, &CompactOptions::new(verifier), &mut |_| {}).expect("compact");
+    let report = compact(
+        &LocalSpool::new(&spool),
+        &LocalArchive::open(&archive).expect("archive"),
+        &CompactOptions::new(verifier),
+        &mut |_| {},
+    )
+    .expect("compact");
     let secs = t.elapsed().as_secs_f64();
     assert_eq!(report.records, n as u64);
     let archive_bytes = dir_bytes(&archive.join("records"));

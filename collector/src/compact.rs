@@ -13,9 +13,7 @@
 //! chains go on.
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::io;
 
 use kiroku_schemas::checkpoint::NoteVerifier;
 use kiroku_schemas::digest::to_hex;
@@ -27,6 +25,7 @@ use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
+use crate::archive_store::{ArchiveStore, Commit, Lease, ManifestVersion};
 use crate::columns::{self, BatchBuilder, ChainRow};
 use crate::error::CliError;
 use crate::manifest::{ChainEntry, FileEntry, Manifest, SegmentEntry};
@@ -67,6 +66,8 @@ pub struct CompactReport {
     pub torn_tails: Vec<String>,
     /// Orphaned open segments recovered.
     pub orphans: u64,
+    /// Chains left to another compactor (its lease was live, or it committed first).
+    pub elsewhere: Vec<String>,
 }
 
 impl CompactReport {
@@ -195,26 +196,6 @@ fn segment_digest(spool: &dyn SpoolStore, seg: &SegmentRef) -> Result<String, Cl
     Ok(to_hex(h.finalize().as_bytes()))
 }
 
-/// A `Write` that hashes and counts what passes through.
-struct HashingWriter<W> {
-    inner: W,
-    hasher: blake3::Hasher,
-    bytes: u64,
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// Writer properties of archive files.
 pub fn writer_properties(row_group_rows: usize, chain: &str) -> WriterProperties {
     let schema = columns::schema();
@@ -254,9 +235,9 @@ pub fn writer_properties(row_group_rows: usize, chain: &str) -> WriterProperties
     b.build()
 }
 
-/// Write one file atomically; returns its manifest entry.
+/// Write one file durably; returns its manifest entry.
 fn write_file(
-    archive: &Path,
+    archive: &dyn ArchiveStore,
     chain: ChainId,
     date: &str,
     rows: &[&Row],
@@ -265,67 +246,120 @@ fn write_file(
     let (first, last) = (rows.first().map_or(0, |r| r.seq), rows.last().map_or(0, |r| r.seq));
     let (first, last) = (first.min(last), first.max(last));
     let rel = format!("records/date={date}/{chain}-{first}-{last}.parquet");
-    let path = archive.join(&rel);
-    let dir = path.parent().unwrap_or(archive).to_owned();
-    fs::create_dir_all(&dir).map_err(|e| CliError::io(&dir, e))?;
-    let tmp = path.with_extension("parquet.tmp");
-    let file = fs::File::create(&tmp).map_err(|e| CliError::io(&tmp, e))?;
-    let out =
-        HashingWriter { inner: io::BufWriter::with_capacity(1 << 20, file), hasher: blake3::Hasher::new(), bytes: 0 };
-    let props = writer_properties(opts.row_group_rows, &chain.to_string());
-    let mut w = ArrowWriter::try_new(out, columns::schema(), Some(props)).map_err(|e| CliError::io(&tmp, e))?;
     let chain_s = chain.to_string();
-    for chunk in rows.chunks(16 * 1024) {
-        let mut b = BatchBuilder::default();
-        for r in chunk {
-            b.push(&chain_s, &ChainRow { seq: r.seq, prev: &r.prev, hash: &r.hash, payload: &r.payload }, &r.record);
+    let (bytes, blake3) = archive.write_file(&rel, &mut |out| {
+        let props = writer_properties(opts.row_group_rows, &chain_s);
+        let err = |e: parquet::errors::ParquetError| CliError::Io(format!("{rel}: {e}"));
+        let mut w = ArrowWriter::try_new(out, columns::schema(), Some(props)).map_err(err)?;
+        for chunk in rows.chunks(16 * 1024) {
+            let mut b = BatchBuilder::default();
+            for r in chunk {
+                b.push(
+                    &chain_s,
+                    &ChainRow { seq: r.seq, prev: &r.prev, hash: &r.hash, payload: &r.payload },
+                    &r.record,
+                );
+            }
+            let batch = b.finish().map_err(|e| CliError::Io(format!("{rel}: building columns: {e}")))?;
+            w.write(&batch).map_err(err)?;
         }
-        let batch = b.finish().map_err(|e| CliError::Io(format!("{rel}: building columns: {e}")))?;
-        w.write(&batch).map_err(|e| CliError::io(&tmp, e))?;
-    }
-    let out = w.into_inner().map_err(|e| CliError::io(&tmp, e))?;
-    let HashingWriter { inner, hasher, bytes } = out;
-    let file = inner.into_inner().map_err(|e| CliError::io(&tmp, e.error()))?;
-    file.sync_all().map_err(|e| CliError::io(&tmp, e))?;
-    fs::rename(&tmp, &path).map_err(|e| CliError::io(&path, e))?;
-    kiroku::journal::sync_dir(&dir).map_err(|e| CliError::Io(e.to_string()))?;
+        w.finish().map_err(err)?;
+        Ok(())
+    })?;
     Ok(FileEntry {
         path: rel,
         first_seq: first,
         last_seq: last,
         rows: rows.len() as u64,
         bytes,
-        blake3: to_hex(hasher.finalize().as_bytes()),
+        blake3,
         date: date.to_owned(),
     })
+}
+
+/// One compaction run's state.
+struct Run<'a> {
+    spool: &'a dyn SpoolStore,
+    archive: &'a dyn ArchiveStore,
+    opts: &'a CompactOptions,
+    manifest: Manifest,
+    version: ManifestVersion,
+    report: CompactReport,
+    progress: &'a mut dyn FnMut(u64),
 }
 
 /// Compact everything ready in `spool` into `archive`. `progress` is called with the
 /// number of records written so far.
 pub fn compact(
     spool: &dyn SpoolStore,
-    archive: &Path,
+    archive: &dyn ArchiveStore,
     opts: &CompactOptions,
     progress: &mut dyn FnMut(u64),
 ) -> Result<CompactReport, CliError> {
-    fs::create_dir_all(archive).map_err(|e| CliError::io(archive, e))?;
-    remove_stale_temp_files(&archive.join("records"))?;
-    let mut manifest = Manifest::load(archive)?;
-    let mut report = CompactReport::default();
+    let (manifest, version) = archive.load_manifest()?;
+    let mut run = Run { spool, archive, opts, manifest, version, report: CompactReport::default(), progress };
     for chain in spool.chains()? {
-        let mut state = match manifest.chains.get(&chain.to_string()) {
+        let Some(mut lease) = archive.lease(chain)? else {
+            run.report.elsewhere.push(format!("{chain}: leased by another compactor"));
+            continue;
+        };
+        let result = run.chain(chain, &mut lease);
+        archive.release(lease);
+        result?;
+    }
+    Ok(run.report)
+}
+
+impl Run<'_> {
+    /// Compact one chain: its sealed segments, then (when its writer is gone) its open ones.
+    fn chain(&mut self, chain: ChainId, lease: &mut Lease) -> Result<(), CliError> {
+        // Another compactor may have advanced the chain since this run loaded the manifest.
+        if self.version.is_some() {
+            let (m, v) = self.archive.load_manifest()?;
+            self.manifest = m;
+            self.version = v;
+        }
+        let mut state = match self.manifest.chains.get(&chain.to_string()) {
             Some(e) => e.state(chain)?,
             None => ChainState::genesis(chain),
         };
-        let sealed = spool.sealed(chain)?;
-        if !compact_chain(spool, archive, &mut manifest, &mut state, &sealed, opts, &mut report, progress)? {
-            continue;
+        let sealed = self.spool.sealed(chain)?;
+        if !compact_chain(self, lease, &mut state, &sealed)? {
+            return Ok(());
         }
-        if let Some((_guard, opens)) = spool.orphaned(chain)? {
-            compact_chain(spool, archive, &mut manifest, &mut state, &opens, opts, &mut report, progress)?;
+        if let Some((_guard, opens)) = self.spool.orphaned(chain)? {
+            compact_chain(self, lease, &mut state, &opens)?;
+        }
+        Ok(())
+    }
+
+    /// Commit the manifest with this chain's entry; false when another compactor
+    /// advanced the chain first (this run gives it up).
+    fn commit_manifest(
+        &mut self,
+        chain: ChainId,
+        base: Option<ChainEntry>,
+        entry: ChainEntry,
+    ) -> Result<bool, CliError> {
+        let key = chain.to_string();
+        loop {
+            self.manifest.chains.insert(key.clone(), entry.clone());
+            match self.archive.commit_manifest(&self.manifest, &self.version)? {
+                Commit::Done(v) => {
+                    self.version = v;
+                    return Ok(true);
+                }
+                Commit::Conflict => {
+                    let (m, v) = self.archive.load_manifest()?;
+                    self.manifest = m;
+                    self.version = v;
+                    if self.manifest.chains.get(&key) != base.as_ref() {
+                        return Ok(false);
+                    }
+                }
+            }
         }
     }
-    Ok(report)
 }
 
 /// True when this exact file (name and content) is one the manifest records as compacted.
@@ -373,19 +407,15 @@ fn quarantine_bad(
     Ok(())
 }
 
-/// Write a verified segment's records, commit the manifest, move the segment.
-#[allow(clippy::too_many_arguments)]
+/// Write a verified segment's records, commit the manifest, move the segment. False
+/// when another compactor took the chain (lease lost, or it committed first).
 fn commit(
-    spool: &dyn SpoolStore,
-    archive: &Path,
-    manifest: &mut Manifest,
+    run: &mut Run<'_>,
+    lease: &mut Lease,
     state: &mut ChainState,
     seg: &SegmentRef,
     v: Verified,
-    opts: &CompactOptions,
-    report: &mut CompactReport,
-    progress: &mut dyn FnMut(u64),
-) -> Result<(), CliError> {
+) -> Result<bool, CliError> {
     let chain = state.chain_id;
     if let Some((off, n)) = v.torn_tail {
         let msg = format!(
@@ -393,7 +423,7 @@ fn commit(
             seg.name
         );
         tracing::warn!(target: "kiroku::compact", "{msg}");
-        report.torn_tails.push(msg);
+        run.report.torn_tails.push(msg);
     }
     let mut by_date: BTreeMap<String, Vec<&Row>> = BTreeMap::new();
     for r in &v.rows {
@@ -403,31 +433,40 @@ fn commit(
     for (date, mut rows) in by_date {
         rows.sort_by_key(|r| (r.record.started_at, r.seq));
         pause_point("before_parquet");
-        files.push(write_file(archive, chain, &date, &rows, opts)?);
+        files.push(write_file(run.archive, chain, &date, &rows, run.opts)?);
         pause_point("after_parquet");
     }
-    let entry = manifest.chains.entry(chain.to_string()).or_insert_with(|| ChainEntry::genesis(chain));
-    report.files.extend(files.iter().map(|f| f.path.clone()));
+    if !run.archive.renew(lease)? {
+        run.report.elsewhere.push(format!("{chain}: lease lost to another compactor"));
+        return Ok(false);
+    }
+    let base = run.manifest.chains.get(&chain.to_string()).cloned();
+    let mut entry = base.clone().unwrap_or_else(|| ChainEntry::genesis(chain));
+    let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
     entry.files.extend(files);
     entry.set_state(&v.end);
     if let Some(note) = v.last_checkpoint {
         entry.checkpoints.push(note);
     }
     entry.segments.push(SegmentEntry { name: seg.name.clone(), blake3: v.digest.clone() });
-    manifest.save(archive)?;
+    if !run.commit_manifest(chain, base, entry)? {
+        run.report.elsewhere.push(format!("{chain}: another compactor committed {} first", seg.name));
+        return Ok(false);
+    }
+    run.report.files.extend(paths);
     pause_point("after_manifest");
     if !seg.sealed {
         // A writer that restarts on this chain must continue after these records.
-        spool.set_head(chain, &v.end)?;
+        run.spool.set_head(chain, &v.end)?;
     }
-    spool.mark_compacted(seg)?;
+    run.spool.mark_compacted(seg)?;
     pause_point("after_move");
     *state = v.end;
-    report.segments += 1;
-    report.records += v.rows.len() as u64;
-    report.input_bytes += v.bytes;
-    progress(report.records);
-    Ok(())
+    run.report.segments += 1;
+    run.report.records += v.rows.len() as u64;
+    run.report.input_bytes += v.bytes;
+    (run.progress)(run.report.records);
+    Ok(true)
 }
 
 /// What examining one segment found.
@@ -471,47 +510,44 @@ fn examine(
 ///
 /// (Verifying segment k+1 on a second thread while segment k is written was measured:
 /// no gain on 2 cores, so it stays sequential.)
-#[allow(clippy::too_many_arguments)]
 fn compact_chain(
-    spool: &dyn SpoolStore,
-    archive: &Path,
-    manifest: &mut Manifest,
+    run: &mut Run<'_>,
+    lease: &mut Lease,
     state: &mut ChainState,
     segs: &[SegmentRef],
-    opts: &CompactOptions,
-    report: &mut CompactReport,
-    progress: &mut dyn FnMut(u64),
 ) -> Result<bool, CliError> {
     let known: Vec<SegmentEntry> =
-        manifest.chains.get(&state.chain_id.to_string()).map(|e| e.segments.clone()).unwrap_or_default();
+        run.manifest.chains.get(&state.chain_id.to_string()).map(|e| e.segments.clone()).unwrap_or_default();
     for (i, seg) in segs.iter().enumerate() {
-        let stopped = match examine(spool, &known, seg, state, opts) {
+        let stopped = match examine(run.spool, &known, seg, state, run.opts) {
             Step::Known => {
                 if !seg.sealed {
-                    spool.set_head(state.chain_id, state)?;
+                    run.spool.set_head(state.chain_id, state)?;
                 }
-                spool.mark_compacted(seg)?;
+                run.spool.mark_compacted(seg)?;
                 false
             }
             Step::Overlap(st) => {
-                quarantine_overlap(spool, seg, &st, report)?;
+                quarantine_overlap(run.spool, seg, &st, &mut run.report)?;
                 true
             }
             Step::Verified(v) => {
-                commit(spool, archive, manifest, state, seg, *v, opts, report, progress)?;
+                if !commit(run, lease, state, seg, *v)? {
+                    return Ok(false);
+                }
                 if !seg.sealed {
-                    report.orphans += 1;
+                    run.report.orphans += 1;
                 }
                 false
             }
             Step::Bad(st, problem) => {
-                quarantine_bad(spool, seg, &st, problem, report)?;
+                quarantine_bad(run.spool, seg, &st, problem, &mut run.report)?;
                 true
             }
             Step::Fail(e) => return Err(e),
         };
         if stopped {
-            report
+            run.report
                 .blocked
                 .extend(segs[i + 1..].iter().filter(|s| s.sealed).map(|s| format!("{}/{}", s.chain_id, s.name)));
             return Ok(false);
@@ -541,18 +577,4 @@ fn pause_point(step: &str) {
             std::thread::sleep(std::time::Duration::from_secs(3600));
         }
     }
-}
-
-/// Temp files left by a run that was killed: never part of the archive.
-fn remove_stale_temp_files(dir: &Path) -> Result<(), CliError> {
-    let Ok(rd) = fs::read_dir(dir) else { return Ok(()) };
-    for e in rd.flatten() {
-        let p: PathBuf = e.path();
-        if p.is_dir() {
-            remove_stale_temp_files(&p)?;
-        } else if p.extension().is_some_and(|x| x == "tmp") {
-            fs::remove_file(&p).map_err(|e| CliError::io(&p, e))?;
-        }
-    }
-    Ok(())
 }

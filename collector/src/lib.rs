@@ -2,7 +2,10 @@
 //! archive exactly once, and answer investigators' questions from it; the `kiroku`
 //! command.
 //!
-//! - [`spool`]: the collector's view of a spool (a trait, and the local directory).
+//! - [`spool`]: the collector's view of a spool (a trait, and the local directory);
+//!   [`object_spool`]: segments shipped to an object store ([`remote`]).
+//! - [`archive_store`]: where the archive is written (a directory, or an object store
+//!   shared by several compactors with leases and conditional commits).
 //! - [`compact`]: verified segments to Parquet with an atomic manifest ([`manifest`]).
 //! - [`columns`]: the archive's Arrow schema and typed builders.
 //! - [`archive`]: reading the archive with pruning and bloom filters.
@@ -13,15 +16,18 @@
 #![warn(missing_docs, rust_2018_idioms)]
 
 pub mod archive;
+pub mod archive_store;
 pub mod cli;
 pub mod columns;
 pub mod compact;
 pub mod error;
 pub mod evidence;
 pub mod manifest;
+pub mod object_spool;
 #[cfg(feature = "otlp")]
 pub mod otlp;
 pub mod proxy;
+pub mod remote;
 pub mod report;
 pub mod spool;
 pub mod verify;

@@ -121,25 +121,26 @@ impl Manifest {
         archive.join("_kiroku").join("manifest.json")
     }
 
+    /// The manifest of a new archive.
+    pub fn empty() -> Self {
+        Self { version: MANIFEST_VERSION, chains: BTreeMap::new() }
+    }
+
+    /// Parse a stored manifest; `what` names it in errors.
+    pub fn parse(bytes: &[u8], what: &str) -> Result<Self, CliError> {
+        let m: Self = serde_json::from_slice(bytes).map_err(|e| CliError::Corrupt(format!("{what}: {e}")))?;
+        if m.version != MANIFEST_VERSION {
+            return Err(CliError::Usage(format!("{what}: manifest version {} is not supported", m.version)));
+        }
+        Ok(m)
+    }
+
     /// Load, or an empty manifest when the archive is new.
     pub fn load(archive: &Path) -> Result<Self, CliError> {
         let path = Self::path(archive);
         match std::fs::read(&path) {
-            Ok(bytes) => {
-                let m: Self = serde_json::from_slice(&bytes)
-                    .map_err(|e| CliError::Corrupt(format!("{}: {e}", path.display())))?;
-                if m.version != MANIFEST_VERSION {
-                    return Err(CliError::Usage(format!(
-                        "{}: manifest version {} is not supported",
-                        path.display(),
-                        m.version
-                    )));
-                }
-                Ok(m)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Ok(Self { version: MANIFEST_VERSION, chains: BTreeMap::new() })
-            }
+            Ok(bytes) => Self::parse(&bytes, &path.display().to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::empty()),
             Err(e) => Err(CliError::io(&path, e)),
         }
     }

@@ -247,6 +247,18 @@ pub fn metrics_text(journal: &Journal, stats: &ProxyStats) -> String {
         "Requests refused with 503 because the journal could not write (FailClosed).",
         m.requests_refused as f64,
     );
+    if let Some(sm) = journal.ship_metrics() {
+        metric("kiroku_ship_segments_total", "counter", "Segments uploaded and verified.", sm.shipped as f64);
+        metric("kiroku_ship_bytes_total", "counter", "Bytes of segments uploaded.", sm.bytes as f64);
+        metric("kiroku_ship_backlog", "gauge", "Sealed segments waiting for upload.", sm.backlog as f64);
+        metric(
+            "kiroku_ship_conflicts_total",
+            "counter",
+            "Segments whose name is taken in the store by different bytes (not overwritten).",
+            sm.conflicts as f64,
+        );
+        metric("kiroku_ship_failures_total", "counter", "Failed upload attempts (retried).", sm.failures as f64);
+    }
     s
 }
 

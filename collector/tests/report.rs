@@ -117,7 +117,7 @@ async fn an_outage_fallbacks_and_a_version_change_are_found() {
     let archive = dir.path().join("archive");
     kiroku_collector::compact::compact(
         &kiroku_collector::spool::LocalSpool::new(&spool),
-        &archive,
+        &kiroku_collector::archive_store::LocalArchive::open(&archive).unwrap(),
         &kiroku_collector::compact::CompactOptions::new(signer.verifier()),
         &mut |_| {},
     )

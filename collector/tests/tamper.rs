@@ -198,7 +198,13 @@ async fn every_mutation_is_detected_and_nothing_pristine_is_flagged() {
     let archive = work.path().join("archive");
     let pristine_spool = work.path().join("spool-pristine");
     assert!(std::process::Command::new("cp").arg("-a").arg(&spool).arg(&pristine_spool).status().unwrap().success());
-    let rep = compact(&LocalSpool::new(&spool), &archive, &CompactOptions::new(key.clone()), &mut |_| {}).unwrap();
+    let rep = compact(
+        &LocalSpool::new(&spool),
+        &kiroku_collector::archive_store::LocalArchive::open(&archive).unwrap(),
+        &CompactOptions::new(key.clone()),
+        &mut |_| {},
+    )
+    .unwrap();
     assert!(!rep.has_problems());
     let mut arch_t = Tally::default();
     let files: Vec<PathBuf> =

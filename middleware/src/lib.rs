@@ -25,6 +25,8 @@ pub mod journal;
 mod layer;
 pub mod redact;
 mod service;
+#[cfg(feature = "ship")]
+pub mod ship;
 pub mod sse;
 #[cfg(feature = "otel")]
 pub mod telemetry;

@@ -1,22 +1,30 @@
 //! `kiroku compact`: verify and compact a spool into the archive.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::archive_store::{ArchiveStore, LocalArchive, ObjectArchive};
 use crate::compact::{CompactOptions, CompactReport, compact};
 use crate::error::CliError;
-use crate::spool::LocalSpool;
+use crate::object_spool::ObjectSpool;
+use crate::spool::{LocalSpool, SpoolStore};
 
 /// Arguments.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The journal's spool directory.
+    /// The journal's spool: a directory, or the object store URL writers ship to
+    /// (`s3://bucket/prefix`, `gs://`, `az://`, `file://`).
     #[arg(long, env = "KIROKU_SPOOL")]
-    spool: Option<PathBuf>,
-    /// The Parquet archive directory.
+    spool: Option<String>,
+    /// The Parquet archive: a directory, or an object store URL (several compactors
+    /// may share one; see --lease-ttl).
     #[arg(long, env = "KIROKU_ARCHIVE")]
-    archive: Option<PathBuf>,
+    archive: Option<String>,
+    /// How long a compactor's claim on a chain of an object store archive lasts
+    /// without renewal (a crashed compactor's chains are taken over after it), seconds.
+    #[arg(long, default_value_t = 60)]
+    lease_ttl: u64,
     /// Public key every checkpoint must be signed with (`signer.vkey`).
     #[arg(long, env = "KIROKU_PUBKEY")]
     pubkey: Option<PathBuf>,
@@ -33,10 +41,18 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
     let archive = super::required(a.archive, "--archive", "KIROKU_ARCHIVE")?;
     let pubkey = super::load_pubkey(&super::required(a.pubkey, "--pubkey", "KIROKU_PUBKEY")?)?;
     let opts = CompactOptions::new(pubkey);
-    let store = LocalSpool::new(&spool);
+    let store: Box<dyn SpoolStore> = match super::Place::parse(&spool) {
+        super::Place::Dir(d) => Box::new(LocalSpool::new(d)),
+        super::Place::Url(u) => Box::new(ObjectSpool::open(&u)?),
+    };
+    let archive: Box<dyn ArchiveStore> = match super::Place::parse(&archive) {
+        super::Place::Dir(d) => Box::new(LocalArchive::open(&d)?),
+        super::Place::Url(u) if u.starts_with("file://") => Box::new(LocalArchive::open(Path::new(&u[7..]))?),
+        super::Place::Url(u) => Box::new(ObjectArchive::open(&u, Duration::from_secs(a.lease_ttl.max(1)))?),
+    };
     loop {
         let pb = super::progress(None, "compacting");
-        let report = compact(&store, &archive, &opts, &mut |n| pb.set_position(n))?;
+        let report = compact(store.as_ref(), archive.as_ref(), &opts, &mut |n| pb.set_position(n))?;
         pb.finish_and_clear();
         print_report(&report);
         if !a.watch {
@@ -62,5 +78,8 @@ pub(crate) fn print_report(r: &CompactReport) {
     }
     for b in &r.blocked {
         println!("waiting behind a quarantined segment: {b}");
+    }
+    for e in &r.elsewhere {
+        println!("left to another compactor: {e}");
     }
 }

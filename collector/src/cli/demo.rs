@@ -17,6 +17,7 @@ use kiroku_schemas::checkpoint::NoteSigner;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::archive_store::LocalArchive;
 use crate::compact::{CompactOptions, compact};
 use crate::error::CliError;
 use crate::spool::LocalSpool;
@@ -187,7 +188,12 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
         spool_check.checkpoints,
         verdict(spool_check.ok())
     );
-    let report = compact(&LocalSpool::new(&spool), &archive, &CompactOptions::new(verifier.clone()), &mut |_| {})?;
+    let report = compact(
+        &LocalSpool::new(&spool),
+        &LocalArchive::open(&archive)?,
+        &CompactOptions::new(verifier.clone()),
+        &mut |_| {},
+    )?;
     println!("  4. compacted {} records into {} Parquet file(s)", report.records, report.files.len());
     let archive_check = verify_archive(&archive, Some(&verifier))?;
     println!(

@@ -12,6 +12,7 @@ mod keygen;
 mod output;
 mod proxy;
 mod report;
+mod ship;
 mod verify;
 
 use std::io::IsTerminal as _;
@@ -123,11 +124,15 @@ pub enum Command {
     Proxy(Box<proxy::Args>),
     /// The explainability and business-continuity audit as an HTML page (or JSON).
     Report(report::Args),
+    /// Upload sealed segments to an object store (idempotent, verified, never overwriting).
+    Ship(ship::Args),
 }
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     init_logging();
+    // One TLS crypto library (ring) for every HTTPS client of the command.
+    kiroku::ship::install_crypto_provider();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let cli = match command_with_config(config_path(&args).as_deref()).map(|c| c.get_matches_from(&args)) {
         Ok(m) => match <Cli as clap::FromArgMatches>::from_arg_matches(&m) {
@@ -149,6 +154,7 @@ pub fn main() -> ExitCode {
         Command::Keygen(a) => keygen::run(a),
         Command::Proxy(a) => proxy::run(*a),
         Command::Report(a) => report::run(a),
+        Command::Ship(a) => ship::run(a),
     };
     match result {
         Ok(code) => code,
@@ -210,6 +216,22 @@ pub(crate) fn progress(len: Option<u64>, what: &str) -> indicatif::ProgressBar {
 }
 
 /// A required path argument, with a message that says which flag or variable sets it.
-pub(crate) fn required(p: Option<PathBuf>, flag: &str, env: &str) -> Result<PathBuf, CliError> {
+/// A spool or archive argument: a directory, or an object store URL. `file://` URLs
+/// of archives are directories (the local archive is the one with atomic renames).
+pub(crate) enum Place {
+    Dir(PathBuf),
+    Url(String),
+}
+
+impl Place {
+    pub(crate) fn parse(s: &str) -> Self {
+        match s.split_once("://") {
+            Some((scheme, _)) if scheme.chars().all(|c| c.is_ascii_alphanumeric()) => Self::Url(s.to_owned()),
+            _ => Self::Dir(PathBuf::from(s)),
+        }
+    }
+}
+
+pub(crate) fn required<T>(p: Option<T>, flag: &str, env: &str) -> Result<T, CliError> {
     p.ok_or_else(|| CliError::Usage(format!("{flag} is required (or set {env})")))
 }

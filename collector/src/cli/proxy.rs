@@ -43,6 +43,13 @@ pub struct Args {
     /// whole body); lower it to bound memory per open stream.
     #[arg(long, default_value_t = 16 * 1024)]
     capture_cap: usize,
+    /// Ship each sealed segment to this object store URL (`s3://bucket/prefix`, `gs://`,
+    /// `az://`, `file://`) and remove it locally once the upload is verified.
+    #[arg(long, env = "KIROKU_SHIP")]
+    ship: Option<String>,
+    /// Seal segments after this many seconds (with records), so they ship promptly.
+    #[arg(long, default_value_t = 3600)]
+    segment_max_age: u64,
     /// Address for /healthz and /metrics.
     #[arg(long, env = "KIROKU_ADMIN")]
     admin: Option<SocketAddr>,
@@ -88,10 +95,17 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
     let rt =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| CliError::Io(e.to_string()))?;
     let result = rt.block_on(async {
-        let journal = Journal::open(
-            JournalConfig::new(&a.spool, signer).durability(durability).on_failure(policy).writer_name(&a.writer_name),
-        )
-        .map_err(|e| CliError::Io(e.to_string()))?;
+        let mut config = JournalConfig::new(&a.spool, signer)
+            .durability(durability)
+            .on_failure(policy)
+            .writer_name(&a.writer_name)
+            .segment_max_age(Duration::from_secs(a.segment_max_age.max(1)));
+        if let Some(url) = &a.ship {
+            let to = kiroku::ship::ObjectLocation::open(url).map_err(|e| CliError::Usage(e.to_string()))?;
+            kiroku::ship::check_reachable(&to).await.map_err(|e| CliError::Io(e.to_string()))?;
+            config = config.ship_to(to, kiroku::ship::ShipperConfig::default());
+        }
+        let journal = Journal::open(config).map_err(|e| CliError::Io(e.to_string()))?;
         if let Some(r) = journal.recovery() {
             eprintln!("kiroku proxy: {r}");
         }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::error::CliError;
+use crate::remote::Remote;
 use crate::spool::LocalSpool;
 use crate::verify::{VerifyReport, verify_archive, verify_spool};
 
@@ -14,9 +15,10 @@ pub struct Args {
     /// Verify a spool directory.
     #[arg(long)]
     spool: Option<PathBuf>,
-    /// Verify an archive directory.
+    /// Verify an archive: a directory, or an object store URL (its manifest and files
+    /// are downloaded to a temporary directory and verified there).
     #[arg(long)]
-    archive: Option<PathBuf>,
+    archive: Option<String>,
     /// Verify an evidence bundle directory.
     #[arg(long)]
     bundle: Option<PathBuf>,
@@ -34,7 +36,7 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
     let (what, rep) = if let Some(s) = &a.spool {
         (format!("spool {}", s.display()), verify_spool(&LocalSpool::new(s), key.as_ref())?)
     } else if let Some(ar) = &a.archive {
-        (format!("archive {}", ar.display()), verify_archive(ar, key.as_ref())?)
+        (format!("archive {ar}"), verify_archive_at(ar, key.as_ref())?)
     } else if let Some(b) = &a.bundle {
         (format!("bundle {}", b.display()), crate::evidence::verify_bundle(b, key.as_ref())?)
     } else {
@@ -42,6 +44,27 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
     };
     print(&what, &rep, a.json);
     Ok(if rep.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Verify an archive directory or object store location.
+fn verify_archive_at(
+    archive: &str,
+    key: Option<&kiroku_schemas::checkpoint::NoteVerifier>,
+) -> Result<VerifyReport, CliError> {
+    let url = match super::Place::parse(archive) {
+        super::Place::Dir(d) => return verify_archive(&d, key),
+        super::Place::Url(u) => u,
+    };
+    let remote = Remote::open(&url)?;
+    let tmp = tempfile::tempdir().map_err(|e| CliError::Io(format!("temporary directory: {e}")))?;
+    remote.mirror(&["_kiroku", "records"], tmp.path())?;
+    let mut rep = verify_archive(tmp.path(), key)?;
+    // Name objects by their URL, not the temporary copy.
+    let local = tmp.path().display().to_string();
+    for p in &mut rep.problems {
+        *p = p.replace(&local, &url);
+    }
+    Ok(rep)
 }
 
 pub(crate) fn print(what: &str, r: &VerifyReport, json: bool) {

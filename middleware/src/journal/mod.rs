@@ -80,6 +80,10 @@ pub struct JournalConfig {
     pub(crate) segment_max_age: Duration,
     pub(crate) checkpoint_interval: Duration,
     pub(crate) faults: Option<Arc<Faults>>,
+    /// Called on the writer thread after each seal (wakes the shipper).
+    pub(crate) on_seal: Option<Arc<dyn Fn() + Send + Sync>>,
+    #[cfg(feature = "ship")]
+    pub(crate) ship: Option<(crate::ship::ObjectLocation, crate::ship::ShipperConfig)>,
 }
 
 impl std::fmt::Debug for JournalConfig {
@@ -112,6 +116,9 @@ impl JournalConfig {
             segment_max_age: Duration::from_secs(3600),
             checkpoint_interval: Duration::from_secs(10),
             faults: None,
+            on_seal: None,
+            #[cfg(feature = "ship")]
+            ship: None,
         }
     }
 
@@ -168,6 +175,25 @@ impl JournalConfig {
     #[doc(hidden)]
     pub fn fault_injection(mut self, faults: Arc<Faults>) -> Self {
         self.faults = Some(faults);
+        self
+    }
+
+    /// Ship each sealed segment to `location` (under `spool/<chain>/`) and remove the
+    /// local file once the upload is verified; see [`crate::ship`]. Shutdown ships
+    /// what is left before it returns.
+    ///
+    /// ```no_run
+    /// # fn demo(signer: kiroku_schemas::checkpoint::NoteSigner) -> Result<(), Box<dyn std::error::Error>> {
+    /// use kiroku::journal::{Journal, JournalConfig};
+    /// use kiroku::ship::{ObjectLocation, ShipperConfig};
+    ///
+    /// let to = ObjectLocation::open("s3://audit-logs/fleet")?;
+    /// let journal = Journal::open(JournalConfig::new("/var/lib/kiroku/spool", signer).ship_to(to, ShipperConfig::default()))?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "ship")]
+    pub fn ship_to(mut self, location: crate::ship::ObjectLocation, config: crate::ship::ShipperConfig) -> Self {
+        self.ship = Some((location, config));
         self
     }
 
@@ -300,6 +326,8 @@ struct Inner {
     durability: Durability,
     recovery: Option<RecoveryReport>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    #[cfg(feature = "ship")]
+    shipper: Option<Arc<crate::ship::Shipper>>,
 }
 
 /// Handle to a journal; cheap to clone.
@@ -327,8 +355,26 @@ pub(crate) enum Submitted {
 impl Journal {
     /// Open (or take back) this writer's chain under the spool and start the writer
     /// thread. Recovery of a previous process's open segment happens here.
-    pub fn open(config: JournalConfig) -> Result<Self, JournalError> {
+    pub fn open(#[allow(unused_mut)] mut config: JournalConfig) -> Result<Self, JournalError> {
         let opened = spool::open_chain(&config)?;
+        #[cfg(feature = "ship")]
+        let shipper = match config.ship.take() {
+            Some((location, ship_config)) => {
+                let shipper = crate::ship::Shipper::spawn(
+                    crate::ship::ShipScope::Chain(opened.dir.clone()),
+                    location,
+                    ship_config,
+                )
+                .map_err(|e| JournalError::Failed(e.to_string()))?;
+                let shipper = Arc::new(shipper);
+                let wake = shipper.clone();
+                config.on_seal = Some(Arc::new(move || wake.wake()));
+                // Segments sealed by recovery (or left by a previous process) go first.
+                shipper.wake();
+                Some(shipper)
+            }
+            None => None,
+        };
         if let Some(r) = &opened.recovery {
             tracing::warn!(target: "kiroku::journal", chain = %opened.chain_id, "{r}");
         }
@@ -354,6 +400,8 @@ impl Journal {
                 durability,
                 recovery,
                 thread: Mutex::new(Some(thread)),
+                #[cfg(feature = "ship")]
+                shipper,
             }),
         })
     }
@@ -497,6 +545,25 @@ impl Journal {
         if let Some(h) = handle {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
         }
+        #[cfg(feature = "ship")]
+        if let Some(shipper) = self.inner.shipper.clone() {
+            let chain = self.inner.chain_id;
+            let _ = tokio::task::spawn_blocking(move || {
+                match shipper.drain() {
+                    Ok(conflicts) if conflicts.is_empty() => {}
+                    Ok(conflicts) => tracing::error!(target: "kiroku::ship", %chain, "{} segments not shipped: name taken by other content", conflicts.len()),
+                    Err(e) => tracing::error!(target: "kiroku::ship", %chain, "segments left unshipped at shutdown (they stay in the spool): {e}"),
+                }
+                shipper.stop();
+            })
+            .await;
+        }
         report
+    }
+
+    /// Counters of the shipper, when the journal ships ([`JournalConfig::ship_to`]).
+    #[cfg(feature = "ship")]
+    pub fn ship_metrics(&self) -> Option<crate::ship::ShipMetrics> {
+        self.inner.shipper.as_ref().map(|s| s.metrics())
     }
 }

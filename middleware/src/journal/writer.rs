@@ -371,6 +371,9 @@ impl Writer {
         self.last_checkpoint = Instant::now();
         self.shared.segments_sealed.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(target: "kiroku::journal", file = %sealed.display(), "sealed segment");
+        if let Some(hook) = &self.cfg.on_seal {
+            hook();
+        }
         Ok(Some(sealed))
     }
 

@@ -1,6 +1,7 @@
 //! The sample model behind the audit layer, as a process: what crash tests kill.
 //!
-//! `audited-sample --spool DIR --key FILE [--listen ADDR] [--durability sync|batched|buffered] [--writer NAME]`
+//! `audited-sample --spool DIR --key FILE [--listen ADDR] [--durability sync|batched|buffered] [--writer NAME]
+//! [--ship URL] [--segment-max-bytes N]`
 //!
 //! Prints `listening on <addr>` once ready. SIGTERM/SIGINT: drain, seal, exit 0.
 
@@ -26,9 +27,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(other) => return Err(format!("unknown durability {other}").into()),
     };
     let signer = NoteSigner::load(key.as_ref())?;
-    let cfg = JournalConfig::new(spool, signer)
+    let mut cfg = JournalConfig::new(spool, signer)
         .durability(durability)
         .writer_name(arg(&args, "--writer").unwrap_or_else(|| "sample".into()));
+    if let Some(n) = arg(&args, "--segment-max-bytes") {
+        cfg = cfg.segment_max_bytes(n.parse()?);
+    }
+    if let Some(url) = arg(&args, "--ship") {
+        kiroku::ship::install_crypto_provider();
+        cfg = cfg.ship_to(kiroku::ship::ObjectLocation::open(&url)?, kiroku::ship::ShipperConfig::default());
+    }
     let journal = Journal::open(cfg)?;
     if let Some(r) = journal.recovery() {
         println!("recovery: {r}");

@@ -1,0 +1,87 @@
+//! A spool in an object store: the segments writers shipped there
+//! ([`kiroku::ship`]), laid out like a local spool under the location:
+//!
+//! ```text
+//! <location>/spool/<chain>/<first seq>.seg        shipped, ready to compact
+//! <location>/compacted/<chain>/<first seq>.seg    compacted (deleted only by retention)
+//! <location>/quarantine/<chain>/...               failed verification, with a report
+//! ```
+//!
+//! Only sealed segments are shipped: a writer that dies leaves its open segment in its
+//! local spool, where its restart (or a collector on that machine) recovers it.
+
+use std::io::{Cursor, Read};
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use kiroku_schemas::ChainId;
+use kiroku_schemas::segment::ChainState;
+
+use crate::error::CliError;
+use crate::remote::{PutIf, Remote};
+use crate::spool::{OrphanGuard, SegmentRef, SpoolStore};
+
+/// Shipped segments in an object store.
+#[derive(Debug)]
+pub struct ObjectSpool {
+    remote: Remote,
+}
+
+impl ObjectSpool {
+    /// The spool under `url` (the location writers ship to).
+    pub fn open(url: &str) -> Result<Self, CliError> {
+        Ok(Self { remote: Remote::open(url)? })
+    }
+
+    fn rel(area: &str, seg: &SegmentRef) -> String {
+        format!("{area}/{}/{}", seg.chain_id, seg.name)
+    }
+}
+
+impl SpoolStore for ObjectSpool {
+    fn chains(&self) -> Result<Vec<ChainId>, CliError> {
+        Ok(self.remote.dirs("spool")?.iter().filter_map(|d| d.parse().ok()).collect())
+    }
+
+    fn sealed(&self, chain: ChainId) -> Result<Vec<SegmentRef>, CliError> {
+        let mut out: Vec<SegmentRef> = self
+            .remote
+            .list(&format!("spool/{chain}"))?
+            .into_iter()
+            .filter_map(|(rel, _)| {
+                let name = rel.rsplit('/').next()?.to_owned();
+                let first_seq = name.strip_suffix(".seg")?.parse().ok()?;
+                Some(SegmentRef { chain_id: chain, first_seq, name, sealed: true })
+            })
+            .collect();
+        out.sort_by_key(|s| s.first_seq);
+        Ok(out)
+    }
+
+    fn orphaned(&self, _chain: ChainId) -> Result<Option<(OrphanGuard, Vec<SegmentRef>)>, CliError> {
+        Ok(None)
+    }
+
+    fn read(&self, seg: &SegmentRef) -> Result<Box<dyn Read + Send>, CliError> {
+        let rel = Self::rel("spool", seg);
+        let v =
+            self.remote.get(&rel)?.ok_or_else(|| CliError::Io(format!("{}: not found", self.remote.url_of(&rel))))?;
+        Ok(Box::new(Cursor::new(v.bytes)))
+    }
+
+    fn mark_compacted(&self, seg: &SegmentRef) -> Result<(), CliError> {
+        self.remote.rename(&Self::rel("spool", seg), &Self::rel("compacted", seg))
+    }
+
+    fn quarantine(&self, seg: &SegmentRef, report: &str) -> Result<PathBuf, CliError> {
+        let to = Self::rel("quarantine", seg);
+        self.remote.put(&format!("{to}.report.txt"), Bytes::from(report.to_owned()), PutIf::Always)?;
+        self.remote.rename(&Self::rel("spool", seg), &to)?;
+        Ok(PathBuf::from(self.remote.url_of(&to)))
+    }
+
+    fn set_head(&self, _chain: ChainId, _state: &ChainState) -> Result<(), CliError> {
+        // Only sealed segments are shipped: the writer knows its head.
+        Ok(())
+    }
+}

@@ -1,0 +1,159 @@
+//! A blocking facade over an object store location, for the collector's synchronous
+//! code: each call runs on a small runtime owned by the facade.
+
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use kiroku::ship::ObjectLocation;
+use object_store::{GetOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
+
+use crate::error::CliError;
+
+/// An object and its version (etag), as read.
+#[derive(Debug, Clone)]
+pub struct Versioned {
+    /// The bytes.
+    pub bytes: Bytes,
+    /// Its version, for a conditional replace.
+    pub version: UpdateVersion,
+}
+
+/// How a put must relate to what is stored.
+#[derive(Debug, Clone)]
+pub enum PutIf {
+    /// Replace whatever is there.
+    Always,
+    /// Only if no object has the name.
+    Absent,
+    /// Only if the object is still this version.
+    Unchanged(UpdateVersion),
+}
+
+/// Blocking access to one object store location.
+#[derive(Debug)]
+pub struct Remote {
+    loc: ObjectLocation,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Remote {
+    /// Open `url` (see [`ObjectLocation::open`]).
+    pub fn open(url: &str) -> Result<Self, CliError> {
+        let loc = ObjectLocation::open(url).map_err(|e| CliError::Usage(e.to_string()))?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| CliError::Io(format!("starting a runtime for {url}: {e}")))?;
+        Ok(Self { loc, rt })
+    }
+
+    /// The location.
+    pub fn location(&self) -> &ObjectLocation {
+        &self.loc
+    }
+
+    fn store(&self) -> &dyn ObjectStore {
+        self.loc.store().as_ref()
+    }
+
+    fn err(&self, rel: &str, e: impl std::fmt::Display) -> CliError {
+        CliError::Io(format!("{}: {e}", self.loc.url_of(rel)))
+    }
+
+    /// Names of the "directories" directly under `rel`.
+    pub fn dirs(&self, rel: &str) -> Result<Vec<String>, CliError> {
+        let key = self.loc.key(rel);
+        let r = self.rt.block_on(self.store().list_with_delimiter(Some(&key))).map_err(|e| self.err(rel, e))?;
+        let mut out: Vec<String> = r.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_owned)).collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Every object under `rel` (recursively): relative path and size, sorted.
+    pub fn list(&self, rel: &str) -> Result<Vec<(String, u64)>, CliError> {
+        let key = self.loc.key(rel);
+        let metas: Vec<_> = self
+            .rt
+            .block_on(self.store().list(Some(&key)).try_collect())
+            .map_err(|e: object_store::Error| self.err(rel, e))?;
+        let mut out: Vec<(String, u64)> =
+            metas.into_iter().filter_map(|m| Some((self.loc.relative(&m.location)?, m.size))).collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Read an object; `None` when it does not exist.
+    pub fn get(&self, rel: &str) -> Result<Option<Versioned>, CliError> {
+        let key = self.loc.key(rel);
+        self.rt.block_on(async {
+            match self.store().get_opts(&key, GetOptions::default()).await {
+                Ok(r) => {
+                    let version = UpdateVersion { e_tag: r.meta.e_tag.clone(), version: r.meta.version.clone() };
+                    let bytes = r.bytes().await.map_err(|e| self.err(rel, e))?;
+                    Ok(Some(Versioned { bytes, version }))
+                }
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(self.err(rel, e)),
+            }
+        })
+    }
+
+    /// Write an object. `Ok(None)` when the condition did not hold; otherwise the new version.
+    pub fn put(&self, rel: &str, bytes: Bytes, cond: PutIf) -> Result<Option<UpdateVersion>, CliError> {
+        let mode = match cond {
+            PutIf::Always => PutMode::Overwrite,
+            PutIf::Absent => PutMode::Create,
+            PutIf::Unchanged(v) => PutMode::Update(v),
+        };
+        let opts = PutOptions { mode, ..PutOptions::default() };
+        let key = self.loc.key(rel);
+        match self.rt.block_on(self.store().put_opts(&key, PutPayload::from_bytes(bytes), opts)) {
+            Ok(r) => Ok(Some(UpdateVersion { e_tag: r.e_tag, version: r.version })),
+            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(None),
+            Err(e) => Err(self.err(rel, e)),
+        }
+    }
+
+    /// Delete an object (absent is fine).
+    pub fn delete(&self, rel: &str) -> Result<(), CliError> {
+        let key = self.loc.key(rel);
+        match self.rt.block_on(self.store().delete(&key)) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.err(rel, e)),
+        }
+    }
+
+    /// Copy `from` to `to` then delete `from`.
+    pub fn rename(&self, from: &str, to: &str) -> Result<(), CliError> {
+        let (f, t) = (self.loc.key(from), self.loc.key(to));
+        match self.rt.block_on(self.store().copy_opts(&f, &t, Default::default())) {
+            Ok(()) => {}
+            // Moved already by an earlier (interrupted) run.
+            Err(object_store::Error::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(self.err(from, e)),
+        }
+        self.delete(from)
+    }
+
+    /// Download every object under each of `prefixes` into `dest` (same relative
+    /// paths); returns how many objects.
+    pub fn mirror(&self, prefixes: &[&str], dest: &std::path::Path) -> Result<u64, CliError> {
+        let mut n = 0;
+        for prefix in prefixes {
+            for (rel, _) in self.list(prefix)? {
+                let Some(v) = self.get(&rel)? else { continue };
+                let path = dest.join(&rel);
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| CliError::io(dir, e))?;
+                }
+                std::fs::write(&path, &v.bytes).map_err(|e| CliError::io(&path, e))?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// URL of `rel`, for messages.
+    pub fn url_of(&self, rel: &str) -> String {
+        self.loc.url_of(rel)
+    }
+}
