@@ -22,6 +22,8 @@ echo "== dependency policy (cargo-deny: licenses, bans, sources; see deny.toml)"
 if ! command -v cargo-deny >/dev/null 2>&1; then
   cargo install --locked --quiet cargo-deny
 fi
+# cargo-deny reads the metadata of every target's dependencies: fetch them all first.
+cargo fetch --quiet
 cargo deny --offline check licenses bans sources
 
 echo "== tests"

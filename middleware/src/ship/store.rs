@@ -9,13 +9,14 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
-use object_store::ObjectStore;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, RetryConfig};
 
 use super::ShipError;
 use super::profile::Profile;
@@ -76,13 +77,25 @@ impl ObjectLocation {
         install_crypto_provider();
         let store_err = |e: object_store::Error| ShipError::Config { url: display.clone(), message: e.to_string() };
         let (store, prefix, local): (Arc<dyn ObjectStore>, String, bool) = match parsed.scheme() {
-            "s3" | "s3a" => (Arc::new(s3_builder(url).build().map_err(store_err)?), path, false),
-            "gs" => {
-                (Arc::new(GoogleCloudStorageBuilder::from_env().with_url(url).build().map_err(store_err)?), path, false)
-            }
-            "az" | "abfs" | "abfss" | "azure" => {
-                (Arc::new(MicrosoftAzureBuilder::from_env().with_url(url).build().map_err(store_err)?), path, false)
-            }
+            "s3" | "s3a" => (Arc::new(s3_builder(url).with_retry(retry()).build().map_err(store_err)?), path, false),
+            "gs" => (
+                Arc::new(
+                    GoogleCloudStorageBuilder::from_env()
+                        .with_url(url)
+                        .with_retry(retry())
+                        .build()
+                        .map_err(store_err)?,
+                ),
+                path,
+                false,
+            ),
+            "az" | "abfs" | "abfss" | "azure" => (
+                Arc::new(
+                    MicrosoftAzureBuilder::from_env().with_url(url).with_retry(retry()).build().map_err(store_err)?,
+                ),
+                path,
+                false,
+            ),
             "file" => {
                 let dir = parsed.to_file_path().map_err(|()| bad("a file:// URL needs an absolute path".into()))?;
                 std::fs::create_dir_all(&dir).map_err(|e| bad(format!("{}: {e}", dir.display())))?;
@@ -136,6 +149,12 @@ impl ObjectLocation {
     pub fn url_of(&self, rel: &str) -> String {
         format!("{}/{}", self.display, rel.trim_start_matches('/'))
     }
+}
+
+/// Retries inside one store call: a few, within 20 s, so that a store that is down is
+/// reported promptly (the shipper retries whole uploads with its own backoff).
+fn retry() -> RetryConfig {
+    RetryConfig { max_retries: 4, retry_timeout: Duration::from_secs(20), ..RetryConfig::default() }
 }
 
 /// An S3 builder from the URL, the environment and, for what those leave unset, the
