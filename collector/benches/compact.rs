@@ -56,8 +56,36 @@ fn dir_bytes(p: &Path) -> u64 {
     })
 }
 
+/// `KIROKU_BENCH_SPOOL_OUT=DIR`: only write a spool of `KIROKU_BENCH_RECORDS` records over
+/// `KIROKU_BENCH_CHAINS` chains (8 MiB segments) and its key pair into DIR, for
+/// scripts/bench-fleet.sh.
+fn spool_only(out: &Path, n: usize) {
+    let chains: usize = std::env::var("KIROKU_BENCH_CHAINS").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
+    let signer = NoteSigner::generate("bench").expect("key");
+    std::fs::create_dir_all(out).expect("out dir");
+    std::fs::write(out.join("signer.vkey"), signer.verifier().to_key_text()).expect("vkey");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    rt.block_on(async {
+        for c in 0..chains {
+            let cfg = JournalConfig::new(out.join("spool"), signer.clone())
+                .durability(Durability::Buffered)
+                .segment_max_bytes(8 << 20)
+                .writer_name(format!("bench-{c}"));
+            let j = Journal::open(cfg).expect("journal");
+            for i in (c..n).step_by(chains) {
+                j.append(record(i)).await.expect("append");
+            }
+            j.shutdown().await.expect("shutdown");
+        }
+    });
+    println!("{n} records over {chains} chains in {}", out.display());
+}
+
 fn main() {
     let n: usize = std::env::var("KIROKU_BENCH_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
+    if let Some(out) = std::env::var_os("KIROKU_BENCH_SPOOL_OUT") {
+        return spool_only(Path::new(&out), n);
+    }
     let work = tempfile::tempdir().expect("tempdir");
     let spool = work.path().join("spool");
     let signer = NoteSigner::generate("bench").expect("key");
