@@ -315,7 +315,7 @@ impl ArchiveStore for ObjectArchive {
                 let doc: Option<LeaseDoc> = serde_json::from_slice(&v.bytes).ok();
                 match doc {
                     Some(d) if d.owner != self.owner && d.expires_ms > now_ms() => return Ok(None),
-                    Some(d) if d.owner != self.owner => {
+                    Some(d) if d.owner != self.owner && d.expires_ms > 0 => {
                         tracing::warn!(target: "kiroku::compact", %chain, "taking over the lease of {} (expired)", d.owner);
                         PutIf::Unchanged(v.version)
                     }
@@ -347,6 +347,7 @@ impl ArchiveStore for ObjectArchive {
         }
     }
 
+    /// Released leases carry expiry 0 (taken without a warning).
     fn release(&self, lease: Lease) {
         if let Some(v) = lease.version {
             let _ = self.remote.put(&Self::lease_rel(lease.chain), self.lease_doc(0), PutIf::Unchanged(v));
