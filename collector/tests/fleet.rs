@@ -234,32 +234,17 @@ fn three_writers_ship_two_compactors_share_the_archive_and_every_record_lands_ex
     let fake = dir.path().join("impostor").join(rel);
     std::fs::create_dir_all(fake.parent().unwrap()).unwrap();
     std::fs::write(&fake, b"not the segment that was shipped").unwrap();
-    let out = kiroku(
-        &s3,
-        &[
-            "ship",
-            "--spool",
-            &dir.path().join("impostor").display().to_string(),
-            "--to",
-            &format!("s3://{BUCKET}/fleet"),
-        ],
-    );
+    let impostor = dir.path().join("impostor").display().to_string();
+    let to = format!("s3://{BUCKET}/fleet");
+    let ship_impostor = || kiroku(&s3, &["ship", "--spool", &impostor, "--to", &to]);
+    let out = ship_impostor();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("CONFLICT") && text(&out).contains("not overwritten"), "{}", text(&out));
     assert!(fake.exists(), "the local file is kept");
     assert_eq!(s3.get(&victim), original, "the stored segment is not overwritten");
     // The same bytes again are fine (a retried upload).
     std::fs::write(&fake, &original).unwrap();
-    let out = kiroku(
-        &s3,
-        &[
-            "ship",
-            "--spool",
-            &dir.path().join("impostor").display().to_string(),
-            "--to",
-            &format!("s3://{BUCKET}/fleet"),
-        ],
-    );
+    let out = ship_impostor();
     assert!(out.status.success(), "{}", text(&out));
     assert!(!fake.exists(), "removed once its upload is verified");
 
