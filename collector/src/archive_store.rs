@@ -32,7 +32,7 @@ use crate::remote::{PutIf, Remote};
 /// or a local archive).
 pub type ManifestVersion = Option<UpdateVersion>;
 
-/// A chain this compactor may work on until `expires`.
+/// A chain this compactor may work on while the lease lasts (renewed by [`ArchiveStore::renew`]).
 #[derive(Debug)]
 pub struct Lease {
     chain: ChainId,
@@ -47,20 +47,6 @@ pub enum Commit {
     Done(ManifestVersion),
     /// Another compactor committed first.
     Conflict,
-}
-
-/// A file being written into the archive.
-pub struct FileSink<'a> {
-    out: HashingWriter<Box<dyn Write + Send + 'a>>,
-}
-
-impl Write for FileSink<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.out.write(buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
-    }
 }
 
 /// Where compaction writes.
@@ -87,10 +73,22 @@ pub trait ArchiveStore {
 }
 
 /// A `Write` that hashes and counts what passes through.
-pub(crate) struct HashingWriter<W> {
-    pub(crate) inner: W,
-    pub(crate) hasher: blake3::Hasher,
-    pub(crate) bytes: u64,
+struct HashingWriter<W> {
+    inner: W,
+    hasher: blake3::Hasher,
+    bytes: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    fn new(inner: W) -> Self {
+        Self { inner, hasher: blake3::Hasher::new(), bytes: 0 }
+    }
+
+    /// Flush; the size and blake3 (hex) of what was written.
+    fn finish(mut self, what: &str) -> Result<(u64, String), CliError> {
+        self.inner.flush().map_err(|e| CliError::Io(format!("{what}: {e}")))?;
+        Ok((self.bytes, to_hex(self.hasher.finalize().as_bytes())))
+    }
 }
 
 impl<W: Write> Write for HashingWriter<W> {
@@ -161,13 +159,6 @@ fn remove_stale_temp_files(dir: &Path) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Flush a sink; its size and blake3.
-fn finish(sink: FileSink<'_>, what: &str) -> Result<(u64, String), CliError> {
-    let HashingWriter { mut inner, hasher, bytes } = sink.out;
-    inner.flush().map_err(|e| CliError::Io(format!("{what}: {e}")))?;
-    Ok((bytes, to_hex(hasher.finalize().as_bytes())))
-}
-
 impl ArchiveStore for LocalArchive {
     fn describe(&self) -> String {
         self.root.display().to_string()
@@ -193,15 +184,9 @@ impl ArchiveStore for LocalArchive {
         let tmp = path.with_extension("parquet.tmp");
         let file = File::create(&tmp).map_err(|e| CliError::io(&tmp, e))?;
         let synced = file.try_clone().map_err(|e| CliError::io(&tmp, e))?;
-        let mut sink = FileSink {
-            out: HashingWriter {
-                inner: Box::new(io::BufWriter::with_capacity(1 << 20, file)),
-                hasher: blake3::Hasher::new(),
-                bytes: 0,
-            },
-        };
+        let mut sink = HashingWriter::new(io::BufWriter::with_capacity(1 << 20, file));
         fill(&mut sink)?;
-        let (bytes, digest) = finish(sink, &tmp.display().to_string())?;
+        let (bytes, digest) = sink.finish(&tmp.display().to_string())?;
         synced.sync_all().map_err(|e| CliError::io(&tmp, e))?;
         fs::rename(&tmp, &path).map_err(|e| CliError::io(&path, e))?;
         kiroku::journal::sync_dir(&dir).map_err(|e| CliError::Io(e.to_string()))?;
@@ -296,10 +281,9 @@ impl ArchiveStore for ObjectArchive {
         fill: &mut dyn FnMut(&mut (dyn Write + Send)) -> Result<(), CliError>,
     ) -> Result<(u64, String), CliError> {
         let mut buf: Vec<u8> = Vec::with_capacity(8 << 20);
-        let mut sink =
-            FileSink { out: HashingWriter { inner: Box::new(&mut buf), hasher: blake3::Hasher::new(), bytes: 0 } };
+        let mut sink = HashingWriter::new(&mut buf);
         fill(&mut sink)?;
-        let (bytes, digest) = finish(sink, rel)?;
+        let (bytes, digest) = sink.finish(rel)?;
         // Same name, same seq range, same deterministic bytes: replacing a file an
         // interrupted run left is safe; the manifest names what counts.
         self.remote.put(rel, Bytes::from(buf), PutIf::Always)?;

@@ -71,6 +71,9 @@ pub enum ShipError {
         /// What differs.
         message: String,
     },
+    /// The shipper thread could not start, or has stopped.
+    #[error("shipper: {0}")]
+    Shipper(String),
     /// A local file could not be read or removed.
     #[error("{path}: {message}")]
     Io {
@@ -164,12 +167,18 @@ pub fn segment_key(chain: &str, name: &str) -> String {
     format!("spool/{chain}/{name}")
 }
 
-/// Upload one sealed segment file (verified; see the module docs). The local file is
-/// left in place: removing it is the caller's decision.
-pub async fn ship_segment(loc: &ObjectLocation, chain: &str, path: &std::path::Path) -> Result<Upload, ShipError> {
+/// Upload one sealed segment file (verified; see the module docs); returns what the
+/// upload found and the file's size. The local file is left in place: removing it is
+/// the caller's decision.
+pub async fn ship_segment(
+    loc: &ObjectLocation,
+    chain: &str,
+    path: &std::path::Path,
+) -> Result<(Upload, u64), ShipError> {
     let bytes = std::fs::read(path).map_err(|e| ShipError::Io { path: path.to_owned(), message: e.to_string() })?;
+    let len = bytes.len() as u64;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    put_verified(loc, &segment_key(chain, name), Bytes::from(bytes), path).await
+    Ok((put_verified(loc, &segment_key(chain, name), Bytes::from(bytes), path).await?, len))
 }
 
 /// Make sure a store is reachable and writable from here (used at startup, so a bad

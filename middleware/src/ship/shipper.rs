@@ -82,7 +82,7 @@ impl Shipper {
         let thread = std::thread::Builder::new()
             .name("kiroku-shipper".into())
             .spawn(move || worker.run(rx))
-            .map_err(|e| ShipError::Io { path: PathBuf::from("<thread>"), message: e.to_string() })?;
+            .map_err(|e| ShipError::Shipper(format!("cannot start the thread: {e}")))?;
         Ok(Self { tx, counters, thread: Mutex::new(Some(thread)) })
     }
 
@@ -96,7 +96,7 @@ impl Shipper {
     /// error when the store could not be reached.
     pub fn drain(&self) -> Result<Vec<ShipError>, ShipError> {
         let (tx, rx) = mpsc::channel();
-        let closed = || ShipError::Io { path: PathBuf::from("<shipper>"), message: "shipper stopped".into() };
+        let closed = || ShipError::Shipper("stopped".into());
         self.tx.send(Cmd::Drain(tx)).map_err(|_| closed())?;
         rx.recv().map_err(|_| closed())?
     }
@@ -234,8 +234,7 @@ impl Worker {
         let mut conflicts = Vec::new();
         for (chain, path) in pending {
             match ship_segment(&self.location, &chain, &path).await {
-                Ok(_) => {
-                    let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                Ok((_, len)) => {
                     std::fs::remove_file(&path)
                         .map_err(|e| ShipError::Io { path: path.clone(), message: e.to_string() })?;
                     if let Some(dir) = path.parent() {
