@@ -298,25 +298,33 @@ fn archive_edits() -> Vec<(&'static str, Edit)> {
         cols[idx] = col;
         arrow_array::RecordBatch::try_new(b.schema(), cols).unwrap()
     }
+    /// XOR `mask` into one byte of one row of a binary column: the row `row(rows)`, the
+    /// byte `byte(value length)`.
+    fn flip_bits(
+        b: arrow_array::RecordBatch,
+        name: &str,
+        row: impl Fn(usize) -> usize,
+        byte: impl Fn(usize) -> usize,
+        mask: u8,
+    ) -> arrow_array::RecordBatch {
+        let c = b.column_by_name(name).unwrap().as_binary::<i32>().clone();
+        let target = row(c.len());
+        let vals: Vec<Vec<u8>> = (0..c.len())
+            .map(|i| {
+                let mut v = c.value(i).to_vec();
+                if i == target {
+                    let n = byte(v.len());
+                    v[n] ^= mask;
+                }
+                v
+            })
+            .collect();
+        set_col(b, name, Arc::new(arrow_array::BinaryArray::from_iter_values(vals)))
+    }
     vec![
         (
             "Parquet row: payload byte changed",
-            Box::new(|f: &Path| {
-                rewrite(f, |b| {
-                    let p = b.column_by_name("payload").unwrap().as_binary::<i32>().clone();
-                    let vals: Vec<Vec<u8>> = (0..p.len())
-                        .map(|i| {
-                            let mut v = p.value(i).to_vec();
-                            if i == 0 {
-                                let n = v.len() / 2;
-                                v[n] ^= 1;
-                            }
-                            v
-                        })
-                        .collect();
-                    set_col(b, "payload", Arc::new(arrow_array::BinaryArray::from_iter_values(vals)))
-                })
-            }) as Edit,
+            Box::new(|f: &Path| rewrite(f, |b| flip_bits(b, "payload", |_| 0, |len| len / 2, 1))) as Edit,
         ),
         (
             "Parquet row: analytic column edited",
@@ -331,21 +339,7 @@ fn archive_edits() -> Vec<(&'static str, Edit)> {
         ("Parquet row duplicated", Box::new(|f: &Path| rewrite(f, |b| arrow_select_concat(&b)))),
         (
             "Parquet hash column edited",
-            Box::new(|f: &Path| {
-                rewrite(f, |b| {
-                    let h = b.column_by_name("hash").unwrap().as_binary::<i32>().clone();
-                    let vals: Vec<Vec<u8>> = (0..h.len())
-                        .map(|i| {
-                            let mut v = h.value(i).to_vec();
-                            if i + 1 == h.len() {
-                                v[0] ^= 0x80;
-                            }
-                            v
-                        })
-                        .collect();
-                    set_col(b, "hash", Arc::new(arrow_array::BinaryArray::from_iter_values(vals)))
-                })
-            }),
+            Box::new(|f: &Path| rewrite(f, |b| flip_bits(b, "hash", |rows| rows - 1, |_| 0, 0x80))),
         ),
     ]
 }
