@@ -31,32 +31,34 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
     let loc = ObjectLocation::open(&to).map_err(|e| CliError::Usage(e.to_string()))?;
     let config = ShipperConfig { interval: Duration::from_secs(a.interval.max(1)), ..ShipperConfig::default() };
     let shipper = Shipper::spawn(ShipScope::Spool(spool), loc, config).map_err(|e| CliError::Io(e.to_string()))?;
-    loop {
-        let result = shipper.drain();
-        let m = shipper.metrics();
-        let conflicts = match result {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("kiroku ship: {e}");
-                if a.watch {
-                    std::thread::sleep(Duration::from_secs(a.interval.max(1)));
-                    continue;
-                }
-                println!("shipped {} segment(s), {} byte(s); {} left in the spool", m.shipped, m.bytes, m.backlog);
-                return Err(CliError::Io(e.to_string()));
-            }
-        };
-        for c in &conflicts {
-            println!("CONFLICT {c}");
+    // Everything sealed so far, with retries; conflicts and failures are reported here.
+    let result = shipper.drain();
+    let m = shipper.metrics();
+    let conflicts = match result {
+        Ok(c) => c,
+        Err(e) if a.watch => {
+            eprintln!("kiroku ship: {e} (retrying in the background)");
+            Vec::new()
         }
-        if !a.watch {
-            println!(
-                "shipped {} segment(s), {} byte(s) to {to}; {} conflict(s); {} left in the spool",
-                m.shipped, m.bytes, m.conflicts, m.backlog
-            );
-            shipper.stop();
-            return Ok(if m.conflicts > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS });
+        Err(e) => {
+            println!("shipped {} segment(s), {} byte(s); {} left in the spool", m.shipped, m.bytes, m.backlog);
+            return Err(CliError::Io(e.to_string()));
         }
-        std::thread::sleep(Duration::from_secs(a.interval.max(1)));
+    };
+    for c in &conflicts {
+        println!("CONFLICT {c}");
     }
+    if a.watch {
+        // The shipper's own timer ships what is sealed from now on (with backoff on
+        // failure); conflicts and the backlog go to the log. Runs until killed.
+        loop {
+            std::thread::park();
+        }
+    }
+    println!(
+        "shipped {} segment(s), {} byte(s) to {to}; {} conflict(s); {} left in the spool",
+        m.shipped, m.bytes, m.conflicts, m.backlog
+    );
+    shipper.stop();
+    Ok(if m.conflicts > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
