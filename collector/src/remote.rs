@@ -3,19 +3,10 @@
 
 use bytes::Bytes;
 use futures_util::TryStreamExt;
-use kiroku::ship::ObjectLocation;
-use object_store::{GetOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
+use kiroku::ship::{Fetched, ObjectLocation};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 
 use crate::error::CliError;
-
-/// An object and its version (etag), as read.
-#[derive(Debug, Clone)]
-pub struct Versioned {
-    /// The bytes.
-    pub bytes: Bytes,
-    /// Its version, for a conditional replace.
-    pub version: UpdateVersion,
-}
 
 /// How a put must relate to what is stored.
 #[derive(Debug, Clone)]
@@ -82,19 +73,8 @@ impl Remote {
     }
 
     /// Read an object; `None` when it does not exist.
-    pub fn get(&self, rel: &str) -> Result<Option<Versioned>, CliError> {
-        let key = self.loc.key(rel);
-        self.rt.block_on(async {
-            match self.store().get_opts(&key, GetOptions::default()).await {
-                Ok(r) => {
-                    let version = UpdateVersion { e_tag: r.meta.e_tag.clone(), version: r.meta.version.clone() };
-                    let bytes = r.bytes().await.map_err(|e| self.err(rel, e))?;
-                    Ok(Some(Versioned { bytes, version }))
-                }
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(self.err(rel, e)),
-            }
-        })
+    pub fn get(&self, rel: &str) -> Result<Option<Fetched>, CliError> {
+        self.rt.block_on(kiroku::ship::get_object(&self.loc, rel)).map_err(|e| CliError::Io(e.to_string()))
     }
 
     /// Write an object. `Ok(None)` when the condition did not hold; otherwise the new version.

@@ -99,7 +99,7 @@ impl S3Server {
             .unwrap();
         let loc = kiroku::ship::ObjectLocation::from_store(std::sync::Arc::new(store), "", "test").unwrap();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(kiroku::ship::get_bytes(&loc, key)).unwrap().expect(key).0.to_vec()
+        rt.block_on(kiroku::ship::get_object(&loc, key)).unwrap().expect(key).bytes.to_vec()
     }
 
     /// The environment every client of the store gets (standard AWS variables).

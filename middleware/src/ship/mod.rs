@@ -25,7 +25,7 @@ mod store;
 use std::path::PathBuf;
 
 use bytes::Bytes;
-use object_store::{Attribute, Attributes, GetOptions, PutMode, PutOptions, PutPayload};
+use object_store::{Attribute, Attributes, GetOptions, PutMode, PutOptions, PutPayload, UpdateVersion};
 
 pub use shipper::{ShipMetrics, ShipScope, Shipper, ShipperConfig};
 pub use store::{ObjectLocation, install_crypto_provider};
@@ -107,14 +107,26 @@ fn hex(b: &[u8]) -> String {
     kiroku_schemas::digest::to_hex(b)
 }
 
+/// An object as read: its bytes, attributes (metadata) and version.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// The content.
+    pub bytes: Bytes,
+    /// Its attributes, e.g. the [`BLAKE3_METADATA`] entry.
+    pub attributes: Attributes,
+    /// Its version (etag), for a conditional replace.
+    pub version: UpdateVersion,
+}
+
 /// Read an object whole; `Ok(None)` when it does not exist.
-pub async fn get_bytes(loc: &ObjectLocation, rel: &str) -> Result<Option<(Bytes, Attributes)>, ShipError> {
+pub async fn get_object(loc: &ObjectLocation, rel: &str) -> Result<Option<Fetched>, ShipError> {
     let key = loc.key(rel);
     let err = |e: object_store::Error| ShipError::Store { url: loc.url_of(rel), message: e.to_string() };
     match loc.store().get_opts(&key, GetOptions::default()).await {
         Ok(r) => {
-            let attrs = r.attributes.clone();
-            Ok(Some((r.bytes().await.map_err(err)?, attrs)))
+            let attributes = r.attributes.clone();
+            let version = UpdateVersion { e_tag: r.meta.e_tag.clone(), version: r.meta.version.clone() };
+            Ok(Some(Fetched { bytes: r.bytes().await.map_err(err)?, attributes, version }))
         }
         Err(object_store::Error::NotFound { .. }) => Ok(None),
         Err(e) => Err(err(e)),
@@ -141,7 +153,7 @@ pub async fn put_verified(
         Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => false,
         Err(e) => return Err(ShipError::Store { url, message: e.to_string() }),
     };
-    let Some((remote, attrs)) = get_bytes(loc, rel).await? else {
+    let Some(Fetched { bytes: remote, attributes: attrs, .. }) = get_object(loc, rel).await? else {
         return Err(ShipError::Verify { url, message: "object not found after upload".into() });
     };
     let remote_digest = hex(blake3::hash(&remote).as_bytes());
