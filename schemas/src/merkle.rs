@@ -58,6 +58,15 @@ pub enum ProofError {
     /// The proof leads to another root.
     #[error("proof does not lead to the expected root")]
     RootMismatch,
+    /// The leaf (or a subtree the proof needs) lies in the part of the tree that was
+    /// removed by retention and is known only by its compact range.
+    #[error("leaf {index} was removed by retention (the tree is held from leaf {retained_from})")]
+    Retired {
+        /// Leaf asked for.
+        index: u64,
+        /// First leaf still held.
+        retained_from: u64,
+    },
 }
 
 /// A compact range `[0, n)`: the roots of the perfect subtrees that make up a tree of
@@ -135,28 +144,82 @@ fn largest_power_of_two_below(n: u64) -> u64 {
 
 /// The inclusion proof (RFC 9162 2.1.3.1) of leaf `index` in the tree over `leaf_hashes`.
 pub fn inclusion_proof(leaf_hashes: &[Hash], index: u64) -> Result<Vec<Hash>, ProofError> {
-    let size = leaf_hashes.len() as u64;
+    inclusion_proof_after(&CompactRange::new(), leaf_hashes, index)
+}
+
+/// The inclusion proof of leaf `index` in the tree whose first `prefix.size()` leaves
+/// are known only by their compact range (an archive whose oldest records were removed
+/// by retention) and whose later leaves are `leaf_hashes`. Only leaves after the prefix
+/// can be proven: every hash the proof needs from the prefix is one of its subtree roots.
+///
+/// ```
+/// use kiroku_schemas::merkle::{CompactRange, inclusion_proof, inclusion_proof_after, leaf_hash};
+/// let leaves: Vec<_> = (0u8..11).map(|i| leaf_hash(&[i])).collect();
+/// let mut prefix = CompactRange::new();
+/// for h in &leaves[..6] {
+///     prefix.push_leaf_hash(*h);
+/// }
+/// let proof = inclusion_proof_after(&prefix, &leaves[6..], 8)?;
+/// assert_eq!(proof, inclusion_proof(&leaves, 8)?);
+/// # Ok::<(), kiroku_schemas::merkle::ProofError>(())
+/// ```
+pub fn inclusion_proof_after(prefix: &CompactRange, leaf_hashes: &[Hash], index: u64) -> Result<Vec<Hash>, ProofError> {
+    let cut = prefix.size();
+    let size = cut + leaf_hashes.len() as u64;
     if index >= size {
         return Err(ProofError::IndexOutOfRange { index, size });
     }
-    let mut proof = Vec::new();
-    let (mut lo, mut hi, mut m) = (0usize, leaf_hashes.len(), index as usize);
+    if index < cut {
+        return Err(ProofError::Retired { index, retained_from: cut });
+    }
+    let tree = Partial { prefix, leaves: leaf_hashes };
     let mut path = Vec::new();
+    let (mut lo, mut hi) = (0u64, size);
     while hi - lo > 1 {
-        let k = largest_power_of_two_below((hi - lo) as u64) as usize;
-        if m < k {
-            path.push(root_of(&leaf_hashes[lo + k..hi]));
+        let k = largest_power_of_two_below(hi - lo);
+        if index < lo + k {
+            path.push(tree.root(lo + k, hi)?);
             hi = lo + k;
         } else {
-            path.push(root_of(&leaf_hashes[lo..lo + k]));
+            path.push(tree.root(lo, lo + k)?);
             lo += k;
-            m -= k;
         }
     }
-    while let Some(h) = path.pop() {
-        proof.push(h);
+    path.reverse();
+    Ok(path)
+}
+
+/// A tree of `prefix.size() + leaves.len()` leaves, the first ones known by their
+/// compact range only.
+struct Partial<'a> {
+    prefix: &'a CompactRange,
+    leaves: &'a [Hash],
+}
+
+impl Partial<'_> {
+    /// The RFC 9162 root of leaves `[lo, hi)`.
+    fn root(&self, lo: u64, hi: u64) -> Result<Hash, ProofError> {
+        let cut = self.prefix.size();
+        if lo >= cut {
+            return Ok(root_of(&self.leaves[(lo - cut) as usize..(hi - cut) as usize]));
+        }
+        if hi <= cut {
+            // A subtree wholly inside the prefix must be one of its stored roots: the
+            // roots cover [0, 2^a), [2^a, 2^a + 2^b), ... for the set bits a > b > ...
+            // of the prefix size, largest first.
+            let mut start = 0u64;
+            for (bit, h) in (0..64).rev().filter(|b| cut & (1 << b) != 0).zip(self.prefix.hashes()) {
+                let width = 1u64 << bit;
+                if start == lo && start + width == hi {
+                    return Ok(*h);
+                }
+                start += width;
+            }
+            return Err(ProofError::Retired { index: lo, retained_from: cut });
+        }
+        let k = largest_power_of_two_below(hi - lo);
+        Ok(node_hash(&self.root(lo, lo + k)?, &self.root(lo + k, hi)?))
     }
-    Ok(proof)
 }
 
 /// Verify an inclusion proof (RFC 9162 2.1.3.2): `leaf_hash` is leaf `index` of the tree

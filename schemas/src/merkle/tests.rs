@@ -200,3 +200,27 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn proofs_after_a_retired_prefix_equal_proofs_over_the_whole_tree() {
+    let leaves: Vec<Hash> = (0u32..41).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+    for n in 1..=leaves.len() {
+        let all = &leaves[..n];
+        for cut in 0..=n {
+            let mut prefix = CompactRange::new();
+            for h in &all[..cut] {
+                prefix.push_leaf_hash(*h);
+            }
+            for index in 0..n as u64 {
+                let got = inclusion_proof_after(&prefix, &all[cut..], index);
+                if (index as usize) < cut {
+                    assert_eq!(got, Err(ProofError::Retired { index, retained_from: cut as u64 }));
+                } else {
+                    let proof = got.unwrap();
+                    assert_eq!(proof, inclusion_proof(all, index).unwrap(), "n {n} cut {cut} index {index}");
+                    verify_inclusion(&all[index as usize], index, n as u64, &proof, &root_of(all)).unwrap();
+                }
+            }
+        }
+    }
+}
