@@ -7,9 +7,12 @@ use std::path::{Path, PathBuf};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int64Type, TimestampMicrosecondType};
 use arrow_array::{Array, RecordBatch};
+use kiroku_schemas::checkpoint::{Checkpoint, NoteVerifier};
+use kiroku_schemas::merkle::{self, CompactRange, ProofError};
 use kiroku_schemas::{ChainId, Hash, Timestamp};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::file::reader::ChunkReader;
 use parquet::file::statistics::Statistics;
 
 use crate::error::CliError;
@@ -200,31 +203,122 @@ impl Archive {
         Ok(out)
     }
 
-    /// The record hashes of a chain in seq order (the Merkle leaves' data).
-    pub fn chain_hashes(&self, chain: &str) -> Result<Vec<Hash>, CliError> {
-        let mut rows: Vec<(u64, Hash)> = Vec::new();
-        let Some(entry) = self.manifest.chains.get(chain) else { return Ok(Vec::new()) };
+    /// The Merkle tree of a chain over the records the archive holds (after the cut
+    /// left by retention, if any), checked to be dense.
+    pub fn chain_tree(&self, chain: &str) -> Result<ChainTree, CliError> {
+        let Some(entry) = self.manifest.chains.get(chain) else {
+            return Err(CliError::Usage(format!("chain {chain} is not in the archive")));
+        };
+        let start = entry.start(chain_id(chain)?)?;
+        let mut links = Vec::new();
         for f in &entry.files {
-            let b = self.builder(f)?;
-            let mask = ProjectionMask::columns(b.parquet_schema(), ["seq", "hash"]);
             let path = self.root.join(&f.path);
-            for batch in
-                b.with_projection(mask).build().map_err(|e| CliError::Corrupt(format!("{}: {e}", path.display())))?
-            {
-                let batch = batch.map_err(|e| CliError::Corrupt(format!("{}: {e}", path.display())))?;
-                let seqs = batch.column_by_name("seq").map(|c| c.as_primitive::<Int64Type>().clone());
-                let hashes = batch.column_by_name("hash").map(|c| c.as_binary::<i32>().clone());
-                let (Some(seqs), Some(hashes)) = (seqs, hashes) else {
-                    return Err(CliError::Corrupt(format!("{}: missing seq/hash columns", path.display())));
-                };
-                for i in 0..batch.num_rows() {
-                    rows.push((seqs.value(i) as u64, hash32(hashes.value(i))));
-                }
+            let file = File::open(&path).map_err(|e| CliError::io(&path, e))?;
+            links.extend(read_links(file, &path.display().to_string())?);
+        }
+        links.sort_by_key(|l| l.seq);
+        for (i, l) in links.iter().enumerate() {
+            let want = start.next_seq + i as u64;
+            if l.seq != want {
+                return Err(CliError::Corrupt(format!(
+                    "chain {chain}: the archive holds seq {} where seq {want} belongs (run `kiroku verify`)",
+                    l.seq
+                )));
             }
         }
-        rows.sort_by_key(|r| r.0);
-        Ok(rows.into_iter().map(|r| r.1).collect())
+        Ok(ChainTree { prefix: start.tree, leaves: links.iter().map(|l| merkle::leaf_hash(&l.hash)).collect() })
     }
+
+    /// The newest signed checkpoint of a chain in the manifest, opened with `key` (or
+    /// parsed without checking its signature when there is none), and its note.
+    pub fn best_checkpoint(
+        &self,
+        chain: &str,
+        key: Option<&NoteVerifier>,
+    ) -> Result<Option<(Checkpoint, String)>, CliError> {
+        let Some(entry) = self.manifest.chains.get(chain) else { return Ok(None) };
+        let mut best: Option<(Checkpoint, String)> = None;
+        for note in &entry.checkpoints {
+            let cp = match key {
+                Some(k) => k.open(note).map_err(|e| {
+                    CliError::Corrupt(format!("chain {chain}: checkpoint in the manifest does not verify: {e}"))
+                })?,
+                None => Checkpoint::parse_note_unverified(note)
+                    .map_err(|e| CliError::Corrupt(format!("chain {chain}: checkpoint in the manifest: {e}")))?,
+            };
+            if best.as_ref().is_none_or(|(b, _)| cp.size > b.size) {
+                best = Some((cp, note.clone()));
+            }
+        }
+        Ok(best)
+    }
+}
+
+/// A chain's Merkle tree as the archive holds it: the compact range of the records
+/// retention removed, then the leaf hashes of the records that remain.
+#[derive(Debug, Clone)]
+pub struct ChainTree {
+    prefix: CompactRange,
+    leaves: Vec<Hash>,
+}
+
+impl ChainTree {
+    /// Leaves in the tree, removed ones included.
+    pub fn size(&self) -> u64 {
+        self.prefix.size() + self.leaves.len() as u64
+    }
+
+    /// The root of the first `size` leaves; `None` unless the archive holds them
+    /// (`size` at least where retention cut, at most [`ChainTree::size`]).
+    pub fn root(&self, size: u64) -> Option<Hash> {
+        let held = size.checked_sub(self.prefix.size()).filter(|_| size <= self.size())?;
+        let mut r = self.prefix.clone();
+        for h in &self.leaves[..held as usize] {
+            r.push_leaf_hash(*h);
+        }
+        Some(r.root())
+    }
+
+    /// The inclusion proof of leaf `index` in the tree of the first `size` leaves.
+    pub fn proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, ProofError> {
+        if size > self.size() || size < self.prefix.size() {
+            return Err(ProofError::IndexOutOfRange { index, size: self.size() });
+        }
+        merkle::inclusion_proof_after(&self.prefix, &self.leaves[..(size - self.prefix.size()) as usize], index)
+    }
+}
+
+/// One row's place in its chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link {
+    /// Its seq.
+    pub seq: u64,
+    /// Hash of the record before it.
+    pub prev: Hash,
+    /// Its chain hash.
+    pub hash: Hash,
+}
+
+/// The chain links of a Parquet file's rows, in file order; `what` names the file in
+/// errors.
+pub fn read_links<R: ChunkReader + 'static>(input: R, what: &str) -> Result<Vec<Link>, CliError> {
+    let corrupt = |e: &dyn std::fmt::Display| CliError::Corrupt(format!("{what}: {e}"));
+    let b = ParquetRecordBatchReaderBuilder::try_new(input).map_err(|e| corrupt(&e))?;
+    let mask = ProjectionMask::columns(b.parquet_schema(), ["seq", "prev_hash", "hash"]);
+    let mut out = Vec::new();
+    for batch in b.with_projection(mask).build().map_err(|e| corrupt(&e))? {
+        let batch = batch.map_err(|e| corrupt(&e))?;
+        let seqs = batch.column_by_name("seq").and_then(|c| c.as_primitive_opt::<Int64Type>());
+        let prevs = batch.column_by_name("prev_hash").and_then(|c| c.as_binary_opt::<i32>());
+        let hashes = batch.column_by_name("hash").and_then(|c| c.as_binary_opt::<i32>());
+        let (Some(seqs), Some(prevs), Some(hashes)) = (seqs, prevs, hashes) else {
+            return Err(corrupt(&"missing seq/prev_hash/hash columns"));
+        };
+        for i in 0..batch.num_rows() {
+            out.push(Link { seq: seqs.value(i) as u64, prev: hash32(prevs.value(i)), hash: hash32(hashes.value(i)) });
+        }
+    }
+    Ok(out)
 }
 
 fn time_overlaps(rg: &parquet::file::metadata::RowGroupMetaData, col: Option<usize>, f: &Filter) -> bool {

@@ -19,13 +19,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use kiroku::ship::LockMode;
 use kiroku_schemas::ChainId;
 use kiroku_schemas::digest::to_hex;
 use object_store::UpdateVersion;
 use serde::{Deserialize, Serialize};
 
 use crate::error::CliError;
-use crate::manifest::Manifest;
+use crate::manifest::{ChainEntry, Manifest};
 use crate::remote::{PutIf, Remote};
 
 /// Version of the manifest as loaded, for a conditional commit (`None`: none stored yet,
@@ -49,6 +50,69 @@ pub enum Commit {
     Conflict,
 }
 
+/// The manifest as this run last loaded it, updated chain by chain with conditional
+/// commits.
+#[derive(Debug)]
+pub struct ManifestState {
+    /// The manifest.
+    pub manifest: Manifest,
+    version: ManifestVersion,
+}
+
+impl ManifestState {
+    /// Load the archive's manifest.
+    pub fn load(archive: &dyn ArchiveStore) -> Result<Self, CliError> {
+        let (manifest, version) = archive.load_manifest()?;
+        Ok(Self { manifest, version })
+    }
+
+    /// Load again when other compactors may have committed since (a stored, versioned
+    /// manifest; a local archive has one compactor).
+    pub fn refresh(&mut self, archive: &dyn ArchiveStore) -> Result<(), CliError> {
+        if self.version.is_some() {
+            *self = Self::load(archive)?;
+        }
+        Ok(())
+    }
+
+    /// Commit the manifest with `entry` for `chain`, which this run derived from `base`;
+    /// false when another compactor changed the chain first (this run gives it up).
+    pub fn commit_chain(
+        &mut self,
+        archive: &dyn ArchiveStore,
+        chain: ChainId,
+        base: Option<&ChainEntry>,
+        entry: ChainEntry,
+    ) -> Result<bool, CliError> {
+        let key = chain.to_string();
+        loop {
+            self.manifest.chains.insert(key.clone(), entry.clone());
+            match archive.commit_manifest(&self.manifest, &self.version)? {
+                Commit::Done(v) => {
+                    self.version = v;
+                    return Ok(true);
+                }
+                Commit::Conflict => {
+                    *self = Self::load(archive)?;
+                    if self.manifest.chains.get(&key) != base {
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// S3 Object Lock for the archive's Parquet files: each is locked in `mode` for
+/// `period` from when it is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectLock {
+    /// Governance or compliance.
+    pub mode: LockMode,
+    /// How long each file stays locked.
+    pub period: Duration,
+}
+
 /// Where compaction writes.
 pub trait ArchiveStore {
     /// For messages: the directory or URL.
@@ -64,6 +128,12 @@ pub trait ArchiveStore {
         rel: &str,
         fill: &mut dyn FnMut(&mut (dyn Write + Send)) -> Result<(), CliError>,
     ) -> Result<(u64, String), CliError>;
+    /// Read the file `rel` whole.
+    fn read_file(&self, rel: &str) -> Result<Bytes, CliError>;
+    /// Delete the file `rel` (absent is fine).
+    fn remove_file(&self, rel: &str) -> Result<(), CliError>;
+    /// Every Parquet file under `records/`, archive-relative, sorted.
+    fn data_files(&self) -> Result<Vec<String>, CliError>;
     /// Take the lease of `chain`, or `None` while another compactor holds it.
     fn lease(&self, chain: ChainId) -> Result<Option<Lease>, CliError>;
     /// Extend a lease that is past a third of its life; false when it was lost.
@@ -145,6 +215,23 @@ impl LocalArchive {
     }
 }
 
+/// The Parquet files under `dir`, recursively, sorted.
+pub(crate) fn parquet_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(parquet_files(&p));
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// Temp files left by a run that was killed: never part of the archive.
 fn remove_stale_temp_files(dir: &Path) -> Result<(), CliError> {
     let Ok(rd) = fs::read_dir(dir) else { return Ok(()) };
@@ -193,6 +280,32 @@ impl ArchiveStore for LocalArchive {
         Ok((bytes, digest))
     }
 
+    fn read_file(&self, rel: &str) -> Result<Bytes, CliError> {
+        let path = self.root.join(rel);
+        fs::read(&path).map(Bytes::from).map_err(|e| CliError::io(&path, e))
+    }
+
+    fn remove_file(&self, rel: &str) -> Result<(), CliError> {
+        let path = self.root.join(rel);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(CliError::io(&path, e)),
+        }
+        let dir = path.parent().unwrap_or(&self.root);
+        kiroku::journal::sync_dir(dir).map_err(|e| CliError::Io(e.to_string()))?;
+        // The partition directory goes with its last file (fails harmlessly otherwise).
+        let _ = fs::remove_dir(dir);
+        Ok(())
+    }
+
+    fn data_files(&self) -> Result<Vec<String>, CliError> {
+        Ok(parquet_files(&self.root.join("records"))
+            .iter()
+            .filter_map(|p| Some(p.strip_prefix(&self.root).ok()?.to_string_lossy().into_owned()))
+            .collect())
+    }
+
     fn lease(&self, chain: ChainId) -> Result<Option<Lease>, CliError> {
         // The archive lock already makes this compactor the only one.
         Ok(Some(Lease { chain, version: None, renewed: SystemTime::now() }))
@@ -223,6 +336,7 @@ pub struct ObjectArchive {
     remote: Remote,
     owner: String,
     ttl: Duration,
+    lock: Option<ObjectLock>,
 }
 
 const MANIFEST: &str = "_kiroku/manifest.json";
@@ -234,7 +348,15 @@ impl ObjectArchive {
     pub fn open(url: &str, ttl: Duration) -> Result<Self, CliError> {
         let host = fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
         let owner = format!("{host}/{}/{}", std::process::id(), uuid::Uuid::now_v7());
-        Ok(Self { remote: Remote::open(url)?, owner, ttl })
+        Ok(Self { remote: Remote::open(url)?, owner, ttl, lock: None })
+    }
+
+    /// Write every Parquet file with S3 Object Lock retention (the bucket must have
+    /// Object Lock enabled). The manifest and leases are not locked: they are replaced
+    /// as the archive grows.
+    pub fn with_lock(mut self, lock: ObjectLock) -> Self {
+        self.lock = Some(lock);
+        self
     }
 
     /// This compactor's name in leases.
@@ -286,8 +408,30 @@ impl ArchiveStore for ObjectArchive {
         let (bytes, digest) = sink.finish(rel)?;
         // Same name, same seq range, same deterministic bytes: replacing a file an
         // interrupted run left is safe; the manifest names what counts.
-        self.remote.put(rel, Bytes::from(buf), PutIf::Always)?;
+        match self.lock {
+            None => {
+                self.remote.put(rel, Bytes::from(buf), PutIf::Always)?;
+            }
+            Some(lock) => {
+                self.remote.put_locked(rel, Bytes::from(buf), lock.mode, SystemTime::now() + lock.period)?;
+            }
+        }
         Ok((bytes, digest))
+    }
+
+    fn read_file(&self, rel: &str) -> Result<Bytes, CliError> {
+        match self.remote.get(rel)? {
+            Some(v) => Ok(v.bytes),
+            None => Err(CliError::Io(format!("{}: not found", self.remote.url_of(rel)))),
+        }
+    }
+
+    fn remove_file(&self, rel: &str) -> Result<(), CliError> {
+        self.remote.delete(rel)
+    }
+
+    fn data_files(&self) -> Result<Vec<String>, CliError> {
+        Ok(self.remote.list("records")?.into_iter().map(|o| o.rel).filter(|r| r.ends_with(".parquet")).collect())
     }
 
     fn lease(&self, chain: ChainId) -> Result<Option<Lease>, CliError> {

@@ -14,6 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
+use std::time::Duration;
 
 use kiroku_schemas::checkpoint::NoteVerifier;
 use kiroku_schemas::digest::to_hex;
@@ -25,10 +26,10 @@ use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
-use crate::archive_store::{ArchiveStore, Commit, Lease, ManifestVersion};
+use crate::archive_store::{ArchiveStore, Lease, ManifestState};
 use crate::columns::{self, BatchBuilder, ChainRow};
 use crate::error::CliError;
-use crate::manifest::{ChainEntry, FileEntry, Manifest, SegmentEntry};
+use crate::manifest::{ChainEntry, FileEntry, SegmentEntry};
 use crate::spool::{SegmentRef, SpoolStore};
 
 /// How to compact.
@@ -38,12 +39,15 @@ pub struct CompactOptions {
     pub verifier: NoteVerifier,
     /// Rows per row group.
     pub row_group_rows: usize,
+    /// Remove archive files and compacted segments older than this after each pass
+    /// ([`crate::retention`]); `None` keeps everything.
+    pub retain: Option<Duration>,
 }
 
 impl CompactOptions {
-    /// Defaults: 128k rows per row group.
+    /// Defaults: 128k rows per row group, keep everything.
     pub fn new(verifier: NoteVerifier) -> Self {
-        Self { verifier, row_group_rows: 128 * 1024 }
+        Self { verifier, row_group_rows: 128 * 1024, retain: None }
     }
 }
 
@@ -68,6 +72,14 @@ pub struct CompactReport {
     pub orphans: u64,
     /// Chains left to another compactor (its lease was live, or it committed first).
     pub elsewhere: Vec<String>,
+    /// What retention removed, one line per chain.
+    pub retired: Vec<String>,
+    /// Archive files retention deleted.
+    pub removed_files: u64,
+    /// Compacted segments retention deleted.
+    pub removed_segments: u64,
+    /// Retired files the store would not delete yet (retried by the next pass).
+    pub retention_kept: Vec<String>,
 }
 
 impl CompactReport {
@@ -282,8 +294,7 @@ struct Run<'a> {
     spool: &'a dyn SpoolStore,
     archive: &'a dyn ArchiveStore,
     opts: &'a CompactOptions,
-    manifest: Manifest,
-    version: ManifestVersion,
+    m: ManifestState,
     report: CompactReport,
     progress: &'a mut dyn FnMut(u64),
 }
@@ -296,8 +307,8 @@ pub fn compact(
     opts: &CompactOptions,
     progress: &mut dyn FnMut(u64),
 ) -> Result<CompactReport, CliError> {
-    let (manifest, version) = archive.load_manifest()?;
-    let mut run = Run { spool, archive, opts, manifest, version, report: CompactReport::default(), progress };
+    let m = ManifestState::load(archive)?;
+    let mut run = Run { spool, archive, opts, m, report: CompactReport::default(), progress };
     for chain in spool.chains()? {
         let Some(mut lease) = archive.lease(chain)? else {
             run.report.elsewhere.push(format!("{chain}: leased by another compactor"));
@@ -307,6 +318,9 @@ pub fn compact(
         archive.release(lease);
         result?;
     }
+    if let Some(period) = opts.retain {
+        crate::retention::apply(spool, archive, &mut run.m, period, &mut run.report)?;
+    }
     Ok(run.report)
 }
 
@@ -314,12 +328,8 @@ impl Run<'_> {
     /// Compact one chain: its sealed segments, then (when its writer is gone) its open ones.
     fn chain(&mut self, chain: ChainId, lease: &mut Lease) -> Result<(), CliError> {
         // Another compactor may have advanced the chain since this run loaded the manifest.
-        if self.version.is_some() {
-            let (m, v) = self.archive.load_manifest()?;
-            self.manifest = m;
-            self.version = v;
-        }
-        let mut state = match self.manifest.chains.get(&chain.to_string()) {
+        self.m.refresh(self.archive)?;
+        let mut state = match self.m.manifest.chains.get(&chain.to_string()) {
             Some(e) => e.state(chain)?,
             None => ChainState::genesis(chain),
         };
@@ -331,34 +341,6 @@ impl Run<'_> {
             compact_chain(self, lease, &mut state, &opens)?;
         }
         Ok(())
-    }
-
-    /// Commit the manifest with this chain's entry; false when another compactor
-    /// advanced the chain first (this run gives it up).
-    fn commit_manifest(
-        &mut self,
-        chain: ChainId,
-        base: Option<ChainEntry>,
-        entry: ChainEntry,
-    ) -> Result<bool, CliError> {
-        let key = chain.to_string();
-        loop {
-            self.manifest.chains.insert(key.clone(), entry.clone());
-            match self.archive.commit_manifest(&self.manifest, &self.version)? {
-                Commit::Done(v) => {
-                    self.version = v;
-                    return Ok(true);
-                }
-                Commit::Conflict => {
-                    let (m, v) = self.archive.load_manifest()?;
-                    self.manifest = m;
-                    self.version = v;
-                    if self.manifest.chains.get(&key) != base.as_ref() {
-                        return Ok(false);
-                    }
-                }
-            }
-        }
     }
 }
 
@@ -440,7 +422,7 @@ fn commit(
         run.report.elsewhere.push(format!("{chain}: lease lost to another compactor"));
         return Ok(false);
     }
-    let base = run.manifest.chains.get(&chain.to_string()).cloned();
+    let base = run.m.manifest.chains.get(&chain.to_string()).cloned();
     let mut entry = base.clone().unwrap_or_else(|| ChainEntry::genesis(chain));
     let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
     entry.files.extend(files);
@@ -449,7 +431,7 @@ fn commit(
         entry.checkpoints.push(note);
     }
     entry.segments.push(SegmentEntry { name: seg.name.clone(), blake3: v.digest.clone() });
-    if !run.commit_manifest(chain, base, entry)? {
+    if !run.m.commit_chain(run.archive, chain, base.as_ref(), entry)? {
         run.report.elsewhere.push(format!("{chain}: another compactor committed {} first", seg.name));
         return Ok(false);
     }
@@ -517,7 +499,7 @@ fn compact_chain(
     segs: &[SegmentRef],
 ) -> Result<bool, CliError> {
     let known: Vec<SegmentEntry> =
-        run.manifest.chains.get(&state.chain_id.to_string()).map(|e| e.segments.clone()).unwrap_or_default();
+        run.m.manifest.chains.get(&state.chain_id.to_string()).map(|e| e.segments.clone()).unwrap_or_default();
     for (i, seg) in segs.iter().enumerate() {
         let stopped = match examine(run.spool, &known, seg, state, run.opts) {
             Step::Known => {

@@ -15,9 +15,8 @@ use std::fs;
 use std::path::Path;
 
 use kiroku_schemas::AuditRecord;
-use kiroku_schemas::checkpoint::{Checkpoint, NoteVerifier};
+use kiroku_schemas::checkpoint::NoteVerifier;
 use kiroku_schemas::digest::{hash_from_hex, to_hex};
-use kiroku_schemas::merkle;
 use kiroku_schemas::proof::TlogProof;
 use kiroku_schemas::segment::record_hash;
 use serde::{Deserialize, Serialize};
@@ -109,25 +108,6 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
     fs::write(path, bytes).map_err(|e| CliError::io(path, e))
 }
 
-/// The newest checkpoint of a chain that verifies and covers `min_size` records.
-fn best_checkpoint(
-    archive: &Archive,
-    chain: &str,
-    verifier: &NoteVerifier,
-) -> Result<Option<(Checkpoint, String)>, CliError> {
-    let Some(entry) = archive.manifest.chains.get(chain) else { return Ok(None) };
-    let mut best: Option<(Checkpoint, String)> = None;
-    for note in &entry.checkpoints {
-        let cp = verifier.open(note).map_err(|e| {
-            CliError::Corrupt(format!("chain {chain}: checkpoint in the manifest does not verify: {e}"))
-        })?;
-        if best.as_ref().is_none_or(|(b, _)| cp.size > b.size) {
-            best = Some((cp, note.clone()));
-        }
-    }
-    Ok(best)
-}
-
 /// Write a bundle of `rows` to `out`. Returns the number of records.
 pub fn write_bundle(
     archive: &Archive,
@@ -147,18 +127,18 @@ pub fn write_bundle(
     }
     let mut index = BundleIndex { format: BUNDLE_FORMAT.into(), records: Vec::new() };
     for (chain, rows) in by_chain {
-        let (cp, note) = best_checkpoint(archive, chain, verifier)?
+        let (cp, note) = archive
+            .best_checkpoint(chain, Some(verifier))?
             .ok_or_else(|| CliError::Usage(format!("chain {chain} has no signed checkpoint in the archive yet")))?;
-        let hashes = archive.chain_hashes(chain)?;
-        if (hashes.len() as u64) < cp.size {
+        let tree = archive.chain_tree(chain)?;
+        let Some(root) = tree.root(cp.size) else {
             return Err(CliError::Corrupt(format!(
                 "chain {chain}: the checkpoint covers {} records, the archive holds {}",
                 cp.size,
-                hashes.len()
+                tree.size()
             )));
-        }
-        let leaves: Vec<_> = hashes[..cp.size as usize].iter().map(|h| merkle::leaf_hash(h)).collect();
-        if merkle::root_of(&leaves) != cp.root {
+        };
+        if root != cp.root {
             return Err(CliError::Corrupt(format!(
                 "chain {chain}: the archive's records do not match the signed checkpoint"
             )));
@@ -176,7 +156,7 @@ pub fn write_bundle(
             let proof = TlogProof {
                 extra: None,
                 index: r.seq,
-                hashes: merkle::inclusion_proof(&leaves, r.seq).map_err(|e| CliError::Corrupt(e.to_string()))?,
+                hashes: tree.proof(r.seq, cp.size).map_err(|e| CliError::Corrupt(e.to_string()))?,
                 checkpoint: note.clone(),
             };
             let (rec_path, proof_path) =

@@ -6,7 +6,8 @@
 //!   [`object_spool`]: segments shipped to an object store ([`remote`]).
 //! - [`archive_store`]: where the archive is written (a directory, or an object store
 //!   shared by several compactors with leases and conditional commits).
-//! - [`compact`]: verified segments to Parquet with an atomic manifest ([`manifest`]).
+//! - [`compact`]: verified segments to Parquet with an atomic manifest ([`manifest`]);
+//!   [`retention`]: removing what is older than a configured period.
 //! - [`columns`]: the archive's Arrow schema and typed builders.
 //! - [`archive`]: reading the archive with pruning and bloom filters.
 //! - [`verify`]: full re-verification of a spool or an archive.
@@ -29,6 +30,7 @@ pub mod otlp;
 pub mod proxy;
 pub mod remote;
 pub mod report;
+pub mod retention;
 pub mod spool;
 pub mod verify;
 

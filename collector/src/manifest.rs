@@ -63,6 +63,30 @@ pub struct ChainEntry {
     pub files: Vec<FileEntry>,
     /// Segment files compacted, in order.
     pub segments: Vec<SegmentEntry>,
+    /// The oldest records, removed by retention (absent while nothing was removed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired: Option<Retired>,
+}
+
+/// Where a chain's archived records now begin, after retention removed the oldest
+/// ones: enough of the chain's state at the cut (the last removed hash and the Merkle
+/// compact range of the removed records) for `kiroku verify` to check the records that
+/// remain, and for their inclusion proofs against later signed checkpoints. Those
+/// checkpoints cover the removed records too, so an edited cut does not verify.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retired {
+    /// Records `[0, next_seq)` were removed; the archive holds the chain from `next_seq`.
+    pub next_seq: u64,
+    /// Hash of the last removed record (the `prev_hash` of the first one held), hex.
+    pub last_hash: String,
+    /// Merkle compact range of the removed records, hex hashes, largest first.
+    pub frontier: Vec<String>,
+    /// Files removed so far.
+    pub files: u64,
+    /// The newest partition date removed (`YYYY-MM-DD`).
+    pub through_date: String,
+    /// When the last removal was committed (RFC 3339).
+    pub at: String,
 }
 
 /// The manifest.
@@ -88,6 +112,7 @@ impl ChainEntry {
             checkpoints: Vec::new(),
             files: Vec::new(),
             segments: Vec::new(),
+            retired: None,
         }
     }
 
@@ -101,18 +126,50 @@ impl ChainEntry {
 
     /// The chain state the next segment must continue.
     pub fn state(&self, chain: ChainId) -> Result<ChainState, CliError> {
-        let bad = |what: &str| CliError::Corrupt(format!("manifest entry of chain {chain}: {what}"));
-        let last_hash = hash_from_hex(&self.last_hash).map_err(|_| bad("last_hash is not a hex digest"))?;
-        let hashes = self
-            .frontier
-            .iter()
-            .map(|h| hash_from_hex(h))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| bad("frontier is not hex digests"))?;
-        let tree =
-            CompactRange::from_parts(self.next_seq, hashes).ok_or_else(|| bad("frontier does not match next_seq"))?;
-        Ok(ChainState { chain_id: chain, next_seq: self.next_seq, last_hash, tree })
+        chain_state(chain, self.next_seq, &self.last_hash, &self.frontier, "head")
     }
+
+    /// The chain state where the archived records begin: genesis, or the cut left by
+    /// retention.
+    pub fn start(&self, chain: ChainId) -> Result<ChainState, CliError> {
+        match &self.retired {
+            None => Ok(ChainState::genesis(chain)),
+            Some(r) => chain_state(chain, r.next_seq, &r.last_hash, &r.frontier, "retired cut"),
+        }
+    }
+}
+
+impl Retired {
+    /// The record of a cut at `state` (records `[0, state.next_seq)` removed).
+    pub fn at_state(state: &ChainState, files: u64, through_date: String, at: String) -> Self {
+        Self {
+            next_seq: state.next_seq,
+            last_hash: to_hex(&state.last_hash),
+            frontier: state.tree.hashes().iter().map(|h| to_hex(h)).collect(),
+            files,
+            through_date,
+            at,
+        }
+    }
+}
+
+/// A chain state from its manifest form; `what` names the entry in errors.
+fn chain_state(
+    chain: ChainId,
+    next_seq: u64,
+    last_hash: &str,
+    frontier: &[String],
+    what: &str,
+) -> Result<ChainState, CliError> {
+    let bad = |m: &str| CliError::Corrupt(format!("manifest entry of chain {chain}, {what}: {m}"));
+    let last_hash = hash_from_hex(last_hash).map_err(|_| bad("last_hash is not a hex digest"))?;
+    let hashes = frontier
+        .iter()
+        .map(|h| hash_from_hex(h))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| bad("frontier is not hex digests"))?;
+    let tree = CompactRange::from_parts(next_seq, hashes).ok_or_else(|| bad("frontier does not match next_seq"))?;
+    Ok(ChainState { chain_id: chain, next_seq, last_hash, tree })
 }
 
 impl Manifest {

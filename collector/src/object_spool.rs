@@ -12,6 +12,7 @@
 
 use std::io::{Cursor, Read};
 use std::path::PathBuf;
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use kiroku_schemas::ChainId;
@@ -48,8 +49,8 @@ impl SpoolStore for ObjectSpool {
             .remote
             .list(&format!("spool/{chain}"))?
             .into_iter()
-            .filter_map(|(rel, _)| {
-                let name = rel.rsplit('/').next()?.to_owned();
+            .filter_map(|o| {
+                let name = o.rel.rsplit('/').next()?.to_owned();
                 let first_seq = name.strip_suffix(".seg")?.parse().ok()?;
                 Some(SegmentRef { chain_id: chain, first_seq, name, sealed: true })
             })
@@ -83,5 +84,17 @@ impl SpoolStore for ObjectSpool {
     fn set_head(&self, _chain: ChainId, _state: &ChainState) -> Result<(), CliError> {
         // Only sealed segments are shipped: the writer knows its head.
         Ok(())
+    }
+
+    fn remove_compacted(&self, before: SystemTime) -> Result<Vec<String>, CliError> {
+        let mut removed = Vec::new();
+        // Last modified: when the segment was moved to compacted/, after its newest record.
+        for o in self.remote.list("compacted")? {
+            if o.modified < before {
+                self.remote.delete(&o.rel)?;
+                removed.push(o.rel.trim_start_matches("compacted/").to_owned());
+            }
+        }
+        Ok(removed)
     }
 }

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use futures_util::TryStreamExt;
-use kiroku::ship::{Fetched, ObjectLocation};
+use kiroku::ship::{Fetched, LockMode, ObjectLocation};
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 
 use crate::error::CliError;
@@ -22,8 +22,20 @@ pub enum PutIf {
 /// Blocking access to one object store location.
 #[derive(Debug)]
 pub struct Remote {
+    url: String,
     loc: ObjectLocation,
     rt: tokio::runtime::Runtime,
+}
+
+/// An object found by [`Remote::list`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Listed {
+    /// Path relative to the location.
+    pub rel: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// When it was last written, as the store reports it.
+    pub modified: std::time::SystemTime,
 }
 
 impl Remote {
@@ -34,7 +46,7 @@ impl Remote {
             .enable_all()
             .build()
             .map_err(|e| CliError::Io(format!("starting a runtime for {url}: {e}")))?;
-        Ok(Self { loc, rt })
+        Ok(Self { url: url.to_owned(), loc, rt })
     }
 
     /// The location.
@@ -59,15 +71,19 @@ impl Remote {
         Ok(out)
     }
 
-    /// Every object under `rel` (recursively): relative path and size, sorted.
-    pub fn list(&self, rel: &str) -> Result<Vec<(String, u64)>, CliError> {
+    /// Every object under `rel` (recursively), sorted by path.
+    pub fn list(&self, rel: &str) -> Result<Vec<Listed>, CliError> {
         let key = self.loc.key(rel);
         let metas: Vec<_> = self
             .rt
             .block_on(self.store().list(Some(&key)).try_collect())
             .map_err(|e: object_store::Error| self.err(rel, e))?;
-        let mut out: Vec<(String, u64)> =
-            metas.into_iter().filter_map(|m| Some((self.loc.relative(&m.location)?, m.size))).collect();
+        let mut out: Vec<Listed> = metas
+            .into_iter()
+            .filter_map(|m| {
+                Some(Listed { rel: self.loc.relative(&m.location)?, size: m.size, modified: m.last_modified.into() })
+            })
+            .collect();
         out.sort();
         Ok(out)
     }
@@ -91,6 +107,22 @@ impl Remote {
             Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(None),
             Err(e) => Err(self.err(rel, e)),
         }
+    }
+
+    /// Write an object (replacing any) with S3 Object Lock retention `mode` until
+    /// `until`; the store must support it (see [`ObjectLocation::open_locked`]).
+    pub fn put_locked(
+        &self,
+        rel: &str,
+        bytes: Bytes,
+        mode: LockMode,
+        until: std::time::SystemTime,
+    ) -> Result<UpdateVersion, CliError> {
+        let locked = ObjectLocation::open_locked(&self.url, mode, until).map_err(|e| CliError::Usage(e.to_string()))?;
+        let key = locked.key(rel);
+        let put = locked.store().put_opts(&key, PutPayload::from_bytes(bytes), PutOptions::default());
+        let r = self.rt.block_on(put).map_err(|e| self.err(rel, e))?;
+        Ok(UpdateVersion { e_tag: r.e_tag, version: r.version })
     }
 
     /// Delete an object (absent is fine).
@@ -119,9 +151,9 @@ impl Remote {
     pub fn mirror(&self, prefixes: &[&str], dest: &std::path::Path) -> Result<u64, CliError> {
         let mut n = 0;
         for prefix in prefixes {
-            for (rel, _) in self.list(prefix)? {
-                let Some(v) = self.get(&rel)? else { continue };
-                let path = dest.join(&rel);
+            for o in self.list(prefix)? {
+                let Some(v) = self.get(&o.rel)? else { continue };
+                let path = dest.join(&o.rel);
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir).map_err(|e| CliError::io(dir, e))?;
                 }

@@ -13,6 +13,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use kiroku::journal::{CHAIN_LOCK_FILE, HEAD_FILE};
 use kiroku_schemas::ChainId;
@@ -51,6 +52,10 @@ pub trait SpoolStore {
     /// Tell a writer that restarts on this chain where the chain stands (after its open
     /// segment was compacted by the collector).
     fn set_head(&self, chain: ChainId, state: &ChainState) -> Result<(), CliError>;
+    /// Delete compacted segments last written before `before` (retention); returns
+    /// their names (`<chain>/<file>`). Segments only reach `compacted/` once their
+    /// records are committed to the archive.
+    fn remove_compacted(&self, before: SystemTime) -> Result<Vec<String>, CliError>;
 }
 
 /// Holds a dead writer's chain lock while the collector works on its open segment.
@@ -171,5 +176,35 @@ impl SpoolStore for LocalSpool {
     fn set_head(&self, chain: ChainId, state: &ChainState) -> Result<(), CliError> {
         let p = self.chain_dir(chain).join(HEAD_FILE);
         kiroku::journal::write_atomic(&p, &state.next_header().encode()).map_err(|e| CliError::Io(e.to_string()))
+    }
+
+    fn remove_compacted(&self, before: SystemTime) -> Result<Vec<String>, CliError> {
+        let area = self.root.join("compacted");
+        let mut removed = Vec::new();
+        let Ok(chains) = fs::read_dir(&area) else { return Ok(removed) };
+        for chain in chains.flatten() {
+            let dir = chain.path();
+            let Ok(files) = fs::read_dir(&dir) else { continue };
+            let before_len = removed.len();
+            for f in files.flatten() {
+                let path = f.path();
+                // mtime: when the writer last wrote the segment (a rename keeps it), so
+                // at or after its newest record.
+                let modified = f.metadata().and_then(|m| m.modified()).map_err(|e| CliError::io(&path, e))?;
+                if modified < before {
+                    fs::remove_file(&path).map_err(|e| CliError::io(&path, e))?;
+                    removed.push(format!(
+                        "{}/{}",
+                        chain.file_name().to_string_lossy(),
+                        f.file_name().to_string_lossy()
+                    ));
+                }
+            }
+            if removed.len() > before_len {
+                kiroku::journal::sync_dir(&dir).map_err(|e| CliError::Io(e.to_string()))?;
+            }
+        }
+        removed.sort();
+        Ok(removed)
     }
 }

@@ -9,7 +9,6 @@ use std::path::Path;
 use kiroku_schemas::AuditRecord;
 use kiroku_schemas::checkpoint::{Checkpoint, NoteVerifier};
 use kiroku_schemas::digest::to_hex;
-use kiroku_schemas::merkle::CompactRange;
 use kiroku_schemas::segment::{ChainState, VerifyOptions, record_hash, verify_segment};
 
 use crate::archive::{Archive, chain_cols, chain_id};
@@ -32,6 +31,8 @@ pub struct VerifyReport {
     pub signatures_checked: bool,
     /// Problems: tampering or corruption, each with where.
     pub problems: Vec<String>,
+    /// Worth knowing, not wrong (e.g. where retention cut a chain).
+    pub notes: Vec<String>,
 }
 
 impl VerifyReport {
@@ -185,7 +186,19 @@ pub fn verify_archive(root: &Path, verifier: Option<&NoteVerifier>) -> Result<Ve
             }
         }
         rows.sort_by_key(|(_, c)| c.seq);
-        let mut state = ChainState::genesis(chain);
+        let mut state = match entry.start(chain) {
+            Ok(s) => s,
+            Err(e) => {
+                rep.problems.push(e.to_string());
+                continue;
+            }
+        };
+        if let Some(r) = &entry.retired {
+            rep.notes.push(format!(
+                "chain {chain}: seq 0..{} removed by retention (through {}, at {}); verified from seq {}",
+                r.next_seq, r.through_date, r.at, r.next_seq
+            ));
+        }
         let mut cps: Vec<Checkpoint> = Vec::new();
         for note in &entry.checkpoints {
             let cp = match verifier {
@@ -201,13 +214,19 @@ pub fn verify_archive(root: &Path, verifier: Option<&NoteVerifier>) -> Result<Ve
             }
         }
         cps.sort_by_key(|c| c.size);
-        let mut tree = CompactRange::new();
+        let mut tree = state.tree.clone();
         let mut next_cp = cps.iter().peekable();
-        while let Some(cp) = next_cp.peek() {
-            if cp.size == 0 {
-                next_cp.next();
-            } else {
-                break;
+        // Checkpoints up to where the archive begins: only one exactly at the cut can be
+        // checked (against the retained compact range); later ones cover the cut too.
+        while let Some(cp) = next_cp.next_if(|cp| cp.size <= tree.size()) {
+            if cp.size == tree.size() && cp.size > 0 {
+                rep.checkpoints += 1;
+                if cp.root != tree.root() {
+                    rep.problems.push(format!(
+                        "chain {chain}: Merkle root of the first {} records (the retention cut) differs from the signed checkpoint",
+                        cp.size
+                    ));
+                }
             }
         }
         for (file, c) in &rows {
@@ -270,27 +289,19 @@ pub fn verify_archive(root: &Path, verifier: Option<&NoteVerifier>) -> Result<Ve
             ));
         }
     }
-    for stray in parquet_files(&root.join("records")) {
+    for stray in crate::archive_store::parquet_files(&root.join("records")) {
         let rel = stray.strip_prefix(root).unwrap_or(&stray).to_string_lossy().into_owned();
-        if !named.contains(&rel) {
+        let retired = crate::retention::file_range(&rel).is_some_and(|(chain, _, last)| {
+            archive.manifest.chains.get(chain).and_then(|e| e.retired.as_ref()).is_some_and(|r| last < r.next_seq)
+        });
+        if retired && !named.contains(&rel) {
+            rep.notes.push(format!(
+                "{}: records removed by retention, file not deleted yet (the store refused, e.g. an object lock, or a run stopped); the next `kiroku compact --retain` deletes it",
+                stray.display()
+            ));
+        } else if !named.contains(&rel) {
             rep.problems.push(format!("{}: Parquet file not in the manifest (left by an interrupted compaction, or planted); queries over records/ would read it", stray.display()));
         }
     }
     Ok(rep)
-}
-
-fn parquet_files(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(parquet_files(&p));
-            } else if p.extension().is_some_and(|x| x == "parquet") {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
 }

@@ -11,21 +11,9 @@ use kiroku::Durability;
 use kiroku_schemas::segment::{SegmentHeader, SegmentWriter};
 use kiroku_schemas::{AuditRecord, ChainId, Timestamp};
 mod support;
-use support::rewrite;
+use support::{kiroku, repo, rewrite, text};
 
 use kiroku_tests::{AuditedServer, Conn, Stored, chat};
-
-fn kiroku(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiroku")).args(args).output().expect("run kiroku")
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
-}
 
 fn python() -> PathBuf {
     let p = std::env::var_os("KIROKU_PYTHON").map(PathBuf::from).unwrap_or_else(|| repo().join(".venv/bin/python"));

@@ -5,21 +5,19 @@
 //! its chain taken over after its lease expires), and the archive holds every record
 //! exactly once, verifies, and reads the same in DuckDB (httpfs) and Apache Spark.
 
+mod support;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+use support::{dated_spool, days_ago, repo, text};
 
 use kiroku_examples::client::Conn;
 use kiroku_schemas::checkpoint::NoteSigner;
 
 const BUCKET: &str = "kiroku-fleet";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
-}
 
 fn fleet_python() -> PathBuf {
     let p = repo().join(".venv-fleet/bin/python");
@@ -44,10 +42,17 @@ impl Drop for S3Server {
     }
 }
 
-/// One HTTP/1.1 request without auth (moto does not check signatures): status and body.
+/// One HTTP/1.1 request without auth (moto does not check signatures): status and the
+/// whole response (head and body).
 fn raw_http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    raw_http_with(addr, method, path, &[])
+}
+
+fn raw_http_with(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
-    write!(s, "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").unwrap();
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    write!(s, "{method} {path} HTTP/1.1\r\nhost: {addr}\r\n{extra}content-length: 0\r\nconnection: close\r\n\r\n")
+        .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
@@ -80,8 +85,13 @@ impl S3Server {
 
     /// Keys under `prefix`.
     fn keys(&self, prefix: &str) -> Vec<String> {
+        self.keys_in(BUCKET, prefix)
+    }
+
+    /// Keys under `prefix` in `bucket`.
+    fn keys_in(&self, bucket: &str, prefix: &str) -> Vec<String> {
         let (status, body) =
-            raw_http(self.addr, "GET", &format!("/{BUCKET}?list-type=2&max-keys=1000&prefix={prefix}"));
+            raw_http(self.addr, "GET", &format!("/{bucket}?list-type=2&max-keys=1000&prefix={prefix}"));
         assert_eq!(status, 200, "{body}");
         body.split("<Key>").skip(1).filter_map(|s| s.split_once("</Key>").map(|(k, _)| k.to_owned())).collect()
     }
@@ -112,15 +122,11 @@ impl S3Server {
     }
 }
 
-fn kiroku(s3: &S3Server, args: &[&str]) -> Output {
+fn kiroku_s3(s3: &S3Server, args: &[&str]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_kiroku"));
     c.args(args);
     s3.env(&mut c);
     c.output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
 struct Proxy {
@@ -236,7 +242,7 @@ fn three_writers_ship_two_compactors_share_the_archive_and_every_record_lands_ex
     std::fs::write(&fake, b"not the segment that was shipped").unwrap();
     let impostor = dir.path().join("impostor").display().to_string();
     let to = format!("s3://{BUCKET}/fleet");
-    let ship_impostor = || kiroku(&s3, &["ship", "--spool", &impostor, "--to", &to]);
+    let ship_impostor = || kiroku_s3(&s3, &["ship", "--spool", &impostor, "--to", &to]);
     let out = ship_impostor();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("CONFLICT") && text(&out).contains("not overwritten"), "{}", text(&out));
@@ -263,7 +269,7 @@ fn three_writers_ship_two_compactors_share_the_archive_and_every_record_lands_ex
     assert!(paused.is_some(), "compactor A never reached its pause point");
     std::thread::spawn(move || err.map_while(Result::ok).for_each(drop));
 
-    let b = kiroku(&s3, &compact_args);
+    let b = kiroku_s3(&s3, &compact_args);
     assert!(b.status.success(), "{}", text(&b));
     assert!(text(&b).contains("leased by another compactor"), "B must leave A's chain alone: {}", text(&b));
     let _ = a.kill();
@@ -271,15 +277,15 @@ fn three_writers_ship_two_compactors_share_the_archive_and_every_record_lands_ex
 
     // Before the lease expires the chain stays A's; after, B takes it over.
     std::thread::sleep(Duration::from_secs(4));
-    let b2 = kiroku(&s3, &compact_args);
+    let b2 = kiroku_s3(&s3, &compact_args);
     assert!(b2.status.success(), "{}", text(&b2));
     assert!(!text(&b2).contains("another compactor"), "{}", text(&b2));
     assert_eq!(s3.keys("fleet/spool/"), Vec::<String>::new(), "every shipped segment compacted");
-    let again = kiroku(&s3, &compact_args);
+    let again = kiroku_s3(&s3, &compact_args);
     assert!(text(&again).contains("compacted 0 segment(s), 0 record(s)"), "{}", text(&again));
 
     // The archive in the store verifies and holds every record once.
-    let v = kiroku(&s3, &["verify", "--archive", &archive_url, "--pubkey", &vkey_s, "--json"]);
+    let v = kiroku_s3(&s3, &["verify", "--archive", &archive_url, "--pubkey", &vkey_s, "--json"]);
     assert!(v.status.success(), "{}", text(&v));
     let v: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
     assert_eq!(v["ok"], true);
@@ -319,4 +325,77 @@ fn a_store_that_is_down_is_reported_at_startup_without_printing_credentials() {
     let t = text(&out);
     assert!(t.contains("s3://nowhere/fleet"), "{t}");
     assert!(!t.contains("fleet-secret-never-printed"), "credentials must never be printed: {t}");
+}
+
+#[test]
+fn retention_on_the_store_with_object_lock_keeps_locked_versions() {
+    const LOCKED: &str = "kiroku-locked";
+    let s3 = S3Server::start();
+    let (status, body) =
+        raw_http_with(s3.addr, "PUT", &format!("/{LOCKED}"), &[("x-amz-bucket-object-lock-enabled", "true")]);
+    assert_eq!(status, 200, "{body}");
+    let dir = tempfile::tempdir().unwrap();
+    let now = kiroku_schemas::Timestamp::now();
+    let days = [days_ago(now, 400), days_ago(now, 399), days_ago(now, 10), days_ago(now, 0)];
+    let per_day = 30;
+    dated_spool(dir.path(), &days, per_day);
+    let vkey = dir.path().join("signer.vkey").display().to_string();
+    let (spool_url, archive_url) = (format!("s3://{LOCKED}/fleet"), format!("s3://{LOCKED}/archive"));
+    let ship =
+        kiroku_s3(&s3, &["ship", "--spool", &dir.path().join("spool").display().to_string(), "--to", &spool_url]);
+    assert!(ship.status.success(), "{}", text(&ship));
+
+    let compact = |retain: &str| {
+        kiroku_s3(
+            &s3,
+            &["compact", "--spool", &spool_url, "--archive", &archive_url, "--pubkey", &vkey, "--retain", retain]
+                .iter()
+                .copied()
+                .chain(["--object-lock", "governance"])
+                .collect::<Vec<_>>(),
+        )
+    };
+    let out = compact("365d");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains(&format!("seq 0..{}", 2 * per_day)), "{}", text(&out));
+
+    // Every Parquet file was written locked for the period, the manifest was not.
+    // Retention removed the old days from the archive (a delete marker on a versioned,
+    // locked bucket); their locked versions stay, and the store refuses to delete them.
+    let old = format!("archive/records/date={}/", days[0].date_string());
+    let mut c = Command::new(fleet_python());
+    c.arg(repo().join("tests/interop/object_lock.py")).args([&s3.endpoint(), LOCKED, "archive", &old]);
+    s3.env(&mut c);
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let lock: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let until_year = days_ago(now, -365).date_string()[..4].to_owned();
+    let files = lock["files"].as_object().unwrap();
+    assert!(!files.is_empty(), "{lock}");
+    for (key, l) in files {
+        assert_eq!(l["mode"], "GOVERNANCE", "{key}: {lock}");
+        assert!(l["until"].as_str().unwrap_or_default().starts_with(&until_year), "{key}: {lock}");
+    }
+    assert_eq!(lock["manifest_mode"], serde_json::Value::Null, "{lock}");
+    assert_eq!(lock["removed_current"], 0, "{lock}");
+    assert!(lock["removed_versions"].as_u64().unwrap() > 0, "{lock}");
+    assert_eq!(lock["delete_version_error"], "AccessDenied", "a locked version must not be deletable: {lock}");
+
+    // What remains verifies from the cut.
+    let v = kiroku_s3(&s3, &["verify", "--archive", &archive_url, "--pubkey", &vkey, "--json"]);
+    assert!(v.status.success(), "{}", text(&v));
+    let v: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
+    assert_eq!(v["records"], 2 * per_day);
+
+    // Compacted segments go once they were moved to compacted/ longer ago than the
+    // period (here one second), and the day-old partition with them.
+    std::thread::sleep(Duration::from_secs(2));
+    let out = compact("1s");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("shorter than six months"), "{}", text(&out));
+    assert!(s3.keys_in(LOCKED, "fleet/compacted/").is_empty(), "{}", text(&out));
+    let v = kiroku_s3(&s3, &["verify", "--archive", &archive_url, "--pubkey", &vkey, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["records"], per_day, "only today's records are left");
 }

@@ -2,18 +2,16 @@
 //! openai Python SDK, an h2c client, and a client that leaves early; then stopped with
 //! SIGTERM and its sealed spool read back.
 
+mod support;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use support::repo;
 
 use kiroku_schemas::checkpoint::NoteSigner;
 use kiroku_schemas::record::Outcome;
 use kiroku_tests::read_spool;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
-}
 
 fn python() -> PathBuf {
     let p = std::env::var_os("KIROKU_PYTHON").map(PathBuf::from).unwrap_or_else(|| repo().join(".venv/bin/python"));

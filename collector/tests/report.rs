@@ -2,12 +2,10 @@
 //! scripts/test.sh): every section present, and the figures on the page equal the ones
 //! computed independently from the archive with pyarrow (tests/interop/check_report.py).
 
+mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
-}
+use support::repo;
 
 fn python() -> PathBuf {
     let p = std::env::var_os("KIROKU_PYTHON").map(PathBuf::from).unwrap_or_else(|| repo().join(".venv/bin/python"));

@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::archive_store::{ArchiveStore, LocalArchive, ObjectArchive};
+use kiroku::ship::LockMode;
+
+use crate::archive_store::{ArchiveStore, LocalArchive, ObjectArchive, ObjectLock};
 use crate::compact::{CompactOptions, CompactReport, compact};
 use crate::error::CliError;
 use crate::object_spool::ObjectSpool;
@@ -34,21 +36,69 @@ pub struct Args {
     /// Seconds between passes with --watch.
     #[arg(long, default_value_t = 10)]
     interval: u64,
+    /// After each pass, remove archive files and compacted segments whose records are
+    /// all older than this (`180d`, `1y`, units s/min/h/d/w/y). Default: keep
+    /// everything. Regulations ask for at least six months (EU AI Act Art. 19 and 26),
+    /// often more; see the README.
+    #[arg(long, env = "KIROKU_RETAIN", value_parser = super::parse_duration)]
+    retain: Option<Duration>,
+    /// Write the archive's Parquet files with S3 Object Lock retention for the --retain
+    /// period (an s3:// archive in a bucket created with Object Lock enabled).
+    #[arg(long, value_enum, requires = "retain")]
+    object_lock: Option<LockArg>,
 }
+
+/// S3 Object Lock modes.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LockArg {
+    /// Deletable before the date only with the s3:BypassGovernanceRetention permission.
+    Governance,
+    /// Deletable before the date by nobody.
+    Compliance,
+}
+
+/// Six months, the shortest period the EU AI Act allows for the logs of high-risk systems.
+const SIX_MONTHS: Duration = Duration::from_secs(183 * 86_400);
 
 pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
     let spool = super::required(a.spool, "--spool", "KIROKU_SPOOL")?;
     let archive = super::required(a.archive, "--archive", "KIROKU_ARCHIVE")?;
     let pubkey = super::load_pubkey(&super::required(a.pubkey, "--pubkey", "KIROKU_PUBKEY")?)?;
-    let opts = CompactOptions::new(pubkey);
+    let mut opts = CompactOptions::new(pubkey);
+    opts.retain = a.retain;
+    if let Some(r) = a.retain.filter(|r| *r < SIX_MONTHS) {
+        eprintln!(
+            "kiroku: warning: --retain {} days is shorter than six months, the minimum the EU AI Act sets for the logs of high-risk AI systems (Art. 19, 26)",
+            r.as_secs() / 86_400
+        );
+    }
+    let lock = a.object_lock.zip(a.retain).map(|(mode, period)| ObjectLock {
+        mode: match mode {
+            LockArg::Governance => LockMode::Governance,
+            LockArg::Compliance => LockMode::Compliance,
+        },
+        period,
+    });
     let store: Box<dyn SpoolStore> = match super::Place::parse(&spool) {
         super::Place::Dir(d) => Box::new(LocalSpool::new(d)),
         super::Place::Url(u) => Box::new(ObjectSpool::open(&u)?),
     };
-    let archive: Box<dyn ArchiveStore> = match super::Place::parse(&archive) {
+    let place = super::Place::parse(&archive);
+    if lock.is_some() && !matches!(&place, super::Place::Url(u) if u.starts_with("s3://") || u.starts_with("s3a://")) {
+        return Err(CliError::Usage(format!(
+            "--object-lock needs an s3:// archive, not {archive} (on other stores, set a retention policy on the bucket or container)"
+        )));
+    }
+    let archive: Box<dyn ArchiveStore> = match place {
         super::Place::Dir(d) => Box::new(LocalArchive::open(&d)?),
         super::Place::Url(u) if u.starts_with("file://") => Box::new(LocalArchive::open(Path::new(&u[7..]))?),
-        super::Place::Url(u) => Box::new(ObjectArchive::open(&u, Duration::from_secs(a.lease_ttl.max(1)))?),
+        super::Place::Url(u) => {
+            let a = ObjectArchive::open(&u, Duration::from_secs(a.lease_ttl.max(1)))?;
+            Box::new(match lock {
+                Some(l) => a.with_lock(l),
+                None => a,
+            })
+        }
     };
     loop {
         let pb = super::progress(None, "compacting");
@@ -81,5 +131,14 @@ pub(crate) fn print_report(r: &CompactReport) {
     }
     for e in &r.elsewhere {
         println!("left to another compactor: {e}");
+    }
+    for line in &r.retired {
+        println!("retention: {line}");
+    }
+    if r.removed_files > 0 || r.removed_segments > 0 {
+        println!("retention: deleted {} archive file(s), {} compacted segment(s)", r.removed_files, r.removed_segments);
+    }
+    for k in &r.retention_kept {
+        println!("retention: kept for now: {k}");
     }
 }

@@ -31,24 +31,13 @@ pub(crate) fn proof_status(
     c: &ChainCols,
     key: Option<&kiroku_schemas::checkpoint::NoteVerifier>,
 ) -> Result<String, CliError> {
-    let Some(entry) = archive.manifest.chains.get(&c.chain_id) else { return Ok("chain not in the manifest".into()) };
-    let mut best: Option<kiroku_schemas::checkpoint::Checkpoint> = None;
-    for note in &entry.checkpoints {
-        let cp = match key {
-            Some(k) => k.open(note).map_err(|e| CliError::Corrupt(format!("checkpoint does not verify: {e}")))?,
-            None => kiroku_schemas::checkpoint::Checkpoint::parse_note_unverified(note)
-                .map_err(|e| CliError::Corrupt(e.to_string()))?,
-        };
-        if best.as_ref().is_none_or(|b| cp.size > b.size) {
-            best = Some(cp);
-        }
+    if !archive.manifest.chains.contains_key(&c.chain_id) {
+        return Ok("chain not in the manifest".into());
     }
-    let Some(cp) = best.filter(|cp| cp.size > c.seq) else {
+    let Some((cp, _)) = archive.best_checkpoint(&c.chain_id, key)?.filter(|(cp, _)| cp.size > c.seq) else {
         return Ok("not yet covered by a signed checkpoint".into());
     };
-    let hashes = archive.chain_hashes(&c.chain_id)?;
-    let leaves: Vec<_> = hashes.iter().take(cp.size as usize).map(|h| merkle::leaf_hash(h)).collect();
-    let proof = merkle::inclusion_proof(&leaves, c.seq).map_err(|e| CliError::Corrupt(e.to_string()))?;
+    let proof = archive.chain_tree(&c.chain_id)?.proof(c.seq, cp.size).map_err(|e| CliError::Corrupt(e.to_string()))?;
     let ok = merkle::verify_inclusion(&merkle::leaf_hash(&c.hash), c.seq, cp.size, &proof, &cp.root).is_ok();
     let signed = if key.is_some() { "signature verified" } else { "signature NOT checked (no --pubkey)" };
     Ok(if ok {

@@ -232,6 +232,26 @@ impl Place {
     }
 }
 
+/// A duration such as `180d`: a whole number and a unit, `s`, `min`, `h`, `d`, `w` or
+/// `y` (365 days). `m` is refused as ambiguous (minutes or months?).
+pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?}: expected a number and a unit, e.g. 180d"))?;
+    let secs = match unit.trim() {
+        "s" => 1,
+        "min" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        "y" => 365 * 86_400,
+        "m" => return Err(format!("{s:?}: `m` is ambiguous; write minutes as `min`, months as days (`180d`)")),
+        other => return Err(format!("{s:?}: unknown unit {other:?} (use s, min, h, d, w or y)")),
+    };
+    n.checked_mul(secs).map(std::time::Duration::from_secs).ok_or_else(|| format!("{s:?}: too long"))
+}
+
 pub(crate) fn required<T>(p: Option<T>, flag: &str, env: &str) -> Result<T, CliError> {
     p.ok_or_else(|| CliError::Usage(format!("{flag} is required (or set {env})")))
 }

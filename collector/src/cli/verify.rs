@@ -61,7 +61,7 @@ fn verify_archive_at(
     let mut rep = verify_archive(tmp.path(), key)?;
     // Name objects by their URL, not the temporary copy.
     let local = tmp.path().display().to_string();
-    for p in &mut rep.problems {
+    for p in rep.problems.iter_mut().chain(rep.notes.iter_mut()) {
         *p = p.replace(&local, &url);
     }
     Ok(rep)
@@ -70,9 +70,12 @@ fn verify_archive_at(
 pub(crate) fn print(what: &str, r: &VerifyReport, json: bool) {
     if json {
         let v = serde_json::json!({"target": what, "ok": r.ok(), "chains": r.chains, "units": r.units, "records": r.records,
-            "checkpoints": r.checkpoints, "signatures_checked": r.signatures_checked, "problems": r.problems});
+            "checkpoints": r.checkpoints, "signatures_checked": r.signatures_checked, "problems": r.problems, "notes": r.notes});
         println!("{v}");
         return;
+    }
+    for n in &r.notes {
+        println!("note: {n}");
     }
     for p in &r.problems {
         println!("PROBLEM {p}");

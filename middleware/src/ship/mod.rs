@@ -28,7 +28,7 @@ use bytes::Bytes;
 use object_store::{Attribute, Attributes, GetOptions, PutMode, PutOptions, PutPayload, UpdateVersion};
 
 pub use shipper::{ShipMetrics, ShipScope, Shipper, ShipperConfig};
-pub use store::{ObjectLocation, install_crypto_provider};
+pub use store::{LockMode, ObjectLocation, install_crypto_provider};
 
 /// Errors of shipping.
 #[derive(Debug, Clone, thiserror::Error)]
