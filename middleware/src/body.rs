@@ -62,11 +62,17 @@ where
                     if let Some(d) = f.data_ref() {
                         q.tap.observe(d);
                     }
-                    q.complete |= end;
+                    if end {
+                        q.complete = true;
+                        q.tap.seal();
+                    }
                 });
             }
             Some(Err(e)) => this.exchange.with_request(|q| q.error = Some(e.to_string())),
-            None => this.exchange.with_request(|q| q.complete = true),
+            None => this.exchange.with_request(|q| {
+                q.complete = true;
+                q.tap.seal();
+            }),
         }
         Poll::Ready(r)
     }

@@ -14,11 +14,11 @@ use crate::handle::{Annotations, AuditHandle};
 use crate::journal::{FailurePolicy, JournalError, PendingRecord, Submitted};
 use crate::layer::Config;
 
-/// What one body tap saw: a running digest, the byte count, the bytes kept for
+/// What one body tap saw: its blake3 digest, the byte count, the bytes kept for
 /// extraction and capture (copied, so no transport buffer is pinned while a long stream
 /// runs; at most the keep limit per body), the time of the first byte.
 pub(crate) struct BodyTap {
-    hasher: Option<blake3::Hasher>,
+    digest: Digest,
     pub(crate) bytes: u64,
     kept: Vec<u8>,
     keep_limit: usize,
@@ -29,7 +29,7 @@ pub(crate) struct BodyTap {
 impl BodyTap {
     pub(crate) fn new(mode: CaptureMode, keep_limit: usize) -> Self {
         Self {
-            hasher: (mode != CaptureMode::None).then(blake3::Hasher::new),
+            digest: if mode == CaptureMode::None { Digest::Off } else { Digest::Kept },
             bytes: 0,
             kept: Vec::new(),
             keep_limit,
@@ -46,17 +46,62 @@ impl BodyTap {
             self.first_at = Some(Timestamp::now());
         }
         self.bytes += data.len() as u64;
-        if let Some(h) = &mut self.hasher {
-            h.update(data);
-        }
+        let mut take = 0;
         if self.kept.len() < self.keep_limit {
-            let take = data.len().min(self.keep_limit - self.kept.len());
+            take = data.len().min(self.keep_limit - self.kept.len());
+            let want = self.kept.len() + take;
+            if want > self.kept.capacity() {
+                // Exactly the first chunk (often the whole body), then 1 KiB steps
+                // rather than doubling: a stream's tap holds its buffer for the stream's
+                // whole life (measured with 1,000 open streams).
+                let cap = if self.kept.is_empty() { want } else { want.next_multiple_of(1024).min(self.keep_limit) };
+                self.kept.reserve_exact(cap - self.kept.len());
+            }
             self.kept.extend_from_slice(&data[..take]);
-            self.overflow |= take < data.len();
-        } else {
-            self.overflow = true;
+        }
+        self.overflow |= take < data.len();
+        match &mut self.digest {
+            // The body outgrows what is kept: hash from here on as it passes.
+            Digest::Kept if take < data.len() => {
+                let mut h = Box::<blake3::Hasher>::default();
+                h.update(&self.kept);
+                h.update(&data[take..]);
+                self.digest = Digest::Running(h);
+            }
+            Digest::Running(h) => {
+                h.update(data);
+            }
+            _ => {}
         }
     }
+
+    /// The body is complete: finish the digest and free the hasher (about 2 KiB, which
+    /// a long response stream would otherwise keep alive).
+    pub(crate) fn seal(&mut self) {
+        if let Digest::Running(h) = &self.digest {
+            self.digest = Digest::Done(*h.finalize().as_bytes());
+        }
+    }
+
+    /// The blake3 of the body so far (hex), unless capture is `none`.
+    fn digest_hex(&self) -> Option<String> {
+        match &self.digest {
+            Digest::Off => None,
+            Digest::Kept => Some(to_hex(blake3::hash(&self.kept).as_bytes())),
+            Digest::Running(h) => Some(to_hex(h.finalize().as_bytes())),
+            Digest::Done(d) => Some(to_hex(d)),
+        }
+    }
+}
+
+/// A body's blake3: not taken (capture `none`); still derivable from the kept bytes,
+/// which are the whole body so far (no hasher held: about 2 KiB less per exchange in
+/// flight); running, once the body outgrew the keep limit; or final.
+enum Digest {
+    Off,
+    Kept,
+    Running(Box<blake3::Hasher>),
+    Done([u8; 32]),
 }
 
 /// The request side, shared between the request body tap and the finaliser.
@@ -186,7 +231,7 @@ fn summary(tap: &BodyTap, mode: CaptureMode, content_type: Option<String>) -> Bo
     BodySummary {
         content_type,
         bytes: tap.bytes,
-        blake3: tap.hasher.as_ref().map(|h| to_hex(h.finalize().as_bytes())),
+        blake3: tap.digest_hex(),
         capture: mode,
         captured: None,
         truncated: false,
@@ -338,4 +383,29 @@ pub(crate) fn new_record(route: &str, method: &str, started_at: Timestamp) -> Au
     r.http.method = method.to_owned();
     r.http.route = route.to_owned();
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_digest_covers_the_whole_body_whatever_the_chunking_and_the_keep_limit() {
+        let body: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 251) as u8).collect();
+        for keep_limit in [0, 1, 1000, 4999, 5000, 5001, 16 << 10] {
+            for chunk in [1, 7, 1024, 4096, 5000] {
+                let mut tap = BodyTap::new(CaptureMode::Redacted, keep_limit);
+                for c in body.chunks(chunk) {
+                    tap.observe(&Bytes::copy_from_slice(c));
+                }
+                let want = to_hex(blake3::hash(&body).as_bytes());
+                assert_eq!(tap.digest_hex().as_deref(), Some(want.as_str()), "limit {keep_limit} chunk {chunk}");
+                assert_eq!(tap.kept, body[..keep_limit.min(body.len())], "limit {keep_limit} chunk {chunk}");
+                assert_eq!(tap.overflow, keep_limit < body.len());
+                tap.seal();
+                assert_eq!(tap.digest_hex().as_deref(), Some(want.as_str()));
+            }
+        }
+        assert_eq!(BodyTap::new(CaptureMode::None, 10).digest_hex(), None);
+    }
 }
