@@ -56,8 +56,10 @@ UP=$(start upstream $BIN/bench-server sample 127.0.0.1:0)
 $BIN/kiroku keygen --out "$WORK/keys" > /dev/null
 PROXY=$(start proxy $BIN/kiroku proxy --listen 127.0.0.1:0 --upstream "http://$UP" --spool "$WORK/spool-proxy" --key "$WORK/keys/signer.key")
 PROXY=$(grep -o "listening on [0-9.:]*" "$WORK/proxy.out" | awk '{print $3}')
-echo "# proxy (Batched 100ms) vs direct to the sample upstream"
-for t in direct:$UP proxy:$PROXY; do
+# The same proxying without auditing: what any reverse proxy costs here.
+PASS=$(start passthrough $BIN/bench-server passthrough 127.0.0.1:0 "$UP")
+echo "# proxy (Batched 100ms) vs direct to the sample upstream, and a passthrough proxy that records nothing"
+for t in direct:$UP passthrough:$PASS proxy:$PROXY; do
   name=${t%%:*}; addr=${t#*:}
   echo "{\"what\":\"proxy-1000rps-$name\",\"result\":$($BIN/loadgen http://$addr/v1/chat/completions --conns 16 --secs $SECS --rate 1000 --body $WORK/req2k.json)}"
   echo "{\"what\":\"proxy-max-$name\",\"result\":$($BIN/loadgen http://$addr/v1/chat/completions --conns 32 --secs $SECS --body $WORK/req2k.json)}"

@@ -75,21 +75,46 @@ pub(crate) fn f64_of(v: &Value, key: &str) -> Option<f64> {
     v.get(key).and_then(Value::as_f64)
 }
 
-/// Running blake3 of generated text, fed piece by piece.
+/// Running blake3 of generated text, fed piece by piece. The first KiB is kept as
+/// text and hashed at the end; only a longer text gets a hasher (about 2 KiB, held for
+/// the stream's life), so thousands of open streams with short answers stay small.
 #[derive(Default)]
 pub(crate) struct TextDigest {
-    hasher: blake3::Hasher,
+    head: Vec<u8>,
+    hasher: Option<Box<blake3::Hasher>>,
     seen: bool,
 }
 
+/// Text kept before a [`TextDigest`] switches to a hasher.
+const TEXT_HEAD: usize = 1024;
+
 impl TextDigest {
     pub(crate) fn push(&mut self, s: &str) {
-        self.hasher.update(s.as_bytes());
         self.seen = true;
+        match &mut self.hasher {
+            Some(h) => {
+                h.update(s.as_bytes());
+            }
+            None if self.head.len() + s.len() <= TEXT_HEAD => self.head.extend_from_slice(s.as_bytes()),
+            None => {
+                let mut h = Box::<blake3::Hasher>::default();
+                h.update(&self.head);
+                h.update(s.as_bytes());
+                self.head = Vec::new();
+                self.hasher = Some(h);
+            }
+        }
     }
 
     pub(crate) fn hex(&self) -> Option<String> {
-        self.seen.then(|| to_hex(self.hasher.finalize().as_bytes()))
+        if !self.seen {
+            return None;
+        }
+        let digest = match &self.hasher {
+            Some(h) => h.finalize(),
+            None => blake3::hash(&self.head),
+        };
+        Some(to_hex(digest.as_bytes()))
     }
 }
 
@@ -138,5 +163,26 @@ pub(crate) fn common_request(body: &Value, rec: &mut AuditRecord) {
         if let Some(v) = body.get(key) {
             rec.provenance.parameters.entry(key.to_owned()).or_insert_with(|| v.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_text_digest_is_the_blake3_of_the_whole_text_however_it_arrives() {
+        let text: String = (0..3000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+        for piece in [1, 5, 1023, 1024, 1025, 3000] {
+            let mut d = TextDigest::default();
+            for chunk in text.as_bytes().chunks(piece) {
+                d.push(std::str::from_utf8(chunk).unwrap());
+            }
+            assert_eq!(d.hex(), Some(to_hex(blake3::hash(text.as_bytes()).as_bytes())), "pieces of {piece}");
+        }
+        assert_eq!(TextDigest::default().hex(), None);
+        let mut empty = TextDigest::default();
+        empty.push("");
+        assert_eq!(empty.hex(), Some(to_hex(blake3::hash(b"").as_bytes())));
     }
 }

@@ -1,10 +1,13 @@
 //! Servers for the end-to-end benchmarks (loopback only).
 //!
-//! `bench-server bare|audited|sample ADDR [SPOOL]`
+//! `bench-server bare|audited|sample|passthrough ADDR [SPOOL|UPSTREAM]`
 //!
 //! - `bare`: POST anything, get a 2 KiB JSON answer (a 4 KiB exchange with a 2 KiB request).
 //! - `audited`: the same service behind `AuditLayer` (Batched 100 ms), journal in SPOOL.
 //! - `sample`: the sample OpenAI-compatible model, unaudited (an upstream for the proxy).
+//! - `passthrough`: a reverse proxy to UPSTREAM (`host:port`) that records nothing: the
+//!   same hyper client and server work as `kiroku proxy` without the audit, to tell the
+//!   cost of proxying from the cost of auditing.
 //!
 //! Prints `listening on <addr>`; SIGTERM stops it (and seals the journal).
 
@@ -51,6 +54,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             )?;
             journal = Some(j.clone());
             plain.layer(AuditLayer::new(j))
+        }
+        "passthrough" => {
+            let upstream = args.get(3).ok_or("passthrough needs an UPSTREAM host:port")?.clone();
+            let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .http1_read_buf_exact_size(8192)
+                .build_http::<axum::body::Body>();
+            Router::new().fallback(move |mut req: axum::extract::Request| {
+                let (client, upstream) = (client.clone(), upstream.clone());
+                async move {
+                    let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
+                    *req.uri_mut() = format!("http://{upstream}{path}").parse().expect("upstream URI");
+                    match client.request(req).await {
+                        Ok(resp) => resp.map(axum::body::Body::new),
+                        Err(e) => http::Response::builder()
+                            .status(502)
+                            .body(axum::body::Body::from(e.to_string()))
+                            .expect("response"),
+                    }
+                }
+            })
         }
         other => return Err(format!("unknown mode {other}").into()),
     };
