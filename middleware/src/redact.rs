@@ -122,12 +122,20 @@ impl Redactor {
 
     /// Redact a text.
     pub fn redact_text(&self, text: &str) -> String {
+        self.redacted(text).unwrap_or_else(|| text.to_owned())
+    }
+
+    /// The redacted text, or `None` when no rule matches (no copy made).
+    fn redacted(&self, text: &str) -> Option<String> {
         let hits: Vec<usize> = match &self.set {
+            // Most text holds nothing to redact: a plain match test stops at the first
+            // hit and is cheaper than asking which rules match (an overlapping search).
+            Some(set) if !set.is_match(text.as_bytes()) => return None,
             Some(set) => set.matches(text.as_bytes()).into_iter().collect(),
             None => (0..self.rules.len()).collect(),
         };
         if hits.is_empty() {
-            return text.to_owned();
+            return None;
         }
         let mut out = text.as_bytes().to_vec();
         for i in hits {
@@ -142,7 +150,8 @@ impl Redactor {
             out = replaced.into_owned();
         }
         // Matches are ASCII and replacements are ASCII: the text stays valid UTF-8.
-        String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+        let out = String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        (out != text).then_some(out)
     }
 
     /// Redact a body: JSON field by field when it parses, text otherwise. Invalid UTF-8
@@ -166,17 +175,14 @@ impl Redactor {
     fn redact_value(&self, v: &mut Value) {
         match v {
             Value::String(s) => {
-                let r = self.redact_text(s);
-                if r != *s {
+                if let Some(r) = self.redacted(s) {
                     *s = r;
                 }
             }
             Value::Array(a) => a.iter_mut().for_each(|x| self.redact_value(x)),
             Value::Object(o) => o.values_mut().for_each(|x| self.redact_value(x)),
             Value::Number(n) => {
-                let t = n.to_string();
-                let r = self.redact_text(&t);
-                if r != t {
+                if let Some(r) = self.redacted(&n.to_string()) {
                     *v = Value::String(r);
                 }
             }
