@@ -8,7 +8,8 @@
 //! - `GET /v1/models`.
 //!
 //! Test controls (request JSON fields, ignored by real clients): `"sample_delay_ms"`
-//! (pause between streamed chunks), and the model names `sample-fail` (HTTP 500) and
+//! (pause between streamed chunks, or before a non-streamed answer: a model's latency),
+//! and the model names `sample-fail` (HTTP 500) and
 //! `sample-broken-stream` (the stream's body fails midway).
 //!
 //! When the request carries a [`kiroku::AuditHandle`] (served behind the audit layer),
@@ -152,11 +153,14 @@ async fn chat(req: Request) -> Response {
     let (input_tokens, output_tokens) =
         (prompt.split_whitespace().count() as u64 + 3, text.split_whitespace().count() as u64);
     let usage = json!({"prompt_tokens": input_tokens, "completion_tokens": output_tokens, "total_tokens": input_tokens + output_tokens});
+    let delay = Duration::from_millis(req.get("sample_delay_ms").and_then(Value::as_u64).unwrap_or(0));
     if req.get("stream").and_then(Value::as_bool) == Some(true) {
         let include_usage = req.pointer("/stream_options/include_usage").and_then(Value::as_bool) == Some(true);
-        let delay = Duration::from_millis(req.get("sample_delay_ms").and_then(Value::as_u64).unwrap_or(0));
         let broken = model == "sample-broken-stream";
         return stream(id, model, text, include_usage.then_some(usage), delay, broken);
+    }
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
     let resp = json!({
         "id": id, "object": "chat.completion", "created": 1_795_305_600, "model": model,
