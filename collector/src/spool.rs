@@ -34,8 +34,8 @@ pub struct SegmentRef {
     pub sealed: bool,
 }
 
-/// Where segments come from and go.
-pub trait SpoolStore {
+/// Where segments come from and go (shared with the compactor's reading thread).
+pub trait SpoolStore: Sync {
     /// Chains present.
     fn chains(&self) -> Result<Vec<ChainId>, CliError>;
     /// Sealed segments of a chain, by first seq.
