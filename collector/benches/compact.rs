@@ -151,7 +151,7 @@ fn main() {
         return;
     }
     let script = format!(
-        "import duckdb, time, os\ncon = duckdb.connect()\nthreads = con.execute(\"SELECT current_setting('threads')\").fetchone()[0]\nt = time.perf_counter()\ncon.execute(\"COPY (SELECT * FROM read_json('{0}', format='newline_delimited')) TO '{1}' (FORMAT parquet, COMPRESSION zstd)\")\ns = time.perf_counter() - t\nsize = os.path.getsize('{1}')\nprint(round(s, 3), size, duckdb.__version__, threads)\n",
+        "import duckdb, time, os\ncon = duckdb.connect()\ncon.execute('SET enable_progress_bar=false')\nthreads = con.execute(\"SELECT current_setting('threads')\").fetchone()[0]\nt = time.perf_counter()\ncon.execute(\"COPY (SELECT * FROM read_json('{0}', format='newline_delimited')) TO '{1}' (FORMAT parquet, COMPRESSION zstd)\")\ns = time.perf_counter() - t\nsize = os.path.getsize('{1}')\nprint(round(s, 3), size, duckdb.__version__, threads)\n",
         jsonl.display(),
         work.path().join("duckdb.parquet").display()
     );
