@@ -386,7 +386,7 @@ impl ArchiveStore for ObjectArchive {
     }
 
     fn commit_manifest(&self, m: &Manifest, base: &ManifestVersion) -> Result<Commit, CliError> {
-        let bytes = serde_json::to_vec_pretty(m).map_err(|e| CliError::Corrupt(e.to_string()))?;
+        let bytes = m.to_json()?;
         let cond = match base {
             Some(v) => PutIf::Unchanged(v.clone()),
             None => PutIf::Absent,

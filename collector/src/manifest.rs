@@ -16,8 +16,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::CliError;
 
-/// Manifest format version.
+/// Manifest format version written while no chain was cut by retention: what every
+/// kiroku reads.
 pub const MANIFEST_VERSION: u32 = 1;
+
+/// Manifest format version written once retention cut a chain ([`Retired`]), so that a
+/// kiroku from before retention refuses the archive clearly instead of reporting the
+/// removed records as deleted rows.
+pub const MANIFEST_VERSION_RETIRED: u32 = 2;
 
 /// One Parquet file of the archive.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -186,7 +192,7 @@ impl Manifest {
     /// Parse a stored manifest; `what` names it in errors.
     pub fn parse(bytes: &[u8], what: &str) -> Result<Self, CliError> {
         let m: Self = serde_json::from_slice(bytes).map_err(|e| CliError::Corrupt(format!("{what}: {e}")))?;
-        if m.version != MANIFEST_VERSION {
+        if !(MANIFEST_VERSION..=MANIFEST_VERSION_RETIRED).contains(&m.version) {
             return Err(CliError::Usage(format!("{what}: manifest version {} is not supported", m.version)));
         }
         Ok(m)
@@ -207,8 +213,21 @@ impl Manifest {
         let path = Self::path(archive);
         let dir = path.parent().unwrap_or(archive);
         std::fs::create_dir_all(dir).map_err(|e| CliError::io(dir, e))?;
-        let bytes = serde_json::to_vec_pretty(self).map_err(|e| CliError::Corrupt(e.to_string()))?;
+        let bytes = self.to_json()?;
         kiroku::journal::write_atomic(&path, &bytes).map_err(|e| CliError::Io(e.to_string()))
+    }
+
+    /// The bytes to store, with the version the content needs.
+    pub fn to_json(&self) -> Result<Vec<u8>, CliError> {
+        #[derive(Serialize)]
+        struct Stored<'a> {
+            version: u32,
+            chains: &'a BTreeMap<String, ChainEntry>,
+        }
+        let cut = self.chains.values().any(|e| e.retired.is_some());
+        let version = if cut { MANIFEST_VERSION_RETIRED } else { MANIFEST_VERSION };
+        serde_json::to_vec_pretty(&Stored { version, chains: &self.chains })
+            .map_err(|e| CliError::Corrupt(e.to_string()))
     }
 
     /// Every file of every chain.

@@ -46,6 +46,7 @@ fn retention_removes_only_what_is_older_than_the_period_and_the_rest_still_verif
     let out = kiroku(&base);
     assert!(out.status.success(), "{}", text(&out));
     let all_files = files_under(&archive.join("records"), "parquet");
+    assert_eq!(manifest(&archive)["version"], 1, "readable by every kiroku until something is cut");
     let compacted = files_under(&spool.join("compacted"), "seg");
     assert!(compacted.len() >= 8, "small segments: {}", compacted.len());
     // Segments of the old days were written long ago; the rest recently.
@@ -84,6 +85,7 @@ fn retention_removes_only_what_is_older_than_the_period_and_the_rest_still_verif
     }
     assert_eq!(files_under(&spool.join("compacted"), "seg").len(), compacted.len() - old_segments);
     let m = manifest(&archive);
+    assert_eq!(m["version"], 2, "a kiroku from before retention must refuse a cut archive");
     let chain = m["chains"].as_object().unwrap().values().next().unwrap();
     assert_eq!(chain["retired"]["next_seq"], 3 * per_day);
     assert_eq!(chain["retired"]["through_date"], old_dates[2].as_str());
