@@ -10,7 +10,8 @@
 //! next run: files the manifest does not name are rewritten under the same name, and a
 //! segment the manifest already covers is only moved. A segment that fails
 //! verification is quarantined with a report and its chain waits behind it; other
-//! chains go on.
+//! chains go on. Reading, verifying and parsing run one segment ahead on a second
+//! thread; writing and committing stay in order on the calling one.
 
 use std::collections::BTreeMap;
 use std::io;
