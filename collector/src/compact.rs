@@ -15,7 +15,6 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::time::Duration;
 
 use kiroku_schemas::checkpoint::NoteVerifier;
 use kiroku_schemas::digest::to_hex;
@@ -40,9 +39,9 @@ pub struct CompactOptions {
     pub verifier: NoteVerifier,
     /// Rows per row group.
     pub row_group_rows: usize,
-    /// Remove archive files and compacted segments older than this after each pass
+    /// Remove archive files and compacted segments older than a period after each pass
     /// ([`crate::retention`]); `None` keeps everything.
-    pub retain: Option<Duration>,
+    pub retain: Option<crate::retention::Retention>,
 }
 
 impl CompactOptions {
@@ -323,8 +322,8 @@ pub fn compact(
         archive.release(lease);
         result?;
     }
-    if let Some(period) = opts.retain {
-        crate::retention::apply(spool, archive, &mut run.m, period, &mut run.report)?;
+    if let Some(r) = opts.retain {
+        crate::retention::apply(spool, archive, &mut run.m, r, &mut run.report)?;
     }
     Ok(run.report)
 }

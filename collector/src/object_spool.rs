@@ -86,15 +86,18 @@ impl SpoolStore for ObjectSpool {
         Ok(())
     }
 
-    fn remove_compacted(&self, before: SystemTime) -> Result<Vec<String>, CliError> {
-        let mut removed = Vec::new();
+    fn compacted_before(&self, before: SystemTime) -> Result<Vec<String>, CliError> {
         // Last modified: when the segment was moved to compacted/, after its newest record.
-        for o in self.remote.list("compacted")? {
-            if o.modified < before {
-                self.remote.delete(&o.rel)?;
-                removed.push(o.rel.trim_start_matches("compacted/").to_owned());
-            }
-        }
-        Ok(removed)
+        Ok(self
+            .remote
+            .list("compacted")?
+            .into_iter()
+            .filter(|o| o.modified < before)
+            .map(|o| o.rel.trim_start_matches("compacted/").to_owned())
+            .collect())
+    }
+
+    fn remove_compacted(&self, name: &str) -> Result<(), CliError> {
+        self.remote.delete(&format!("compacted/{name}"))
     }
 }

@@ -33,6 +33,15 @@ use crate::error::CliError;
 use crate::manifest::{ChainEntry, FileEntry, Retired};
 use crate::spool::SpoolStore;
 
+/// What retention does after each compaction pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Remove what is older than this.
+    pub period: Duration,
+    /// Only report what would be removed; remove nothing.
+    pub dry_run: bool,
+}
+
 /// The first partition date retention keeps (`YYYY-MM-DD`): every record of an
 /// earlier date is older than `period` at `now`.
 pub fn keep_from(now: Timestamp, period: Duration) -> String {
@@ -65,19 +74,35 @@ pub fn plan(entry: &ChainEntry, keep_from: &str) -> Option<Cut> {
     None
 }
 
-/// Remove what is older than `period` from the archive and the spool, recording what
-/// was done in `report`. Runs after a compaction pass, with the chains' leases.
+/// Remove what is older than the period from the archive and the spool (or, in a dry
+/// run, only say what would go), recording it in `report`. Runs after a compaction
+/// pass, with the chains' leases.
 pub fn apply(
     spool: &dyn SpoolStore,
     archive: &dyn ArchiveStore,
     m: &mut ManifestState,
-    period: Duration,
+    r: Retention,
     report: &mut CompactReport,
 ) -> Result<(), CliError> {
     let now = Timestamp::now();
-    let keep = keep_from(now, period);
+    let keep = keep_from(now, r.period);
     let chains: Vec<String> =
         m.manifest.chains.iter().filter(|(_, e)| plan(e, &keep).is_some()).map(|(c, _)| c.clone()).collect();
+    let before = SystemTime::now().checked_sub(r.period).unwrap_or(SystemTime::UNIX_EPOCH);
+    if r.dry_run {
+        for key in &chains {
+            let Some((entry, cut)) = m.manifest.chains.get(key).and_then(|e| Some((e, plan(e, &keep)?))) else {
+                continue;
+            };
+            report.retired.push(format!("would remove chain {key}: {}", describe(entry, &cut)));
+        }
+        let leftovers = leftovers(archive, m)?.len();
+        let segments = spool.compacted_before(before)?.len();
+        report.retired.push(format!(
+            "would delete {leftovers} leftover archive file(s) and {segments} compacted segment(s) (dry run: nothing removed)"
+        ));
+        return Ok(());
+    }
     for key in chains {
         let chain = chain_id(&key)?;
         let Some(lease) = archive.lease(chain)? else {
@@ -88,10 +113,26 @@ pub fn apply(
         archive.release(lease);
         result?;
     }
-    remove_leftovers(archive, m, report)?;
-    let before = SystemTime::now().checked_sub(period).unwrap_or(SystemTime::UNIX_EPOCH);
-    report.removed_segments += spool.remove_compacted(before)?.len() as u64;
+    for rel in leftovers(archive, m)? {
+        remove(archive, &rel, report);
+    }
+    for name in spool.compacted_before(before)? {
+        spool.remove_compacted(&name)?;
+        report.removed_segments += 1;
+    }
     Ok(())
+}
+
+/// `seq a..b (n record(s), k file(s) through DATE)` for a cut of `entry`.
+fn describe(entry: &ChainEntry, cut: &Cut) -> String {
+    let first = entry.retired.as_ref().map_or(0, |r| r.next_seq);
+    let through = cut.files.iter().map(|f| f.date.as_str()).max().unwrap_or_default();
+    format!(
+        "seq {first}..{} ({} record(s), {} file(s) through {through})",
+        cut.next_seq,
+        cut.next_seq - first,
+        cut.files.len()
+    )
 }
 
 /// Retire the oldest files of one chain (the caller holds its lease).
@@ -144,37 +185,30 @@ fn retire_chain(
         report.elsewhere.push(format!("{chain}: another compactor changed the chain first; retention left to it"));
         return Ok(());
     }
-    let first = base.retired.as_ref().map_or(0, |r| r.next_seq);
-    report.retired.push(format!(
-        "chain {chain}: seq {first}..{} ({} record(s), {} file(s) through {through}) removed",
-        cut.next_seq,
-        cut.next_seq - first,
-        cut.files.len()
-    ));
+    report.retired.push(format!("chain {chain}: {} removed", describe(&base, &cut)));
     for f in &cut.files {
         remove(archive, &f.path, report);
     }
     Ok(())
 }
 
-/// Delete files of retired records that an earlier pass could not (a crash after the
+/// Files of retired records that an earlier pass could not delete (a crash after the
 /// manifest commit, an object lock that had not expired yet).
-fn remove_leftovers(archive: &dyn ArchiveStore, m: &ManifestState, report: &mut CompactReport) -> Result<(), CliError> {
+fn leftovers(archive: &dyn ArchiveStore, m: &ManifestState) -> Result<Vec<String>, CliError> {
     if m.manifest.chains.values().all(|e| e.retired.is_none()) {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let named: std::collections::BTreeSet<&str> = m.manifest.files().map(|(_, f)| f.path.as_str()).collect();
-    for rel in archive.data_files()? {
-        if named.contains(rel.as_str()) {
-            continue;
-        }
-        let Some((chain, _, last)) = file_range(&rel) else { continue };
-        let cut = m.manifest.chains.get(chain).and_then(|e| e.retired.as_ref()).map_or(0, |r| r.next_seq);
-        if last < cut {
-            remove(archive, &rel, report);
-        }
-    }
-    Ok(())
+    Ok(archive
+        .data_files()?
+        .into_iter()
+        .filter(|rel| !named.contains(rel.as_str()))
+        .filter(|rel| {
+            file_range(rel).is_some_and(|(chain, _, last)| {
+                last < m.manifest.chains.get(chain).and_then(|e| e.retired.as_ref()).map_or(0, |r| r.next_seq)
+            })
+        })
+        .collect())
 }
 
 /// Delete one retired file; a refusal (an object lock not yet expired) is reported and

@@ -52,10 +52,12 @@ pub trait SpoolStore: Sync {
     /// Tell a writer that restarts on this chain where the chain stands (after its open
     /// segment was compacted by the collector).
     fn set_head(&self, chain: ChainId, state: &ChainState) -> Result<(), CliError>;
-    /// Delete compacted segments last written before `before` (retention); returns
-    /// their names (`<chain>/<file>`). Segments only reach `compacted/` once their
-    /// records are committed to the archive.
-    fn remove_compacted(&self, before: SystemTime) -> Result<Vec<String>, CliError>;
+    /// Compacted segments last written before `before` (`<chain>/<file>`, sorted):
+    /// what retention may delete. Segments only reach `compacted/` once their records
+    /// are committed to the archive.
+    fn compacted_before(&self, before: SystemTime) -> Result<Vec<String>, CliError>;
+    /// Delete one compacted segment (`<chain>/<file>`, as listed).
+    fn remove_compacted(&self, name: &str) -> Result<(), CliError>;
 }
 
 /// Holds a dead writer's chain lock while the collector works on its open segment.
@@ -178,33 +180,34 @@ impl SpoolStore for LocalSpool {
         kiroku::journal::write_atomic(&p, &state.next_header().encode()).map_err(|e| CliError::Io(e.to_string()))
     }
 
-    fn remove_compacted(&self, before: SystemTime) -> Result<Vec<String>, CliError> {
+    fn compacted_before(&self, before: SystemTime) -> Result<Vec<String>, CliError> {
         let area = self.root.join("compacted");
-        let mut removed = Vec::new();
-        let Ok(chains) = fs::read_dir(&area) else { return Ok(removed) };
+        let mut out = Vec::new();
+        let Ok(chains) = fs::read_dir(&area) else { return Ok(out) };
         for chain in chains.flatten() {
-            let dir = chain.path();
-            let Ok(files) = fs::read_dir(&dir) else { continue };
-            let before_len = removed.len();
+            let Ok(files) = fs::read_dir(chain.path()) else { continue };
             for f in files.flatten() {
                 let path = f.path();
                 // mtime: when the writer last wrote the segment (a rename keeps it), so
                 // at or after its newest record.
                 let modified = f.metadata().and_then(|m| m.modified()).map_err(|e| CliError::io(&path, e))?;
                 if modified < before {
-                    fs::remove_file(&path).map_err(|e| CliError::io(&path, e))?;
-                    removed.push(format!(
-                        "{}/{}",
-                        chain.file_name().to_string_lossy(),
-                        f.file_name().to_string_lossy()
-                    ));
+                    out.push(format!("{}/{}", chain.file_name().to_string_lossy(), f.file_name().to_string_lossy()));
                 }
             }
-            if removed.len() > before_len {
-                kiroku::journal::sync_dir(&dir).map_err(|e| CliError::Io(e.to_string()))?;
-            }
         }
-        removed.sort();
-        Ok(removed)
+        out.sort();
+        Ok(out)
+    }
+
+    fn remove_compacted(&self, name: &str) -> Result<(), CliError> {
+        let path = self.root.join("compacted").join(name);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(CliError::io(&path, e)),
+        }
+        let dir = path.parent().unwrap_or(&self.root);
+        kiroku::journal::sync_dir(dir).map_err(|e| CliError::Io(e.to_string()))
     }
 }

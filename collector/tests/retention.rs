@@ -70,6 +70,16 @@ fn retention_removes_only_what_is_older_than_the_period_and_the_rest_still_verif
     assert_eq!(bad.status.code(), Some(2));
     assert!(text(&bad).contains("ambiguous"), "{}", text(&bad));
 
+    // A dry run says what would go and removes nothing.
+    let dry = kiroku(&[&base[..], &["--retain", "365d", "--retain-dry-run"]].concat());
+    assert!(dry.status.success(), "{}", text(&dry));
+    let said = text(&dry);
+    assert!(said.contains("would remove chain") && said.contains(&format!("seq 0..{}", 3 * per_day)), "{said}");
+    assert!(said.contains(&format!("and {old_segments} compacted segment(s)")), "{said}");
+    assert_eq!(files_under(&archive.join("records"), "parquet"), all_files);
+    assert_eq!(files_under(&spool.join("compacted"), "seg"), compacted);
+    assert_eq!(manifest(&archive)["version"], 1);
+
     // Keep one year: the three days 400 to 398 days ago go, the other two stay.
     let out = kiroku(&[&base[..], &["--retain", "365d"]].concat());
     assert!(out.status.success(), "{}", text(&out));

@@ -10,6 +10,7 @@ use crate::archive_store::{ArchiveStore, LocalArchive, ObjectArchive, ObjectLock
 use crate::compact::{CompactOptions, CompactReport, compact};
 use crate::error::CliError;
 use crate::object_spool::ObjectSpool;
+use crate::retention::Retention;
 use crate::spool::{LocalSpool, SpoolStore};
 
 /// Arguments.
@@ -42,6 +43,10 @@ pub struct Args {
     /// often more; see the README.
     #[arg(long, env = "KIROKU_RETAIN", value_parser = super::parse_duration)]
     retain: Option<Duration>,
+    /// With --retain: only print what retention would remove, and remove nothing
+    /// (compaction itself still runs).
+    #[arg(long, requires = "retain")]
+    retain_dry_run: bool,
     /// Write the archive's Parquet files with S3 Object Lock retention for the --retain
     /// period (an s3:// archive in a bucket created with Object Lock enabled).
     #[arg(long, value_enum, requires = "retain")]
@@ -65,7 +70,7 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
     let archive = super::required(a.archive, "--archive", "KIROKU_ARCHIVE")?;
     let pubkey = super::load_pubkey(&super::required(a.pubkey, "--pubkey", "KIROKU_PUBKEY")?)?;
     let mut opts = CompactOptions::new(pubkey);
-    opts.retain = a.retain;
+    opts.retain = a.retain.map(|period| Retention { period, dry_run: a.retain_dry_run });
     if let Some(r) = a.retain.filter(|r| *r < SIX_MONTHS) {
         eprintln!(
             "kiroku: warning: --retain {} days is shorter than six months, the minimum the EU AI Act sets for the logs of high-risk AI systems (Art. 19, 26)",
