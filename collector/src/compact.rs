@@ -80,12 +80,14 @@ pub struct CompactReport {
     pub removed_segments: u64,
     /// Retired files the store would not delete yet (retried by the next pass).
     pub retention_kept: Vec<String>,
+    /// Chains retention left alone because their files did not match the manifest.
+    pub retention_refused: Vec<String>,
 }
 
 impl CompactReport {
     /// True when something needs a person's attention.
     pub fn has_problems(&self) -> bool {
-        !self.quarantined.is_empty() || !self.blocked.is_empty()
+        !self.quarantined.is_empty() || !self.blocked.is_empty() || !self.retention_refused.is_empty()
     }
 }
 

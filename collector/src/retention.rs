@@ -111,7 +111,15 @@ pub fn apply(
         };
         let result = m.refresh(archive).and_then(|()| retire_chain(archive, m, chain, &keep, now, report));
         archive.release(lease);
-        result?;
+        match result {
+            // This chain's files do not match the manifest: keep them, report it, and go
+            // on with the other chains.
+            Err(CliError::Corrupt(why)) => {
+                tracing::error!(target: "kiroku::compact", "retention refused: {why}");
+                report.retention_refused.push(why);
+            }
+            other => other?,
+        }
     }
     for rel in leftovers(archive, m)? {
         remove(archive, &rel, report);

@@ -26,6 +26,18 @@ fn files_under(dir: &Path, ext: &str) -> Vec<PathBuf> {
     out
 }
 
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_tree(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
 fn manifest(archive: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(archive.join("_kiroku/manifest.json")).unwrap()).unwrap()
 }
@@ -79,6 +91,30 @@ fn retention_removes_only_what_is_older_than_the_period_and_the_rest_still_verif
     assert_eq!(files_under(&archive.join("records"), "parquet"), all_files);
     assert_eq!(files_under(&spool.join("compacted"), "seg"), compacted);
     assert_eq!(manifest(&archive)["version"], 1);
+
+    // A file due for removal that does not match the manifest: retention leaves that
+    // chain alone, says why, and exits 1 (on a copy of the archive).
+    let scratch = dir.path().join("scratch");
+    copy_tree(&archive, &scratch);
+    let oldest = files_under(&scratch.join("records"), "parquet")
+        .into_iter()
+        .find(|f| f.to_string_lossy().contains(&days[0].date_string()))
+        .unwrap();
+    let mut bytes = std::fs::read(&oldest).unwrap();
+    bytes.push(0);
+    std::fs::write(&oldest, bytes).unwrap();
+    let empty = dir.path().join("empty-spool");
+    std::fs::create_dir_all(&empty).unwrap();
+    let refused =
+        kiroku(&["compact", "--spool", &s(&empty), "--archive", &s(&scratch), "--pubkey", &vkey, "--retain", "365d"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("RETENTION REFUSED") && text(&refused).contains("differs from the manifest"),
+        "{}",
+        text(&refused)
+    );
+    assert!(oldest.exists());
+    assert_eq!(manifest(&scratch)["version"], 1, "nothing cut");
 
     // Keep one year: the three days 400 to 398 days ago go, the other two stay.
     let out = kiroku(&[&base[..], &["--retain", "365d"]].concat());

@@ -146,4 +146,7 @@ pub(crate) fn print_report(r: &CompactReport) {
     for k in &r.retention_kept {
         println!("retention: kept for now: {k}");
     }
+    for why in &r.retention_refused {
+        println!("RETENTION REFUSED {why}");
+    }
 }
