@@ -230,6 +230,14 @@ impl Manifest {
             .map_err(|e| CliError::Corrupt(e.to_string()))
     }
 
+    /// True for an archive file (`records/date=.../<chain>-<first>-<last>.parquet`) whose
+    /// records retention removed: a file a removal left behind, never a live one.
+    pub fn is_retired_file(&self, rel: &str) -> bool {
+        crate::retention::file_range(rel).is_some_and(|(chain, _, last)| {
+            self.chains.get(chain).and_then(|e| e.retired.as_ref()).is_some_and(|r| last < r.next_seq)
+        })
+    }
+
     /// Every file of every chain.
     pub fn files(&self) -> impl Iterator<Item = (&str, &FileEntry)> {
         self.chains.iter().flat_map(|(c, e)| e.files.iter().map(move |f| (c.as_str(), f)))

@@ -58,6 +58,13 @@ pub struct Cut {
     pub next_seq: u64,
 }
 
+impl Cut {
+    /// The newest partition date among the files.
+    fn through(&self) -> String {
+        self.files.iter().map(|f| f.date.clone()).max().unwrap_or_default()
+    }
+}
+
 /// What retention may remove from `entry`: the longest run of its oldest files (by seq)
 /// dated before `keep_from` that holds exactly the records before one seq. `None` when
 /// nothing can go.
@@ -86,15 +93,12 @@ pub fn apply(
 ) -> Result<(), CliError> {
     let now = Timestamp::now();
     let keep = keep_from(now, r.period);
-    let chains: Vec<String> =
-        m.manifest.chains.iter().filter(|(_, e)| plan(e, &keep).is_some()).map(|(c, _)| c.clone()).collect();
     let before = SystemTime::now().checked_sub(r.period).unwrap_or(SystemTime::UNIX_EPOCH);
     if r.dry_run {
-        for key in &chains {
-            let Some((entry, cut)) = m.manifest.chains.get(key).and_then(|e| Some((e, plan(e, &keep)?))) else {
-                continue;
-            };
-            report.retired.push(format!("would remove chain {key}: {}", describe(entry, &cut)));
+        for (key, entry) in &m.manifest.chains {
+            if let Some(cut) = plan(entry, &keep) {
+                report.retired.push(format!("would remove chain {key}: {}", describe(entry, &cut)));
+            }
         }
         let leftovers = leftovers(archive, m)?.len();
         let segments = spool.compacted_before(before)?.len();
@@ -103,6 +107,8 @@ pub fn apply(
         ));
         return Ok(());
     }
+    let chains: Vec<String> =
+        m.manifest.chains.iter().filter(|(_, e)| plan(e, &keep).is_some()).map(|(c, _)| c.clone()).collect();
     for key in chains {
         let chain = chain_id(&key)?;
         let Some(lease) = archive.lease(chain)? else {
@@ -134,12 +140,12 @@ pub fn apply(
 /// `seq a..b (n record(s), k file(s) through DATE)` for a cut of `entry`.
 fn describe(entry: &ChainEntry, cut: &Cut) -> String {
     let first = entry.retired.as_ref().map_or(0, |r| r.next_seq);
-    let through = cut.files.iter().map(|f| f.date.as_str()).max().unwrap_or_default();
     format!(
-        "seq {first}..{} ({} record(s), {} file(s) through {through})",
+        "seq {first}..{} ({} record(s), {} file(s) through {})",
         cut.next_seq,
         cut.next_seq - first,
-        cut.files.len()
+        cut.files.len(),
+        cut.through()
     )
 }
 
@@ -185,10 +191,9 @@ fn retire_chain(
     entry.files.retain(|f| !cut.files.contains(f));
     // Checkpoints of removed records only: nothing left to check them against.
     entry.checkpoints.retain(|n| Checkpoint::parse_note_unverified(n).map_or(true, |cp| cp.size >= cut.next_seq));
-    let through = cut.files.iter().map(|f| f.date.clone()).max().unwrap_or_default();
     let removed_before = base.retired.as_ref().map_or(0, |r| r.files);
     entry.retired =
-        Some(Retired::at_state(&state, removed_before + cut.files.len() as u64, through.clone(), now.to_string()));
+        Some(Retired::at_state(&state, removed_before + cut.files.len() as u64, cut.through(), now.to_string()));
     if !m.commit_chain(archive, chain, Some(&base), entry)? {
         report.elsewhere.push(format!("{chain}: another compactor changed the chain first; retention left to it"));
         return Ok(());
@@ -210,12 +215,7 @@ fn leftovers(archive: &dyn ArchiveStore, m: &ManifestState) -> Result<Vec<String
     Ok(archive
         .data_files()?
         .into_iter()
-        .filter(|rel| !named.contains(rel.as_str()))
-        .filter(|rel| {
-            file_range(rel).is_some_and(|(chain, _, last)| {
-                last < m.manifest.chains.get(chain).and_then(|e| e.retired.as_ref()).map_or(0, |r| r.next_seq)
-            })
-        })
+        .filter(|rel| !named.contains(rel.as_str()) && m.manifest.is_retired_file(rel))
         .collect())
 }
 

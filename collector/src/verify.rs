@@ -291,10 +291,7 @@ pub fn verify_archive(root: &Path, verifier: Option<&NoteVerifier>) -> Result<Ve
     }
     for stray in crate::archive_store::parquet_files(&root.join("records")) {
         let rel = stray.strip_prefix(root).unwrap_or(&stray).to_string_lossy().into_owned();
-        let retired = crate::retention::file_range(&rel).is_some_and(|(chain, _, last)| {
-            archive.manifest.chains.get(chain).and_then(|e| e.retired.as_ref()).is_some_and(|r| last < r.next_seq)
-        });
-        if retired && !named.contains(&rel) {
+        if archive.manifest.is_retired_file(&rel) && !named.contains(&rel) {
             rep.notes.push(format!(
                 "{}: records removed by retention, file not deleted yet (the store refused, e.g. an object lock, or a run stopped); the next `kiroku compact --retain` deletes it",
                 stray.display()
