@@ -240,16 +240,32 @@ fn child<T: arrow_array::builder::ArrayBuilder>(b: &mut StructBuilder, i: usize)
     b.field_builder::<T>(i).unwrap_or_else(|| panic!("struct child {i} has the declared builder type"))
 }
 
+fn to_i64(x: u64) -> i64 {
+    i64::try_from(x).unwrap_or(i64::MAX)
+}
+
+fn opt_i64(v: Option<u64>) -> Option<i64> {
+    v.map(to_i64)
+}
+
 impl Default for BatchBuilder {
     fn default() -> Self {
+        Self::with_capacity(1024, 0)
+    }
+}
+
+impl BatchBuilder {
+    /// Builders sized for `rows` records whose payloads total `payload_bytes`, so that the
+    /// largest columns never grow by copying.
+    pub fn with_capacity(rows: usize, payload_bytes: usize) -> Self {
         let (k, v) = map_fields();
         Self {
-            chain_id: StringBuilder::new(),
-            seq: Int64Builder::new(),
-            prev_hash: BinaryBuilder::new(),
-            hash: BinaryBuilder::new(),
-            payload: BinaryBuilder::new(),
-            record_id: StringBuilder::new(),
+            chain_id: StringBuilder::with_capacity(rows, rows * 36),
+            seq: Int64Builder::with_capacity(rows),
+            prev_hash: BinaryBuilder::with_capacity(rows, rows * 32),
+            hash: BinaryBuilder::with_capacity(rows, rows * 32),
+            payload: BinaryBuilder::with_capacity(rows, payload_bytes),
+            record_id: StringBuilder::with_capacity(rows, rows * 36),
             schema_version: StringBuilder::new(),
             started_at: ts_builder(),
             first_byte_at: ts_builder(),
@@ -307,17 +323,7 @@ impl Default for BatchBuilder {
             rows: 0,
         }
     }
-}
 
-fn to_i64(x: u64) -> i64 {
-    i64::try_from(x).unwrap_or(i64::MAX)
-}
-
-fn opt_i64(v: Option<u64>) -> Option<i64> {
-    v.map(to_i64)
-}
-
-impl BatchBuilder {
     /// Rows appended so far.
     pub fn len(&self) -> usize {
         self.rows

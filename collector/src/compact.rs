@@ -95,13 +95,18 @@ struct Row {
     seq: u64,
     prev: Hash,
     hash: Hash,
-    payload: Vec<u8>,
+    /// Where the exact payload bytes lie in [`Verified::payloads`].
+    payload: std::ops::Range<usize>,
     record: AuditRecord,
 }
 
+/// A verified segment's records. The payloads share one buffer: one allocation per
+/// segment instead of one per record (their frees were a tenth of compaction's time),
+/// and the reader reuses both buffers for its next segment once the writer is done.
 struct Verified {
     digest: String,
     rows: Vec<Row>,
+    payloads: Vec<u8>,
     end: ChainState,
     last_checkpoint: Option<String>,
     torn_tail: Option<(u64, u64)>,
@@ -115,7 +120,8 @@ fn verify_and_read(
     seg: &SegmentRef,
     state: &ChainState,
     opts: &CompactOptions,
-) -> Result<Result<Verified, String>, CliError> {
+    spare: Option<Box<Verified>>,
+) -> Result<Result<Box<Verified>, String>, CliError> {
     let mode = if seg.sealed { Mode::Sealed } else { Mode::Open };
     let vopts = VerifyOptions {
         mode,
@@ -136,7 +142,9 @@ fn verify_and_read(
         Ok(v) => v,
         Err(e) => return Ok(Err(e.in_file(&seg.name).to_string())),
     };
-    let mut rows = Vec::new();
+    let (mut rows, mut payloads) = spare.map(|v| (v.rows, v.payloads)).unwrap_or_default();
+    rows.clear();
+    payloads.clear();
     let torn = loop {
         let frame = match reader.next_frame_ref() {
             Ok(Some(f)) => f,
@@ -170,7 +178,9 @@ fn verify_and_read(
                 seg.name, frame.offset, frame.seq, record.chain_id, record.seq, state.chain_id, frame.seq
             )));
         }
-        rows.push(Row { seq: frame.seq, prev: frame.prev, hash: frame.hash, payload: frame.payload.to_vec(), record });
+        let at = payloads.len();
+        payloads.extend_from_slice(frame.payload);
+        rows.push(Row { seq: frame.seq, prev: frame.prev, hash: frame.hash, payload: at..payloads.len(), record });
     };
     let end_offset = reader.offset();
     // Hash what follows the last frame too (a torn tail), so the digest is the file's.
@@ -180,14 +190,15 @@ fn verify_and_read(
         Ok(r) => r,
         Err(e) => return Ok(Err(e.in_file(&seg.name).to_string())),
     };
-    Ok(Ok(Verified {
+    Ok(Ok(Box::new(Verified {
         digest,
         rows,
+        payloads,
         end: report.end,
         last_checkpoint: report.last_checkpoint.map(|(_, note)| note),
         torn_tail: report.torn_tail,
         bytes: report.valid_len,
-    }))
+    })))
 }
 
 /// A `Read` that hashes what passes through.
@@ -258,6 +269,7 @@ fn write_file(
     chain: ChainId,
     date: &str,
     rows: &[&Row],
+    payloads: &[u8],
     opts: &CompactOptions,
 ) -> Result<FileEntry, CliError> {
     // The file's seq range (rows are in time order, which need not be seq order).
@@ -270,11 +282,12 @@ fn write_file(
         let err = |e: parquet::errors::ParquetError| CliError::Io(format!("{rel}: {e}"));
         let mut w = ArrowWriter::try_new(out, columns::schema(), Some(props)).map_err(err)?;
         for chunk in rows.chunks(16 * 1024) {
-            let mut b = BatchBuilder::default();
+            let bytes = chunk.iter().map(|r| r.payload.len()).sum();
+            let mut b = BatchBuilder::with_capacity(chunk.len(), bytes);
             for r in chunk {
                 b.push(
                     &chain_s,
-                    &ChainRow { seq: r.seq, prev: &r.prev, hash: &r.hash, payload: &r.payload },
+                    &ChainRow { seq: r.seq, prev: &r.prev, hash: &r.hash, payload: &payloads[r.payload.clone()] },
                     &r.record,
                 );
             }
@@ -421,7 +434,7 @@ fn commit(
     for (date, mut rows) in by_date {
         rows.sort_by_key(|r| (r.record.started_at, r.seq));
         pause_point("before_parquet");
-        files.push(write_file(run.archive, chain, &date, &rows, run.opts)?);
+        files.push(write_file(run.archive, chain, &date, &rows, &v.payloads, run.opts)?);
         pause_point("after_parquet");
     }
     if !run.archive.renew(lease)? {
@@ -478,6 +491,7 @@ fn examine(
     seg: &SegmentRef,
     state: &ChainState,
     opts: &CompactOptions,
+    spare: Option<Box<Verified>>,
 ) -> Step {
     if seg.first_seq < state.next_seq {
         return match is_known(spool, known, seg) {
@@ -486,8 +500,8 @@ fn examine(
             Err(e) => Step::Fail(e),
         };
     }
-    match verify_and_read(spool, seg, state, opts) {
-        Ok(Ok(v)) => Step::Verified(Box::new(v)),
+    match verify_and_read(spool, seg, state, opts, spare) {
+        Ok(Ok(v)) => Step::Verified(v),
         Ok(Err(problem)) => Step::Bad(state.clone(), problem),
         Err(e) => Step::Fail(e),
     }
@@ -500,8 +514,9 @@ fn examine(
 /// chain state segment k ended in) while this thread writes segment k's Parquet files
 /// and commits it. The reader stays at most one segment ahead, stops at the first
 /// segment that is not good, and is abandoned when a commit is refused. The parsed rows
-/// go back to the reader to be freed, so that each thread frees what it allocated
-/// (glibc otherwise makes the two threads contend for one allocator arena).
+/// go back to the reader, which frees the records and reuses the buffers, so that each
+/// thread frees what it allocated (glibc otherwise makes the two threads contend for one
+/// allocator arena).
 fn compact_chain(
     run: &mut Run<'_>,
     lease: &mut Lease,
@@ -518,10 +533,9 @@ fn compact_chain(
         scope.spawn(move || {
             let mut at = start;
             for seg in segs {
-                while let Ok(done) = spent.try_recv() {
-                    drop(done);
-                }
-                let step = examine(spool, known, seg, &at, opts);
+                // Reuse the buffers of a segment the writer is done with.
+                let spare = spent.try_recv().ok();
+                let step = examine(spool, known, seg, &at, opts, spare);
                 let go_on = match &step {
                     Step::Verified(v) => {
                         at = v.end.clone();
