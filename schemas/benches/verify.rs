@@ -85,6 +85,22 @@ fn bound_blake3_one_record(b: Bencher<'_, '_>, record_size: usize) {
         .bench(|| kiroku_schemas::segment::record_hash(&ChainId([1; 16]), 5, &[0; 32], divan::black_box(&p)));
 }
 
+/// Baseline for `bound_blake3_one_record`: the same hash fed piece by piece (prefix,
+/// then payload), as `frame_hash` did before it hashed one contiguous copy.
+#[divan::bench(args = SIZES)]
+fn baseline_record_hash_in_pieces(b: Bencher<'_, '_>, record_size: usize) {
+    let p = payload(1, record_size);
+    b.counter(BytesCount::new(record_size)).bench(|| {
+        let mut h = blake3::Hasher::new();
+        h.update(b"kiroku/v1/record\0");
+        h.update(&[1; 16]);
+        h.update(&5u64.to_le_bytes());
+        h.update(&[0; 32]);
+        h.update(divan::black_box(&p));
+        *h.finalize().as_bytes()
+    });
+}
+
 /// Writing 1 KiB records into memory.
 #[divan::bench(sample_count = 10, sample_size = 1)]
 fn write_100k_1kib_records(b: Bencher<'_, '_>) {
