@@ -10,16 +10,21 @@
 //! next run: files the manifest does not name are rewritten under the same name, and a
 //! segment the manifest already covers is only moved. A segment that fails
 //! verification is quarantined with a report and its chain waits behind it; other
-//! chains go on. Reading, verifying and parsing run one segment ahead on a second
-//! thread; writing and committing stay in order on the calling one.
+//! chains go on. Reading and verifying run one segment ahead on a second thread,
+//! parsing is shared by both threads; writing and committing stay in order on the
+//! calling one.
+
+mod records;
 
 use std::collections::BTreeMap;
 use std::io;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 
 use kiroku_schemas::checkpoint::NoteVerifier;
 use kiroku_schemas::digest::to_hex;
 use kiroku_schemas::segment::{ChainState, FrameKind, Mode, SegmentReader, SegmentVerifier, VerifyOptions};
-use kiroku_schemas::{AuditRecord, ChainId, Hash};
+use kiroku_schemas::{AuditRecord, ChainId};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::{KeyValue, SortingColumn};
@@ -31,6 +36,7 @@ use crate::columns::{self, BatchBuilder, ChainRow};
 use crate::error::CliError;
 use crate::manifest::{ChainEntry, FileEntry, SegmentEntry};
 use crate::spool::{SegmentRef, SpoolStore};
+use records::{Chunk, Frame, Records, Side};
 
 /// How to compact.
 #[derive(Debug, Clone)]
@@ -91,37 +97,34 @@ impl CompactReport {
     }
 }
 
-struct Row {
-    seq: u64,
-    prev: Hash,
-    hash: Hash,
-    /// Where the exact payload bytes lie in [`Verified::payloads`].
-    payload: std::ops::Range<usize>,
-    record: AuditRecord,
-}
-
-/// A verified segment's records. The payloads share one buffer: one allocation per
-/// segment instead of one per record (their frees were a tenth of compaction's time),
-/// and the reader reuses both buffers for its next segment once the writer is done.
+/// A verified segment: its record frames and payloads (parsed by [`records`]), and
+/// where its chain ends. The payloads share one buffer: one allocation per segment
+/// instead of one per record (their frees were a tenth of compaction's time), and the
+/// reader reuses the buffers for its next segment once the writer is done.
 struct Verified {
     digest: String,
-    rows: Vec<Row>,
-    payloads: Vec<u8>,
+    records: Records,
     end: ChainState,
     last_checkpoint: Option<String>,
     torn_tail: Option<(u64, u64)>,
     bytes: u64,
 }
 
-/// Read and verify a segment, parsing its records; `Err(message)` is a verification
-/// problem (the segment is quarantined), `CliError` an I/O problem.
+/// A record and its frame.
+struct Row<'a> {
+    frame: &'a Frame,
+    record: &'a AuditRecord,
+}
+
+/// Read and verify a segment, keeping its record frames; `Err(message)` is a
+/// verification problem (the segment is quarantined), `CliError` an I/O problem.
 fn verify_and_read(
     spool: &dyn SpoolStore,
     seg: &SegmentRef,
     state: &ChainState,
     opts: &CompactOptions,
-    spare: Option<Box<Verified>>,
-) -> Result<Result<Box<Verified>, String>, CliError> {
+    spare: Option<(Vec<Frame>, Vec<u8>)>,
+) -> Result<Result<Verified, String>, CliError> {
     let mode = if seg.sealed { Mode::Sealed } else { Mode::Open };
     let vopts = VerifyOptions {
         mode,
@@ -142,9 +145,7 @@ fn verify_and_read(
         Ok(v) => v,
         Err(e) => return Ok(Err(e.in_file(&seg.name).to_string())),
     };
-    let (mut rows, mut payloads) = spare.map(|v| (v.rows, v.payloads)).unwrap_or_default();
-    rows.clear();
-    payloads.clear();
+    let (mut frames, mut payloads) = spare.unwrap_or_default();
     let torn = loop {
         let frame = match reader.next_frame_ref() {
             Ok(Some(f)) => f,
@@ -163,24 +164,10 @@ fn verify_and_read(
         if frame.kind != FrameKind::Record {
             continue;
         }
-        let record = match AuditRecord::from_json(frame.payload) {
-            Ok(r) => r,
-            Err(e) => {
-                return Ok(Err(format!(
-                    "{}: byte offset {} (seq {}): record is not a valid v1 record: {e}",
-                    seg.name, frame.offset, frame.seq
-                )));
-            }
-        };
-        if record.seq != frame.seq || record.chain_id != state.chain_id {
-            return Ok(Err(format!(
-                "{}: byte offset {} (seq {}): record says chain {} seq {}, its frame says chain {} seq {}",
-                seg.name, frame.offset, frame.seq, record.chain_id, record.seq, state.chain_id, frame.seq
-            )));
-        }
         let at = payloads.len();
         payloads.extend_from_slice(frame.payload);
-        rows.push(Row { seq: frame.seq, prev: frame.prev, hash: frame.hash, payload: at..payloads.len(), record });
+        let payload = at..payloads.len();
+        frames.push(Frame { seq: frame.seq, prev: frame.prev, hash: frame.hash, offset: frame.offset, payload });
     };
     let end_offset = reader.offset();
     // Hash what follows the last frame too (a torn tail), so the digest is the file's.
@@ -190,15 +177,14 @@ fn verify_and_read(
         Ok(r) => r,
         Err(e) => return Ok(Err(e.in_file(&seg.name).to_string())),
     };
-    Ok(Ok(Box::new(Verified {
+    Ok(Ok(Verified {
         digest,
-        rows,
-        payloads,
+        records: Records::new(&seg.name, state.chain_id, frames, payloads),
         end: report.end,
         last_checkpoint: report.last_checkpoint.map(|(_, note)| note),
         torn_tail: report.torn_tail,
         bytes: report.valid_len,
-    })))
+    }))
 }
 
 /// A `Read` that hashes what passes through.
@@ -268,13 +254,13 @@ fn write_file(
     archive: &dyn ArchiveStore,
     chain: ChainId,
     date: &str,
-    rows: &[&Row],
+    rows: &[Row<'_>],
     payloads: &[u8],
     opts: &CompactOptions,
 ) -> Result<FileEntry, CliError> {
     // The file's seq range (rows are in time order, which need not be seq order).
-    let first = rows.iter().map(|r| r.seq).min().unwrap_or(0);
-    let last = rows.iter().map(|r| r.seq).max().unwrap_or(0);
+    let first = rows.iter().map(|r| r.frame.seq).min().unwrap_or(0);
+    let last = rows.iter().map(|r| r.frame.seq).max().unwrap_or(0);
     let rel = format!("records/date={date}/{chain}-{first}-{last}.parquet");
     let chain_s = chain.to_string();
     let (bytes, blake3) = archive.write_file(&rel, &mut |out| {
@@ -282,13 +268,18 @@ fn write_file(
         let err = |e: parquet::errors::ParquetError| CliError::Io(format!("{rel}: {e}"));
         let mut w = ArrowWriter::try_new(out, columns::schema(), Some(props)).map_err(err)?;
         for chunk in rows.chunks(16 * 1024) {
-            let bytes = chunk.iter().map(|r| r.payload.len()).sum();
+            let bytes = chunk.iter().map(|r| r.frame.payload.len()).sum();
             let mut b = BatchBuilder::with_capacity(chunk.len(), bytes);
             for r in chunk {
                 b.push(
                     &chain_s,
-                    &ChainRow { seq: r.seq, prev: &r.prev, hash: &r.hash, payload: &payloads[r.payload.clone()] },
-                    &r.record,
+                    &ChainRow {
+                        seq: r.frame.seq,
+                        prev: &r.frame.prev,
+                        hash: &r.frame.hash,
+                        payload: &payloads[r.frame.payload.clone()],
+                    },
+                    r.record,
                 );
             }
             let batch = b.finish().map_err(|e| CliError::Io(format!("{rel}: building columns: {e}")))?;
@@ -416,6 +407,7 @@ fn commit(
     state: &mut ChainState,
     seg: &SegmentRef,
     v: &Verified,
+    records: &[&AuditRecord],
 ) -> Result<bool, CliError> {
     let chain = state.chain_id;
     if let Some((off, n)) = v.torn_tail {
@@ -426,15 +418,15 @@ fn commit(
         tracing::warn!(target: "kiroku::compact", "{msg}");
         run.report.torn_tails.push(msg);
     }
-    let mut by_date: BTreeMap<String, Vec<&Row>> = BTreeMap::new();
-    for r in &v.rows {
-        by_date.entry(r.record.started_at.date_string()).or_default().push(r);
+    let mut by_date: BTreeMap<String, Vec<Row<'_>>> = BTreeMap::new();
+    for (frame, record) in v.records.frames.iter().zip(records) {
+        by_date.entry(record.started_at.date_string()).or_default().push(Row { frame, record });
     }
     let mut files = Vec::new();
     for (date, mut rows) in by_date {
-        rows.sort_by_key(|r| (r.record.started_at, r.seq));
+        rows.sort_by_key(|r| (r.record.started_at, r.frame.seq));
         pause_point("before_parquet");
-        files.push(write_file(run.archive, chain, &date, &rows, &v.payloads, run.opts)?);
+        files.push(write_file(run.archive, chain, &date, &rows, &v.records.payloads, run.opts)?);
         pause_point("after_parquet");
     }
     if !run.archive.renew(lease)? {
@@ -464,7 +456,7 @@ fn commit(
     pause_point("after_move");
     *state = v.end.clone();
     run.report.segments += 1;
-    run.report.records += v.rows.len() as u64;
+    run.report.records += records.len() as u64;
     run.report.input_bytes += v.bytes;
     (run.progress)(run.report.records);
     Ok(true)
@@ -476,22 +468,22 @@ enum Step {
     Known,
     /// Holds seqs already archived, from another file.
     Overlap(ChainState),
-    /// Verified and parsed.
-    Verified(Box<Verified>),
+    /// Verified; its records are being parsed.
+    Verified(Arc<Verified>),
     /// Failed verification (the chain state it was checked against, the problem).
     Bad(ChainState, String),
     /// Could not be read.
     Fail(CliError),
 }
 
-/// Verify (and parse) one segment against the chain state so far.
+/// Verify one segment against the chain state so far.
 fn examine(
     spool: &dyn SpoolStore,
     known: &[SegmentEntry],
     seg: &SegmentRef,
     state: &ChainState,
     opts: &CompactOptions,
-    spare: Option<Box<Verified>>,
+    spare: Option<(Vec<Frame>, Vec<u8>)>,
 ) -> Step {
     if seg.first_seq < state.next_seq {
         return match is_known(spool, known, seg) {
@@ -501,22 +493,77 @@ fn examine(
         };
     }
     match verify_and_read(spool, seg, state, opts, spare) {
-        Ok(Ok(v)) => Step::Verified(v),
+        Ok(Ok(v)) => Step::Verified(Arc::new(v)),
         Ok(Err(problem)) => Step::Bad(state.clone(), problem),
         Err(e) => Step::Fail(e),
+    }
+}
+
+/// What the writer hands back to the reader: a committed segment (for its buffers) and
+/// the chunks of records the reader parsed (for the reader to free).
+type Spent = (Arc<Verified>, Vec<Chunk>);
+
+/// The reading thread: verify each segment of the chain in turn and offer it to the
+/// writer, parsing its records until the writer takes it (the writer then parses the
+/// rest alongside). Stops at the first segment that is not good, or when the writer
+/// stops listening; frees what the writer hands back.
+fn read_ahead(
+    spool: &dyn SpoolStore,
+    known: &[SegmentEntry],
+    segs: &[SegmentRef],
+    mut at: ChainState,
+    opts: &CompactOptions,
+    steps: SyncSender<Step>,
+    spent: Receiver<Spent>,
+) {
+    for seg in segs {
+        let mut spare = None;
+        while let Ok((v, chunks)) = spent.try_recv() {
+            drop(chunks);
+            spare = Arc::try_unwrap(v).ok().map(|v| v.records.into_buffers());
+        }
+        let v = match examine(spool, known, seg, &at, opts, spare) {
+            Step::Verified(v) => v,
+            step => {
+                let go_on = matches!(step, Step::Known);
+                if steps.send(step).is_err() || !go_on {
+                    break;
+                }
+                continue;
+            }
+        };
+        at = v.end.clone();
+        let mut offer = Step::Verified(v.clone());
+        loop {
+            match steps.try_send(offer) {
+                Ok(()) => break,
+                Err(TrySendError::Full(o)) if v.records.parse_one(Side::Reader) => offer = o,
+                // Everything is parsed: wait for the writer.
+                Err(TrySendError::Full(o)) => {
+                    if steps.send(o).is_err() {
+                        return;
+                    }
+                    break;
+                }
+                Err(TrySendError::Disconnected(_)) => return,
+            }
+        }
+        while v.records.parse_one(Side::Reader) {}
+    }
+    drop(steps);
+    for done in spent {
+        drop(done);
     }
 }
 
 /// The segments of one chain, in order; the first problem stops the chain (later
 /// segments wait behind it). Returns false when it stopped.
 ///
-/// Two stages on two threads: a reader verifies and parses segment k+1 (against the
-/// chain state segment k ended in) while this thread writes segment k's Parquet files
-/// and commits it. The reader stays at most one segment ahead, stops at the first
-/// segment that is not good, and is abandoned when a commit is refused. The parsed rows
-/// go back to the reader, which frees the records and reuses the buffers, so that each
-/// thread frees what it allocated (glibc otherwise makes the two threads contend for one
-/// allocator arena).
+/// Two threads: a reader ([`read_ahead`]) verifies segment k+1 (against the chain state
+/// segment k ended in) while this thread writes segment k's Parquet files and commits
+/// it; both parse segment k+1's records ([`records`]) once this thread is free. The
+/// reader stays at most one segment ahead, stops at the first segment that is not good,
+/// and is abandoned when a commit is refused or a record does not parse.
 fn compact_chain(
     run: &mut Run<'_>,
     lease: &mut Lease,
@@ -528,32 +575,9 @@ fn compact_chain(
     let (spool, opts, start) = (run.spool, run.opts, state.clone());
     std::thread::scope(|scope| {
         let (steps_tx, steps) = std::sync::mpsc::sync_channel::<Step>(0);
-        let (spent_tx, spent) = std::sync::mpsc::channel::<Box<Verified>>();
+        let (spent_tx, spent) = std::sync::mpsc::channel::<Spent>();
         let known = &known;
-        scope.spawn(move || {
-            let mut at = start;
-            for seg in segs {
-                // Reuse the buffers of a segment the writer is done with.
-                let spare = spent.try_recv().ok();
-                let step = examine(spool, known, seg, &at, opts, spare);
-                let go_on = match &step {
-                    Step::Verified(v) => {
-                        at = v.end.clone();
-                        true
-                    }
-                    Step::Known => true,
-                    _ => false,
-                };
-                if steps_tx.send(step).is_err() || !go_on {
-                    break;
-                }
-            }
-            drop(steps_tx);
-            // Free what the writer hands back until it is done.
-            for done in spent {
-                drop(done);
-            }
-        });
+        scope.spawn(move || read_ahead(spool, known, segs, start, opts, steps_tx, spent));
         let mut steps = steps.into_iter();
         for (i, seg) in segs.iter().enumerate() {
             let Some(step) = steps.next() else { break };
@@ -570,15 +594,28 @@ fn compact_chain(
                     true
                 }
                 Step::Verified(v) => {
-                    let committed = commit(run, lease, state, seg, &v)?;
-                    let _ = spent_tx.send(v);
-                    if !committed {
-                        return Ok(false);
+                    let chunks = v.records.finish(Side::Writer);
+                    if let Some(problem) = chunks.iter().find_map(|c| c.records.as_ref().err()) {
+                        quarantine_bad(run.spool, seg, state, problem.clone(), &mut run.report)?;
+                        true
+                    } else {
+                        let records: Vec<&AuditRecord> =
+                            chunks.iter().flat_map(|c| c.records.iter().flatten()).collect();
+                        let committed = commit(run, lease, state, seg, &v, &records)?;
+                        drop(records);
+                        // Free the records parsed here; the reader frees its own.
+                        let (mine, theirs): (Vec<Chunk>, Vec<Chunk>) =
+                            chunks.into_iter().partition(|c| c.side == Side::Writer);
+                        drop(mine);
+                        let _ = spent_tx.send((v, theirs));
+                        if !committed {
+                            return Ok(false);
+                        }
+                        if !seg.sealed {
+                            run.report.orphans += 1;
+                        }
+                        false
                     }
-                    if !seg.sealed {
-                        run.report.orphans += 1;
-                    }
-                    false
                 }
                 Step::Bad(st, problem) => {
                     quarantine_bad(run.spool, seg, &st, problem, &mut run.report)?;

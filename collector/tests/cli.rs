@@ -502,6 +502,45 @@ async fn an_open_segment_whose_writer_is_gone_reaches_the_archive() {
     assert_eq!(h.header().first_seq, 5);
 }
 
+#[test]
+fn a_record_that_contradicts_its_frame_is_quarantined_with_its_segment() {
+    // Frames that chain and hash correctly, but one record's JSON names another seq:
+    // found while parsing, which both compaction threads share, deep in the segment.
+    let dir = tempfile::tempdir().unwrap();
+    let signer = kiroku_schemas::checkpoint::NoteSigner::generate("parse").unwrap();
+    let vkey = dir.path().join("signer.vkey");
+    std::fs::write(&vkey, signer.verifier().to_key_text()).unwrap();
+    let chain = ChainId::new_v7();
+    let chain_dir = dir.path().join("spool").join(chain.to_string());
+    std::fs::create_dir_all(&chain_dir).unwrap();
+    let mut header = SegmentHeader::genesis(chain);
+    for segment in 0..3u64 {
+        let first = header.first_seq;
+        let mut w = SegmentWriter::new(Vec::new(), header).unwrap();
+        for seq in first..first + 400 {
+            let mut r = AuditRecord::new(format!("r-{seq}"), Timestamp::now());
+            (r.chain_id, r.seq) = (chain, if segment == 1 && seq == first + 350 { seq + 7 } else { seq });
+            r.gen_ai.request.model = Some("parsed".into());
+            w.append_record(&r.to_json()).unwrap();
+        }
+        header = w.state().next_header();
+        let bytes = w.seal(&signer, "kiroku", Timestamp::now()).unwrap();
+        std::fs::write(chain_dir.join(format!("{first:020}.seg")), bytes).unwrap();
+    }
+    let (spool, archive) =
+        (dir.path().join("spool").display().to_string(), dir.path().join("archive").display().to_string());
+    let out = kiroku(&["compact", "--spool", &spool, "--archive", &archive, "--pubkey", &vkey.display().to_string()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let quarantined = dir.path().join("spool/quarantine").join(chain.to_string());
+    let report = std::fs::read_to_string(quarantined.join("00000000000000000400.seg.report.txt")).unwrap();
+    assert!(report.contains("(seq 750): record says chain") && report.contains("seq 757"), "{report}");
+    assert!(chain_dir.join("00000000000000000800.seg").exists(), "the next segment waits behind it");
+    let found = kiroku(&["find", "--archive", &archive, "--model", "parsed"]);
+    assert_eq!(String::from_utf8_lossy(&found.stdout).lines().count(), 400, "the good first segment is archived");
+    let verified = kiroku(&["verify", "--archive", &archive, "--pubkey", &vkey.display().to_string()]);
+    assert!(verified.status.success(), "{}", text(&verified));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settings_come_from_flags_then_environment_then_a_toml_file() {
     let f = fixture(6).await;
