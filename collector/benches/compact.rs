@@ -138,7 +138,7 @@ fn main() {
     assert_eq!(report.records, n as u64);
     let archive_bytes = dir_bytes(&archive.join("records"));
     println!(
-        "kiroku compact: {secs:.2}s, {:.0} records/s, {:.0} MB/s of segments, archive {:.1} MB ({:.2}x of segments), 2 threads (read+verify+parse, then build+write), verification included",
+        "kiroku compact: {secs:.2}s, {:.0} records/s, {:.0} MB/s of segments, archive {:.1} MB ({:.2}x of segments), 2 threads (read+verify | build+write, parsing shared), verification included",
         n as f64 / secs,
         spool_bytes as f64 / 1e6 / secs,
         archive_bytes as f64 / 1e6,
