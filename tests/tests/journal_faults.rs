@@ -75,5 +75,8 @@ async fn write_fsync_and_rename_failures_are_reported_refused_and_recovered() {
         for (i, r) in records.iter().enumerate() {
             assert_eq!(r.seq, i as u64);
         }
+        // The refused record is a loss stated in the chain, on the next record written.
+        let after = records.iter().find(|r| r.record.attributes.get("tag").is_some_and(|t| t.contains("-after-")));
+        assert!(after.is_some_and(|r| r.record.records_lost_before >= 1), "{fault}: the loss is stated");
     }
 }

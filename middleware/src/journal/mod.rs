@@ -24,6 +24,7 @@
 //! # Ok(()) }
 //! ```
 
+mod encoded;
 mod faults;
 mod spool;
 mod writer;
@@ -263,6 +264,7 @@ pub(crate) type Ack = oneshot::Sender<Result<Written, JournalError>>;
 
 pub(crate) enum Msg {
     Record(Box<PendingRecord>, Option<Ack>),
+    Encoded(Box<encoded::Encoded>, Option<Ack>),
     Flush(oneshot::Sender<Result<(), JournalError>>),
     Shutdown(oneshot::Sender<Result<ShutdownReport, JournalError>>),
 }
@@ -495,13 +497,20 @@ impl Journal {
         &self,
         rec: Box<PendingRecord>,
     ) -> Result<Option<oneshot::Receiver<Result<Written, JournalError>>>, JournalError> {
+        self.send_wait(|ack| Msg::Record(rec, ack)).await
+    }
+
+    async fn send_wait(
+        &self,
+        msg: impl FnOnce(Option<Ack>) -> Msg,
+    ) -> Result<Option<oneshot::Receiver<Result<Written, JournalError>>>, JournalError> {
         let (ack, rx) = if self.wants_ack() {
             let (a, r) = oneshot::channel();
             (Some(a), Some(r))
         } else {
             (None, None)
         };
-        match self.inner.tx.send(Msg::Record(rec, ack)).await {
+        match self.inner.tx.send(msg(ack)).await {
             Ok(()) => Ok(rx),
             Err(_) => {
                 self.count_lost(1, "journal is shut down");
@@ -511,10 +520,15 @@ impl Journal {
     }
 
     /// Write a record and wait until the journal has taken it (and, under `Sync`,
-    /// until it is durable). For records that do not come from the layer.
+    /// until it is durable). For records that do not come from the layer. The record
+    /// is serialised here, on the caller's thread; the writer thread only puts in its
+    /// seq.
     pub async fn append(&self, record: AuditRecord) -> Result<Option<Written>, JournalError> {
-        let pending = Box::new(PendingRecord { record, finish: None });
-        match self.submit_wait(pending).await? {
+        let rx = match encoded::Encoded::new(record, self.inner.chain_id) {
+            Ok(e) => self.send_wait(|ack| Msg::Encoded(Box::new(e), ack)).await?,
+            Err(record) => self.submit_wait(Box::new(PendingRecord { record: *record, finish: None })).await?,
+        };
+        match rx {
             Some(rx) => rx.await.map_err(|_| JournalError::Closed)?.map(Some),
             None => Ok(None),
         }

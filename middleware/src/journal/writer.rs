@@ -12,16 +12,26 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use kiroku_schemas::Timestamp;
 use kiroku_schemas::segment::{ChainState, SegmentWriter};
 use tokio::sync::{mpsc, oneshot};
 
 use super::faults::{Faults, Op, SegmentFile};
 use super::spool::{self, OpenedChain};
-use super::{Durability, JournalConfig, JournalError, Msg, PendingRecord, Shared, ShutdownReport, Written};
+use kiroku_schemas::{AuditRecord, Timestamp};
+
+use super::encoded::Encoded;
+use super::{Durability, Finisher, JournalConfig, JournalError, Msg, PendingRecord, Shared, ShutdownReport, Written};
 
 const MAX_BATCH: usize = 4096;
 const RETRY_EVERY: Duration = Duration::from_secs(1);
+
+/// A record as the writer receives it.
+enum Incoming {
+    /// From the layer: finished and serialised here.
+    Pending(Box<PendingRecord>),
+    /// From `Journal::append`: serialised by the caller; only its seq goes in here.
+    Encoded(Box<Encoded>),
+}
 
 struct OpenSegment {
     w: SegmentWriter<BufWriter<SegmentFile>>,
@@ -91,7 +101,7 @@ pub(super) fn run(cfg: JournalConfig, chain: OpenedChain, mut rx: mpsc::Receiver
                 // Shut down: anything still queued was submitted too late.
                 rx.close();
                 while let Ok(m) = rx.try_recv() {
-                    if let Msg::Record(_, ack) = m {
+                    if let Msg::Record(_, ack) | Msg::Encoded(_, ack) = m {
                         w.lost(1, "submitted after shutdown");
                         if let Some(a) = ack {
                             let _ = a.send(Err(JournalError::Closed));
@@ -145,30 +155,38 @@ impl Writer {
         let mut shutdown = None;
         let mut seal_failed: Option<JournalError> = None;
         for msg in batch.drain(..) {
-            match msg {
-                Msg::Record(p, ack) => match self.write_record(p) {
-                    Ok(seq) => {
-                        if let Some(a) = ack {
-                            acks.push((a, seq));
-                        }
-                        // Segments stay near their size limit however large a batch is.
-                        if self.seg.as_ref().is_some_and(|s| s.w.len() >= self.cfg.segment_max_bytes)
-                            && let Err(e) = self.seal_open()
-                        {
-                            // The sealed file may not be durable: nobody in this batch is acknowledged.
-                            seal_failed = Some(e.clone());
-                            self.fail(e);
-                        }
+            let (rec, ack) = match msg {
+                Msg::Record(p, ack) => (Incoming::Pending(p), ack),
+                Msg::Encoded(e, ack) => (Incoming::Encoded(e), ack),
+                Msg::Flush(tx) => {
+                    flushes.push(tx);
+                    continue;
+                }
+                Msg::Shutdown(tx) => {
+                    shutdown = Some(tx);
+                    continue;
+                }
+            };
+            match self.write_record(rec) {
+                Ok(seq) => {
+                    if let Some(a) = ack {
+                        acks.push((a, seq));
                     }
-                    Err(e) => {
-                        self.lost(1, &e.to_string());
-                        if let Some(a) = ack {
-                            let _ = a.send(Err(e));
-                        }
+                    // Segments stay near their size limit however large a batch is.
+                    if self.seg.as_ref().is_some_and(|s| s.w.len() >= self.cfg.segment_max_bytes)
+                        && let Err(e) = self.seal_open()
+                    {
+                        // The sealed file may not be durable: nobody in this batch is acknowledged.
+                        seal_failed = Some(e.clone());
+                        self.fail(e);
                     }
-                },
-                Msg::Flush(tx) => flushes.push(tx),
-                Msg::Shutdown(tx) => shutdown = Some(tx),
+                }
+                Err(e) => {
+                    self.lost(1, &e.to_string());
+                    if let Some(a) = ack {
+                        let _ = a.send(Err(e));
+                    }
+                }
             }
         }
         let must_sync = !acks.is_empty() || !flushes.is_empty() || shutdown.is_some();
@@ -217,7 +235,7 @@ impl Writer {
         false
     }
 
-    fn write_record(&mut self, p: Box<PendingRecord>) -> Result<u64, JournalError> {
+    fn write_record(&mut self, rec: Incoming) -> Result<u64, JournalError> {
         if self.failed_at.is_some() {
             self.try_recover();
         }
@@ -225,30 +243,31 @@ impl Writer {
             let why = self.shared.last_error.lock().ok().and_then(|e| e.clone()).unwrap_or_default();
             return Err(JournalError::Failed(why));
         }
-        let PendingRecord { record: mut rec, finish } = *p;
-        // Chain position first: the finisher (extraction, redaction, the telemetry span)
-        // sees the record as it will be written.
-        rec.chain_id = self.chain.chain_id;
-        rec.seq = self.state().next_seq;
-        rec.records_lost_before = self.shared.lost_pending.swap(0, Ordering::AcqRel);
-        if let Some(finish) = finish {
-            if catch_unwind(AssertUnwindSafe(|| finish(&mut rec))).is_err() {
-                rec.attributes.insert(
-                    "kiroku.finisher_error".into(),
-                    "extraction or redaction panicked; record kept without it".into(),
-                );
+        let seq = self.state().next_seq;
+        let lost = self.shared.lost_pending.swap(0, Ordering::AcqRel);
+        // Any failure below: the loss count taken belongs to the next record written.
+        let give_back = |shared: &Shared| shared.lost_pending.fetch_add(lost, Ordering::AcqRel);
+        self.json.clear();
+        match rec {
+            Incoming::Encoded(e) if lost == 0 => e.write(seq, &mut self.json),
+            Incoming::Encoded(e) => match e.decode() {
+                Ok(r) => self.encode(r, None, seq, lost),
+                Err(err) => {
+                    give_back(&self.shared);
+                    return Err(JournalError::Write(format!("an appended record did not read back: {err}")));
+                }
+            },
+            Incoming::Pending(p) => {
+                let PendingRecord { record, finish } = *p;
+                self.encode(record, finish, seq, lost);
             }
-            rec.chain_id = self.chain.chain_id;
-            rec.seq = self.state().next_seq;
         }
         if let Err(e) = self.ensure_segment() {
-            self.shared.lost_pending.fetch_add(rec.records_lost_before, Ordering::AcqRel);
+            give_back(&self.shared);
             self.fail(e.clone());
             return Err(e);
         }
         let seg = self.seg.as_mut().ok_or_else(|| JournalError::Failed("no open segment".into()))?;
-        self.json.clear();
-        rec.write_json(&mut self.json);
         let before = seg.w.len();
         match seg.w.append_record(&self.json) {
             Ok(a) => {
@@ -259,13 +278,32 @@ impl Writer {
                 Ok(a.seq)
             }
             Err(e) => {
-                // The loss counter we took belongs to the next record that is written.
-                self.shared.lost_pending.fetch_add(rec.records_lost_before, Ordering::AcqRel);
+                give_back(&self.shared);
                 let err = JournalError::Write(format!("{}: {e}", seg.path.display()));
                 self.fail(err.clone());
                 Err(err)
             }
         }
+    }
+
+    /// Serialise a record at `seq` into `self.json`, after its finisher.
+    fn encode(&mut self, mut rec: AuditRecord, finish: Option<Finisher>, seq: u64, lost: u64) {
+        // Chain position first: the finisher (extraction, redaction, the telemetry span)
+        // sees the record as it will be written.
+        rec.chain_id = self.chain.chain_id;
+        rec.seq = seq;
+        rec.records_lost_before = lost;
+        if let Some(finish) = finish {
+            if catch_unwind(AssertUnwindSafe(|| finish(&mut rec))).is_err() {
+                rec.attributes.insert(
+                    "kiroku.finisher_error".into(),
+                    "extraction or redaction panicked; record kept without it".into(),
+                );
+            }
+            rec.chain_id = self.chain.chain_id;
+            rec.seq = seq;
+        }
+        rec.write_json(&mut self.json);
     }
 
     fn ensure_segment(&mut self) -> Result<(), JournalError> {
