@@ -328,6 +328,8 @@ struct Inner {
     durability: Durability,
     recovery: Option<RecoveryReport>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Length of the last record serialised by `append` (sizes the next one's buffer).
+    encoded_len: std::sync::atomic::AtomicUsize,
     #[cfg(feature = "ship")]
     shipper: Option<Arc<crate::ship::Shipper>>,
 }
@@ -402,6 +404,7 @@ impl Journal {
                 durability,
                 recovery,
                 thread: Mutex::new(Some(thread)),
+                encoded_len: std::sync::atomic::AtomicUsize::new(0),
                 #[cfg(feature = "ship")]
                 shipper,
             }),
@@ -524,7 +527,7 @@ impl Journal {
     /// is serialised here, on the caller's thread; the writer thread only puts in its
     /// seq.
     pub async fn append(&self, record: AuditRecord) -> Result<Option<Written>, JournalError> {
-        let rx = match encoded::Encoded::new(record, self.inner.chain_id) {
+        let rx = match encoded::Encoded::new(record, self.inner.chain_id, &self.inner.encoded_len) {
             Ok(e) => self.send_wait(|ack| Msg::Encoded(Box::new(e), ack)).await?,
             Err(record) => self.submit_wait(Box::new(PendingRecord { record: *record, finish: None })).await?,
         };
