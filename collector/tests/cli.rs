@@ -452,15 +452,29 @@ async fn a_corrupt_segment_is_quarantined_and_other_chains_go_on() {
     assert_eq!(String::from_utf8_lossy(&found.stdout).lines().count(), 3);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_open_segment_whose_writer_is_gone_reaches_the_archive() {
+/// A spool with one empty chain directory, for segments written by hand.
+struct HandMade {
+    dir: tempfile::TempDir,
+    signer: kiroku_schemas::checkpoint::NoteSigner,
+    vkey: PathBuf,
+    chain: ChainId,
+    chain_dir: PathBuf,
+}
+
+fn hand_made(key_name: &str) -> HandMade {
     let dir = tempfile::tempdir().unwrap();
-    let signer = kiroku_schemas::checkpoint::NoteSigner::generate("orphan").unwrap();
+    let signer = kiroku_schemas::checkpoint::NoteSigner::generate(key_name).unwrap();
     let vkey = dir.path().join("signer.vkey");
     std::fs::write(&vkey, signer.verifier().to_key_text()).unwrap();
     let chain = ChainId::new_v7();
     let chain_dir = dir.path().join("spool").join(chain.to_string());
     std::fs::create_dir_all(&chain_dir).unwrap();
+    HandMade { dir, signer, vkey, chain, chain_dir }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_segment_whose_writer_is_gone_reaches_the_archive() {
+    let HandMade { dir, signer, vkey, chain, chain_dir } = hand_made("orphan");
     // A writer that died: a lock file nobody holds, an open segment with a torn tail.
     std::fs::write(chain_dir.join("lock"), b"").unwrap();
     let mut w = SegmentWriter::new(Vec::new(), SegmentHeader::genesis(chain)).unwrap();
@@ -506,13 +520,7 @@ async fn an_open_segment_whose_writer_is_gone_reaches_the_archive() {
 fn a_record_that_contradicts_its_frame_is_quarantined_with_its_segment() {
     // Frames that chain and hash correctly, but one record's JSON names another seq:
     // found while parsing, which both compaction threads share, deep in the segment.
-    let dir = tempfile::tempdir().unwrap();
-    let signer = kiroku_schemas::checkpoint::NoteSigner::generate("parse").unwrap();
-    let vkey = dir.path().join("signer.vkey");
-    std::fs::write(&vkey, signer.verifier().to_key_text()).unwrap();
-    let chain = ChainId::new_v7();
-    let chain_dir = dir.path().join("spool").join(chain.to_string());
-    std::fs::create_dir_all(&chain_dir).unwrap();
+    let HandMade { dir, signer, vkey, chain, chain_dir } = hand_made("parse");
     let mut header = SegmentHeader::genesis(chain);
     for segment in 0..3u64 {
         let first = header.first_seq;
