@@ -13,13 +13,12 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use kiroku_schemas::segment::{ChainState, SegmentWriter};
+use kiroku_schemas::{AuditRecord, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 
+use super::encoded::Encoded;
 use super::faults::{Faults, Op, SegmentFile};
 use super::spool::{self, OpenedChain};
-use kiroku_schemas::{AuditRecord, Timestamp};
-
-use super::encoded::Encoded;
 use super::{Durability, Finisher, JournalConfig, JournalError, Msg, PendingRecord, Shared, ShutdownReport, Written};
 
 const MAX_BATCH: usize = 4096;
