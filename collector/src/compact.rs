@@ -418,13 +418,15 @@ fn commit(
         tracing::warn!(target: "kiroku::compact", "{msg}");
         run.report.torn_tails.push(msg);
     }
-    let mut by_date: BTreeMap<String, Vec<Row<'_>>> = BTreeMap::new();
+    // By UTC day (the partition), named once per file rather than once per record.
+    let mut by_day: BTreeMap<i64, Vec<Row<'_>>> = BTreeMap::new();
     for (frame, record) in v.records.frames.iter().zip(records) {
-        by_date.entry(record.started_at.date_string()).or_default().push(Row { frame, record });
+        by_day.entry(record.started_at.unix_days()).or_default().push(Row { frame, record });
     }
     let mut files = Vec::new();
-    for (date, mut rows) in by_date {
+    for mut rows in by_day.into_values() {
         rows.sort_by_key(|r| (r.record.started_at, r.frame.seq));
+        let date = rows[0].record.started_at.date_string();
         pause_point("before_parquet");
         files.push(write_file(run.archive, chain, &date, &rows, &v.records.payloads, run.opts)?);
         pause_point("after_parquet");

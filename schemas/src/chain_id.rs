@@ -35,33 +35,19 @@ impl ChainId {
         &self.0
     }
 
-    /// The hyphenated text, in a fixed buffer (every record carries it; formatting it
-    /// byte by byte through `fmt` was 5% of the journal writer's time).
+    /// The hyphenated text, in a fixed buffer ([`crate::text`]).
     fn text(&self) -> [u8; 36] {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut out = [b'-'; 36];
-        let mut at = 0;
-        for (i, b) in self.0.iter().enumerate() {
-            if matches!(i, 4 | 6 | 8 | 10) {
-                at += 1;
-            }
-            out[at] = DIGITS[usize::from(b >> 4)];
-            out[at + 1] = DIGITS[usize::from(b & 0x0f)];
-            at += 2;
+        for (bytes, at) in [(0..4, 0), (4..6, 9), (6..8, 14), (8..10, 19), (10..16, 24)] {
+            crate::text::hex_into(&self.0[bytes], &mut out[at..]);
         }
         out
-    }
-
-    fn with_text<R>(&self, f: impl FnOnce(&str) -> R) -> R {
-        let t = self.text();
-        // Only ASCII hex digits and hyphens were written.
-        f(std::str::from_utf8(&t).unwrap_or_default())
     }
 }
 
 impl fmt::Display for ChainId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.with_text(|t| f.write_str(t))
+        f.write_str(crate::text::as_str(&self.text()))
     }
 }
 
@@ -97,7 +83,7 @@ impl FromStr for ChainId {
 
 impl Serialize for ChainId {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.with_text(|t| s.serialize_str(t))
+        s.serialize_str(crate::text::as_str(&self.text()))
     }
 }
 

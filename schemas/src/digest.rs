@@ -10,13 +10,9 @@ pub const ZERO_HASH: Hash = [0u8; 32];
 
 /// Lowercase hex of any byte string.
 pub fn to_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 0x0f) as usize] as char);
-    }
-    s
+    let mut out = vec![0u8; bytes.len() * 2];
+    crate::text::hex_into(bytes, &mut out);
+    crate::text::as_str(&out).to_owned()
 }
 
 /// A hex string that is not a 32-byte digest.

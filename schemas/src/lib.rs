@@ -34,6 +34,7 @@ pub mod merkle;
 pub mod proof;
 pub mod record;
 pub mod segment;
+mod text;
 pub mod time;
 
 pub use chain_id::ChainId;

@@ -47,8 +47,13 @@ impl Timestamp {
 
     /// The UTC calendar date as `YYYY-MM-DD` (the archive's partition key).
     pub fn date_string(self) -> String {
-        let (y, m, d) = civil_from_days(self.unix_nanos.div_euclid(86_400_000_000_000));
-        format!("{y:04}-{m:02}-{d:02}")
+        crate::text::as_str(&self.text()[..10]).to_owned()
+    }
+
+    /// Whole days since 1970-01-01 UTC (floored): equal for two times exactly when their
+    /// [`date_string`](Self::date_string)s are.
+    pub fn unix_days(self) -> i64 {
+        self.unix_nanos.div_euclid(86_400_000_000_000)
     }
 }
 
@@ -77,11 +82,10 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 }
 
 impl Timestamp {
-    /// `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ` in a fixed buffer (every record carries three
-    /// timestamps; formatting them through `fmt` was 5% of the journal writer's time).
+    /// `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ` in a fixed buffer ([`crate::text`]).
     /// An `i64` of nanoseconds spans the years 1677 to 2262: always four digits.
     fn text(&self) -> [u8; 30] {
-        let days = self.unix_nanos.div_euclid(86_400_000_000_000);
+        let days = self.unix_days();
         let rem = self.unix_nanos.rem_euclid(86_400_000_000_000);
         let (y, m, d) = civil_from_days(days);
         let secs = rem / 1_000_000_000;
@@ -101,17 +105,11 @@ impl Timestamp {
         put(20, 9, rem % 1_000_000_000);
         out
     }
-
-    fn with_text<R>(&self, f: impl FnOnce(&str) -> R) -> R {
-        let t = self.text();
-        // Only ASCII digits and separators were written.
-        f(std::str::from_utf8(&t).unwrap_or_default())
-    }
 }
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.with_text(|t| f.write_str(t))
+        f.write_str(crate::text::as_str(&self.text()))
     }
 }
 
@@ -195,7 +193,7 @@ fn days_in_month(y: i64, m: u32) -> i64 {
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.with_text(|t| s.serialize_str(t))
+        s.serialize_str(crate::text::as_str(&self.text()))
     }
 }
 

@@ -9,6 +9,7 @@
 //! record with its seq gives (tested below). Records from the layer do not come this
 //! way: their finisher (extraction, redaction) runs on the writer and sees the seq.
 
+use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use kiroku_schemas::record::RecordError;
@@ -48,19 +49,9 @@ impl Encoded {
 
     /// Append the stored bytes of the record at `seq` to `out`.
     pub(crate) fn write(&self, seq: u64, out: &mut Vec<u8>) {
-        let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        let mut n = seq;
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
         out.extend_from_slice(&self.json[..self.seq_digit]);
-        out.extend_from_slice(&digits[at..]);
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, "{seq}");
         out.extend_from_slice(&self.json[self.seq_digit + 1..]);
     }
 
