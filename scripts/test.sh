@@ -10,6 +10,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# One clean run gains nothing from incremental compilation, and its caches cost over a
+# gigabyte of disk; a caller who wants them sets CARGO_INCREMENTAL=1.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 scripts/setup-interop.sh
 
 echo "== rustfmt"
