@@ -264,7 +264,7 @@ pub(crate) type Ack = oneshot::Sender<Result<Written, JournalError>>;
 
 pub(crate) enum Msg {
     Record(Box<PendingRecord>, Option<Ack>),
-    Encoded(Box<encoded::Encoded>, Option<Ack>),
+    Encoded(encoded::Encoded, Option<Ack>),
     Flush(oneshot::Sender<Result<(), JournalError>>),
     Shutdown(oneshot::Sender<Result<ShutdownReport, JournalError>>),
 }
@@ -283,6 +283,8 @@ pub(crate) struct Shared {
     pub(crate) segments_sealed: AtomicU64,
     pub(crate) refused: AtomicU64,
     pub(crate) last_error: Mutex<Option<String>>,
+    /// Buffers of records serialised by `append`'s callers, back from the writer.
+    pub(crate) buffers: encoded::Buffers,
 }
 
 /// A snapshot of the journal's counters.
@@ -329,7 +331,6 @@ struct Inner {
     recovery: Option<RecoveryReport>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Length of the last record serialised by `append` (sizes the next one's buffer).
-    encoded_len: std::sync::atomic::AtomicUsize,
     #[cfg(feature = "ship")]
     shipper: Option<Arc<crate::ship::Shipper>>,
 }
@@ -404,7 +405,6 @@ impl Journal {
                 durability,
                 recovery,
                 thread: Mutex::new(Some(thread)),
-                encoded_len: std::sync::atomic::AtomicUsize::new(0),
                 #[cfg(feature = "ship")]
                 shipper,
             }),
@@ -527,8 +527,8 @@ impl Journal {
     /// is serialised here, on the caller's thread; the writer thread only puts in its
     /// seq.
     pub async fn append(&self, record: AuditRecord) -> Result<Option<Written>, JournalError> {
-        let rx = match encoded::Encoded::new(record, self.inner.chain_id, &self.inner.encoded_len) {
-            Ok(e) => self.send_wait(|ack| Msg::Encoded(Box::new(e), ack)).await?,
+        let rx = match encoded::Encoded::new(record, self.inner.chain_id, &self.inner.shared.buffers) {
+            Ok(e) => self.send_wait(|ack| Msg::Encoded(e, ack)).await?,
             Err(record) => self.submit_wait(Box::new(PendingRecord { record: *record, finish: None })).await?,
         };
         match rx {

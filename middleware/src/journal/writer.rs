@@ -29,7 +29,7 @@ enum Incoming {
     /// From the layer: finished and serialised here.
     Pending(Box<PendingRecord>),
     /// From `Journal::append`: serialised by the caller; only its seq goes in here.
-    Encoded(Box<Encoded>),
+    Encoded(Encoded),
 }
 
 struct OpenSegment {
@@ -50,6 +50,8 @@ struct Writer {
     failed_at: Option<Instant>,
     /// Reused for every record's JSON (no allocation per record).
     json: Vec<u8>,
+    /// Buffers of this batch's encoded records, to hand back to `append`'s callers.
+    spent: Vec<Vec<u8>>,
 }
 
 pub(super) fn run(cfg: JournalConfig, chain: OpenedChain, mut rx: mpsc::Receiver<Msg>, shared: Arc<Shared>) {
@@ -73,6 +75,7 @@ pub(super) fn run(cfg: JournalConfig, chain: OpenedChain, mut rx: mpsc::Receiver
         records_since_checkpoint: 0,
         failed_at: None,
         json: Vec::with_capacity(8192),
+        spent: Vec::new(),
     };
     rt.block_on(async move {
         let mut batch = Vec::with_capacity(64);
@@ -188,6 +191,7 @@ impl Writer {
                 }
             }
         }
+        self.shared.buffers.give_back(&mut self.spent);
         let must_sync = !acks.is_empty() || !flushes.is_empty() || shutdown.is_some();
         let durable = match seal_failed {
             Some(e) => Err(e),
@@ -248,14 +252,23 @@ impl Writer {
         let give_back = |shared: &Shared| shared.lost_pending.fetch_add(lost, Ordering::AcqRel);
         self.json.clear();
         match rec {
-            Incoming::Encoded(e) if lost == 0 => e.write(seq, &mut self.json),
-            Incoming::Encoded(e) => match e.decode() {
-                Ok(r) => self.encode(r, None, seq, lost),
-                Err(err) => {
-                    give_back(&self.shared);
-                    return Err(JournalError::Write(format!("an appended record did not read back: {err}")));
+            Incoming::Encoded(e) => {
+                let decoded = if lost == 0 {
+                    e.write(seq, &mut self.json);
+                    Ok(None)
+                } else {
+                    e.decode().map(Some)
+                };
+                self.spent.push(e.into_buffer());
+                match decoded {
+                    Ok(None) => {}
+                    Ok(Some(r)) => self.encode(r, None, seq, lost),
+                    Err(err) => {
+                        give_back(&self.shared);
+                        return Err(JournalError::Write(format!("an appended record did not read back: {err}")));
+                    }
                 }
-            },
+            }
             Incoming::Pending(p) => {
                 let PendingRecord { record, finish } = *p;
                 self.encode(record, finish, seq, lost);
