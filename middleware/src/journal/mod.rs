@@ -27,6 +27,7 @@
 mod encoded;
 mod faults;
 mod spool;
+mod writeback;
 mod writer;
 
 use std::path::{Path, PathBuf};

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::encoded::Encoded;
 use super::faults::{Faults, Op, SegmentFile};
 use super::spool::{self, OpenedChain};
+use super::writeback::Writeback;
 use super::{Durability, Finisher, JournalConfig, JournalError, Msg, PendingRecord, Shared, ShutdownReport, Written};
 
 const MAX_BATCH: usize = 4096;
@@ -36,6 +37,7 @@ struct OpenSegment {
     w: SegmentWriter<BufWriter<SegmentFile>>,
     path: PathBuf,
     opened: Instant,
+    writeback: Writeback,
 }
 
 struct Writer {
@@ -332,13 +334,16 @@ impl Writer {
         )
         .map_err(|e| JournalError::Write(format!("{}: {e}", path.display())))?;
         spool::sync_dir(&self.chain.dir)?;
-        self.seg = Some(OpenSegment { w, path, opened: Instant::now() });
+        self.seg = Some(OpenSegment { w, path, opened: Instant::now(), writeback: Writeback::default() });
         Ok(())
     }
 
     fn flush_to_os(&mut self) -> Result<(), JournalError> {
         if let Some(s) = &mut self.seg {
             s.w.get_mut().flush().map_err(|e| JournalError::io(&s.path, &e))?;
+            if let Durability::Batched(_) = self.cfg.durability {
+                s.writeback.advance(&s.w.get_ref().get_ref().file, s.w.len());
+            }
         }
         if let Durability::Batched(iv) = self.cfg.durability
             && self.dirty
