@@ -331,7 +331,6 @@ struct Inner {
     durability: Durability,
     recovery: Option<RecoveryReport>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-    /// Length of the last record serialised by `append` (sizes the next one's buffer).
     #[cfg(feature = "ship")]
     shipper: Option<Arc<crate::ship::Shipper>>,
 }
