@@ -45,7 +45,7 @@ impl Buffers {
     }
 
     /// Keep `spent`'s buffers (emptied) for the next records; `spent` is left empty.
-    pub(crate) fn give_back(&self, spent: &mut Vec<Vec<u8>>) {
+    pub(crate) fn recycle(&self, spent: &mut Vec<Vec<u8>>) {
         if let Ok(mut free) = self.free.lock() {
             for mut b in spent.drain(..) {
                 if free.len() >= Self::KEEP {
@@ -101,7 +101,7 @@ impl Encoded {
         out.extend_from_slice(&self.json[self.seq_digit + 1..]);
     }
 
-    /// The buffer, for [`Buffers::give_back`].
+    /// The buffer, for [`Buffers::recycle`].
     pub(crate) fn into_buffer(self) -> Vec<u8> {
         self.json
     }
@@ -147,7 +147,7 @@ mod tests {
         let small = Encoded::new(record(100), chain, &buffers).map_err(|_| ()).unwrap();
         let huge = Encoded::new(record(100 << 10), chain, &buffers).map_err(|_| ()).unwrap();
         let small_ptr = small.json.as_ptr();
-        buffers.give_back(&mut vec![small.into_buffer(), huge.into_buffer()]);
+        buffers.recycle(&mut vec![small.into_buffer(), huge.into_buffer()]);
         assert_eq!(buffers.kept(), 1, "the 100 KiB buffer is freed, not kept");
         let again = Encoded::new(record(100), chain, &buffers).map_err(|_| ()).unwrap();
         assert_eq!(again.json.as_ptr(), small_ptr, "the kept buffer is reused");

@@ -193,7 +193,7 @@ impl Writer {
                 }
             }
         }
-        self.shared.buffers.give_back(&mut self.spent);
+        self.shared.buffers.recycle(&mut self.spent);
         let must_sync = !acks.is_empty() || !flushes.is_empty() || shutdown.is_some();
         let durable = match seal_failed {
             Some(e) => Err(e),
