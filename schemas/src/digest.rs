@@ -12,7 +12,8 @@ pub const ZERO_HASH: Hash = [0u8; 32];
 pub fn to_hex(bytes: &[u8]) -> String {
     let mut out = vec![0u8; bytes.len() * 2];
     crate::text::hex_into(bytes, &mut out);
-    crate::text::as_str(&out).to_owned()
+    // Only hex digits were written: the buffer becomes the string without a copy.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// A hex string that is not a 32-byte digest.
