@@ -240,20 +240,10 @@ fn summary(tap: &BodyTap, mode: CaptureMode, content_type: Option<String>) -> Bo
 
 /// Store a body per capture mode: redact (mode `redacted`) before truncating to the
 /// cap, so a secret straddling the cap is never half-stored.
-fn capture(
-    cfg: &Config,
-    mode: CaptureMode,
-    kept: &[u8],
-    json: Option<serde_json::Value>,
-    overflow: bool,
-    s: &mut BodySummary,
-) {
+fn capture(cfg: &Config, mode: CaptureMode, kept: &[u8], overflow: bool, s: &mut BodySummary) {
     let text = match mode {
         CaptureMode::None | CaptureMode::Digest => return,
-        CaptureMode::Redacted => match json {
-            Some(v) => cfg.redactor.redact_json(v),
-            None => cfg.redactor.redact_body(kept),
-        },
+        CaptureMode::Redacted => cfg.redactor.redact_body(kept),
         CaptureMode::Full => String::from_utf8_lossy(kept).into_owned(),
     };
     if text.len() > cfg.capture_cap {
@@ -313,7 +303,7 @@ impl FinalizerInner {
         let finish = Box::new(move |rec: &mut AuditRecord| {
             let cfg = finish_cfg;
             let (req, resp) = (req_kept, resp_kept);
-            // Each body is parsed once, for extraction and for redaction.
+            // Bodies are parsed for extraction only; redaction works on their text.
             let parse =
                 |b: &[u8], whole: bool| if whole { serde_json::from_slice::<serde_json::Value>(b).ok() } else { None };
             let req_json = parse(&req, req_complete && !req_overflow);
@@ -331,8 +321,8 @@ impl FinalizerInner {
                     }
                 }
             }
-            capture(&cfg, cfg.request_capture, &req, req_json, req_overflow, &mut rec.http.request);
-            capture(&cfg, cfg.response_capture, &resp, resp_json, resp_overflow, &mut rec.http.response);
+            capture(&cfg, cfg.request_capture, &req, req_overflow, &mut rec.http.request);
+            capture(&cfg, cfg.response_capture, &resp, resp_overflow, &mut rec.http.response);
             #[cfg(feature = "otel")]
             if let Some(span) = span {
                 crate::telemetry::end_span(span, rec);

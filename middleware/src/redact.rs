@@ -6,21 +6,39 @@
 //! and bearer tokens (`Bearer ...`, `sk-...`, AWS access key ids, GitHub and Slack
 //! tokens, `api_key=...`-style assignments). Add custom regexes and JSON paths to drop.
 //!
-//! JSON bodies are redacted field by field (structure kept, listed paths removed);
-//! anything else as text. Matches become `[REDACTED:<rule>]`.
+//! JSON bodies are redacted value by value, keys included, in the text as it was sent
+//! (structure, order and spacing kept, listed paths removed; see [`json`]); anything
+//! else as text. Matches become `[REDACTED:<rule>]`.
+
+mod json;
 
 use std::sync::Arc;
 
 use regex::bytes::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
-use serde_json::Value;
 
 type Check = fn(&str) -> bool;
+
+/// A cheap test that every text the rule can match passes.
+type Screen = fn(&[u8]) -> bool;
 
 #[derive(Clone)]
 struct Rule {
     name: Arc<str>,
     re: Regex,
     check: Option<Check>,
+    screen: Option<Screen>,
+}
+
+/// Texts at least this long are tested rule by rule, each rule with its own literal
+/// prefilter (and [`Screen`]): on 2 KiB of prose that is ~1 µs, where the set's one DFA
+/// pass, which no prefilter can skip ahead, takes ~3.3 µs. Shorter texts (keys, ids,
+/// model names) take the set's single pass, cheaper than one call per rule.
+const RULE_BY_RULE_FROM: usize = 128;
+
+/// Every IPv6 match holds `::` or seven colons; the rule's own search would otherwise
+/// crawl through any text with hex letters in it.
+fn may_hold_ipv6(text: &[u8]) -> bool {
+    memchr::memmem::find(text, b"::").is_some() || memchr::memchr_iter(b':', text).nth(6).is_some()
 }
 
 /// A redaction policy.
@@ -57,7 +75,8 @@ fn compile(pattern: &str) -> Result<Regex, regex::Error> {
 
 fn rule(name: &str, pattern: &str, check: Option<Check>) -> Rule {
     // The built-in patterns are fixed strings tested below; they always compile.
-    Rule { name: name.into(), re: compile(pattern).unwrap_or_else(|e| panic!("built-in pattern {name}: {e}")), check }
+    let re = compile(pattern).unwrap_or_else(|e| panic!("built-in pattern {name}: {e}"));
+    Rule { name: name.into(), re, check, screen: None }
 }
 
 impl Redactor {
@@ -89,11 +108,14 @@ impl Redactor {
                 None,
             ),
             rule("ipv4", r"\b(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}\b", None),
-            rule(
-                "ipv6",
-                r"\b(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}\b|\b(?:[0-9A-Fa-f]{1,4}:){1,6}:(?:[0-9A-Fa-f]{1,4}:?){1,6}\b",
-                None,
-            ),
+            Rule {
+                screen: Some(may_hold_ipv6),
+                ..rule(
+                    "ipv6",
+                    r"\b(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}\b|\b(?:[0-9A-Fa-f]{1,4}:){1,6}:(?:[0-9A-Fa-f]{1,4}:?){1,6}\b",
+                    None,
+                )
+            },
         ];
         Self::with_rules(rules)
     }
@@ -106,7 +128,7 @@ impl Redactor {
     /// Add a custom rule: matches of `pattern` become `[REDACTED:<name>]`.
     pub fn pattern(mut self, name: &str, pattern: &str) -> Result<Self, PatternError> {
         let re = compile(pattern).map_err(|source| PatternError { name: name.to_owned(), source })?;
-        self.rules.push(Rule { name: name.into(), re, check: None });
+        self.rules.push(Rule { name: name.into(), re, check: None, screen: None });
         let remove = std::mem::take(&mut self.remove);
         let mut out = Self::with_rules(self.rules);
         out.remove = remove;
@@ -127,11 +149,16 @@ impl Redactor {
 
     /// The redacted text, or `None` when no rule matches (no copy made).
     fn redacted(&self, text: &str) -> Option<String> {
+        let bytes = text.as_bytes();
         let hits: Vec<usize> = match &self.set {
+            _ if bytes.len() >= RULE_BY_RULE_FROM => (self.rules.iter().enumerate())
+                .filter(|(_, r)| r.screen.is_none_or(|may| may(bytes)) && r.re.is_match(bytes))
+                .map(|(i, _)| i)
+                .collect(),
             // Most text holds nothing to redact: a plain match test stops at the first
             // hit and is cheaper than asking which rules match (an overlapping search).
-            Some(set) if !set.is_match(text.as_bytes()) => return None,
-            Some(set) => set.matches(text.as_bytes()).into_iter().collect(),
+            Some(set) if !set.is_match(bytes) => return None,
+            Some(set) => set.matches(bytes).into_iter().collect(),
             None => (0..self.rules.len()).collect(),
         };
         if hits.is_empty() {
@@ -154,70 +181,14 @@ impl Redactor {
         (out != text).then_some(out)
     }
 
-    /// Redact a body: JSON field by field when it parses, text otherwise. Invalid UTF-8
-    /// is replaced, never stored raw.
+    /// Redact a body: JSON value by value when it is one well-formed JSON document
+    /// (member order, spacing and untouched strings kept as sent, listed paths removed),
+    /// as text otherwise. Invalid UTF-8 is replaced, never stored raw.
     pub fn redact_body(&self, bytes: &[u8]) -> String {
-        match serde_json::from_slice::<Value>(bytes) {
-            Ok(v) => self.redact_json(v),
-            Err(_) => self.redact_text(&String::from_utf8_lossy(bytes)),
+        match std::str::from_utf8(bytes).ok().and_then(|text| json::redact(self, text).ok()) {
+            Some(out) => out,
+            None => self.redact_text(&String::from_utf8_lossy(bytes)),
         }
-    }
-
-    /// Redact a parsed JSON body: listed paths removed, every string redacted.
-    pub fn redact_json(&self, mut v: Value) -> String {
-        for path in &self.remove {
-            remove_path(&mut v, path);
-        }
-        self.redact_value(&mut v);
-        v.to_string()
-    }
-
-    fn redact_value(&self, v: &mut Value) {
-        match v {
-            Value::String(s) => {
-                if let Some(r) = self.redacted(s) {
-                    *s = r;
-                }
-            }
-            Value::Array(a) => a.iter_mut().for_each(|x| self.redact_value(x)),
-            Value::Object(o) => o.values_mut().for_each(|x| self.redact_value(x)),
-            Value::Number(n) => {
-                if let Some(r) = self.redacted(&n.to_string()) {
-                    *v = Value::String(r);
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
-fn remove_path(v: &mut Value, path: &[String]) {
-    let Some((head, rest)) = path.split_first() else {
-        return;
-    };
-    match v {
-        Value::Object(o) if rest.is_empty() => {
-            if head == "*" {
-                o.clear();
-            } else {
-                o.remove(head);
-            }
-        }
-        Value::Object(o) => {
-            if head == "*" {
-                o.values_mut().for_each(|x| remove_path(x, rest));
-            } else if let Some(x) = o.get_mut(head) {
-                remove_path(x, rest);
-            }
-        }
-        Value::Array(a) if head == "*" => {
-            if rest.is_empty() {
-                a.clear();
-            } else {
-                a.iter_mut().for_each(|x| remove_path(x, rest));
-            }
-        }
-        _ => {}
     }
 }
 
@@ -314,7 +285,7 @@ mod tests {
     fn json_bodies_keep_structure_and_drop_paths() {
         let r = Redactor::builtin().remove_json_path("user").remove_json_path("messages.*.name");
         let body = serde_json::json!({"model": "m", "user": "u-1", "messages": [{"role": "user", "name": "Taro", "content": "mail me at a@b.jp"}], "n": 4111111111111111u64});
-        let out: Value = serde_json::from_str(&r.redact_body(body.to_string().as_bytes())).unwrap();
+        let out: serde_json::Value = serde_json::from_str(&r.redact_body(body.to_string().as_bytes())).unwrap();
         assert_eq!(out["model"], "m");
         assert!(out.get("user").is_none());
         assert!(out["messages"][0].get("name").is_none());

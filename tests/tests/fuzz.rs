@@ -193,4 +193,15 @@ proptest! {
         prop_assert!(!out.contains(&email));
         let _ = r.redact_body(s.as_bytes());
     }
+
+    #[test]
+    fn json_bodies_stay_json_and_lose_seeded_emails(v in json_value(), text in "\\PC{0,40}", user in "[a-z]{1,10}", pretty in any::<bool>()) {
+        let r = Redactor::builtin().remove_json_path("data.*.user");
+        let email = format!("{user}.secret@example.co.jp");
+        let doc = serde_json::json!({"data": v, "contact": format!("{text} {email}"), email.clone(): 1, text.clone(): text});
+        let body = if pretty { serde_json::to_string_pretty(&doc) } else { serde_json::to_string(&doc) }.unwrap();
+        let out = r.redact_body(body.as_bytes());
+        prop_assert!(!out.contains(&email), "{}", out);
+        prop_assert!(serde_json::from_str::<Value>(&out).is_ok(), "not JSON: {}", out);
+    }
 }
