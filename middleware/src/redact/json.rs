@@ -77,8 +77,8 @@ impl<'a> Scan<'a> {
 
     fn value(&mut self, out: &mut String, depth: usize) -> Result<(), NotJson> {
         match self.peek().ok_or(NotJson)? {
-            b'{' => self.object(out, depth + 1),
-            b'[' => self.array(out, depth + 1),
+            b'{' => self.container(out, depth + 1, (b'{', b'}'), Self::key),
+            b'[' => self.container(out, depth + 1, (b'[', b']'), |_, _| Ok(Seg::Elem)),
             b'"' => {
                 let (raw, escaped) = self.string()?;
                 self.redact_str(out, raw, escaped)
@@ -216,40 +216,38 @@ impl<'a> Scan<'a> {
         Ok(kept)
     }
 
-    fn object(&mut self, out: &mut String, depth: usize) -> Result<(), NotJson> {
+    /// An object or an array: `open`, members separated by commas, `close`. `head`
+    /// scans what precedes a member's value (an object's key and colon), writes it, and
+    /// names the member's step in the path.
+    fn container(
+        &mut self,
+        out: &mut String,
+        depth: usize,
+        (open, close): (u8, u8),
+        head: fn(&mut Self, &mut String) -> Result<Seg<'a>, NotJson>,
+    ) -> Result<(), NotJson> {
         if depth > MAX_DEPTH {
             return Err(NotJson);
         }
-        self.expect(b'{')?;
-        out.push('{');
+        self.expect(open)?;
+        out.push(char::from(open));
         let mut lead = self.ws();
-        if self.peek() == Some(b'}') {
+        if self.peek() == Some(close) {
             self.pos += 1;
             out.push_str(lead);
-            out.push('}');
+            out.push(char::from(close));
             return Ok(());
         }
         let mut first = true;
         loop {
-            let (key_raw, escaped) = self.string()?;
-            let key = Self::unescape(key_raw, escaped)?;
-            let ws1 = self.ws();
-            self.expect(b':')?;
-            let ws2 = self.ws();
-            // Written before the value is known to be kept, taken back if it is not.
+            // Written before the member is known to be kept, taken back if it is not.
             let mark = out.len();
             if !first {
                 out.push(',');
             }
             out.push_str(lead);
-            match self.r.redacted(&key) {
-                Some(r) => push_json_str(out, &r),
-                None => out.push_str(key_raw),
-            }
-            out.push_str(ws1);
-            out.push(':');
-            out.push_str(ws2);
-            if self.member_value(out, Seg::Key(key), depth)? {
+            let seg = head(self, out)?;
+            if self.member_value(out, seg, depth)? {
                 first = false;
                 out.push_str(self.ws());
             } else {
@@ -261,9 +259,9 @@ impl<'a> Scan<'a> {
                     self.pos += 1;
                     lead = self.ws();
                 }
-                Some(b'}') => {
+                Some(c) if c == close => {
                     self.pos += 1;
-                    out.push('}');
+                    out.push(char::from(close));
                     return Ok(());
                 }
                 _ => return Err(NotJson),
@@ -271,46 +269,19 @@ impl<'a> Scan<'a> {
         }
     }
 
-    fn array(&mut self, out: &mut String, depth: usize) -> Result<(), NotJson> {
-        if depth > MAX_DEPTH {
-            return Err(NotJson);
+    /// An object member's key (redacted like any string) and colon.
+    fn key(&mut self, out: &mut String) -> Result<Seg<'a>, NotJson> {
+        let (raw, escaped) = self.string()?;
+        let key = Self::unescape(raw, escaped)?;
+        match self.r.redacted(&key) {
+            Some(r) => push_json_str(out, &r),
+            None => out.push_str(raw),
         }
-        self.expect(b'[')?;
-        out.push('[');
-        let mut lead = self.ws();
-        if self.peek() == Some(b']') {
-            self.pos += 1;
-            out.push_str(lead);
-            out.push(']');
-            return Ok(());
-        }
-        let mut first = true;
-        loop {
-            let mark = out.len();
-            if !first {
-                out.push(',');
-            }
-            out.push_str(lead);
-            if self.member_value(out, Seg::Elem, depth)? {
-                first = false;
-                out.push_str(self.ws());
-            } else {
-                out.truncate(mark);
-                self.ws();
-            }
-            match self.peek() {
-                Some(b',') => {
-                    self.pos += 1;
-                    lead = self.ws();
-                }
-                Some(b']') => {
-                    self.pos += 1;
-                    out.push(']');
-                    return Ok(());
-                }
-                _ => return Err(NotJson),
-            }
-        }
+        out.push_str(self.ws());
+        self.expect(b':')?;
+        out.push(':');
+        out.push_str(self.ws());
+        Ok(Seg::Key(key))
     }
 }
 
