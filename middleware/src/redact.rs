@@ -249,16 +249,20 @@ mod tests {
             "+1 (415) 555-0100",
             "192.168.10.20",
             "2001:0db8:85a3:0000:0000:8a2e:0370:7334",
+            "fe80::1ff:fe23:4567:890a",
             "Bearer eyJhbGciOiJIUzI1NiJ9.payload.sig",
             "sk-proj-ABCDEFGHIJKLMNOPQRSTUVWX",
             "AKIAIOSFODNN7EXAMPLE",
         ];
         let r = Redactor::builtin();
+        // Short texts go through the rule set, long ones rule by rule: both must catch all.
+        let prose = "a deadbeef cafe of ordinary text, ".repeat(5);
         for s in seeds {
-            let text = format!("連絡先は{s}です。");
-            let out = r.redact_text(&text);
-            assert!(!out.contains(s), "{s} survived: {out}");
-            assert!(out.contains("[REDACTED:"), "{out}");
+            for text in [format!("連絡先は{s}です。"), format!("{prose}連絡先は{s}です。{prose}")] {
+                let out = r.redact_text(&text);
+                assert!(!out.contains(s), "{s} survived: {out}");
+                assert!(out.contains("[REDACTED:"), "{out}");
+            }
         }
     }
 
