@@ -303,20 +303,19 @@ impl FinalizerInner {
         let finish = Box::new(move |rec: &mut AuditRecord| {
             let cfg = finish_cfg;
             let (req, resp) = (req_kept, resp_kept);
-            // Bodies are parsed for extraction only; redaction works on their text.
+            // Bodies are parsed for extraction only, when an extractor reads them;
+            // redaction works on their text.
             let parse =
                 |b: &[u8], whole: bool| if whole { serde_json::from_slice::<serde_json::Value>(b).ok() } else { None };
-            let req_json = parse(&req, req_complete && !req_overflow);
-            let resp_json = parse(&resp, stream.is_none() && resp_complete && !resp_overflow);
             if let Some(ex) = cfg.extractor_for(&route) {
-                if let Some(v) = &req_json {
-                    ex.request(&route, v, rec);
+                if let Some(v) = parse(&req, req_complete && !req_overflow) {
+                    ex.request(&route, &v, rec);
                 }
                 match stream {
                     Some(s) => s.finish(rec),
                     None => {
-                        if let Some(v) = &resp_json {
-                            ex.response(&route, v, rec);
+                        if let Some(v) = parse(&resp, resp_complete && !resp_overflow) {
+                            ex.response(&route, &v, rec);
                         }
                     }
                 }

@@ -150,16 +150,19 @@ impl Redactor {
     /// The redacted text, or `None` when no rule matches (no copy made).
     fn redacted(&self, text: &str) -> Option<String> {
         let bytes = text.as_bytes();
-        let hits: Vec<usize> = match &self.set {
-            _ if bytes.len() >= RULE_BY_RULE_FROM => (self.rules.iter().enumerate())
+        let hits: Vec<usize> = if bytes.len() >= RULE_BY_RULE_FROM {
+            (self.rules.iter().enumerate())
                 .filter(|(_, r)| r.screen.is_none_or(|may| may(bytes)) && r.re.is_match(bytes))
                 .map(|(i, _)| i)
-                .collect(),
-            // Most text holds nothing to redact: a plain match test stops at the first
-            // hit and is cheaper than asking which rules match (an overlapping search).
-            Some(set) if !set.is_match(bytes) => return None,
-            Some(set) => set.matches(bytes).into_iter().collect(),
-            None => (0..self.rules.len()).collect(),
+                .collect()
+        } else {
+            match &self.set {
+                // Most text holds nothing to redact: a plain match test stops at the first
+                // hit and is cheaper than asking which rules match (an overlapping search).
+                Some(set) if !set.is_match(bytes) => return None,
+                Some(set) => set.matches(bytes).into_iter().collect(),
+                None => (0..self.rules.len()).collect(),
+            }
         };
         if hits.is_empty() {
             return None;

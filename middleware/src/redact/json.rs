@@ -81,14 +81,12 @@ impl<'a> Scan<'a> {
             b'[' => self.container(out, depth + 1, (b'[', b']'), |_, _| Ok(Seg::Elem)),
             b'"' => {
                 let (raw, escaped) = self.string()?;
-                self.redact_str(out, raw, escaped)
+                self.put(out, &Self::unescape(raw, escaped)?, raw);
+                Ok(())
             }
             b'-' | b'0'..=b'9' => {
                 let raw = self.number()?;
-                match self.r.redacted(raw) {
-                    Some(r) => push_json_str(out, &r),
-                    None => out.push_str(raw),
-                }
+                self.put(out, raw, raw);
                 Ok(())
             }
             _ => {
@@ -148,12 +146,13 @@ impl<'a> Scan<'a> {
         }
     }
 
-    fn redact_str(&self, out: &mut String, raw: &'a str, escaped: bool) -> Result<(), NotJson> {
-        match self.r.redacted(&Self::unescape(raw, escaped)?) {
+    /// `text`, the value of the token `raw`, redacted (as a JSON string), or `raw` as it
+    /// was when no rule matches.
+    fn put(&self, out: &mut String, text: &str, raw: &str) {
+        match self.r.redacted(text) {
             Some(r) => push_json_str(out, &r),
             None => out.push_str(raw),
         }
-        Ok(())
     }
 
     fn number(&mut self) -> Result<&'a str, NotJson> {
@@ -273,10 +272,7 @@ impl<'a> Scan<'a> {
     fn key(&mut self, out: &mut String) -> Result<Seg<'a>, NotJson> {
         let (raw, escaped) = self.string()?;
         let key = Self::unescape(raw, escaped)?;
-        match self.r.redacted(&key) {
-            Some(r) => push_json_str(out, &r),
-            None => out.push_str(raw),
-        }
+        self.put(out, &key, raw);
         out.push_str(self.ws());
         self.expect(b':')?;
         out.push(':');
