@@ -89,7 +89,8 @@ impl Serialize for ChainId {
 
 impl<'de> Deserialize<'de> for ChainId {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        // Borrowed from the input when it can be (`Cow`'s own impl always allocates).
+        let s = crate::record::Text::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)
     }
 }

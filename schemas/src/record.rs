@@ -13,6 +13,7 @@
 mod exchange;
 mod gen_ai;
 mod governance;
+pub mod view;
 
 use std::collections::BTreeMap;
 
@@ -24,6 +25,7 @@ pub use gen_ai::{GenAi, GenAiOperation, GenAiProvider, GenAiRequest, GenAiRespon
 pub use governance::{
     Disclosure, IPTC_TRAINED_ALGORITHMIC_MEDIA, OutputSource, SafeguardAction, SafeguardDecision, Watermark,
 };
+pub use view::{AuditRecord as RecordView, Text};
 
 use crate::{ChainId, Timestamp};
 

@@ -199,7 +199,8 @@ impl Serialize for Timestamp {
 
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        // Borrowed from the input when it can be (`Cow`'s own impl always allocates).
+        let s = crate::record::Text::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)
     }
 }

@@ -111,3 +111,171 @@ fn sample_record_validates_against_schema_shape() {
         assert!(props.contains_key(key), "schema lacks {key}");
     }
 }
+
+/// Every field of the record set, with text that needs JSON escapes in places.
+fn full() -> AuditRecord {
+    let mut r = sample();
+    r.http.error = Some("upstream said \"no\"\n".into());
+    r.http.response.blake3 = Some("ab".repeat(32));
+    r.http.response.captured = Some("{\"a\":\"é\\u0000\"}".into());
+    r.http.response.truncated = true;
+    r.http.response.content_type = Some("text/event-stream".into());
+    r.caller = Caller { subject: Some("key:1f".into()), tenant: Some("t\u{1F600}".into()), client_addr: None };
+    r.trace = TraceContext {
+        trace_id: Some("0af7651916cd43dd8448eb211c80319c".into()),
+        span_id: Some("b7ad6b7169203331".into()),
+    };
+    r.gen_ai.operation.name = Some("chat".into());
+    r.gen_ai.provider.name = Some("openai".into());
+    let q = &mut r.gen_ai.request;
+    (q.top_p, q.top_k, q.max_tokens, q.seed) = (Some(0.5), Some(40.0), Some(256), Some(-7));
+    (q.frequency_penalty, q.presence_penalty, q.choice_count, q.stream) = (Some(0.1), Some(-0.1), Some(2), Some(true));
+    q.stop_sequences = vec!["\n\n".into(), "END".into()];
+    q.tools = vec!["search".into()];
+    r.gen_ai.response.id = Some("chatcmpl-1".into());
+    r.gen_ai.response.model = Some("gpt-4o-2024-08-06".into());
+    r.gen_ai.usage = GenAiUsage { input_tokens: Some(12), output_tokens: Some(34), cached_input_tokens: Some(5) };
+    r.provenance = Provenance {
+        model_version: Some("2024-08-06".into()),
+        model_digest: Some("sha256:00".into()),
+        deployment: Some("prod-eu".into()),
+        system_prompt_digest: Some("cd".repeat(32)),
+        output_digest: Some("ef".repeat(32)),
+        tool_calls: vec![ToolCall { id: Some("call_1".into()), name: "search".into(), arguments_digest: None }],
+        parameters: [("response_format".to_owned(), serde_json::json!({"type": "json_object"}))].into(),
+    };
+    r.output_sources[0].title = Some("Guide \\ 指針".into());
+    r.output_sources[0].retrieved_at = Some(Timestamp::from_unix_nanos(1_700_000_000_123_456_789));
+    r.watermarks[0].key_id = Some("k1".into());
+    r.disclosure = Some(Disclosure { method: "label".into(), text: Some("AI-generated".into()) });
+    r.records_lost_before = 3;
+    r.attributes.insert("quote\"d".into(), "tab\there".into());
+    r.extensions.insert("energy".into(), serde_json::json!({"joules": 1.5}));
+    r.schema_version = "1.3".into();
+    r
+}
+
+#[test]
+fn a_view_reads_every_field_as_the_record_does() {
+    for r in [sample(), full(), AuditRecord::new("x", Timestamp::from_unix_nanos(0))] {
+        let bytes = r.to_json();
+        let view = RecordView::parse(&bytes).unwrap();
+        assert!(view.record_id.is_borrowed() && view.http.route.is_borrowed());
+        assert_eq!(view.effective_model(), r.gen_ai.response.model.as_deref().or(r.gen_ai.request.model.as_deref()));
+        assert_eq!(view.into_record(), r);
+    }
+    // Escaped text is decoded (and owned).
+    let bytes = full().to_json();
+    let view = RecordView::parse(&bytes).unwrap();
+    assert!(!view.http.error.as_ref().unwrap().is_borrowed());
+    assert_eq!(view.http.error.as_deref(), Some("upstream said \"no\"\n"));
+}
+
+/// Both readings of `bytes`: the same record, or both refuse.
+fn readings_agree(bytes: &[u8]) -> Result<(), String> {
+    let owned = AuditRecord::from_json(bytes).map_err(|e| e.to_string());
+    let viewed = RecordView::parse(bytes).map(RecordView::into_record).map_err(|e| e.to_string());
+    match (&owned, &viewed) {
+        (Ok(a), Ok(b)) if a == b => Ok(()),
+        (Err(a), Err(b)) if a == b => Ok(()),
+        _ => Err(format!("{}: record {owned:?} vs view {viewed:?}", String::from_utf8_lossy(bytes))),
+    }
+}
+
+#[test]
+fn a_view_refuses_what_the_record_refuses() {
+    let good = String::from_utf8(full().to_json()).unwrap();
+    let cases = [
+        good.replacen("{", "{\"seq\":1,", 1), // duplicate field
+        good.replacen("\"schema_version\":\"1.3\"", "\"schema_version\":\"2.0\"", 1), // other major
+        good.replacen("\"outcome\":\"completed\"", "\"outcome\":\"done\"", 1), // unknown enum value
+        good.replacen("\"method\":\"POST\",", "", 1), // required field missing
+        good.replacen("\"bytes\":10", "\"bytes\":-1", 1), // out of range
+        good.replacen("\"status\":200", "\"status\":70000", 1),
+        good.replacen("\"started_at\":\"2026", "\"started_at\":\"20x6", 1),
+        good.replacen("\"tools\":[\"search\"]", "\"tools\":[1]", 1),
+        good.replacen("\"action\":\"filtered\"", "\"action\":null", 1),
+        good.replacen("\"uri\":", "\"uri\":null,\"x\":", 1),
+        good.replacen("\"team\":\"search\"", "\"team\":7", 1),
+        good.replacen("{\"joules\":1.5}", "{\"joules\":1.5", 1), // broken JSON in an extension
+        format!("{good} "),                                      // trailing whitespace: fine
+        format!("{good}x"),                                      // trailing garbage
+        good.replacen("\"route\":\"/v1/chat/completions\"", "\"route\":\"/v1/chat/\\ud800\"", 1), // lone surrogate
+    ];
+    for c in &cases {
+        readings_agree(c.as_bytes()).unwrap();
+    }
+    // The cases above do refuse (apart from trailing whitespace): the check is not vacuous.
+    let refused = cases.iter().filter(|c| AuditRecord::from_json(c.as_bytes()).is_err()).count();
+    assert_eq!(refused, cases.len() - 1);
+}
+
+/// Every JSON pointer of `v` (objects and arrays included).
+fn pointers(v: &serde_json::Value, at: String, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                pointers(x, format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")), out);
+            }
+        }
+        serde_json::Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                pointers(x, format!("{at}/{i}"), out);
+            }
+        }
+        _ => {}
+    }
+    out.push(at);
+}
+
+fn any_json() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+    use proptest::prelude::*;
+    let leaf = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::from),
+        any::<i64>().prop_map(serde_json::Value::from),
+        any::<u64>().prop_map(serde_json::Value::from),
+        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(serde_json::Value::from),
+        ".{0,12}".prop_map(serde_json::Value::from),
+        Just(serde_json::Value::from("2026-11-21T10:00:00Z")),
+        Just(serde_json::Value::from("completed")),
+    ];
+    leaf.prop_recursive(2, 8, 3, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..3).prop_map(serde_json::Value::from),
+            proptest::collection::btree_map(".{0,6}", inner, 0..3)
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, ..Default::default() })]
+
+    /// Any record reached from a full one by replacing, removing or adding a value at
+    /// random places reads the same through a view as through `AuditRecord`, or is
+    /// refused by both with the same error.
+    #[test]
+    fn view_and_record_agree_on_mutated_records(
+        edits in proptest::collection::vec((0usize..1000, 0u8..3, any_json(), "[a-z_]{1,10}"), 1..4)
+    ) {
+        let mut v: serde_json::Value = serde_json::from_slice(&full().to_json()).unwrap();
+        for (at, action, value, key) in edits {
+            let mut all = Vec::new();
+            pointers(&v, String::new(), &mut all);
+            let p = all[at % all.len()].clone();
+            let (parent, last) = p.rsplit_once('/').unwrap_or(("", ""));
+            match action {
+                0 => { if let Some(x) = v.pointer_mut(&p) { *x = value; } }
+                1 => match v.pointer_mut(parent) {
+                    Some(serde_json::Value::Object(m)) => { m.remove(last); }
+                    Some(serde_json::Value::Array(a)) => { if let Ok(i) = last.parse::<usize>() && i < a.len() { a.remove(i); } }
+                    _ => {}
+                },
+                _ => { if let Some(serde_json::Value::Object(m)) = v.pointer_mut(&p) { m.insert(key, value); } }
+            }
+        }
+        let bytes = serde_json::to_vec(&v).unwrap();
+        proptest::prop_assert!(readings_agree(&bytes).is_ok(), "{}", readings_agree(&bytes).unwrap_err());
+    }
+}
