@@ -57,10 +57,12 @@ fn dir_bytes(p: &Path) -> u64 {
 }
 
 /// `KIROKU_BENCH_SPOOL_OUT=DIR`: only write a spool of `KIROKU_BENCH_RECORDS` records over
-/// `KIROKU_BENCH_CHAINS` chains (8 MiB segments) and its key pair into DIR, for
-/// scripts/bench-fleet.sh.
+/// `KIROKU_BENCH_CHAINS` chains (segments of `KIROKU_BENCH_SEGMENT_MIB`, default 8 MiB)
+/// and its key pair into DIR, for scripts/bench-fleet.sh and for profiling `kiroku
+/// compact` alone.
 fn spool_only(out: &Path, n: usize) {
     let chains: usize = std::env::var("KIROKU_BENCH_CHAINS").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
+    let mib: u64 = std::env::var("KIROKU_BENCH_SEGMENT_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
     let signer = NoteSigner::generate("bench").expect("key");
     std::fs::create_dir_all(out).expect("out dir");
     std::fs::write(out.join("signer.vkey"), signer.verifier().to_key_text()).expect("vkey");
@@ -69,7 +71,7 @@ fn spool_only(out: &Path, n: usize) {
         for c in 0..chains {
             let cfg = JournalConfig::new(out.join("spool"), signer.clone())
                 .durability(Durability::Buffered)
-                .segment_max_bytes(8 << 20)
+                .segment_max_bytes(mib << 20)
                 .writer_name(format!("bench-{c}"));
             let j = Journal::open(cfg).expect("journal");
             for i in (c..n).step_by(chains) {

@@ -87,7 +87,8 @@ fn main() {
                 r.trace.trace_id = Some(format!("{:032x}", seq * 7919));
                 let payload = r.to_json();
                 let h = *blake3::hash(&payload).as_bytes();
-                b.push(&chain_s, &ChainRow { seq, prev: &[0; 32], hash: &h, payload: &payload }, &r);
+                let view = kiroku_schemas::record::RecordView::parse(&payload).expect("own record");
+                b.push(&chain_s, &ChainRow { seq, prev: &[0; 32], hash: &h, payload: &payload }, &view);
                 seq += 1;
             }
             w.write(&b.finish().expect("batch")).expect("write");

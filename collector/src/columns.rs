@@ -1,5 +1,6 @@
 //! The archive's Arrow/Parquet schema, and records to `RecordBatch`es with typed
-//! builders (one parse of each payload into `AuditRecord`, then column by column).
+//! builders (one borrowed reading of each payload, a [`RecordView`], then column by
+//! column).
 //!
 //! The chain columns (`chain_id, seq, prev_hash, hash, payload`) keep the exact hashed
 //! bytes, so the archive alone re-verifies and proves; every other column is a
@@ -13,8 +14,9 @@ use arrow_array::builder::{
     BinaryBuilder, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, ListBuilder, MapBuilder, StringBuilder,
     StructBuilder, TimestampMicrosecondBuilder,
 };
-use arrow_array::{ArrayRef, RecordBatch};
+use arrow_array::{Array, ArrayRef, BinaryArray, RecordBatch};
 use arrow_schema::{ArrowError, DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+use kiroku_schemas::record::RecordView;
 use kiroku_schemas::{AuditRecord, Hash, Timestamp};
 
 fn ts() -> DataType {
@@ -334,14 +336,21 @@ impl BatchBuilder {
         self.rows == 0
     }
 
-    /// Append one record.
-    pub fn push(&mut self, chain: &str, row: &ChainRow<'_>, r: &AuditRecord) {
+    /// Append one record, its payload included.
+    pub fn push(&mut self, chain: &str, row: &ChainRow<'_>, r: &RecordView<'_>) {
+        self.payload.append_value(row.payload);
+        self.push_projected(chain, row, r);
+    }
+
+    /// Append one record but not its payload: the batch then comes from
+    /// [`finish_with_payloads`](Self::finish_with_payloads), which takes the payload
+    /// column whole (built without copying from where the payloads already lie).
+    pub fn push_projected(&mut self, chain: &str, row: &ChainRow<'_>, r: &RecordView<'_>) {
         self.rows += 1;
         self.chain_id.append_value(chain);
         self.seq.append_value(to_i64(row.seq));
         self.prev_hash.append_value(row.prev);
         self.hash.append_value(row.hash);
-        self.payload.append_value(row.payload);
         self.record_id.append_value(&r.record_id);
         self.schema_version.append_value(&r.schema_version);
         self.started_at.append_value(r.started_at.unix_micros());
@@ -372,7 +381,7 @@ impl BatchBuilder {
         let g = &r.gen_ai;
         self.operation.append_option(g.operation.name.as_deref());
         self.provider.append_option(g.provider.name.as_deref());
-        self.model.append_option(effective_model(r));
+        self.model.append_option(r.effective_model());
         self.request_model.append_option(g.request.model.as_deref());
         self.response_model.append_option(g.response.model.as_deref());
         self.response_id.append_option(g.response.id.as_deref());
@@ -427,7 +436,7 @@ impl BatchBuilder {
         }
         self.watermarks.append(true);
         self.digital_source_type.append_option(r.digital_source_type.as_deref());
-        self.disclosure_method.append_option(r.disclosure.as_ref().map(|d| d.method.as_str()));
+        self.disclosure_method.append_option(r.disclosure.as_ref().map(|d| &*d.method));
         for sg in &r.safeguards {
             let b = self.safeguards.values();
             child::<StringBuilder>(b, 0).append_value(&sg.policy_id);
@@ -450,15 +459,27 @@ impl BatchBuilder {
         let _ = self.attributes.append(true);
     }
 
-    /// The batch of everything appended; the builder is empty afterwards.
+    /// The batch of everything appended with [`push`](Self::push); the builder is empty
+    /// afterwards.
     pub fn finish(&mut self) -> Result<RecordBatch, ArrowError> {
+        let payload = self.payload.finish();
+        self.finish_with_payloads(payload)
+    }
+
+    /// The batch of everything appended with [`push_projected`](Self::push_projected),
+    /// with `payload` as its payload column (one value per row, in order); the builder is
+    /// empty afterwards.
+    pub fn finish_with_payloads(&mut self, payload: BinaryArray) -> Result<RecordBatch, ArrowError> {
+        if payload.len() != self.rows {
+            return Err(ArrowError::InvalidArgumentError(format!("{} payloads for {} rows", payload.len(), self.rows)));
+        }
         self.rows = 0;
         let cols: Vec<ArrayRef> = vec![
             Arc::new(self.chain_id.finish()),
             Arc::new(self.seq.finish()),
             Arc::new(self.prev_hash.finish()),
             Arc::new(self.hash.finish()),
-            Arc::new(self.payload.finish()),
+            Arc::new(payload),
             Arc::new(self.record_id.finish()),
             Arc::new(self.schema_version.finish()),
             Arc::new(self.started_at.finish()),
@@ -517,7 +538,8 @@ impl BatchBuilder {
     }
 }
 
-/// The model that served the request: the response's model, else the one asked for.
+/// The model that served the request: the response's model, else the one asked for
+/// ([`RecordView::effective_model`] for a view).
 pub fn effective_model(r: &AuditRecord) -> Option<&str> {
     r.gen_ai.response.model.as_deref().or(r.gen_ai.request.model.as_deref())
 }
@@ -561,12 +583,9 @@ mod tests {
         });
         let mut b = BatchBuilder::default();
         let h = [1u8; 32];
-        b.push("c", &ChainRow { seq: 0, prev: &[0; 32], hash: &h, payload: b"{}" }, &r);
-        b.push(
-            "c",
-            &ChainRow { seq: 1, prev: &h, hash: &[2; 32], payload: b"{}" },
-            &AuditRecord::new("id-2", Timestamp::from_unix_nanos(0)),
-        );
+        let (one, two) = (r.to_json(), AuditRecord::new("id-2", Timestamp::from_unix_nanos(0)).to_json());
+        b.push("c", &ChainRow { seq: 0, prev: &[0; 32], hash: &h, payload: b"{}" }, &RecordView::parse(&one).unwrap());
+        b.push("c", &ChainRow { seq: 1, prev: &h, hash: &[2; 32], payload: b"{}" }, &RecordView::parse(&two).unwrap());
         let batch = b.finish().unwrap();
         assert_eq!(batch.num_rows(), 2);
         assert_eq!(batch.schema(), schema());

@@ -21,10 +21,12 @@ use std::io;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 
+use arrow_array::RecordBatch;
+use arrow_select::interleave::interleave_record_batch;
 use kiroku_schemas::checkpoint::NoteVerifier;
 use kiroku_schemas::digest::to_hex;
 use kiroku_schemas::segment::{ChainState, FrameKind, Mode, SegmentReader, SegmentVerifier, VerifyOptions};
-use kiroku_schemas::{AuditRecord, ChainId};
+use kiroku_schemas::{ChainId, Timestamp};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::{KeyValue, SortingColumn};
@@ -32,11 +34,11 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use crate::archive_store::{ArchiveStore, Lease, ManifestState};
-use crate::columns::{self, BatchBuilder, ChainRow};
+use crate::columns;
 use crate::error::CliError;
 use crate::manifest::{ChainEntry, FileEntry, SegmentEntry};
 use crate::spool::{SegmentRef, SpoolStore};
-use records::{Chunk, Frame, Records, Side};
+use records::{Chunk, Frame, Records, Rows, Side};
 
 /// How to compact.
 #[derive(Debug, Clone)]
@@ -110,10 +112,14 @@ struct Verified {
     bytes: u64,
 }
 
-/// A record and its frame.
-struct Row<'a> {
-    frame: &'a Frame,
-    record: &'a AuditRecord,
+/// One row of a segment's parsed chunks: where it is, and what it sorts by.
+#[derive(Clone, Copy)]
+struct Row {
+    /// (started_at, seq): files are sorted by time, seq breaks ties.
+    key: (Timestamp, u64),
+    /// The chunk that holds it and its row there.
+    chunk: usize,
+    row: usize,
 }
 
 /// Read and verify a segment, keeping its record frames; `Err(message)` is a
@@ -249,43 +255,78 @@ pub fn writer_properties(row_group_rows: usize, chain: &str) -> WriterProperties
     b.build()
 }
 
-/// Write one file durably; returns its manifest entry.
+/// Rows gathered into one `RecordBatch` for the Parquet writer when they are out of
+/// chunk order.
+const GATHER_ROWS: usize = 16 * 1024;
+
+/// A stretch of rows that lie back to back in one chunk, at least this long, is written
+/// as a slice of that chunk's batch (no copy); shorter stretches are gathered, since
+/// every write to the Parquet writer costs a fixed amount per column.
+const SLICE_MIN_ROWS: usize = 256;
+
+/// The Parquet writer of one file, fed rows that name rows of the chunks' batches.
+struct FileRows<'a, W: std::io::Write + Send> {
+    w: ArrowWriter<W>,
+    batches: &'a [&'a RecordBatch],
+    gather: Vec<(usize, usize)>,
+    rel: &'a str,
+}
+
+impl<W: std::io::Write + Send> FileRows<'_, W> {
+    fn err(&self, e: impl std::fmt::Display) -> CliError {
+        CliError::Io(format!("{}: {e}", self.rel))
+    }
+
+    /// Write `rows` (sorted by time) in order.
+    fn write(&mut self, rows: &[Row]) -> Result<(), CliError> {
+        for run in rows.chunk_by(|a, b| a.chunk == b.chunk && b.row == a.row + 1) {
+            if run.len() >= SLICE_MIN_ROWS {
+                self.flush()?;
+                let b = self.batches[run[0].chunk].slice(run[0].row, run.len());
+                self.w.write(&b).map_err(|e| self.err(e))?;
+            } else {
+                self.gather.extend(run.iter().map(|r| (r.chunk, r.row)));
+                if self.gather.len() >= GATHER_ROWS {
+                    self.flush()?;
+                }
+            }
+        }
+        self.flush()
+    }
+
+    fn flush(&mut self) -> Result<(), CliError> {
+        if self.gather.is_empty() {
+            return Ok(());
+        }
+        let b = interleave_record_batch(self.batches, &self.gather)
+            .map_err(|e| self.err(format!("ordering rows by time: {e}")))?;
+        self.gather.clear();
+        self.w.write(&b).map_err(|e| self.err(e))
+    }
+}
+
+/// Write one file durably; returns its manifest entry. `rows` are sorted by time; each
+/// names a row of one of `batches`.
 fn write_file(
     archive: &dyn ArchiveStore,
     chain: ChainId,
     date: &str,
-    rows: &[Row<'_>],
-    payloads: &[u8],
+    rows: &[Row],
+    batches: &[&RecordBatch],
     opts: &CompactOptions,
 ) -> Result<FileEntry, CliError> {
     // The file's seq range (rows are in time order, which need not be seq order).
-    let first = rows.iter().map(|r| r.frame.seq).min().unwrap_or(0);
-    let last = rows.iter().map(|r| r.frame.seq).max().unwrap_or(0);
+    let first = rows.iter().map(|r| r.key.1).min().unwrap_or(0);
+    let last = rows.iter().map(|r| r.key.1).max().unwrap_or(0);
     let rel = format!("records/date={date}/{chain}-{first}-{last}.parquet");
     let chain_s = chain.to_string();
     let (bytes, blake3) = archive.write_file(&rel, &mut |out| {
         let props = writer_properties(opts.row_group_rows, &chain_s);
         let err = |e: parquet::errors::ParquetError| CliError::Io(format!("{rel}: {e}"));
-        let mut w = ArrowWriter::try_new(out, columns::schema(), Some(props)).map_err(err)?;
-        for chunk in rows.chunks(16 * 1024) {
-            let bytes = chunk.iter().map(|r| r.frame.payload.len()).sum();
-            let mut b = BatchBuilder::with_capacity(chunk.len(), bytes);
-            for r in chunk {
-                b.push(
-                    &chain_s,
-                    &ChainRow {
-                        seq: r.frame.seq,
-                        prev: &r.frame.prev,
-                        hash: &r.frame.hash,
-                        payload: &payloads[r.frame.payload.clone()],
-                    },
-                    r.record,
-                );
-            }
-            let batch = b.finish().map_err(|e| CliError::Io(format!("{rel}: building columns: {e}")))?;
-            w.write(&batch).map_err(err)?;
-        }
-        w.finish().map_err(err)?;
+        let w = ArrowWriter::try_new(out, columns::schema(), Some(props)).map_err(err)?;
+        let mut file = FileRows { w, batches, gather: Vec::new(), rel: &rel };
+        file.write(rows)?;
+        file.w.finish().map_err(err)?;
         Ok(())
     })?;
     Ok(FileEntry {
@@ -407,7 +448,7 @@ fn commit(
     state: &mut ChainState,
     seg: &SegmentRef,
     v: &Verified,
-    records: &[&AuditRecord],
+    chunks: &[&Rows],
 ) -> Result<bool, CliError> {
     let chain = state.chain_id;
     if let Some((off, n)) = v.torn_tail {
@@ -419,16 +460,23 @@ fn commit(
         run.report.torn_tails.push(msg);
     }
     // By UTC day (the partition), named once per file rather than once per record.
-    let mut by_day: BTreeMap<i64, Vec<Row<'_>>> = BTreeMap::new();
-    for (frame, record) in v.records.frames.iter().zip(records) {
-        by_day.entry(record.started_at.unix_days()).or_default().push(Row { frame, record });
+    let mut by_day: BTreeMap<i64, Vec<Row>> = BTreeMap::new();
+    let mut frames = v.records.frames.iter();
+    for (chunk, rows) in chunks.iter().enumerate() {
+        for (row, (started, frame)) in rows.started.iter().zip(frames.by_ref()).enumerate() {
+            by_day.entry(started.unix_days()).or_default().push(Row { key: (*started, frame.seq), chunk, row });
+        }
     }
+    let batches: Vec<&RecordBatch> = chunks.iter().map(|c| &c.batch).collect();
     let mut files = Vec::new();
+    let mut records = 0u64;
     for mut rows in by_day.into_values() {
-        rows.sort_by_key(|r| (r.record.started_at, r.frame.seq));
-        let date = rows[0].record.started_at.date_string();
+        // Stable, and already sorted in the common case (records appended in time order).
+        rows.sort_by_key(|r| r.key);
+        records += rows.len() as u64;
+        let date = rows[0].key.0.date_string();
         pause_point("before_parquet");
-        files.push(write_file(run.archive, chain, &date, &rows, &v.records.payloads, run.opts)?);
+        files.push(write_file(run.archive, chain, &date, &rows, &batches, run.opts)?);
         pause_point("after_parquet");
     }
     if !run.archive.renew(lease)? {
@@ -458,7 +506,7 @@ fn commit(
     pause_point("after_move");
     *state = v.end.clone();
     run.report.segments += 1;
-    run.report.records += records.len() as u64;
+    run.report.records += records;
     run.report.input_bytes += v.bytes;
     (run.progress)(run.report.records);
     Ok(true)
@@ -597,15 +645,14 @@ fn compact_chain(
                 }
                 Step::Verified(v) => {
                     let chunks = v.records.finish(Side::Writer);
-                    if let Some(problem) = chunks.iter().find_map(|c| c.records.as_ref().err()) {
+                    if let Some(problem) = chunks.iter().find_map(|c| c.rows.as_ref().err()) {
                         quarantine_bad(run.spool, seg, state, problem.clone(), &mut run.report)?;
                         true
                     } else {
-                        let records: Vec<&AuditRecord> =
-                            chunks.iter().flat_map(|c| c.records.iter().flatten()).collect();
-                        let committed = commit(run, lease, state, seg, &v, &records)?;
-                        drop(records);
-                        // Free the records parsed here; the reader frees its own.
+                        let rows: Vec<&Rows> = chunks.iter().filter_map(|c| c.rows.as_ref().ok()).collect();
+                        let committed = commit(run, lease, state, seg, &v, &rows)?;
+                        drop(rows);
+                        // Free the chunks built here; the reader frees its own.
                         let (mine, theirs): (Vec<Chunk>, Vec<Chunk>) =
                             chunks.into_iter().partition(|c| c.side == Side::Writer);
                         drop(mine);

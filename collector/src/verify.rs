@@ -6,9 +6,9 @@ use std::fs;
 use std::io::BufReader;
 use std::path::Path;
 
-use kiroku_schemas::AuditRecord;
 use kiroku_schemas::checkpoint::{Checkpoint, NoteVerifier};
 use kiroku_schemas::digest::to_hex;
+use kiroku_schemas::record::RecordView;
 use kiroku_schemas::segment::{ChainState, VerifyOptions, record_hash, verify_segment};
 
 use crate::archive::{Archive, chain_cols, chain_id};
@@ -138,7 +138,7 @@ pub fn verify_archive(root: &Path, verifier: Option<&NoteVerifier>) -> Result<Ve
                 let mut b = BatchBuilder::default();
                 let mut parsed = true;
                 for c in &cols {
-                    match AuditRecord::from_json(&c.payload) {
+                    match RecordView::parse(&c.payload) {
                         Ok(r) => b.push(
                             chain_key,
                             &ChainRow { seq: c.seq, prev: &c.prev, hash: &c.hash, payload: &c.payload },

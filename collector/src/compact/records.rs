@@ -1,22 +1,36 @@
-//! A verified segment's records, parsed by whichever of compaction's two threads is free.
+//! A verified segment's records, parsed and turned into Arrow columns by whichever of
+//! compaction's two threads is free.
 //!
 //! The reader verifies a segment's frames (chain links, checkpoints) and keeps their
-//! payloads; parsing the payloads into records is the larger half of its work, and the
-//! writer sits idle while it happens. So parsing is split into chunks that either
-//! thread claims: the reader starts on them at once, the writer joins as soon as it
-//! has committed the previous segment, and the writer then waits for the last chunk in
-//! flight. Each thread frees the records it parsed (glibc's allocator otherwise makes
-//! the two contend for one arena lock).
+//! payloads; reading the payloads ([`RecordView`]) and appending them to the column
+//! builders is the larger half of the work, and the writer would sit idle while it
+//! happens. So that work is split into chunks that either thread claims: the reader
+//! starts on them at once, the writer joins as soon as it has committed the previous
+//! segment, and the writer then waits for the last chunk in flight. A chunk's result is
+//! a `RecordBatch` in frame order plus each row's start time, which is all the writer
+//! needs to split by day and sort by time; nothing of a record outlives its chunk but
+//! its columns, and each column is a handful of allocations per chunk, not one per text
+//! field per record.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
-use kiroku_schemas::{AuditRecord, ChainId, Hash};
+use arrow_array::{BinaryArray, RecordBatch};
+use arrow_buffer::{Buffer, OffsetBuffer};
+use kiroku_schemas::record::RecordView;
+use kiroku_schemas::{ChainId, Hash, Timestamp};
 
-/// Records per chunk: small enough that the two threads finish close together, large
-/// enough that claiming one costs nothing next to parsing it.
-const CHUNK: usize = 128;
+use crate::columns::{BatchBuilder, ChainRow};
+
+/// Records per chunk: small enough that the two threads finish close together (a chunk
+/// is a few milliseconds of work), large enough that claiming one, and writing its batch
+/// to Parquet, costs little next to building it.
+pub(super) const CHUNK: usize = 1024;
+
+/// A chunk also ends once its payloads reach this many bytes, so that its payload column
+/// stays far within Arrow's 2 GiB (`i32` offsets) whatever the records' sizes.
+const CHUNK_BYTES: usize = 256 << 20;
 
 /// One record frame of a verified segment.
 pub(super) struct Frame {
@@ -41,12 +55,20 @@ pub(super) enum Side {
     Writer,
 }
 
-/// The records of one chunk, or the first problem in it.
+/// The rows of one chunk, or the first problem in it.
 pub(super) struct Chunk {
     /// Who parsed it.
     pub side: Side,
-    /// The records in frame order, or what is wrong with the first bad one.
-    pub records: Result<Vec<AuditRecord>, String>,
+    /// The rows in frame order, or what is wrong with the first bad record.
+    pub rows: Result<Rows, String>,
+}
+
+/// A chunk's records as archive columns, in frame order.
+pub(super) struct Rows {
+    /// One row per record.
+    pub batch: RecordBatch,
+    /// Each row's `started_at` (the partition day and the sort key).
+    pub started: Vec<Timestamp>,
 }
 
 struct Results {
@@ -58,10 +80,14 @@ struct Results {
 pub(super) struct Records {
     /// Frames in seq order.
     pub frames: Vec<Frame>,
-    /// Every payload, back to back.
-    pub payloads: Vec<u8>,
+    /// Every payload, back to back: the payload column of each chunk's batch is a slice
+    /// of it (no copy, and no fresh pages for the kernel to zero per chunk).
+    pub payloads: Buffer,
+    /// The frames of each chunk.
+    spans: Vec<Range<usize>>,
     segment: String,
     chain: ChainId,
+    chain_text: String,
     next: AtomicUsize,
     results: Mutex<Results>,
     all_done: Condvar,
@@ -70,12 +96,26 @@ pub(super) struct Records {
 impl Records {
     /// Frames of `segment` (of `chain`) whose payloads lie in `payloads`, none parsed yet.
     pub fn new(segment: &str, chain: ChainId, frames: Vec<Frame>, payloads: Vec<u8>) -> Self {
-        let n = frames.len().div_ceil(CHUNK);
+        let mut spans = Vec::with_capacity(frames.len().div_ceil(CHUNK));
+        let mut start = 0;
+        for (i, f) in frames.iter().enumerate() {
+            let bytes = f.payload.end - frames[start].payload.start;
+            if i > start && (i - start == CHUNK || bytes > CHUNK_BYTES) {
+                spans.push(start..i);
+                start = i;
+            }
+        }
+        if start < frames.len() {
+            spans.push(start..frames.len());
+        }
+        let n = spans.len();
         Self {
             frames,
-            payloads,
+            payloads: Buffer::from_vec(payloads),
+            spans,
             segment: segment.to_owned(),
             chain,
+            chain_text: chain.to_string(),
             next: AtomicUsize::new(0),
             results: Mutex::new(Results { chunks: (0..n).map(|_| None).collect(), done: 0 }),
             all_done: Condvar::new(),
@@ -84,7 +124,8 @@ impl Records {
 
     /// The frame and payload buffers, emptied, for the next segment.
     pub fn into_buffers(self) -> (Vec<Frame>, Vec<u8>) {
-        let (mut f, mut p) = (self.frames, self.payloads);
+        // The payload buffer comes back once no batch holds a slice of it any more.
+        let (mut f, mut p) = (self.frames, self.payloads.into_vec::<u8>().unwrap_or_default());
         f.clear();
         p.clear();
         (f, p)
@@ -97,18 +138,15 @@ impl Records {
     /// Claim and parse one chunk; false when none was left to claim.
     pub fn parse_one(&self, side: Side) -> bool {
         let i = self.next.fetch_add(1, Ordering::Relaxed);
-        let frames = match self.frames.chunks(CHUNK).nth(i) {
-            Some(f) => f,
-            None => return false,
+        let Some(frames) = self.spans.get(i).map(|r| &self.frames[r.clone()]) else {
+            return false;
         };
         // A panic here would leave the other thread waiting for this chunk forever.
-        let records =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| frames.iter().map(|f| self.parse(f)).collect()))
-                .unwrap_or_else(|_| {
-                    Err(format!("{}: parsing the records from seq {} panicked", self.segment, frames[0].seq))
-                });
+        let rows = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.build(frames))).unwrap_or_else(|_| {
+            Err(format!("{}: parsing the records from seq {} panicked", self.segment, frames[0].seq))
+        });
         let mut r = self.lock();
-        r.chunks[i] = Some(Chunk { side, records });
+        r.chunks[i] = Some(Chunk { side, rows });
         r.done += 1;
         if r.done == r.chunks.len() {
             self.all_done.notify_all();
@@ -116,8 +154,48 @@ impl Records {
         true
     }
 
-    fn parse(&self, f: &Frame) -> Result<AuditRecord, String> {
-        let record = AuditRecord::from_json(&self.payloads[f.payload.clone()]).map_err(|e| {
+    /// Read each frame's record and append it to the columns of one batch.
+    fn build(&self, frames: &[Frame]) -> Result<Rows, String> {
+        let mut b = BatchBuilder::with_capacity(frames.len(), 0);
+        let mut started = Vec::with_capacity(frames.len());
+        for f in frames {
+            let payload = &self.payloads[f.payload.clone()];
+            let record = self.read(f, payload)?;
+            started.push(record.started_at);
+            b.push_projected(
+                &self.chain_text,
+                &ChainRow { seq: f.seq, prev: &f.prev, hash: &f.hash, payload },
+                &record,
+            );
+        }
+        let err = |e: &dyn std::fmt::Display| {
+            format!("{}: building the columns of the records from seq {}: {e}", self.segment, frames[0].seq)
+        };
+        let batch = b.finish_with_payloads(self.payload_column(frames).map_err(|e| err(&e))?).map_err(|e| err(&e))?;
+        Ok(Rows { batch, started })
+    }
+
+    /// The chunk's payloads as a binary column over the segment's payload buffer (its
+    /// frames' payloads lie back to back there).
+    fn payload_column(&self, frames: &[Frame]) -> Result<BinaryArray, arrow_schema::ArrowError> {
+        let base = frames.first().map_or(0, |f| f.payload.start);
+        let end = frames.last().map_or(base, |f| f.payload.end);
+        let offset = |at: usize| {
+            i32::try_from(at - base).map_err(|_| arrow_schema::ArrowError::ComputeError("payloads over 2 GiB".into()))
+        };
+        let mut offsets = Vec::with_capacity(frames.len() + 1);
+        offsets.push(0);
+        for f in frames {
+            if f.payload.start != base + offsets.last().map_or(0, |&o| o as usize) {
+                return Err(arrow_schema::ArrowError::ComputeError("payloads not back to back".into()));
+            }
+            offsets.push(offset(f.payload.end)?);
+        }
+        BinaryArray::try_new(OffsetBuffer::new(offsets.into()), self.payloads.slice_with_length(base, end - base), None)
+    }
+
+    fn read<'p>(&self, f: &Frame, payload: &'p [u8]) -> Result<RecordView<'p>, String> {
+        let record = RecordView::parse(payload).map_err(|e| {
             format!("{}: byte offset {} (seq {}): record is not a valid v1 record: {e}", self.segment, f.offset, f.seq)
         })?;
         if record.seq != f.seq || record.chain_id != self.chain {
@@ -144,7 +222,8 @@ impl Records {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kiroku_schemas::Timestamp;
+    use arrow_array::cast::AsArray;
+    use kiroku_schemas::AuditRecord;
 
     fn records(n: u64, bad: Option<u64>) -> Records {
         let chain = ChainId([3; 16]);
@@ -161,21 +240,29 @@ mod tests {
 
     #[test]
     fn two_threads_parse_every_record_once_in_order() {
-        let r = records(1000, None);
+        let n = 3 * CHUNK as u64 + 7;
+        let r = records(n, None);
         let chunks = std::thread::scope(|s| {
             s.spawn(|| while r.parse_one(Side::Reader) {});
             r.finish(Side::Writer)
         });
-        let ids: Vec<String> =
-            chunks.iter().flat_map(|c| c.records.as_ref().unwrap().iter().map(|r| r.record_id.clone())).collect();
-        assert_eq!(ids, (0..1000).map(|i| format!("id-{i}")).collect::<Vec<_>>());
-        assert_eq!(chunks.len(), 1000usize.div_ceil(CHUNK));
+        let mut ids = Vec::new();
+        for c in &chunks {
+            let rows = c.rows.as_ref().unwrap();
+            let col = rows.batch.column_by_name("record_id").unwrap().as_string::<i32>();
+            ids.extend(col.iter().map(|v| v.unwrap().to_owned()));
+            assert_eq!(rows.started.len(), rows.batch.num_rows());
+        }
+        assert_eq!(ids, (0..n).map(|i| format!("id-{i}")).collect::<Vec<_>>());
+        assert_eq!(chunks.len(), n.div_ceil(CHUNK as u64) as usize);
     }
 
     #[test]
     fn a_record_that_contradicts_its_frame_is_named() {
-        let chunks = records(300, Some(200)).finish(Side::Writer);
-        let problem = chunks.iter().find_map(|c| c.records.as_ref().err()).unwrap();
-        assert!(problem.contains("byte offset 20000 (seq 200)") && problem.contains("seq 201"), "{problem}");
+        let bad = CHUNK as u64 + 200;
+        let chunks = records(bad + 100, Some(bad)).finish(Side::Writer);
+        let problem = chunks.iter().find_map(|c| c.rows.as_ref().err()).unwrap();
+        let at = format!("byte offset {} (seq {bad})", bad * 100);
+        assert!(problem.contains(&at) && problem.contains(&format!("seq {}", bad + 1)), "{problem}");
     }
 }
