@@ -239,7 +239,8 @@ pub fn writer_properties(row_group_rows: usize, chain: &str) -> WriterProperties
             .set_column_bloom_filter_enabled(ColumnPath::from(c), true)
             .set_column_bloom_filter_max_ndv(ColumnPath::from(c), row_group_rows as u64);
     }
-    // Payloads and captured bodies are unique per row: dictionaries only cost time.
+    // Payloads, captured bodies, digests and ids are unique per row: dictionaries only
+    // cost time (and the fallback to plain encoding after the first megabyte, space).
     for c in [
         "payload",
         "hash",
@@ -249,6 +250,10 @@ pub fn writer_properties(row_group_rows: usize, chain: &str) -> WriterProperties
         "response_captured",
         "request_blake3",
         "response_blake3",
+        "trace_id",
+        "span_id",
+        "response_id",
+        "output_digest",
     ] {
         b = b.set_column_dictionary_enabled(ColumnPath::from(c), false);
     }
