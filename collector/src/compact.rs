@@ -10,10 +10,12 @@
 //! next run: files the manifest does not name are rewritten under the same name, and a
 //! segment the manifest already covers is only moved. A segment that fails
 //! verification is quarantined with a report and its chain waits behind it; other
-//! chains go on. Reading and verifying run one segment ahead on a second thread,
-//! parsing is shared by both threads; writing and committing stay in order on the
-//! calling one.
+//! chains go on. Reading runs one segment ahead on a second thread (`reading`);
+//! hashing and parsing the records are shared by both threads (`records`); the
+//! order-dependent checks then give each segment its verdict on the reading thread;
+//! writing and committing stay in order on the calling one.
 
+mod reading;
 mod records;
 
 use std::collections::BTreeMap;
@@ -25,7 +27,7 @@ use arrow_array::RecordBatch;
 use arrow_select::interleave::interleave_record_batch;
 use kiroku_schemas::checkpoint::NoteVerifier;
 use kiroku_schemas::digest::to_hex;
-use kiroku_schemas::segment::{ChainState, FrameKind, Mode, SegmentReader, SegmentVerifier, VerifyOptions};
+use kiroku_schemas::segment::ChainState;
 use kiroku_schemas::{ChainId, Timestamp};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -38,7 +40,8 @@ use crate::columns;
 use crate::error::CliError;
 use crate::manifest::{ChainEntry, FileEntry, SegmentEntry};
 use crate::spool::{SegmentRef, SpoolStore};
-use records::{Chunk, Frame, Records, Rows, Side};
+use reading::{Pending, Segment, Verdict};
+use records::{Chunk, Frame, Rows, Side};
 
 /// How to compact.
 #[derive(Debug, Clone)]
@@ -99,19 +102,6 @@ impl CompactReport {
     }
 }
 
-/// A verified segment: its record frames and payloads (parsed by [`records`]), and
-/// where its chain ends. The payloads share one buffer: one allocation per segment
-/// instead of one per record (their frees were a tenth of compaction's time), and the
-/// reader reuses the buffers for its next segment once the writer is done.
-struct Verified {
-    digest: String,
-    records: Records,
-    end: ChainState,
-    last_checkpoint: Option<String>,
-    torn_tail: Option<(u64, u64)>,
-    bytes: u64,
-}
-
 /// One row of a segment's parsed chunks: where it is, and what it sorts by.
 #[derive(Clone, Copy)]
 struct Row {
@@ -120,93 +110,6 @@ struct Row {
     /// The chunk that holds it and its row there.
     chunk: usize,
     row: usize,
-}
-
-/// Read and verify a segment, keeping its record frames; `Err(message)` is a
-/// verification problem (the segment is quarantined), `CliError` an I/O problem.
-fn verify_and_read(
-    spool: &dyn SpoolStore,
-    seg: &SegmentRef,
-    state: &ChainState,
-    opts: &CompactOptions,
-    spare: Option<(Vec<Frame>, Vec<u8>)>,
-) -> Result<Result<Verified, String>, CliError> {
-    let mode = if seg.sealed { Mode::Sealed } else { Mode::Open };
-    let vopts = VerifyOptions {
-        mode,
-        verifier: Some(opts.verifier.clone()),
-        chain_id: Some(state.chain_id),
-        previous: Some(state.clone()),
-    };
-    let hasher = std::sync::Arc::new(std::sync::Mutex::new(blake3::Hasher::new()));
-    // Hash in the large reads that fill this buffer, not in the reader's frame-sized
-    // ones: blake3 is several times faster on whole 1 KiB chunks fed together.
-    let input =
-        io::BufReader::with_capacity(1 << 20, HashingReader { inner: spool.read(seg)?, hasher: hasher.clone() });
-    let mut reader = match SegmentReader::open(input) {
-        Ok(r) => r,
-        Err(e) => return Ok(Err(e.in_file(&seg.name).to_string())),
-    };
-    let mut v = match SegmentVerifier::new(reader.header(), vopts) {
-        Ok(v) => v,
-        Err(e) => return Ok(Err(e.in_file(&seg.name).to_string())),
-    };
-    let (mut frames, mut payloads) = spare.unwrap_or_default();
-    let torn = loop {
-        let frame = match reader.next_frame_ref() {
-            Ok(Some(f)) => f,
-            Ok(None) => break None,
-            Err(e) if e.is_torn_tail() || matches!(e.problem, kiroku_schemas::segment::Problem::Io(_)) => {
-                if let kiroku_schemas::segment::Problem::Io(msg) = &e.problem {
-                    return Err(CliError::Io(format!("{}: {msg}", seg.name)));
-                }
-                break Some(e);
-            }
-            Err(e) => return Ok(Err(e.in_file(&seg.name).to_string())),
-        };
-        if let Err(e) = v.check(&frame) {
-            return Ok(Err(e.in_file(&seg.name).to_string()));
-        }
-        if frame.kind != FrameKind::Record {
-            continue;
-        }
-        let at = payloads.len();
-        payloads.extend_from_slice(frame.payload);
-        let payload = at..payloads.len();
-        frames.push(Frame { seq: frame.seq, prev: frame.prev, hash: frame.hash, offset: frame.offset, payload });
-    };
-    let end_offset = reader.offset();
-    // Hash what follows the last frame too (a torn tail), so the digest is the file's.
-    let _ = io::copy(&mut reader.into_inner(), &mut io::sink());
-    let digest = hasher.lock().map(|h| to_hex(h.finalize().as_bytes())).unwrap_or_default();
-    let report = match v.finish(end_offset, torn) {
-        Ok(r) => r,
-        Err(e) => return Ok(Err(e.in_file(&seg.name).to_string())),
-    };
-    Ok(Ok(Verified {
-        digest,
-        records: Records::new(&seg.name, state.chain_id, frames, payloads),
-        end: report.end,
-        last_checkpoint: report.last_checkpoint.map(|(_, note)| note),
-        torn_tail: report.torn_tail,
-        bytes: report.valid_len,
-    }))
-}
-
-/// A `Read` that hashes what passes through.
-struct HashingReader<R> {
-    inner: R,
-    hasher: std::sync::Arc<std::sync::Mutex<blake3::Hasher>>,
-}
-
-impl<R: io::Read> io::Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if let Ok(mut h) = self.hasher.lock() {
-            h.update(&buf[..n]);
-        }
-        Ok(n)
-    }
 }
 
 /// blake3 of a whole segment as the spool serves it.
@@ -452,7 +355,8 @@ fn commit(
     lease: &mut Lease,
     state: &mut ChainState,
     seg: &SegmentRef,
-    v: &Verified,
+    s: &Segment,
+    v: &Verdict,
     chunks: &[&Rows],
 ) -> Result<bool, CliError> {
     let chain = state.chain_id;
@@ -466,7 +370,7 @@ fn commit(
     }
     // By UTC day (the partition), named once per file rather than once per record.
     let mut by_day: BTreeMap<i64, Vec<Row>> = BTreeMap::new();
-    let mut frames = v.records.frames.iter();
+    let mut frames = s.records.frames.iter();
     for (chunk, rows) in chunks.iter().enumerate() {
         for (row, (started, frame)) in rows.started.iter().zip(frames.by_ref()).enumerate() {
             by_day.entry(started.unix_days()).or_default().push(Row { key: (*started, frame.seq), chunk, row });
@@ -496,7 +400,7 @@ fn commit(
     if let Some(note) = &v.last_checkpoint {
         entry.checkpoints.push(note.clone());
     }
-    entry.segments.push(SegmentEntry { name: seg.name.clone(), blake3: v.digest.clone() });
+    entry.segments.push(SegmentEntry { name: seg.name.clone(), blake3: s.digest.clone() });
     if !run.m.commit_chain(run.archive, chain, base.as_ref(), entry)? {
         run.report.elsewhere.push(format!("{chain}: another compactor committed {} first", seg.name));
         return Ok(false);
@@ -523,15 +427,15 @@ enum Step {
     Known,
     /// Holds seqs already archived, from another file.
     Overlap(ChainState),
-    /// Verified; its records are being parsed.
-    Verified(Arc<Verified>),
-    /// Failed verification (the chain state it was checked against, the problem).
+    /// Read; its records are being hashed and parsed, its verdict follows.
+    Read(Arc<Segment>),
+    /// Its header or framing is bad (the chain state it was checked against, the problem).
     Bad(ChainState, String),
     /// Could not be read.
     Fail(CliError),
 }
 
-/// Verify one segment against the chain state so far.
+/// Examine one segment against the chain state so far.
 fn examine(
     spool: &dyn SpoolStore,
     known: &[SegmentEntry],
@@ -539,29 +443,30 @@ fn examine(
     state: &ChainState,
     opts: &CompactOptions,
     spare: Option<(Vec<Frame>, Vec<u8>)>,
-) -> Step {
+) -> (Step, Option<Pending>) {
     if seg.first_seq < state.next_seq {
-        return match is_known(spool, known, seg) {
+        let step = match is_known(spool, known, seg) {
             Ok(true) => Step::Known,
             Ok(false) => Step::Overlap(state.clone()),
             Err(e) => Step::Fail(e),
         };
+        return (step, None);
     }
-    match verify_and_read(spool, seg, state, opts, spare) {
-        Ok(Ok(v)) => Step::Verified(Arc::new(v)),
-        Ok(Err(problem)) => Step::Bad(state.clone(), problem),
-        Err(e) => Step::Fail(e),
+    match reading::read(spool, seg, state, opts, spare) {
+        Ok(Ok((s, pending))) => (Step::Read(s), Some(pending)),
+        Ok(Err(problem)) => (Step::Bad(state.clone(), problem), None),
+        Err(e) => (Step::Fail(e), None),
     }
 }
 
 /// What the writer hands back to the reader: a committed segment (for its buffers) and
 /// the chunks of records the reader parsed (for the reader to free).
-type Spent = (Arc<Verified>, Vec<Chunk>);
+type Spent = (Arc<Segment>, Vec<Chunk>);
 
-/// The reading thread: verify each segment of the chain in turn and offer it to the
-/// writer, parsing its records until the writer takes it (the writer then parses the
-/// rest alongside). Stops at the first segment that is not good, or when the writer
-/// stops listening; frees what the writer hands back.
+/// The reading thread: read each segment of the chain in turn and offer it to the
+/// writer, hashing and parsing its records until the writer takes it (the writer then
+/// joins in), then check it and give the verdict. Stops at the first segment that is not
+/// good, or when the writer stops listening; frees what the writer hands back.
 fn read_ahead(
     spool: &dyn SpoolStore,
     known: &[SegmentEntry],
@@ -573,13 +478,13 @@ fn read_ahead(
 ) {
     for seg in segs {
         let mut spare = None;
-        while let Ok((v, chunks)) = spent.try_recv() {
+        while let Ok((s, chunks)) = spent.try_recv() {
             drop(chunks);
-            spare = Arc::try_unwrap(v).ok().map(|v| v.records.into_buffers());
+            spare = Arc::try_unwrap(s).ok().map(|s| s.records.into_buffers());
         }
-        let v = match examine(spool, known, seg, &at, opts, spare) {
-            Step::Verified(v) => v,
-            step => {
+        let (s, pending) = match examine(spool, known, seg, &at, opts, spare) {
+            (Step::Read(s), Some(pending)) => (s, pending),
+            (step, _) => {
                 let go_on = matches!(step, Step::Known);
                 if steps.send(step).is_err() || !go_on {
                     break;
@@ -587,23 +492,34 @@ fn read_ahead(
                 continue;
             }
         };
-        at = v.end.clone();
-        let mut offer = Step::Verified(v.clone());
-        loop {
-            match steps.try_send(offer) {
-                Ok(()) => break,
-                Err(TrySendError::Full(o)) if v.records.parse_one(Side::Reader) => offer = o,
-                // Everything is parsed: wait for the writer.
+        let mut offer = Some(Step::Read(s.clone()));
+        let mut pending = Some(pending);
+        let mut good = true;
+        while let Some(o) = offer.take() {
+            match steps.try_send(o) {
+                Ok(()) => {}
+                Err(TrySendError::Full(o)) if s.records.parse_one(Side::Reader) => offer = Some(o),
+                // Everything is parsed: give the verdict, then wait for the writer.
                 Err(TrySendError::Full(o)) => {
+                    good = pending.take().is_some_and(|p| p.verify(&s));
                     if steps.send(o).is_err() {
                         return;
                     }
-                    break;
                 }
                 Err(TrySendError::Disconnected(_)) => return,
             }
         }
-        while v.records.parse_one(Side::Reader) {}
+        if let Some(p) = pending {
+            while s.records.parse_one(Side::Reader) {}
+            good = p.verify(&s);
+        }
+        if !good {
+            break;
+        }
+        at = match s.verdict() {
+            Ok(v) => v.end,
+            Err(_) => break,
+        };
     }
     drop(steps);
     for done in spent {
@@ -614,11 +530,12 @@ fn read_ahead(
 /// The segments of one chain, in order; the first problem stops the chain (later
 /// segments wait behind it). Returns false when it stopped.
 ///
-/// Two threads: a reader ([`read_ahead`]) verifies segment k+1 (against the chain state
-/// segment k ended in) while this thread writes segment k's Parquet files and commits
-/// it; both parse segment k+1's records ([`records`]) once this thread is free. The
-/// reader stays at most one segment ahead, stops at the first segment that is not good,
-/// and is abandoned when a commit is refused or a record does not parse.
+/// Two threads: a reader ([`read_ahead`]) reads segment k+1 while this thread writes
+/// segment k's Parquet files and commits it; both hash and parse segment k+1's records
+/// ([`records`]) once this thread is free, then the reader checks it against the chain
+/// state segment k ended in and gives the verdict this thread waits for. The reader
+/// stays at most one segment ahead, stops at the first segment that is not good, and is
+/// abandoned when a commit is refused or a record does not parse.
 fn compact_chain(
     run: &mut Run<'_>,
     lease: &mut Lease,
@@ -648,20 +565,22 @@ fn compact_chain(
                     quarantine_overlap(run.spool, seg, &st, &mut run.report)?;
                     true
                 }
-                Step::Verified(v) => {
-                    let chunks = v.records.finish(Side::Writer);
-                    if let Some(problem) = chunks.iter().find_map(|c| c.rows.as_ref().err()) {
-                        quarantine_bad(run.spool, seg, state, problem.clone(), &mut run.report)?;
-                        true
-                    } else {
+                Step::Read(s) => {
+                    let chunks = s.records.finish(Side::Writer);
+                    let verdict = s.verdict();
+                    let problem = match &verdict {
+                        Err(problem) => Some(problem.clone()),
+                        Ok(_) => chunks.iter().find_map(|c| c.rows.as_ref().err()).cloned(),
+                    };
+                    if let (None, Ok(verdict)) = (problem.as_ref(), verdict.as_ref()) {
                         let rows: Vec<&Rows> = chunks.iter().filter_map(|c| c.rows.as_ref().ok()).collect();
-                        let committed = commit(run, lease, state, seg, &v, &rows)?;
+                        let committed = commit(run, lease, state, seg, &s, verdict, &rows)?;
                         drop(rows);
                         // Free the chunks built here; the reader frees its own.
                         let (mine, theirs): (Vec<Chunk>, Vec<Chunk>) =
                             chunks.into_iter().partition(|c| c.side == Side::Writer);
                         drop(mine);
-                        let _ = spent_tx.send((v, theirs));
+                        let _ = spent_tx.send((s, theirs));
                         if !committed {
                             return Ok(false);
                         }
@@ -669,6 +588,10 @@ fn compact_chain(
                             run.report.orphans += 1;
                         }
                         false
+                    } else {
+                        let problem = problem.unwrap_or_default();
+                        quarantine_bad(run.spool, seg, state, problem, &mut run.report)?;
+                        true
                     }
                 }
                 Step::Bad(st, problem) => {

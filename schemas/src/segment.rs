@@ -25,7 +25,7 @@ mod writer;
 pub use error::{Problem, SegmentError};
 pub use header::SegmentHeader;
 pub use reader::{Frame, FrameRef, SegmentReader};
-pub use verify::{ChainState, Mode, SegmentReport, SegmentVerifier, VerifyOptions, verify_segment};
+pub use verify::{ChainState, ComputedHash, Mode, SegmentReport, SegmentVerifier, VerifyOptions, verify_segment};
 pub use writer::{AppendedRecord, SegmentWriter};
 
 use crate::{ChainId, Hash};

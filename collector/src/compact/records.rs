@@ -1,13 +1,15 @@
-//! A verified segment's records, parsed and turned into Arrow columns by whichever of
+//! A segment's records, hashed, parsed and turned into Arrow columns by whichever of
 //! compaction's two threads is free.
 //!
-//! The reader verifies a segment's frames (chain links, checkpoints) and keeps their
-//! payloads; reading the payloads ([`RecordView`]) and appending them to the column
-//! builders is the larger half of the work, and the writer would sit idle while it
-//! happens. So that work is split into chunks that either thread claims: the reader
-//! starts on them at once, the writer joins as soon as it has committed the previous
-//! segment, and the writer then waits for the last chunk in flight. A chunk's result is
-//! a `RecordBatch` in frame order plus each row's start time, which is all the writer
+//! The reader reads a segment's frames and keeps their payloads ([`super::reading`]);
+//! computing each record's chain hash, reading the payloads ([`RecordView`]) and
+//! appending them to the column builders is most of the work, and the writer would sit
+//! idle while it happens. So that work is split into chunks that either thread claims:
+//! the reader starts on them at once, the writer joins as soon as it has committed the
+//! previous segment, and each then waits for the last chunk in flight. The reader
+//! checks the computed hashes in order afterwards, with the links, the Merkle tree and
+//! the checkpoints; nothing is written before that verdict. A chunk's result is a
+//! `RecordBatch` in frame order plus each row's start time, which is all the writer
 //! needs to split by day and sort by time; nothing of a record outlives its chunk but
 //! its columns, and each column is a handful of allocations per chunk, not one per text
 //! field per record.
@@ -19,6 +21,7 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use arrow_array::{BinaryArray, RecordBatch};
 use arrow_buffer::{Buffer, OffsetBuffer};
 use kiroku_schemas::record::RecordView;
+use kiroku_schemas::segment::{ComputedHash, FrameKind, FrameRef};
 use kiroku_schemas::{ChainId, Hash, Timestamp};
 
 use crate::columns::{BatchBuilder, ChainRow};
@@ -73,6 +76,8 @@ pub(super) struct Rows {
 
 struct Results {
     chunks: Vec<Option<Chunk>>,
+    /// Each chunk's computed frame hashes, for the reader's checks.
+    hashes: Vec<Option<Vec<ComputedHash>>>,
     done: usize,
 }
 
@@ -117,7 +122,11 @@ impl Records {
             chain,
             chain_text: chain.to_string(),
             next: AtomicUsize::new(0),
-            results: Mutex::new(Results { chunks: (0..n).map(|_| None).collect(), done: 0 }),
+            results: Mutex::new(Results {
+                chunks: (0..n).map(|_| None).collect(),
+                hashes: (0..n).map(|_| None).collect(),
+                done: 0,
+            }),
             all_done: Condvar::new(),
         }
     }
@@ -135,23 +144,61 @@ impl Records {
         self.results.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Claim and parse one chunk; false when none was left to claim.
+    /// Claim one chunk, hash its frames and build its rows; false when none was left.
     pub fn parse_one(&self, side: Side) -> bool {
         let i = self.next.fetch_add(1, Ordering::Relaxed);
         let Some(frames) = self.spans.get(i).map(|r| &self.frames[r.clone()]) else {
             return false;
         };
         // A panic here would leave the other thread waiting for this chunk forever.
-        let rows = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.build(frames))).unwrap_or_else(|_| {
-            Err(format!("{}: parsing the records from seq {} panicked", self.segment, frames[0].seq))
-        });
+        let work = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let hashes: Vec<ComputedHash> =
+                frames.iter().map(|f| ComputedHash::of(&self.chain, &self.frame_ref(f))).collect();
+            (hashes, self.build(frames))
+        }));
+        let (hashes, rows) = match work {
+            Ok((h, rows)) => (Some(h), rows),
+            Err(_) => (None, Err(format!("{}: parsing the records from seq {} panicked", self.segment, frames[0].seq))),
+        };
         let mut r = self.lock();
         r.chunks[i] = Some(Chunk { side, rows });
+        r.hashes[i] = hashes;
         r.done += 1;
         if r.done == r.chunks.len() {
             self.all_done.notify_all();
         }
         true
+    }
+
+    /// A record frame as the segment reader gave it.
+    pub fn frame_ref<'s>(&'s self, f: &Frame) -> FrameRef<'s> {
+        FrameRef {
+            offset: f.offset,
+            kind: FrameKind::Record,
+            seq: f.seq,
+            prev: f.prev,
+            payload: &self.payloads[f.payload.clone()],
+            hash: f.hash,
+        }
+    }
+
+    /// Wait until every chunk is done, then take the frames' computed hashes in frame
+    /// order (`None` when a chunk could not compute them).
+    pub fn take_hashes(&self) -> Option<Vec<ComputedHash>> {
+        let mut r = self.wait_all();
+        let mut all = Vec::with_capacity(self.frames.len());
+        for h in r.hashes.iter_mut() {
+            all.extend(h.take()?);
+        }
+        Some(all)
+    }
+
+    fn wait_all(&self) -> MutexGuard<'_, Results> {
+        let mut r = self.lock();
+        while r.done < r.chunks.len() {
+            r = self.all_done.wait(r).unwrap_or_else(PoisonError::into_inner);
+        }
+        r
     }
 
     /// Read each frame's record and append it to the columns of one batch.
@@ -211,11 +258,7 @@ impl Records {
     /// every chunk, in frame order.
     pub fn finish(&self, side: Side) -> Vec<Chunk> {
         while self.parse_one(side) {}
-        let mut r = self.lock();
-        while r.done < r.chunks.len() {
-            r = self.all_done.wait(r).unwrap_or_else(PoisonError::into_inner);
-        }
-        r.chunks.iter_mut().filter_map(Option::take).collect()
+        self.wait_all().chunks.iter_mut().filter_map(Option::take).collect()
     }
 }
 

@@ -1,15 +1,15 @@
-//! A borrowed reading of a stored record: the fields of [`AuditRecord`], with text
+//! A borrowed reading of a stored record: the fields of [`AuditRecord`](crate::AuditRecord), with text
 //! borrowed from the payload bytes wherever it holds no JSON escape.
 //!
 //! Readers that project many records (the collector's Parquet columns, its
 //! re-verification of an archive) need every field once and keep none of them. Parsing
-//! into [`AuditRecord`] allocates and frees a `String` per text field (about 25 for a
-//! typical record); a [`RecordView`] allocates only for lists, maps and escaped text.
+//! into [`AuditRecord`](crate::AuditRecord) allocates and frees a `String` per text field (about 25 for a
+//! typical record); a [`RecordView`](super::RecordView) allocates only for lists, maps and escaped text.
 //!
-//! A view accepts exactly the payloads [`AuditRecord::from_json`] accepts: the same field
+//! A view accepts exactly the payloads [`AuditRecord::from_json`](crate::AuditRecord::from_json) accepts: the same field
 //! names, defaults, duplicate and unknown field handling (the types below mirror the
 //! record's types field for field, with the same serde attributes), and the same leaf
-//! types (timestamps, chain ids, enums, numbers). [`RecordView::into_record`] builds the
+//! types (timestamps, chain ids, enums, numbers). [`RecordView::into_record`](AuditRecord::into_record) builds the
 //! owned record with a struct literal of every field, so a field added to the record and
 //! not to the view does not compile; the tests check both readings agree on every
 //! record they generate and on malformed input.

@@ -4,6 +4,61 @@ use super::*;
 use crate::Timestamp;
 use crate::checkpoint::NoteSigner;
 
+/// Every verification in these tests runs twice: through [`SegmentVerifier::check`] (the
+/// real `verify_segment`), and through [`SegmentVerifier::check_computed`] with every
+/// frame's hash computed ahead, last frame first; both must give the same answer.
+fn verify_segment(input: &[u8], opts: &VerifyOptions) -> Result<SegmentReport, SegmentError> {
+    let real = super::verify_segment(input, opts);
+    let ahead = verify_with_hashes_ahead(input, opts);
+    assert_eq!(format!("{real:?}"), format!("{ahead:?}"), "check and check_computed disagree");
+    real
+}
+
+fn verify_with_hashes_ahead(input: &[u8], opts: &VerifyOptions) -> Result<SegmentReport, SegmentError> {
+    let mut reader = SegmentReader::open(input)?;
+    let chain = reader.header().chain_id;
+    let mut v = SegmentVerifier::new(reader.header(), opts.clone())?;
+    let mut frames = Vec::new();
+    let end = loop {
+        match reader.next_frame() {
+            Ok(Some(f)) => frames.push(f),
+            Ok(None) => break None,
+            Err(e) => break Some(e),
+        }
+    };
+    let hashes: Vec<ComputedHash> = {
+        let mut h: Vec<_> = frames.iter().rev().map(|f| ComputedHash::of(&chain, &f.as_frame_ref())).collect();
+        h.reverse();
+        h
+    };
+    for (f, h) in frames.iter().zip(hashes) {
+        v.check_computed(&f.as_frame_ref(), h)?;
+    }
+    match end {
+        None => v.finish(reader.offset(), None),
+        Some(e) if v.is_sealed() => Err(SegmentError::at(e.offset, None, Problem::DataAfterSeal)),
+        Some(e) if e.is_torn_tail() => v.finish(reader.offset(), Some(e)),
+        Some(e) => Err(e),
+    }
+}
+
+#[test]
+fn a_hash_computed_for_another_frame_is_a_bad_hash() {
+    let bytes = build(chain(1), &payloads(3), 0);
+    let (_, fs) = frames(&bytes);
+    let r = SegmentReader::open(&bytes[..]).unwrap();
+    let mut v = SegmentVerifier::new(r.header(), sealed_opts()).unwrap();
+    v.check_computed(&fs[0].as_frame_ref(), ComputedHash::of(&chain(1), &fs[0].as_frame_ref())).unwrap();
+    // The right bytes, but computed for the frame at another offset.
+    let mut moved = fs[1].clone();
+    moved.offset = fs[0].offset;
+    let err = v.check_computed(&fs[1].as_frame_ref(), ComputedHash::of(&chain(1), &moved.as_frame_ref())).unwrap_err();
+    assert_eq!(err.problem, Problem::BadHash);
+    // Computed with another chain id.
+    let err = v.check_computed(&fs[1].as_frame_ref(), ComputedHash::of(&chain(2), &fs[1].as_frame_ref())).unwrap_err();
+    assert_eq!((err.problem, err.offset), (Problem::BadHash, fs[1].offset));
+}
+
 fn signer() -> NoteSigner {
     NoteSigner::from_seed("kiroku-test", [42; 32]).unwrap()
 }

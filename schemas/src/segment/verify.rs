@@ -118,6 +118,24 @@ pub struct SegmentReport {
     pub torn_tail: Option<(u64, u64)>,
 }
 
+/// A frame's hash as computed from its bytes, for [`SegmentVerifier::check_computed`]:
+/// the blake3 of a record is most of the cost of checking it, and it does not depend on
+/// the frames before it, so a reader can compute it ahead, on any thread, while the
+/// order-dependent checks stay sequential. It remembers which frame (by offset) it was
+/// computed for; checking it against another frame fails as a bad hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ComputedHash {
+    offset: u64,
+    hash: Hash,
+}
+
+impl ComputedHash {
+    /// Compute the hash of frame `f` of the chain `chain` (the segment header's chain).
+    pub fn of(chain: &ChainId, f: &FrameRef<'_>) -> Self {
+        Self { offset: f.offset, hash: frame_hash(f.kind, chain, f.seq, &f.prev, f.payload) }
+    }
+}
+
 /// Checks frames one by one; drive it yourself to verify while doing something else with
 /// the records (the collector compacts them in the same pass), or use
 /// [`verify_segment`].
@@ -184,11 +202,21 @@ impl SegmentVerifier {
 
     /// Check the next frame.
     pub fn check(&mut self, f: &FrameRef<'_>) -> Result<(), SegmentError> {
+        if self.sealed {
+            return Err(SegmentError::at(f.offset, Some(f.seq), Problem::DataAfterSeal));
+        }
+        let computed = ComputedHash::of(&self.header.chain_id, f);
+        self.check_computed(f, computed)
+    }
+
+    /// Check the next frame, whose hash was computed ahead with [`ComputedHash::of`] (the
+    /// same checks as [`check`](Self::check), in the same order, with the same errors).
+    pub fn check_computed(&mut self, f: &FrameRef<'_>, computed: ComputedHash) -> Result<(), SegmentError> {
         let err = |p| SegmentError::at(f.offset, Some(f.seq), p);
         if self.sealed {
             return Err(err(Problem::DataAfterSeal));
         }
-        if frame_hash(f.kind, &self.header.chain_id, f.seq, &f.prev, f.payload) != f.hash {
+        if computed.offset != f.offset || computed.hash != f.hash {
             return Err(err(Problem::BadHash));
         }
         match f.kind {
