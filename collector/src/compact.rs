@@ -292,11 +292,16 @@ impl Run<'_> {
             Some(e) => e.state(chain)?,
             None => ChainState::genesis(chain),
         };
+        // A writer that is gone seals and opens nothing more: take its lock before listing,
+        // so that the listing holds every segment it sealed. (Listed first, a segment it
+        // sealed just before it died could be missed, and its open segment, which
+        // continues that one, quarantined as a discontinuity.)
+        let orphans = self.spool.orphaned(chain)?;
         let sealed = self.spool.sealed(chain)?;
         if !compact_chain(self, lease, &mut state, &sealed)? {
             return Ok(());
         }
-        if let Some((_guard, opens)) = self.spool.orphaned(chain)? {
+        if let Some((_guard, opens)) = orphans {
             compact_chain(self, lease, &mut state, &opens)?;
         }
         Ok(())

@@ -41,7 +41,8 @@ pub trait SpoolStore: Sync {
     /// Sealed segments of a chain, by first seq.
     fn sealed(&self, chain: ChainId) -> Result<Vec<SegmentRef>, CliError>;
     /// Open segments of a chain whose writer is gone (its lock is free). While the
-    /// returned guard lives, no writer can take the chain back.
+    /// returned guard lives, no writer can take the chain back, so segments listed
+    /// after this call are all the chain has: call it before [`sealed`](Self::sealed).
     fn orphaned(&self, chain: ChainId) -> Result<Option<(OrphanGuard, Vec<SegmentRef>)>, CliError>;
     /// Read a segment.
     fn read(&self, seg: &SegmentRef) -> Result<Box<dyn Read + Send>, CliError>;
@@ -139,23 +140,25 @@ impl SpoolStore for LocalSpool {
     }
 
     fn orphaned(&self, chain: ChainId) -> Result<Option<(OrphanGuard, Vec<SegmentRef>)>, CliError> {
-        let open = self.list(chain, "open")?;
-        if open.is_empty() {
+        if self.list(chain, "open")?.is_empty() {
             return Ok(None);
         }
         let lock_path = self.chain_dir(chain).join(CHAIN_LOCK_FILE);
-        let lock = match OpenOptions::new().write(true).open(&lock_path) {
-            Ok(f) => f,
+        let guard = match OpenOptions::new().write(true).open(&lock_path) {
+            Ok(lock) => match lock.try_lock() {
+                Ok(()) => OrphanGuard { _lock: Some(lock) },
+                Err(fs::TryLockError::WouldBlock) => return Ok(None),
+                Err(fs::TryLockError::Error(e)) => return Err(CliError::io(&lock_path, e)),
+            },
             // No lock file: no writer ever held this chain in a way we can check; treat
             // the writer as gone only if the lock file is missing entirely.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Some((OrphanGuard { _lock: None }, open))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => OrphanGuard { _lock: None },
             Err(e) => return Err(CliError::io(&lock_path, e)),
         };
-        match lock.try_lock() {
-            Ok(()) => Ok(Some((OrphanGuard { _lock: Some(lock) }, open))),
-            Err(fs::TryLockError::WouldBlock) => Ok(None),
-            Err(fs::TryLockError::Error(e)) => Err(CliError::io(&lock_path, e)),
-        }
+        // Listed again under the lock: the writer may have sealed its open segment and
+        // opened another between the first listing and its end; now nothing changes.
+        let open = self.list(chain, "open")?;
+        Ok((!open.is_empty()).then_some((guard, open)))
     }
 
     fn read(&self, seg: &SegmentRef) -> Result<Box<dyn Read + Send>, CliError> {

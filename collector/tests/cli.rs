@@ -516,6 +516,114 @@ async fn an_open_segment_whose_writer_is_gone_reaches_the_archive() {
     assert_eq!(h.header().first_seq, 5);
 }
 
+/// A spool whose listing of sealed segments, taken while the chain's writer may still be
+/// alive, misses the newest one: the writer sealed it (and opened the next) after the
+/// listing and before it died. Once the dead writer's lock is held, listings are true.
+struct ListedTooEarly {
+    inner: kiroku_collector::spool::LocalSpool,
+    missed: String,
+    locked: std::sync::atomic::AtomicBool,
+}
+
+impl kiroku_collector::spool::SpoolStore for ListedTooEarly {
+    fn chains(&self) -> Result<Vec<ChainId>, kiroku_collector::error::CliError> {
+        self.inner.chains()
+    }
+    fn sealed(
+        &self,
+        chain: ChainId,
+    ) -> Result<Vec<kiroku_collector::spool::SegmentRef>, kiroku_collector::error::CliError> {
+        let mut all = self.inner.sealed(chain)?;
+        if !self.locked.load(std::sync::atomic::Ordering::SeqCst) {
+            all.retain(|s| s.name != self.missed);
+        }
+        Ok(all)
+    }
+    fn orphaned(
+        &self,
+        chain: ChainId,
+    ) -> Result<
+        Option<(kiroku_collector::spool::OrphanGuard, Vec<kiroku_collector::spool::SegmentRef>)>,
+        kiroku_collector::error::CliError,
+    > {
+        let got = self.inner.orphaned(chain)?;
+        self.locked.store(got.is_some(), std::sync::atomic::Ordering::SeqCst);
+        Ok(got)
+    }
+    fn read(
+        &self,
+        seg: &kiroku_collector::spool::SegmentRef,
+    ) -> Result<Box<dyn std::io::Read + Send>, kiroku_collector::error::CliError> {
+        self.inner.read(seg)
+    }
+    fn mark_compacted(
+        &self,
+        seg: &kiroku_collector::spool::SegmentRef,
+    ) -> Result<(), kiroku_collector::error::CliError> {
+        self.inner.mark_compacted(seg)
+    }
+    fn quarantine(
+        &self,
+        seg: &kiroku_collector::spool::SegmentRef,
+        report: &str,
+    ) -> Result<PathBuf, kiroku_collector::error::CliError> {
+        self.inner.quarantine(seg, report)
+    }
+    fn set_head(
+        &self,
+        chain: ChainId,
+        state: &kiroku_schemas::segment::ChainState,
+    ) -> Result<(), kiroku_collector::error::CliError> {
+        self.inner.set_head(chain, state)
+    }
+    fn compacted_before(
+        &self,
+        before: std::time::SystemTime,
+    ) -> Result<Vec<String>, kiroku_collector::error::CliError> {
+        self.inner.compacted_before(before)
+    }
+    fn remove_compacted(&self, name: &str) -> Result<(), kiroku_collector::error::CliError> {
+        self.inner.remove_compacted(name)
+    }
+}
+
+#[test]
+fn a_dead_writers_last_sealed_segment_is_not_missed_for_its_open_one() {
+    // Sealed 0-2 and 3-5, open 6-8, and a lock file nobody holds: the writer is gone.
+    let HandMade { dir, signer, vkey, chain, chain_dir } = hand_made("late");
+    std::fs::write(chain_dir.join("lock"), b"").unwrap();
+    let mut header = SegmentHeader::genesis(chain);
+    for (first, sealed) in [(0u64, true), (3, true), (6, false)] {
+        let mut w = SegmentWriter::new(Vec::new(), header).unwrap();
+        for seq in first..first + 3 {
+            let mut r = AuditRecord::new(format!("late-{seq}"), Timestamp::now());
+            (r.chain_id, r.seq) = (chain, seq);
+            r.http.method = "POST".into();
+            r.http.route = "/v1/chat/completions".into();
+            w.append_record(&r.to_json()).unwrap();
+        }
+        header = w.state().next_header();
+        let (bytes, ext) = if sealed {
+            (w.seal(&signer, "kiroku", Timestamp::now()).unwrap(), "seg")
+        } else {
+            (w.into_inner(), "open")
+        };
+        std::fs::write(chain_dir.join(format!("{first:020}.{ext}")), bytes).unwrap();
+    }
+    let spool = ListedTooEarly {
+        inner: kiroku_collector::spool::LocalSpool::new(dir.path().join("spool")),
+        missed: format!("{:020}.seg", 3),
+        locked: Default::default(),
+    };
+    let archive = kiroku_collector::archive_store::LocalArchive::open(&dir.path().join("archive")).unwrap();
+    let verifier =
+        kiroku_schemas::checkpoint::NoteVerifier::from_key_text(&std::fs::read_to_string(&vkey).unwrap()).unwrap();
+    let opts = kiroku_collector::compact::CompactOptions::new(verifier);
+    let report = kiroku_collector::compact::compact(&spool, &archive, &opts, &mut |_| {}).unwrap();
+    assert!(report.quarantined.is_empty(), "nothing valid is quarantined: {:?}", report.quarantined);
+    assert_eq!((report.records, report.segments, report.orphans), (9, 3, 1), "{report:?}");
+}
+
 #[test]
 fn a_record_that_contradicts_its_frame_is_quarantined_with_its_segment() {
     // Frames that chain and hash correctly, but one record's JSON names another seq:
