@@ -10,10 +10,11 @@
 //! next run: files the manifest does not name are rewritten under the same name, and a
 //! segment the manifest already covers is only moved. A segment that fails
 //! verification is quarantined with a report and its chain waits behind it; other
-//! chains go on. Reading runs one segment ahead on a second thread (`reading`);
-//! hashing and parsing the records are shared by both threads (`records`); the
-//! order-dependent checks then give each segment its verdict on the reading thread;
-//! writing and committing stay in order on the calling one.
+//! chains go on. Reading runs one segment ahead on a second thread (`reading`), from
+//! one chain straight on to the next; hashing and parsing the records are shared by
+//! both threads (`records`); the order-dependent checks then give each segment its
+//! verdict on the reading thread; writing and committing stay in order on the calling
+//! one.
 
 mod reading;
 mod records;
@@ -21,6 +22,7 @@ mod records;
 use std::collections::BTreeMap;
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 
 use arrow_array::RecordBatch;
@@ -39,7 +41,7 @@ use crate::archive_store::{ArchiveStore, Lease, ManifestState};
 use crate::columns;
 use crate::error::CliError;
 use crate::manifest::{ChainEntry, FileEntry, SegmentEntry};
-use crate::spool::{SegmentRef, SpoolStore};
+use crate::spool::{OrphanGuard, SegmentRef, SpoolStore};
 use reading::{Pending, Segment, Verdict};
 use records::{Chunk, Frame, Rows, Side};
 
@@ -260,6 +262,12 @@ struct Run<'a> {
 
 /// Compact everything ready in `spool` into `archive`. `progress` is called with the
 /// number of records written so far.
+///
+/// Two threads for the whole run: a reader works through one job per
+/// chain, a segment ahead of this thread, which writes and commits; this thread leases
+/// and lists the next chain while it processes the current one, so that the reader goes
+/// on to the next chain instead of waiting while the current chain's last segment is
+/// written.
 pub fn compact(
     spool: &dyn SpoolStore,
     archive: &dyn ArchiveStore,
@@ -268,43 +276,128 @@ pub fn compact(
 ) -> Result<CompactReport, CliError> {
     let m = ManifestState::load(archive)?;
     let mut run = Run { spool, archive, opts, m, report: CompactReport::default(), progress };
-    for chain in spool.chains()? {
-        let Some(mut lease) = archive.lease(chain)? else {
-            run.report.elsewhere.push(format!("{chain}: leased by another compactor"));
-            continue;
-        };
-        let result = run.chain(chain, &mut lease);
-        archive.release(lease);
-        result?;
-    }
+    let chains = spool.chains()?;
+    std::thread::scope(|scope| {
+        let (jobs_tx, jobs) = std::sync::mpsc::channel::<Job>();
+        let (steps_tx, steps) = std::sync::mpsc::sync_channel::<Msg>(0);
+        let (spent_tx, spent) = std::sync::mpsc::channel::<Spent>();
+        scope.spawn(move || reader(spool, opts, jobs, steps_tx, spent));
+        let mut chains = chains.into_iter().zip(0u64..);
+        let mut next = run.prepare(&mut chains, &jobs_tx)?;
+        while let Some(mut chain) = next.take() {
+            next = match run.prepare(&mut chains, &jobs_tx) {
+                Ok(n) => n,
+                Err(e) => {
+                    archive.release(chain.lease);
+                    return Err(e);
+                }
+            };
+            let result = run.process(&mut chain, &steps, &spent_tx);
+            archive.release(chain.lease);
+            if let Err(e) = result {
+                if let Some(n) = next {
+                    archive.release(n.lease);
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    })?;
     if let Some(r) = opts.retain {
         crate::retention::apply(spool, archive, &mut run.m, r, &mut run.report)?;
     }
     Ok(run.report)
 }
 
+/// One chain's work: what the reader is given, and what this thread keeps.
+struct ChainWork {
+    /// Its job's number in this run.
+    id: u64,
+    lease: Lease,
+    /// Where the archive holds the chain (updated as segments commit).
+    state: ChainState,
+    /// Sealed segments, then the open ones of a writer that is gone.
+    segs: Vec<SegmentRef>,
+    /// Holds a gone writer's lock while its open segments are compacted.
+    _orphans: Option<OrphanGuard>,
+    /// Tells the reader to stop reading this chain.
+    cancel: Arc<AtomicBool>,
+}
+
+/// A chain for the reader: its segments in order, from where the archive holds it.
+struct Job {
+    id: u64,
+    segs: Vec<SegmentRef>,
+    start: ChainState,
+    known: Vec<SegmentEntry>,
+    cancel: Arc<AtomicBool>,
+}
+
+/// What the reader sends: a step per segment, with the number of the job (chain) it
+/// belongs to. The writer drops steps of a job it cancelled; the reader sends no end of
+/// a job, so that it goes on to the next chain while the writer commits the last
+/// segment of this one.
+struct Msg {
+    job: u64,
+    step: Step,
+}
+
 impl Run<'_> {
-    /// Compact one chain: its sealed segments, then (when its writer is gone) its open ones.
-    fn chain(&mut self, chain: ChainId, lease: &mut Lease) -> Result<(), CliError> {
+    /// Lease the next chain that another compactor is not working on, list its
+    /// segments and give the reader its job.
+    fn prepare(
+        &mut self,
+        chains: &mut impl Iterator<Item = (ChainId, u64)>,
+        jobs: &std::sync::mpsc::Sender<Job>,
+    ) -> Result<Option<ChainWork>, CliError> {
+        for (chain, id) in chains {
+            let Some(lease) = self.archive.lease(chain)? else {
+                self.report.elsewhere.push(format!("{chain}: leased by another compactor"));
+                continue;
+            };
+            match self.list(chain) {
+                Ok((state, known, segs, orphans)) => {
+                    let cancel = Arc::new(AtomicBool::new(false));
+                    let job = Job { id, segs: segs.clone(), start: state.clone(), known, cancel: cancel.clone() };
+                    if jobs.send(job).is_err() {
+                        self.archive.release(lease);
+                        return Err(CliError::Io("the compaction reader stopped".into()));
+                    }
+                    return Ok(Some(ChainWork { id, lease, state, segs, _orphans: orphans, cancel }));
+                }
+                Err(e) => {
+                    self.archive.release(lease);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Where the archive holds `chain`, and its segments: sealed ones, then the open
+    /// ones of a writer that is gone.
+    #[allow(clippy::type_complexity)]
+    fn list(
+        &mut self,
+        chain: ChainId,
+    ) -> Result<(ChainState, Vec<SegmentEntry>, Vec<SegmentRef>, Option<OrphanGuard>), CliError> {
         // Another compactor may have advanced the chain since this run loaded the manifest.
         self.m.refresh(self.archive)?;
-        let mut state = match self.m.manifest.chains.get(&chain.to_string()) {
-            Some(e) => e.state(chain)?,
-            None => ChainState::genesis(chain),
+        let (state, known) = match self.m.manifest.chains.get(&chain.to_string()) {
+            Some(e) => (e.state(chain)?, e.segments.clone()),
+            None => (ChainState::genesis(chain), Vec::new()),
         };
         // A writer that is gone seals and opens nothing more: take its lock before listing,
         // so that the listing holds every segment it sealed. (Listed first, a segment it
         // sealed just before it died could be missed, and its open segment, which
         // continues that one, quarantined as a discontinuity.)
         let orphans = self.spool.orphaned(chain)?;
-        let sealed = self.spool.sealed(chain)?;
-        if !compact_chain(self, lease, &mut state, &sealed)? {
-            return Ok(());
-        }
-        if let Some((_guard, opens)) = orphans {
-            compact_chain(self, lease, &mut state, &opens)?;
-        }
-        Ok(())
+        let mut segs = self.spool.sealed(chain)?;
+        let guard = orphans.map(|(guard, opens)| {
+            segs.extend(opens);
+            guard
+        });
+        Ok((state, known, segs, guard))
     }
 }
 
@@ -468,36 +561,56 @@ fn examine(
 /// the chunks of records the reader parsed (for the reader to free).
 type Spent = (Arc<Segment>, Vec<Chunk>);
 
-/// The reading thread: read each segment of the chain in turn and offer it to the
-/// writer, hashing and parsing its records until the writer takes it (the writer then
-/// joins in), then check it and give the verdict. Stops at the first segment that is not
-/// good, or when the writer stops listening; frees what the writer hands back.
-fn read_ahead(
+/// The reading thread: each chain's job in turn ([`read_chain`]); frees what the writer
+/// hands back.
+fn reader(
     spool: &dyn SpoolStore,
-    known: &[SegmentEntry],
-    segs: &[SegmentRef],
-    mut at: ChainState,
     opts: &CompactOptions,
-    steps: SyncSender<Step>,
+    jobs: Receiver<Job>,
+    steps: SyncSender<Msg>,
     spent: Receiver<Spent>,
 ) {
-    for seg in segs {
+    for job in jobs {
+        read_chain(spool, &job, opts, &steps, &spent);
+    }
+    drop(steps);
+    for done in spent {
+        drop(done);
+    }
+}
+
+/// Read each segment of a chain in turn and offer it to the writer, hashing and parsing
+/// its records until the writer takes it (the writer then joins in), then check it and
+/// give the verdict. Stops at the first segment that is not good, when the writer
+/// cancels the job, or when it stops listening.
+fn read_chain(
+    spool: &dyn SpoolStore,
+    job: &Job,
+    opts: &CompactOptions,
+    steps: &SyncSender<Msg>,
+    spent: &Receiver<Spent>,
+) {
+    let mut at = job.start.clone();
+    for seg in &job.segs {
+        if job.cancel.load(Ordering::Acquire) {
+            return;
+        }
         let mut spare = None;
         while let Ok((s, chunks)) = spent.try_recv() {
             drop(chunks);
             spare = Arc::try_unwrap(s).ok().map(|s| s.records.into_buffers());
         }
-        let (s, pending) = match examine(spool, known, seg, &at, opts, spare) {
+        let (s, pending) = match examine(spool, &job.known, seg, &at, opts, spare) {
             (Step::Read(s), Some(pending)) => (s, pending),
             (step, _) => {
                 let go_on = matches!(step, Step::Known);
-                if steps.send(step).is_err() || !go_on {
-                    break;
+                if steps.send(Msg { job: job.id, step }).is_err() || !go_on {
+                    return;
                 }
                 continue;
             }
         };
-        let mut offer = Some(Step::Read(s.clone()));
+        let mut offer = Some(Msg { job: job.id, step: Step::Read(s.clone()) });
         let mut pending = Some(pending);
         let mut good = true;
         while let Some(o) = offer.take() {
@@ -519,58 +632,84 @@ fn read_ahead(
             good = p.verify(&s);
         }
         if !good {
-            break;
+            return;
         }
         at = match s.verdict() {
             Ok(v) => v.end,
-            Err(_) => break,
+            Err(_) => return,
         };
-    }
-    drop(steps);
-    for done in spent {
-        drop(done);
     }
 }
 
-/// The segments of one chain, in order; the first problem stops the chain (later
-/// segments wait behind it). Returns false when it stopped.
-///
-/// Two threads: a reader ([`read_ahead`]) reads segment k+1 while this thread writes
-/// segment k's Parquet files and commits it; both hash and parse segment k+1's records
-/// ([`records`]) once this thread is free, then the reader checks it against the chain
-/// state segment k ended in and gives the verdict this thread waits for. The reader
-/// stays at most one segment ahead, stops at the first segment that is not good, and is
-/// abandoned when a commit is refused or a record does not parse.
-fn compact_chain(
-    run: &mut Run<'_>,
-    lease: &mut Lease,
-    state: &mut ChainState,
-    segs: &[SegmentRef],
-) -> Result<bool, CliError> {
-    let known: Vec<SegmentEntry> =
-        run.m.manifest.chains.get(&state.chain_id.to_string()).map(|e| e.segments.clone()).unwrap_or_default();
-    let (spool, opts, start) = (run.spool, run.opts, state.clone());
-    std::thread::scope(|scope| {
-        let (steps_tx, steps) = std::sync::mpsc::sync_channel::<Step>(0);
-        let (spent_tx, spent) = std::sync::mpsc::channel::<Spent>();
-        let known = &known;
-        scope.spawn(move || read_ahead(spool, known, segs, start, opts, steps_tx, spent));
-        let mut steps = steps.into_iter();
+impl Run<'_> {
+    /// The segments of one chain, in order, as the reader sends them; the first problem
+    /// stops the chain (later segments wait behind it, and the reader is told to stop).
+    ///
+    /// While this thread writes segment k's Parquet files and commits it, the reader
+    /// reads segment k+1; both hash and parse segment k+1's records ([`records`]) once
+    /// this thread is free, then the reader checks it against the chain state segment k
+    /// ended in and gives the verdict this thread waits for. The reader stays at most one
+    /// segment ahead.
+    fn process(
+        &mut self,
+        chain: &mut ChainWork,
+        steps: &Receiver<Msg>,
+        spent_tx: &std::sync::mpsc::Sender<Spent>,
+    ) -> Result<(), CliError> {
+        // The lease was taken while the previous chain was processed: renew it first.
+        let done = match self.archive.renew(&mut chain.lease) {
+            Ok(true) => self.segments(chain, steps, spent_tx),
+            Ok(false) => {
+                self.report.elsewhere.push(format!("{}: lease lost to another compactor", chain.state.chain_id));
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        };
+        if !matches!(done, Ok(true)) {
+            chain.cancel.store(true, Ordering::Release);
+        }
+        done.map(|_| ())
+    }
+
+    /// Handle each segment's step; false when the chain stopped early.
+    fn segments(
+        &mut self,
+        chain: &mut ChainWork,
+        steps: &Receiver<Msg>,
+        spent_tx: &std::sync::mpsc::Sender<Spent>,
+    ) -> Result<bool, CliError> {
+        let segs = chain.segs.clone();
         for (i, seg) in segs.iter().enumerate() {
-            let Some(step) = steps.next() else { break };
+            let step = loop {
+                match steps.recv() {
+                    Ok(m) if m.job == chain.id => break m.step,
+                    // A step of a chain that stopped early, sent before the reader saw it stop.
+                    Ok(_) => {}
+                    Err(_) => return Err(CliError::Io(format!("{}: the compaction reader stopped", seg.name))),
+                }
+            };
+            let state = &mut chain.state;
             let stopped = match step {
                 Step::Known => {
                     if !seg.sealed {
-                        run.spool.set_head(state.chain_id, state)?;
+                        self.spool.set_head(state.chain_id, state)?;
                     }
-                    run.spool.mark_compacted(seg)?;
+                    self.spool.mark_compacted(seg)?;
                     false
                 }
                 Step::Overlap(st) => {
-                    quarantine_overlap(run.spool, seg, &st, &mut run.report)?;
+                    quarantine_overlap(self.spool, seg, &st, &mut self.report)?;
                     true
                 }
                 Step::Read(s) => {
+                    if s.records.chain() != state.chain_id {
+                        return Err(CliError::Io(format!(
+                            "{}: read for chain {} but committing chain {} (a compactor bug; nothing was written)",
+                            seg.name,
+                            s.records.chain(),
+                            state.chain_id
+                        )));
+                    }
                     let chunks = s.records.finish(Side::Writer);
                     let verdict = s.verdict();
                     let problem = match &verdict {
@@ -579,7 +718,7 @@ fn compact_chain(
                     };
                     if let (None, Ok(verdict)) = (problem.as_ref(), verdict.as_ref()) {
                         let rows: Vec<&Rows> = chunks.iter().filter_map(|c| c.rows.as_ref().ok()).collect();
-                        let committed = commit(run, lease, state, seg, &s, verdict, &rows)?;
+                        let committed = commit(self, &mut chain.lease, state, seg, &s, verdict, &rows)?;
                         drop(rows);
                         // Free the chunks built here; the reader frees its own.
                         let (mine, theirs): (Vec<Chunk>, Vec<Chunk>) =
@@ -590,30 +729,30 @@ fn compact_chain(
                             return Ok(false);
                         }
                         if !seg.sealed {
-                            run.report.orphans += 1;
+                            self.report.orphans += 1;
                         }
                         false
                     } else {
                         let problem = problem.unwrap_or_default();
-                        quarantine_bad(run.spool, seg, state, problem, &mut run.report)?;
+                        quarantine_bad(self.spool, seg, state, problem, &mut self.report)?;
                         true
                     }
                 }
                 Step::Bad(st, problem) => {
-                    quarantine_bad(run.spool, seg, &st, problem, &mut run.report)?;
+                    quarantine_bad(self.spool, seg, &st, problem, &mut self.report)?;
                     true
                 }
                 Step::Fail(e) => return Err(e),
             };
             if stopped {
-                run.report
+                self.report
                     .blocked
                     .extend(segs[i + 1..].iter().filter(|s| s.sealed).map(|s| format!("{}/{}", s.chain_id, s.name)));
                 return Ok(false);
             }
         }
         Ok(true)
-    })
+    }
 }
 
 /// Crash-test hook: with `KIROKU_TEST_PAUSE_AT=<step>[:<n>]` in the environment, the

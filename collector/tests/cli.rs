@@ -628,20 +628,29 @@ fn a_dead_writers_last_sealed_segment_is_not_missed_for_its_open_one() {
 fn a_record_that_contradicts_its_frame_is_quarantined_with_its_segment() {
     // Frames that chain and hash correctly, but one record's JSON names another seq:
     // found while parsing, which both compaction threads share, deep in the segment.
+    // The reader has verified that segment's frames and gone on to the next one when the
+    // writer finds the record and stops the chain; a second chain follows, whose steps
+    // must not be confused with the stopped chain's.
     let HandMade { dir, signer, vkey, chain, chain_dir } = hand_made("parse");
-    let mut header = SegmentHeader::genesis(chain);
-    for segment in 0..3u64 {
-        let first = header.first_seq;
-        let mut w = SegmentWriter::new(Vec::new(), header).unwrap();
-        for seq in first..first + 400 {
-            let mut r = AuditRecord::new(format!("r-{seq}"), Timestamp::now());
-            (r.chain_id, r.seq) = (chain, if segment == 1 && seq == first + 350 { seq + 7 } else { seq });
-            r.gen_ai.request.model = Some("parsed".into());
-            w.append_record(&r.to_json()).unwrap();
+    let other: ChainId = "ffffffff-ffff-7fff-bfff-ffffffffffff".parse().unwrap();
+    assert!(other > chain, "the good chain is compacted after the bad one");
+    let other_dir = dir.path().join("spool").join(other.to_string());
+    std::fs::create_dir_all(&other_dir).unwrap();
+    for (id, at, bad, model) in [(chain, &chain_dir, true, "parsed"), (other, &other_dir, false, "after")] {
+        let mut header = SegmentHeader::genesis(id);
+        for segment in 0..3u64 {
+            let first = header.first_seq;
+            let mut w = SegmentWriter::new(Vec::new(), header).unwrap();
+            for seq in first..first + 400 {
+                let mut r = AuditRecord::new(format!("r-{seq}"), Timestamp::now());
+                (r.chain_id, r.seq) = (id, if bad && segment == 1 && seq == first + 350 { seq + 7 } else { seq });
+                r.gen_ai.request.model = Some(model.into());
+                w.append_record(&r.to_json()).unwrap();
+            }
+            header = w.state().next_header();
+            let bytes = w.seal(&signer, "kiroku", Timestamp::now()).unwrap();
+            std::fs::write(at.join(format!("{first:020}.seg")), bytes).unwrap();
         }
-        header = w.state().next_header();
-        let bytes = w.seal(&signer, "kiroku", Timestamp::now()).unwrap();
-        std::fs::write(chain_dir.join(format!("{first:020}.seg")), bytes).unwrap();
     }
     let (spool, archive) =
         (dir.path().join("spool").display().to_string(), dir.path().join("archive").display().to_string());
@@ -653,6 +662,9 @@ fn a_record_that_contradicts_its_frame_is_quarantined_with_its_segment() {
     assert!(chain_dir.join("00000000000000000800.seg").exists(), "the next segment waits behind it");
     let found = kiroku(&["find", "--archive", &archive, "--model", "parsed"]);
     assert_eq!(String::from_utf8_lossy(&found.stdout).lines().count(), 400, "the good first segment is archived");
+    let found = kiroku(&["find", "--archive", &archive, "--model", "after"]);
+    assert_eq!(String::from_utf8_lossy(&found.stdout).lines().count(), 1200, "the next chain is archived whole");
+    assert!(text(&out).contains("1600 record(s)"), "{}", text(&out));
     let verified = kiroku(&["verify", "--archive", &archive, "--pubkey", &vkey.display().to_string()]);
     assert!(verified.status.success(), "{}", text(&verified));
 }

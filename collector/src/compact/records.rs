@@ -131,6 +131,11 @@ impl Records {
         }
     }
 
+    /// The chain the frames belong to.
+    pub fn chain(&self) -> ChainId {
+        self.chain
+    }
+
     /// The frame and payload buffers, emptied, for the next segment.
     pub fn into_buffers(self) -> (Vec<Frame>, Vec<u8>) {
         // The payload buffer comes back once no batch holds a slice of it any more.
