@@ -4,7 +4,7 @@
 //! within and across the chunks it parses them in.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int64Type, TimestampMicrosecondType};
@@ -13,20 +13,7 @@ use kiroku_schemas::checkpoint::NoteSigner;
 use kiroku_schemas::{AuditRecord, Timestamp};
 
 mod support;
-use support::{kiroku, text};
-
-fn parquet_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(parquet_files(&p));
-        } else if p.extension().is_some_and(|x| x == "parquet") {
-            out.push(p);
-        }
-    }
-    out
-}
+use support::{files_under, kiroku, text};
 
 /// Start offsets (ms from a base just before midnight) in append order: a long run in
 /// time order, stretches appended newest first, records that finished long after
@@ -88,7 +75,7 @@ fn files_are_sorted_by_time_whatever_the_append_order() {
     assert!(o.status.success(), "{}", text(&o));
 
     let mut seen: BTreeMap<i64, (i64, String)> = BTreeMap::new();
-    let files = parquet_files(Path::new(archive));
+    let files = files_under(Path::new(archive), "parquet");
     let mut dates = Vec::new();
     for f in &files {
         let date = f.parent().unwrap().file_name().unwrap().to_str().unwrap().trim_start_matches("date=").to_owned();

@@ -3,28 +3,14 @@
 //! Python verifier), an edited cut is caught, and a file left behind by an interrupted
 //! removal is deleted by the next pass.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use kiroku_schemas::Timestamp;
 
 mod support;
-use support::{dated_spool, days_ago, kiroku, repo, text};
-
-fn files_under(dir: &Path, ext: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files_under(&p, ext));
-        } else if p.extension().is_some_and(|x| x == ext) {
-            out.push(p);
-        }
-    }
-    out.sort();
-    out
-}
+use support::{dated_spool, days_ago, files_under, kiroku, repo, text};
 
 fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();

@@ -171,12 +171,12 @@ impl Pending {
         let mut others = self.others.into_iter().peekable();
         for (i, (f, h)) in records.frames.iter().zip(hashes).enumerate() {
             while let Some((_, o)) = others.next_if(|(before, _)| *before == i) {
-                self.verifier.check(&o.as_frame_ref())?;
+                self.verifier.check(&o.as_ref())?;
             }
             self.verifier.check_computed(&records.frame_ref(f), h)?;
         }
         for (_, o) in others {
-            self.verifier.check(&o.as_frame_ref())?;
+            self.verifier.check(&o.as_ref())?;
         }
         let torn = match self.stop {
             None => None,

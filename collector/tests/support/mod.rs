@@ -77,3 +77,18 @@ pub fn days_ago(now: Timestamp, days: i64) -> Timestamp {
     let day = 86_400_000_000_000i64;
     Timestamp::from_unix_nanos((now.unix_nanos() / day - days) * day + day / 2)
 }
+
+/// Files under `dir` (recursively) whose extension is `ext`, sorted.
+pub fn files_under(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p, ext));
+        } else if p.extension().is_some_and(|x| x == ext) {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}

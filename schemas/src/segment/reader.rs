@@ -24,18 +24,6 @@ pub struct Frame {
 }
 
 impl Frame {
-    /// The frame as a [`FrameRef`] borrowing its payload.
-    pub fn as_frame_ref(&self) -> FrameRef<'_> {
-        FrameRef {
-            offset: self.offset,
-            kind: self.kind,
-            seq: self.seq,
-            prev: self.prev,
-            payload: &self.payload,
-            hash: self.hash,
-        }
-    }
-
     /// Encoded length in bytes.
     pub fn encoded_len(&self) -> u64 {
         (FRAME_HEAD_LEN + self.payload.len() + FRAME_TAIL_LEN) as u64

@@ -27,12 +27,12 @@ fn verify_with_hashes_ahead(input: &[u8], opts: &VerifyOptions) -> Result<Segmen
         }
     };
     let hashes: Vec<ComputedHash> = {
-        let mut h: Vec<_> = frames.iter().rev().map(|f| ComputedHash::of(&chain, &f.as_frame_ref())).collect();
+        let mut h: Vec<_> = frames.iter().rev().map(|f| ComputedHash::of(&chain, &f.as_ref())).collect();
         h.reverse();
         h
     };
     for (f, h) in frames.iter().zip(hashes) {
-        v.check_computed(&f.as_frame_ref(), h)?;
+        v.check_computed(&f.as_ref(), h)?;
     }
     match end {
         None => v.finish(reader.offset(), None),
@@ -48,14 +48,14 @@ fn a_hash_computed_for_another_frame_is_a_bad_hash() {
     let (_, fs) = frames(&bytes);
     let r = SegmentReader::open(&bytes[..]).unwrap();
     let mut v = SegmentVerifier::new(r.header(), sealed_opts()).unwrap();
-    v.check_computed(&fs[0].as_frame_ref(), ComputedHash::of(&chain(1), &fs[0].as_frame_ref())).unwrap();
+    v.check_computed(&fs[0].as_ref(), ComputedHash::of(&chain(1), &fs[0].as_ref())).unwrap();
     // The right bytes, but computed for the frame at another offset.
     let mut moved = fs[1].clone();
     moved.offset = fs[0].offset;
-    let err = v.check_computed(&fs[1].as_frame_ref(), ComputedHash::of(&chain(1), &moved.as_frame_ref())).unwrap_err();
+    let err = v.check_computed(&fs[1].as_ref(), ComputedHash::of(&chain(1), &moved.as_ref())).unwrap_err();
     assert_eq!(err.problem, Problem::BadHash);
     // Computed with another chain id.
-    let err = v.check_computed(&fs[1].as_frame_ref(), ComputedHash::of(&chain(2), &fs[1].as_frame_ref())).unwrap_err();
+    let err = v.check_computed(&fs[1].as_ref(), ComputedHash::of(&chain(2), &fs[1].as_ref())).unwrap_err();
     assert_eq!((err.problem, err.offset), (Problem::BadHash, fs[1].offset));
 }
 
