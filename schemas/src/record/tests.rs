@@ -279,3 +279,257 @@ proptest::proptest! {
         proptest::prop_assert!(readings_agree(&bytes).is_ok(), "{}", readings_agree(&bytes).unwrap_err());
     }
 }
+
+/// A record with every field drawn from `next` (a random source): present or absent,
+/// and text, numbers and timestamps from pools of values that are hard to encode.
+fn arbitrary_record(next: &mut impl FnMut() -> u64) -> AuditRecord {
+    const TEXTS: [&str; 14] = [
+        "",
+        "plain",
+        "quote\"d",
+        "back\\slash",
+        "ctl\u{1}x",
+        "nul\u{0}",
+        "é",
+        "😀 emoji",
+        "\u{2028}line",
+        "tab\there",
+        "/slash/",
+        "{\"json\":[1,2]}",
+        "\u{ffff}",
+        "ascii and more ascii and more",
+    ];
+    let mut pick = |n: u64| next() % n;
+    let text = |pick: &mut dyn FnMut(u64) -> u64| {
+        let t = TEXTS[pick(TEXTS.len() as u64) as usize];
+        if pick(4) == 0 { format!("{t}{}", pick(1000)) } else { t.to_owned() }
+    };
+    let mut r = full();
+    r.extensions.clear();
+    r.schema_version = ["1.0", "1.3", "1.10"][pick(3) as usize].into();
+    r.record_id = text(&mut pick);
+    r.seq = [0, 1, u64::MAX, 1 << 53][pick(4) as usize];
+    let ns = [0i64, 1, -1, i64::MAX / 2, 1_764_547_200_123_456_789][pick(5) as usize];
+    r.started_at = Timestamp::from_unix_nanos(ns);
+    r.first_byte_at = (pick(2) == 0).then(|| Timestamp::from_unix_nanos(ns.saturating_add(1)));
+    r.http.status = [None, Some(0), Some(200), Some(u16::MAX)][pick(4) as usize];
+    r.http.outcome = [Outcome::Completed, Outcome::Error, Outcome::Aborted][pick(3) as usize];
+    r.http.error = (pick(2) == 0).then(|| text(&mut pick));
+    r.http.streaming = pick(2) == 0;
+    r.http.request.captured = (pick(2) == 0).then(|| text(&mut pick));
+    r.http.response.capture =
+        [CaptureMode::None, CaptureMode::Digest, CaptureMode::Redacted, CaptureMode::Full][pick(4) as usize];
+    r.http.response.truncated = pick(2) == 0;
+    r.caller.subject = (pick(2) == 0).then(|| text(&mut pick));
+    let floats = [0.0, -0.0, 0.1, 1e-300, f64::MAX, 5e-324, 0.30000000000000004, 123456789.125];
+    let float = |pick: &mut dyn FnMut(u64) -> u64| {
+        let f = f64::from_bits(pick(u64::MAX));
+        if pick(2) == 0 && f.is_finite() { f } else { floats[pick(floats.len() as u64) as usize] }
+    };
+    let q = &mut r.gen_ai.request;
+    q.temperature = (pick(2) == 0).then(|| float(&mut pick));
+    q.top_p = (pick(2) == 0).then(|| float(&mut pick));
+    q.seed = [None, Some(i64::MIN), Some(i64::MAX), Some(0), Some(-1)][pick(5) as usize];
+    q.max_tokens = [None, Some(0), Some(u64::MAX)][pick(3) as usize];
+    q.stop_sequences = (0..pick(3)).map(|_| text(&mut pick)).collect();
+    q.stream = [None, Some(true), Some(false)][pick(3) as usize];
+    r.gen_ai.response.finish_reasons = (0..pick(3)).map(|_| text(&mut pick)).collect();
+    r.gen_ai.usage.cached_input_tokens = [None, Some(7)][pick(2) as usize];
+    if pick(2) == 0 {
+        r.provenance.parameters.insert(text(&mut pick), serde_json::json!({"nested": [1, "two", {"three": null}]}));
+        r.provenance.parameters.insert("n".into(), serde_json::json!(float(&mut pick)));
+    }
+    r.provenance.tool_calls = (0..pick(3))
+        .map(|_| ToolCall {
+            id: (pick(2) == 0).then(|| text(&mut pick)),
+            name: text(&mut pick),
+            arguments_digest: None,
+        })
+        .collect();
+    r.output_sources = (0..pick(3))
+        .map(|_| OutputSource {
+            uri: text(&mut pick),
+            title: (pick(2) == 0).then(|| text(&mut pick)),
+            score: (pick(2) == 0).then(|| float(&mut pick)),
+            retrieved_at: (pick(2) == 0).then(|| Timestamp::from_unix_nanos(ns)),
+            ..Default::default()
+        })
+        .collect();
+    r.watermarks = (0..pick(2)).map(|_| Watermark { scheme: text(&mut pick), ..Default::default() }).collect();
+    r.digital_source_type = (pick(2) == 0).then(|| text(&mut pick));
+    r.disclosure = (pick(2) == 0).then(|| Disclosure { method: text(&mut pick), text: None });
+    r.safeguards
+        .iter_mut()
+        .for_each(|s| s.action = [SafeguardAction::Blocked, SafeguardAction::Allowed][pick(2) as usize]);
+    r.records_lost_before = [0, 1, u64::MAX][pick(3) as usize];
+    r.attributes = (0..pick(4)).map(|_| (text(&mut pick), text(&mut pick))).collect();
+    r
+}
+
+/// A small deterministic random source (splitmix64) from a proptest seed.
+fn rng(mut state: u64) -> impl FnMut() -> u64 {
+    move || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+#[test]
+fn the_fast_reading_takes_what_the_journal_writes() {
+    let mut no_ext = full();
+    no_ext.extensions.clear();
+    for r in [sample(), no_ext, AuditRecord::new("x", Timestamp::from_unix_nanos(0))] {
+        let bytes = r.to_json();
+        let fast = view::fast::parse(&bytes).expect("the journal's own shape is read fast");
+        assert_eq!(Some(&fast), RecordView::parse_serde(&bytes).ok().as_ref());
+        assert_eq!(fast.into_record(), r);
+    }
+    // What it leaves to serde: a newer minor's field, whitespace, keys out of order.
+    let bytes = full().to_json();
+    assert!(view::fast::parse(&bytes).is_none(), "extensions go to serde");
+    let spaced = String::from_utf8(sample().to_json()).unwrap().replacen(',', ", ", 1);
+    assert!(view::fast::parse(spaced.as_bytes()).is_none());
+    assert!(RecordView::parse(spaced.as_bytes()).is_ok(), "serde still reads it");
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 1024, ..Default::default() })]
+
+    /// Any record the journal could write is read fast, and as serde reads it.
+    #[test]
+    fn the_fast_reading_agrees_with_serde_on_arbitrary_records(seed in proptest::prelude::any::<u64>()) {
+        let r = arbitrary_record(&mut rng(seed));
+        let bytes = r.to_json();
+        let fast = view::fast::parse(&bytes);
+        proptest::prop_assert!(fast.is_some(), "not read fast: {}", String::from_utf8_lossy(&bytes));
+        let serde = RecordView::parse_serde(&bytes).map_err(|e| e.to_string());
+        proptest::prop_assert_eq!(fast.as_ref(), serde.as_ref().ok());
+        // As the owned record reads it (which is `r` but for floats serde_json does not
+        // read back exactly: its default float parsing can be one ULP off).
+        proptest::prop_assert_eq!(fast.map(RecordView::into_record), AuditRecord::from_json(&bytes).ok());
+        proptest::prop_assert_eq!(r.record_id, AuditRecord::from_json(&bytes).unwrap().record_id);
+    }
+
+    /// Whatever random edits do to those bytes, the fast reading accepts only what serde
+    /// accepts, and reads it the same.
+    #[test]
+    fn the_fast_reading_never_accepts_what_serde_refuses(
+        seed in proptest::prelude::any::<u64>(),
+        edits in proptest::collection::vec((proptest::prelude::any::<usize>(), 0u8..3, proptest::prelude::any::<u8>()), 1..4),
+    ) {
+        let mut bytes = arbitrary_record(&mut rng(seed)).to_json();
+        const TOKENS: &[u8] = b"{}[],:\"\\0123456789-+.eEtrufalsn u";
+        for (at, op, b) in edits {
+            let at = at % (bytes.len() + 1);
+            let b = if b % 2 == 0 { TOKENS[usize::from(b / 2) % TOKENS.len()] } else { b };
+            match op {
+                0 if at < bytes.len() => bytes[at] = b,
+                1 => bytes.insert(at, b),
+                _ if at < bytes.len() => { bytes.remove(at); }
+                _ => {}
+            }
+        }
+        if let Some(fast) = view::fast::parse(&bytes) {
+            let serde = RecordView::parse_serde(&bytes);
+            proptest::prop_assert!(serde.is_ok(), "fast accepted what serde refuses ({}): {}", serde.as_ref().unwrap_err(), String::from_utf8_lossy(&bytes));
+            proptest::prop_assert_eq!(Some(fast), serde.ok());
+        }
+    }
+}
+
+#[test]
+fn the_fast_reading_agrees_with_serde_on_edge_case_tokens() {
+    let mut r = full();
+    r.extensions.clear();
+    let good = String::from_utf8(r.to_json()).unwrap();
+    let ints = [
+        "0",
+        "01",
+        "00",
+        "-0",
+        "-1",
+        "1.0",
+        "1e2",
+        "1E2",
+        "18446744073709551615",
+        "18446744073709551616",
+        "+1",
+        "1 ",
+        "true",
+        "null",
+        "\"7\"",
+    ];
+    let floats = [
+        "0",
+        "1.",
+        ".5",
+        "+1",
+        "-",
+        "1e400",
+        "-1e400",
+        "01.5",
+        "1E5",
+        "1e-5",
+        "0.1e+1",
+        "-0.0",
+        "1e",
+        "2.5E-3",
+        "123456789012345678901234567890",
+        "null",
+        "\"0.2\"",
+    ];
+    let texts = [
+        "\"\"",
+        "\"\\x\"",
+        "\"\\u12\"",
+        "\"\\u12g4\"",
+        "\"\\ud800\"",
+        "\"\\ud800\\udc00\"",
+        "\"\\uDBFF\\uDFFF\"",
+        "\"\\udc00\"",
+        "\"\\ud800\\u0041\"",
+        "\"\\/\\b\\f\\n\\r\\t\"",
+        "\"\\u0000\"",
+        "\"a\u{1}b\"",
+        "\"tab\there\"",
+        "\"\\\"\"",
+        "\"\\\\\"",
+        "\"é😀\"",
+        "null",
+        "1",
+        "\"unterminated",
+    ];
+    let mut cases = 0;
+    let mut fast_taken = 0;
+    for (field, tokens) in [
+        ("\"seq\":7", &ints[..]),
+        ("\"status\":200", &ints[..]),
+        ("\"bytes\":10", &ints[..]),
+        ("\"seed\":-7", &ints[..]),
+        ("\"temperature\":0.2", &floats[..]),
+        ("\"score\":0.9", &floats[..]),
+        ("\"method\":\"POST\"", &texts[..]),
+        ("\"error\":\"upstream said \\\"no\\\"\\n\"", &texts[..]),
+        ("\"outcome\":\"completed\"", &texts[..]),
+        ("\"team\":\"search\"", &texts[..]),
+    ] {
+        assert!(good.contains(field), "{field} in {good}");
+        let key = &field[..field.find(':').unwrap() + 1];
+        for tok in tokens {
+            let bytes = good.replacen(field, &format!("{key}{tok}"), 1);
+            cases += 1;
+            if let Some(fast) = view::fast::parse(bytes.as_bytes()) {
+                fast_taken += 1;
+                let serde = RecordView::parse_serde(bytes.as_bytes());
+                assert!(serde.is_ok(), "fast accepted {key}{tok}, serde says {}", serde.unwrap_err());
+                assert_eq!(Some(fast), serde.ok(), "{key}{tok}");
+            }
+            readings_agree(bytes.as_bytes()).unwrap();
+        }
+    }
+    // Not vacuous: the fast reading took the valid tokens.
+    assert!(fast_taken > 20 && fast_taken < cases, "{fast_taken} of {cases}");
+}
