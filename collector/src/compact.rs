@@ -527,7 +527,8 @@ enum Step {
     Overlap(ChainState),
     /// Read; its records are being hashed and parsed, its verdict follows.
     Read(Arc<Segment>),
-    /// Its header or framing is bad (the chain state it was checked against, the problem).
+    /// Its header is bad, or does not continue the chain (the chain state it was checked
+    /// against, the problem); bad frames are found later, in the verdict.
     Bad(ChainState, String),
     /// Could not be read.
     Fail(CliError),
@@ -684,7 +685,13 @@ impl Run<'_> {
                 match steps.recv() {
                     Ok(m) if m.job == chain.id => break m.step,
                     // A step of a chain that stopped early, sent before the reader saw it stop.
-                    Ok(_) => {}
+                    Ok(m) if m.job < chain.id => {}
+                    Ok(m) => {
+                        return Err(CliError::Io(format!(
+                            "{}: the compaction reader went on to chain job {} before this one's steps (a compactor bug; nothing was written)",
+                            seg.name, m.job
+                        )));
+                    }
                     Err(_) => return Err(CliError::Io(format!("{}: the compaction reader stopped", seg.name))),
                 }
             };

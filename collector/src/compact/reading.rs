@@ -86,7 +86,8 @@ pub(super) struct Pending {
 }
 
 /// Read a segment (see the module docs); `Ok(Err(message))` is a problem with its
-/// header or framing (the segment is quarantined), `Err` an I/O error.
+/// header (the segment is quarantined; a problem with its frames is kept for the
+/// verdict, so that an earlier bad frame is reported first), `Err` an I/O error.
 pub(super) fn read(
     spool: &dyn SpoolStore,
     seg: &SegmentRef,
