@@ -390,3 +390,14 @@ proptest! {
         let _ = verify_segment(&data[..], &sealed_opts());
     }
 }
+
+#[test]
+fn the_head_check_is_the_domain_separated_blake3_for_any_length() {
+    for len in 0..80usize {
+        let head: Vec<u8> = (0..len as u8).map(|b| b.wrapping_mul(37)).collect();
+        let mut h = blake3::Hasher::new();
+        h.update(b"kiroku/v1/frame-head\0");
+        h.update(&head);
+        assert_eq!(head_check(&head), h.finalize().as_bytes()[..4], "length {len}");
+    }
+}
