@@ -17,7 +17,7 @@ use arrow_array::builder::{
 use arrow_array::{Array, ArrayRef, BinaryArray, RecordBatch};
 use arrow_schema::{ArrowError, DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use kiroku_schemas::record::RecordView;
-use kiroku_schemas::{AuditRecord, Hash, Timestamp};
+use kiroku_schemas::{Hash, Timestamp};
 
 fn ts() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
@@ -538,15 +538,10 @@ impl BatchBuilder {
     }
 }
 
-/// The model that served the request: the response's model, else the one asked for
-/// ([`RecordView::effective_model`] for a view).
-pub fn effective_model(r: &AuditRecord) -> Option<&str> {
-    r.gen_ai.response.model.as_deref().or(r.gen_ai.request.model.as_deref())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kiroku_schemas::AuditRecord;
 
     /// The checked-in schema is the one the code writes. Update it deliberately with
     /// `KIROKU_BLESS=1 cargo test -p kiroku-collector` (and say so in the changelog:

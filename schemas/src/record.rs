@@ -163,6 +163,12 @@ impl AuditRecord {
         Ok(record)
     }
 
+    /// The model that served the request: the response's model, else the one asked for
+    /// (the archive's `model` column; [`RecordView::effective_model`] for a view).
+    pub fn effective_model(&self) -> Option<&str> {
+        self.gen_ai.response.model.as_deref().or(self.gen_ai.request.model.as_deref())
+    }
+
     /// The JSON bytes to store (compact, fields in declaration order).
     pub fn to_json(&self) -> Vec<u8> {
         // Serialising these types cannot fail: every map key is a string and no

@@ -228,7 +228,7 @@ fn summary(archive: &Path, dir: &Path, vkey: &Path) -> Result<(), CliError> {
         for c in ar.chain_rows(&f)? {
             let r = kiroku_schemas::AuditRecord::from_json(&c.payload).map_err(|e| CliError::Corrupt(e.to_string()))?;
             total += 1;
-            *models.entry(crate::columns::effective_model(&r).unwrap_or("-").to_owned()).or_default() += 1;
+            *models.entry(r.effective_model().unwrap_or("-").to_owned()).or_default() += 1;
             *outcomes.entry(r.http.outcome.as_str().to_owned()).or_default() += 1;
             sources += u64::from(!r.output_sources.is_empty());
             marked += u64::from(!r.watermarks.is_empty());

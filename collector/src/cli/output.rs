@@ -3,7 +3,6 @@
 use kiroku_schemas::AuditRecord;
 
 use crate::archive::ChainCols;
-use crate::columns::effective_model;
 
 /// One line per record for `find`.
 pub(crate) fn line(c: &ChainCols, r: &AuditRecord) -> String {
@@ -14,7 +13,7 @@ pub(crate) fn line(c: &ChainCols, r: &AuditRecord) -> String {
         r.http.method,
         r.http.route,
         r.http.outcome.as_str(),
-        effective_model(r).unwrap_or("-"),
+        r.effective_model().unwrap_or("-"),
         c.chain_id,
         c.seq
     )

@@ -161,7 +161,7 @@ fn a_view_reads_every_field_as_the_record_does() {
         let bytes = r.to_json();
         let view = RecordView::parse(&bytes).unwrap();
         assert!(view.record_id.is_borrowed() && view.http.route.is_borrowed());
-        assert_eq!(view.effective_model(), r.gen_ai.response.model.as_deref().or(r.gen_ai.request.model.as_deref()));
+        assert_eq!(view.effective_model(), r.effective_model());
         assert_eq!(view.into_record(), r);
     }
     // Escaped text is decoded (and owned).

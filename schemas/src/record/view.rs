@@ -190,7 +190,8 @@ impl<'a> AuditRecord<'a> {
         serde_json::from_slice(bytes)
     }
 
-    /// The model that served the request: the response's model, else the one asked for.
+    /// The model that served the request: the response's model, else the one asked for
+    /// (as [`owned::AuditRecord::effective_model`]).
     pub fn effective_model(&self) -> Option<&str> {
         self.gen_ai.response.model.as_deref().or(self.gen_ai.request.model.as_deref())
     }
