@@ -533,3 +533,23 @@ fn the_fast_reading_agrees_with_serde_on_edge_case_tokens() {
     // Not vacuous: the fast reading took the valid tokens.
     assert!(fast_taken > 20 && fast_taken < cases, "{fast_taken} of {cases}");
 }
+
+#[test]
+fn the_fast_reading_leaves_deeply_nested_parameters_to_serde() {
+    // serde_json stops at 128 levels counted from the record's root; `parameters` values
+    // sit three levels down, so the fast reading must not count from the value itself.
+    let mut r = full();
+    r.extensions.clear();
+    let good = String::from_utf8(r.to_json()).unwrap();
+    for depth in [10, 100, 124, 125, 126, 127, 200] {
+        let nested = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let bytes = good.replacen("{\"type\":\"json_object\"}", &nested, 1);
+        assert!(bytes.contains(&nested));
+        if let Some(fast) = view::fast::parse(bytes.as_bytes()) {
+            let serde = RecordView::parse_serde(bytes.as_bytes());
+            assert!(serde.is_ok(), "depth {depth}: fast accepted what serde refuses: {}", serde.unwrap_err());
+            assert_eq!(Some(fast), serde.ok());
+        }
+        readings_agree(bytes.as_bytes()).unwrap();
+    }
+}

@@ -236,46 +236,30 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// Any JSON value, by serde_json (the free-form `parameters`): its extent is found
-    /// by a scan that follows strings and brackets, the value itself parsed by serde.
+    /// Any JSON value (the free-form `parameters`), read by serde_json itself, which also
+    /// says where it ends. serde stops at 128 levels counted from the record's root, these
+    /// values sit three levels down, and a parser started here would count from here:
+    /// deeply nested values are left to serde.
     fn json_value(&mut self) -> Option<serde_json::Value> {
-        let start = self.i;
-        let bytes = self.s.as_bytes();
-        let mut depth = 0usize;
-        loop {
-            match *bytes.get(self.i)? {
-                b'"' => {
-                    self.text()?;
-                    if depth == 0 {
-                        break;
-                    }
-                    continue;
-                }
-                b'{' | b'[' => depth += 1,
-                b'}' | b']' => {
-                    if depth == 0 {
-                        break;
-                    }
-                    depth -= 1;
-                    if depth == 0 {
-                        self.i += 1;
-                        break;
-                    }
-                }
-                b',' if depth == 0 => break,
-                // Outside a string only ASCII is JSON (and a slice must not split a character).
-                0x80.. => return None,
-                _ => {}
-            }
-            self.i += 1;
-        }
-        serde_json::from_str(&self.s[start..self.i]).ok()
+        let mut values = serde_json::Deserializer::from_str(&self.s[self.i..]).into_iter::<serde_json::Value>();
+        let v = values.next()?.ok()?;
+        self.i += values.byte_offset();
+        (depth(&v) < 100).then_some(v)
     }
 
     /// The fields of an object, in the order they are declared.
     fn object(&mut self) -> Option<Fields<'_, 'a>> {
         self.eat(b'{')?;
         Some(Fields { c: self, any: false })
+    }
+}
+
+/// How many arrays and objects deep a value goes.
+fn depth(v: &serde_json::Value) -> usize {
+    match v {
+        serde_json::Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+        serde_json::Value::Object(m) => 1 + m.values().map(depth).max().unwrap_or(0),
+        _ => 0,
     }
 }
 
