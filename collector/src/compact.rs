@@ -324,6 +324,14 @@ struct ChainWork {
     cancel: Arc<AtomicBool>,
 }
 
+/// A chain as [`Run::list`] finds it.
+struct Listing {
+    state: ChainState,
+    known: Vec<SegmentEntry>,
+    segs: Vec<SegmentRef>,
+    orphans: Option<OrphanGuard>,
+}
+
 /// A chain for the reader: its segments in order, from where the archive holds it.
 struct Job {
     id: u64,
@@ -356,7 +364,7 @@ impl Run<'_> {
                 continue;
             };
             match self.list(chain) {
-                Ok((state, known, segs, orphans)) => {
+                Ok(Listing { state, known, segs, orphans }) => {
                     let cancel = Arc::new(AtomicBool::new(false));
                     let job = Job { id, segs: segs.clone(), start: state.clone(), known, cancel: cancel.clone() };
                     if jobs.send(job).is_err() {
@@ -376,11 +384,7 @@ impl Run<'_> {
 
     /// Where the archive holds `chain`, and its segments: sealed ones, then the open
     /// ones of a writer that is gone.
-    #[allow(clippy::type_complexity)]
-    fn list(
-        &mut self,
-        chain: ChainId,
-    ) -> Result<(ChainState, Vec<SegmentEntry>, Vec<SegmentRef>, Option<OrphanGuard>), CliError> {
+    fn list(&mut self, chain: ChainId) -> Result<Listing, CliError> {
         // Another compactor may have advanced the chain since this run loaded the manifest.
         self.m.refresh(self.archive)?;
         let (state, known) = match self.m.manifest.chains.get(&chain.to_string()) {
@@ -393,11 +397,11 @@ impl Run<'_> {
         // continues that one, quarantined as a discontinuity.)
         let orphans = self.spool.orphaned(chain)?;
         let mut segs = self.spool.sealed(chain)?;
-        let guard = orphans.map(|(guard, opens)| {
+        let orphans = orphans.map(|(guard, opens)| {
             segs.extend(opens);
             guard
         });
-        Ok((state, known, segs, guard))
+        Ok(Listing { state, known, segs, orphans })
     }
 }
 
@@ -534,7 +538,8 @@ enum Step {
     Fail(CliError),
 }
 
-/// Examine one segment against the chain state so far.
+/// Examine one segment against the chain state so far: read it (the segment, and what
+/// the reader keeps to check it), or the step that says why not.
 fn examine(
     spool: &dyn SpoolStore,
     known: &[SegmentEntry],
@@ -542,19 +547,18 @@ fn examine(
     state: &ChainState,
     opts: &CompactOptions,
     spare: Option<(Vec<Frame>, Vec<u8>)>,
-) -> (Step, Option<Pending>) {
+) -> Result<(Arc<Segment>, Pending), Step> {
     if seg.first_seq < state.next_seq {
-        let step = match is_known(spool, known, seg) {
+        return Err(match is_known(spool, known, seg) {
             Ok(true) => Step::Known,
             Ok(false) => Step::Overlap(state.clone()),
             Err(e) => Step::Fail(e),
-        };
-        return (step, None);
+        });
     }
     match reading::read(spool, seg, state, opts, spare) {
-        Ok(Ok((s, pending))) => (Step::Read(s), Some(pending)),
-        Ok(Err(problem)) => (Step::Bad(state.clone(), problem), None),
-        Err(e) => (Step::Fail(e), None),
+        Ok(Ok(read)) => Ok(read),
+        Ok(Err(problem)) => Err(Step::Bad(state.clone(), problem)),
+        Err(e) => Err(Step::Fail(e)),
     }
 }
 
@@ -602,8 +606,8 @@ fn read_chain(
             spare = Arc::try_unwrap(s).ok().map(|s| s.records.into_buffers());
         }
         let (s, pending) = match examine(spool, &job.known, seg, &at, opts, spare) {
-            (Step::Read(s), Some(pending)) => (s, pending),
-            (step, _) => {
+            Ok(read) => read,
+            Err(step) => {
                 let go_on = matches!(step, Step::Known);
                 if steps.send(Msg { job: job.id, step }).is_err() || !go_on {
                     return;
@@ -679,13 +683,13 @@ impl Run<'_> {
         steps: &Receiver<Msg>,
         spent_tx: &std::sync::mpsc::Sender<Spent>,
     ) -> Result<bool, CliError> {
-        let segs = chain.segs.clone();
+        let ChainWork { id, lease, state, segs, .. } = chain;
         for (i, seg) in segs.iter().enumerate() {
             let step = loop {
                 match steps.recv() {
-                    Ok(m) if m.job == chain.id => break m.step,
+                    Ok(m) if m.job == *id => break m.step,
                     // A step of a chain that stopped early, sent before the reader saw it stop.
-                    Ok(m) if m.job < chain.id => {}
+                    Ok(m) if m.job < *id => {}
                     Ok(m) => {
                         return Err(CliError::Io(format!(
                             "{}: the compaction reader went on to chain job {} before this one's steps (a compactor bug; nothing was written)",
@@ -695,7 +699,6 @@ impl Run<'_> {
                     Err(_) => return Err(CliError::Io(format!("{}: the compaction reader stopped", seg.name))),
                 }
             };
-            let state = &mut chain.state;
             let stopped = match step {
                 Step::Known => {
                     if !seg.sealed {
@@ -718,31 +721,33 @@ impl Run<'_> {
                         )));
                     }
                     let chunks = s.records.finish(Side::Writer);
-                    let verdict = s.verdict();
-                    let problem = match &verdict {
-                        Err(problem) => Some(problem.clone()),
-                        Ok(_) => chunks.iter().find_map(|c| c.rows.as_ref().err()).cloned(),
-                    };
-                    if let (None, Ok(verdict)) = (problem.as_ref(), verdict.as_ref()) {
-                        let rows: Vec<&Rows> = chunks.iter().filter_map(|c| c.rows.as_ref().ok()).collect();
-                        let committed = commit(self, &mut chain.lease, state, seg, &s, verdict, &rows)?;
-                        drop(rows);
-                        // Free the chunks built here; the reader frees its own.
-                        let (mine, theirs): (Vec<Chunk>, Vec<Chunk>) =
-                            chunks.into_iter().partition(|c| c.side == Side::Writer);
-                        drop(mine);
-                        let _ = spent_tx.send((s, theirs));
-                        if !committed {
-                            return Ok(false);
+                    // The reader's verdict first, then the first record that did not parse.
+                    let checked = s.verdict().and_then(|v| match chunks.iter().find_map(|c| c.rows.as_ref().err()) {
+                        Some(problem) => Err(problem.clone()),
+                        None => Ok(v),
+                    });
+                    match checked {
+                        Ok(verdict) => {
+                            let rows: Vec<&Rows> = chunks.iter().filter_map(|c| c.rows.as_ref().ok()).collect();
+                            let committed = commit(self, lease, state, seg, &s, &verdict, &rows)?;
+                            drop(rows);
+                            // Free the chunks built here; the reader frees its own.
+                            let (mine, theirs): (Vec<Chunk>, Vec<Chunk>) =
+                                chunks.into_iter().partition(|c| c.side == Side::Writer);
+                            drop(mine);
+                            let _ = spent_tx.send((s, theirs));
+                            if !committed {
+                                return Ok(false);
+                            }
+                            if !seg.sealed {
+                                self.report.orphans += 1;
+                            }
+                            false
                         }
-                        if !seg.sealed {
-                            self.report.orphans += 1;
+                        Err(problem) => {
+                            quarantine_bad(self.spool, seg, state, problem, &mut self.report)?;
+                            true
                         }
-                        false
-                    } else {
-                        let problem = problem.unwrap_or_default();
-                        quarantine_bad(self.spool, seg, state, problem, &mut self.report)?;
-                        true
                     }
                 }
                 Step::Bad(st, problem) => {

@@ -29,7 +29,7 @@ use crate::columns::{BatchBuilder, ChainRow};
 /// Records per chunk: small enough that the two threads finish close together (a chunk
 /// is a few milliseconds of work), large enough that claiming one, and writing its batch
 /// to Parquet, costs little next to building it.
-pub(super) const CHUNK: usize = 1024;
+const CHUNK: usize = 1024;
 
 /// A chunk also ends once its payloads reach this many bytes, so that its payload column
 /// stays far within Arrow's 2 GiB (`i32` offsets) whatever the records' sizes.
@@ -231,17 +231,18 @@ impl Records {
     /// frames' payloads lie back to back there).
     fn payload_column(&self, frames: &[Frame]) -> Result<BinaryArray, arrow_schema::ArrowError> {
         let base = frames.first().map_or(0, |f| f.payload.start);
-        let end = frames.last().map_or(base, |f| f.payload.end);
-        let offset = |at: usize| {
-            i32::try_from(at - base).map_err(|_| arrow_schema::ArrowError::ComputeError("payloads over 2 GiB".into()))
-        };
+        let mut end = base;
         let mut offsets = Vec::with_capacity(frames.len() + 1);
-        offsets.push(0);
+        offsets.push(0i32);
         for f in frames {
-            if f.payload.start != base + offsets.last().map_or(0, |&o| o as usize) {
+            if f.payload.start != end {
                 return Err(arrow_schema::ArrowError::ComputeError("payloads not back to back".into()));
             }
-            offsets.push(offset(f.payload.end)?);
+            end = f.payload.end;
+            offsets.push(
+                i32::try_from(end - base)
+                    .map_err(|_| arrow_schema::ArrowError::ComputeError("payloads over 2 GiB".into()))?,
+            );
         }
         BinaryArray::try_new(OffsetBuffer::new(offsets.into()), self.payloads.slice_with_length(base, end - base), None)
     }

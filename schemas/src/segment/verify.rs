@@ -202,9 +202,6 @@ impl SegmentVerifier {
 
     /// Check the next frame.
     pub fn check(&mut self, f: &FrameRef<'_>) -> Result<(), SegmentError> {
-        if self.sealed {
-            return Err(SegmentError::at(f.offset, Some(f.seq), Problem::DataAfterSeal));
-        }
         let computed = ComputedHash::of(&self.header.chain_id, f);
         self.check_computed(f, computed)
     }
