@@ -49,29 +49,51 @@ fn raw_http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
 }
 
 fn raw_http_with(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
+    try_http(addr, method, path, headers).unwrap_or_else(|e| panic!("{method} {path} on {addr}: {e}"))
+}
+
+fn try_http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr)?;
     let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
-    write!(s, "{method} {path} HTTP/1.1\r\nhost: {addr}\r\n{extra}content-length: 0\r\nconnection: close\r\n\r\n")
-        .unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nhost: {addr}\r\n{extra}content-length: 0\r\nconnection: close\r\n\r\n")?;
     let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
+    s.read_to_string(&mut out)?;
     let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (status, out)
+    Ok((status, out))
 }
 
 impl S3Server {
     fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new(repo().join(".venv-fleet/bin/moto_server"))
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        // Port 0: moto binds a free port itself and says which. Picking one here and handing
+        // it over left a window in which another test's listener could take it.
+        let mut child = Command::new(repo().join(".venv-fleet/bin/moto_server"))
+            .args(["-H", "127.0.0.1", "-p", "0"])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start moto_server (scripts/test.sh installs it)");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut said = Vec::new();
+        let addr: SocketAddr = loop {
+            let Some(Ok(line)) = lines.next() else {
+                let exit = child.wait();
+                panic!("moto_server ended without saying its address ({exit:?}): {said:?}");
+            };
+            if let Some(at) = line.split("Running on http://").nth(1) {
+                break at.trim().parse().unwrap_or_else(|e| panic!("moto_server address {line:?}: {e}"));
+            }
+            said.push(line);
+        };
+        std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
+        // Ready means it answers HTTP, not merely that its port accepts.
         let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "moto_server did not start on {addr}");
+        loop {
+            match try_http(addr, "GET", "/", &[]) {
+                Ok((status, _)) if status != 0 => break,
+                answer => {
+                    assert!(Instant::now() < deadline, "moto_server on {addr} does not answer: {answer:?}")
+                }
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
         let server = Self { child, addr };
