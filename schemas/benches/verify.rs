@@ -11,7 +11,9 @@ use std::sync::OnceLock;
 use divan::Bencher;
 use divan::counter::BytesCount;
 use kiroku_schemas::checkpoint::NoteSigner;
-use kiroku_schemas::segment::{SegmentHeader, SegmentWriter, VerifyOptions, verify_segment};
+use kiroku_schemas::segment::{
+    ComputedHash, FrameKind, FrameRef, SegmentHeader, SegmentWriter, VerifyOptions, verify_segment,
+};
 use kiroku_schemas::{ChainId, Timestamp};
 
 fn main() {
@@ -99,6 +101,35 @@ fn baseline_record_hash_in_pieces(b: Bencher<'_, '_>, record_size: usize) {
         h.update(divan::black_box(&p));
         *h.finalize().as_bytes()
     });
+}
+
+/// 1,024 frames of the same chain, as a reader holding a segment's frames has them.
+fn frames_of(record_size: usize) -> Vec<(u64, Vec<u8>)> {
+    (0..1024).map(|i| (i as u64, payload(i, record_size))).collect()
+}
+
+/// The hashes of 1,024 record frames side by side (`ComputedHash::of_all`, what the
+/// collector computes per chunk of records).
+#[divan::bench(args = SIZES)]
+fn hash_1024_frames_side_by_side(b: Bencher<'_, '_>, record_size: usize) {
+    let frames = frames_of(record_size);
+    let refs: Vec<FrameRef<'_>> = frames.iter().map(|(seq, p)| frame_ref(*seq, p)).collect();
+    b.counter(BytesCount::new(record_size * frames.len()))
+        .bench(|| ComputedHash::of_all(&ChainId([1; 16]), divan::black_box(&refs)));
+}
+
+/// Baseline for `hash_1024_frames_side_by_side`: the same 1,024 hashes one frame at a
+/// time (`ComputedHash::of`).
+#[divan::bench(args = SIZES)]
+fn baseline_hash_1024_frames_one_by_one(b: Bencher<'_, '_>, record_size: usize) {
+    let frames = frames_of(record_size);
+    let refs: Vec<FrameRef<'_>> = frames.iter().map(|(seq, p)| frame_ref(*seq, p)).collect();
+    b.counter(BytesCount::new(record_size * frames.len()))
+        .bench(|| divan::black_box(&refs).iter().map(|f| ComputedHash::of(&ChainId([1; 16]), f)).collect::<Vec<_>>());
+}
+
+fn frame_ref(seq: u64, payload: &[u8]) -> FrameRef<'_> {
+    FrameRef { offset: seq * 2048, kind: FrameKind::Record, seq, prev: [3; 32], payload, hash: [0; 32] }
 }
 
 /// Writing 1 KiB records into memory.

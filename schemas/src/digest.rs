@@ -2,6 +2,9 @@
 
 use std::fmt;
 
+mod many;
+pub use many::blake3_many;
+
 /// A 32-byte digest: a blake3 chain hash or a SHA-256 Merkle node.
 pub type Hash = [u8; 32];
 

@@ -86,14 +86,11 @@ pub fn frame_hash(kind: FrameKind, chain: &ChainId, seq: u64, prev: &Hash, paylo
     thread_local! {
         static MESSAGE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    let parts: [&[u8]; 5] = [kind.domain(), chain.as_bytes(), &seq.to_le_bytes(), prev, payload];
     if payload.len() <= CONTIGUOUS_MAX {
         let contiguous = MESSAGE.try_with(|m| {
             let mut m = m.try_borrow_mut().ok()?;
             m.clear();
-            for p in parts {
-                m.extend_from_slice(p);
-            }
+            push_frame_message(&mut m, kind, chain, seq, prev, payload);
             Some(*blake3::hash(&m).as_bytes())
         });
         if let Ok(Some(h)) = contiguous {
@@ -101,10 +98,35 @@ pub fn frame_hash(kind: FrameKind, chain: &ChainId, seq: u64, prev: &Hash, paylo
         }
     }
     let mut h = blake3::Hasher::new();
-    for p in parts {
+    for p in frame_message(kind, chain, &seq.to_le_bytes(), prev, payload) {
         h.update(p);
     }
     *h.finalize().as_bytes()
+}
+
+/// The parts of the message [`frame_hash`] hashes, in order.
+fn frame_message<'a>(
+    kind: FrameKind,
+    chain: &'a ChainId,
+    seq_le: &'a [u8; 8],
+    prev: &'a Hash,
+    payload: &'a [u8],
+) -> [&'a [u8]; 5] {
+    [kind.domain(), chain.as_bytes(), seq_le, prev, payload]
+}
+
+/// Append the message [`frame_hash`] hashes to `buf`.
+pub(crate) fn push_frame_message(
+    buf: &mut Vec<u8>,
+    kind: FrameKind,
+    chain: &ChainId,
+    seq: u64,
+    prev: &Hash,
+    payload: &[u8],
+) {
+    for p in frame_message(kind, chain, &seq.to_le_bytes(), prev, payload) {
+        buf.extend_from_slice(p);
+    }
 }
 
 /// The hash of a record frame (the chain hash of the record).

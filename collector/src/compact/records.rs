@@ -157,8 +157,8 @@ impl Records {
         };
         // A panic here would leave the other thread waiting for this chunk forever.
         let work = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let hashes: Vec<ComputedHash> =
-                frames.iter().map(|f| ComputedHash::of(&self.chain, &self.frame_ref(f))).collect();
+            let refs: Vec<FrameRef<'_>> = frames.iter().map(|f| self.frame_ref(f)).collect();
+            let hashes = ComputedHash::of_all(&self.chain, &refs);
             (hashes, self.build(frames))
         }));
         let (hashes, rows) = match work {

@@ -26,11 +26,11 @@ fn verify_with_hashes_ahead(input: &[u8], opts: &VerifyOptions) -> Result<Segmen
             Err(e) => break Some(e),
         }
     };
-    let hashes: Vec<ComputedHash> = {
-        let mut h: Vec<_> = frames.iter().rev().map(|f| ComputedHash::of(&chain, &f.as_ref())).collect();
-        h.reverse();
-        h
-    };
+    // Side by side, as the collector computes them, and each the same as alone.
+    let refs: Vec<FrameRef<'_>> = frames.iter().map(|f| f.as_ref()).collect();
+    let hashes = ComputedHash::of_all(&chain, &refs);
+    let alone: Vec<ComputedHash> = refs.iter().map(|f| ComputedHash::of(&chain, f)).collect();
+    assert_eq!(hashes, alone);
     for (f, h) in frames.iter().zip(hashes) {
         v.check_computed(&f.as_ref(), h)?;
     }

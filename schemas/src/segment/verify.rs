@@ -2,7 +2,7 @@
 
 use std::io::Read;
 
-use super::{FrameKind, FrameRef, Problem, SegmentError, SegmentHeader, SegmentReader, frame_hash};
+use super::{FrameKind, FrameRef, Problem, SegmentError, SegmentHeader, SegmentReader, frame_hash, push_frame_message};
 use crate::checkpoint::{Checkpoint, NoteVerifier};
 use crate::merkle::CompactRange;
 use crate::{ChainId, Hash};
@@ -133,6 +133,31 @@ impl ComputedHash {
     /// Compute the hash of frame `f` of the chain `chain` (the segment header's chain).
     pub fn of(chain: &ChainId, f: &FrameRef<'_>) -> Self {
         Self { offset: f.offset, hash: frame_hash(f.kind, chain, f.seq, &f.prev, f.payload) }
+    }
+
+    /// The hashes of many frames of the chain `chain`, in order: the same as
+    /// [`ComputedHash::of`] on each, computed side by side
+    /// ([`blake3_many`](crate::digest::blake3_many)), several times faster for record-sized
+    /// frames. Each frame is hashed with the `prev_hash` it names, so the frames need not
+    /// have been checked yet; [`SegmentVerifier::check_computed`] checks the links.
+    pub fn of_all(chain: &ChainId, frames: &[FrameRef<'_>]) -> Vec<Self> {
+        let mut messages = Vec::with_capacity(frames.iter().map(|f| f.payload.len() + 96).sum());
+        let mut ends = Vec::with_capacity(frames.len());
+        for f in frames {
+            push_frame_message(&mut messages, f.kind, chain, f.seq, &f.prev, f.payload);
+            ends.push(messages.len());
+        }
+        let mut start = 0;
+        let slices: Vec<&[u8]> = ends
+            .iter()
+            .map(|&end| {
+                let m = &messages[start..end];
+                start = end;
+                m
+            })
+            .collect();
+        let hashes = crate::digest::blake3_many(&slices);
+        frames.iter().zip(hashes).map(|(f, hash)| Self { offset: f.offset, hash }).collect()
     }
 }
 
