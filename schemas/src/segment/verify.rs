@@ -141,23 +141,35 @@ impl ComputedHash {
     /// frames. Each frame is hashed with the `prev_hash` it names, so the frames need not
     /// have been checked yet; [`SegmentVerifier::check_computed`] checks the links.
     pub fn of_all(chain: &ChainId, frames: &[FrameRef<'_>]) -> Vec<Self> {
-        let mut messages = Vec::with_capacity(frames.iter().map(|f| f.payload.len() + 96).sum());
-        let mut ends = Vec::with_capacity(frames.len());
-        for f in frames {
-            push_frame_message(&mut messages, f.kind, chain, f.seq, &f.prev, f.payload);
-            ends.push(messages.len());
+        thread_local! {
+            // Reused: a fresh megabyte per call is a fresh mapping, and faulting its pages
+            // in cost as much as copying the frames into it.
+            static MESSAGES: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        let mut start = 0;
-        let slices: Vec<&[u8]> = ends
-            .iter()
-            .map(|&end| {
-                let m = &messages[start..end];
-                start = end;
-                m
-            })
-            .collect();
-        let hashes = crate::digest::blake3_many(&slices);
-        frames.iter().zip(hashes).map(|(f, hash)| Self { offset: f.offset, hash }).collect()
+        let hash_all = |messages: &mut Vec<u8>| {
+            messages.clear();
+            let mut ends = Vec::with_capacity(frames.len());
+            for f in frames {
+                push_frame_message(messages, f.kind, chain, f.seq, &f.prev, f.payload);
+                ends.push(messages.len());
+            }
+            let mut start = 0;
+            let slices: Vec<&[u8]> = ends
+                .iter()
+                .map(|&end| {
+                    let m = &messages[start..end];
+                    start = end;
+                    m
+                })
+                .collect();
+            let hashes = crate::digest::blake3_many(&slices);
+            frames.iter().zip(hashes).map(|(f, hash)| Self { offset: f.offset, hash }).collect()
+        };
+        MESSAGES
+            .try_with(|m| m.try_borrow_mut().ok().map(|mut m| hash_all(&mut m)))
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| hash_all(&mut Vec::new()))
     }
 }
 
