@@ -3,6 +3,7 @@
 use std::fmt;
 
 mod many;
+pub(crate) use many::SIDE_BY_SIDE_MAX;
 pub use many::blake3_many;
 
 /// A 32-byte digest: a blake3 chain hash or a SHA-256 Merkle node.

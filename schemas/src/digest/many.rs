@@ -26,7 +26,7 @@ const SIDE_BY_SIDE_MIN: usize = 4;
 /// Longer messages are hashed one by one: from four chunks on, blake3 gives its lanes to
 /// one message's chunks about as well, and from eight on clearly better (1,024 messages
 /// of 1,270 bytes: 3.5x faster side by side; 4,200 bytes: even; 8,300 bytes: 0.6x).
-const SIDE_BY_SIDE_MAX: usize = 3 * CHUNK_LEN;
+pub(crate) const SIDE_BY_SIDE_MAX: usize = 3 * CHUNK_LEN;
 
 /// The message words each of the seven rounds reads, in order: round r reads round
 /// r-1's words through the specification's permutation.

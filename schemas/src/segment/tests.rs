@@ -4,14 +4,35 @@ use super::*;
 use crate::Timestamp;
 use crate::checkpoint::NoteSigner;
 
-/// Every verification in these tests runs twice: through [`SegmentVerifier::check`] (the
-/// real `verify_segment`), and through [`SegmentVerifier::check_computed`] with every
-/// frame's hash computed ahead, last frame first; both must give the same answer.
+/// Every verification in these tests runs four ways, which must give the same answer:
+/// the real `verify_segment` (frames hashed side by side in batches of 256), the same
+/// in batches of 3 (so that small segments cross batch boundaries), frame by frame
+/// through [`SegmentVerifier::check`], and through [`SegmentVerifier::check_computed`]
+/// with every frame's hash computed ahead.
 fn verify_segment(input: &[u8], opts: &VerifyOptions) -> Result<SegmentReport, SegmentError> {
     let real = super::verify_segment(input, opts);
+    let small_batches = verify::verify_in_batches(input, opts, 3);
+    let one_by_one = verify_frame_by_frame(input, opts);
     let ahead = verify_with_hashes_ahead(input, opts);
-    assert_eq!(format!("{real:?}"), format!("{ahead:?}"), "check and check_computed disagree");
+    let real_s = format!("{real:?}");
+    assert_eq!(real_s, format!("{small_batches:?}"), "batches of 256 and of 3 disagree");
+    assert_eq!(real_s, format!("{one_by_one:?}"), "batched and frame-by-frame checks disagree");
+    assert_eq!(real_s, format!("{ahead:?}"), "check and check_computed disagree");
     real
+}
+
+fn verify_frame_by_frame(input: &[u8], opts: &VerifyOptions) -> Result<SegmentReport, SegmentError> {
+    let mut reader = SegmentReader::open(input)?;
+    let mut v = SegmentVerifier::new(reader.header(), opts.clone())?;
+    loop {
+        match reader.next_frame_ref() {
+            Ok(Some(f)) => v.check(&f)?,
+            Ok(None) => return v.finish(reader.offset(), None),
+            Err(e) if v.is_sealed() => return Err(SegmentError::at(e.offset, None, Problem::DataAfterSeal)),
+            Err(e) if e.is_torn_tail() => return v.finish(reader.offset(), Some(e)),
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 fn verify_with_hashes_ahead(input: &[u8], opts: &VerifyOptions) -> Result<SegmentReport, SegmentError> {
@@ -399,5 +420,25 @@ fn the_head_check_is_the_domain_separated_blake3_for_any_length() {
         h.update(b"kiroku/v1/frame-head\0");
         h.update(&head);
         assert_eq!(head_check(&head), h.finalize().as_bytes()[..4], "length {len}");
+    }
+}
+
+#[test]
+fn frames_too_long_to_batch_are_checked_in_their_place() {
+    // Small frames (batched), 5 KiB ones (checked where they are read), mixed.
+    let ps: Vec<Vec<u8>> =
+        (0..20).map(|i| if i % 4 == 1 { vec![b'a' + i as u8; 5000] } else { payloads(i + 1).pop().unwrap() }).collect();
+    let bytes = build(chain(16), &ps, 6);
+    assert_eq!(verify_segment(&bytes[..], &sealed_opts()).unwrap().records, 20);
+    let (_, fs) = frames(&bytes);
+    let records: Vec<&Frame> = fs.iter().filter(|f| f.kind == FrameKind::Record).collect();
+    // A flipped byte in a small frame right after a long one, and in a long one after
+    // small ones: each is found at its own frame.
+    for k in [2, 5, 9] {
+        let f = records[k];
+        let mut bad = bytes.clone();
+        bad[f.offset as usize + f.encoded_len() as usize - 40] ^= 1;
+        let err = verify_segment(&bad[..], &sealed_opts()).unwrap_err();
+        assert_eq!(err.offset, f.offset, "frame {k}: {err}");
     }
 }
