@@ -16,6 +16,7 @@
 //! verdict on the reading thread; writing and committing stay in order on the calling
 //! one.
 
+mod file;
 mod reading;
 mod records;
 
@@ -23,7 +24,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, TrySendError};
 
 use arrow_array::RecordBatch;
 use arrow_select::interleave::interleave_record_batch;
@@ -31,7 +32,6 @@ use kiroku_schemas::checkpoint::NoteVerifier;
 use kiroku_schemas::digest::to_hex;
 use kiroku_schemas::segment::ChainState;
 use kiroku_schemas::{ChainId, Timestamp};
-use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -42,6 +42,7 @@ use crate::columns;
 use crate::error::CliError;
 use crate::manifest::{ChainEntry, FileEntry, SegmentEntry};
 use crate::spool::{OrphanGuard, SegmentRef, SpoolStore};
+use file::FileEncoder;
 use reading::{Pending, Segment, Verdict};
 use records::{Chunk, Frame, Rows, Side};
 
@@ -176,7 +177,7 @@ const SLICE_MIN_ROWS: usize = 256;
 
 /// The Parquet writer of one file, fed rows that name rows of the chunks' batches.
 struct FileRows<'a, W: std::io::Write + Send> {
-    w: ArrowWriter<W>,
+    w: FileEncoder<W>,
     batches: &'a [&'a RecordBatch],
     gather: Vec<(usize, usize)>,
     rel: &'a str,
@@ -216,7 +217,8 @@ impl<W: std::io::Write + Send> FileRows<'_, W> {
 }
 
 /// Write one file durably; returns its manifest entry. `rows` are sorted by time; each
-/// names a row of one of `batches`.
+/// names a row of one of `batches`. With `tail` (the reading thread has nothing left to
+/// read), the reader encodes the payload column meanwhile.
 fn write_file(
     archive: &dyn ArchiveStore,
     chain: ChainId,
@@ -224,6 +226,7 @@ fn write_file(
     rows: &[Row],
     batches: &[&RecordBatch],
     opts: &CompactOptions,
+    tail: Option<&Sender<Work>>,
 ) -> Result<FileEntry, CliError> {
     // The file's seq range (rows are in time order, which need not be seq order).
     let first = rows.iter().map(|r| r.key.1).min().unwrap_or(0);
@@ -233,11 +236,20 @@ fn write_file(
     let (bytes, blake3) = archive.write_file(&rel, &mut |out| {
         let props = writer_properties(opts.row_group_rows, &chain_s);
         let err = |e: parquet::errors::ParquetError| CliError::Io(format!("{rel}: {e}"));
-        let w = ArrowWriter::try_new(out, columns::schema(), Some(props)).map_err(err)?;
-        let mut file = FileRows { w, batches, gather: Vec::new(), rel: &rel };
-        file.write(rows)?;
-        file.w.finish().map_err(err)?;
-        Ok(())
+        let write = |w| {
+            let mut file = FileRows { w, batches, gather: Vec::new(), rel: &rel };
+            file.write(rows)?;
+            file.w.finish().map_err(err)
+        };
+        let Some(reader) = tail else {
+            return write(FileEncoder::new(out, columns::schema(), props).map_err(err)?);
+        };
+        let (w, helper) = FileEncoder::with_helper(out, columns::schema(), props).map_err(err)?;
+        if reader.send(Work::Encode(helper)).is_err() {
+            return Err(CliError::Io(format!("{rel}: the compaction reader stopped")));
+        }
+        // On every way out, `w` is dropped and the reader's part returns.
+        write(w)
     })?;
     Ok(FileEntry {
         path: rel,
@@ -278,7 +290,7 @@ pub fn compact(
     let mut run = Run { spool, archive, opts, m, report: CompactReport::default(), progress };
     let chains = spool.chains()?;
     std::thread::scope(|scope| {
-        let (jobs_tx, jobs) = std::sync::mpsc::channel::<Job>();
+        let (jobs_tx, jobs) = std::sync::mpsc::channel::<Work>();
         let (steps_tx, steps) = std::sync::mpsc::sync_channel::<Msg>(0);
         let (spent_tx, spent) = std::sync::mpsc::channel::<Spent>();
         scope.spawn(move || reader(spool, opts, jobs, steps_tx, spent));
@@ -292,6 +304,9 @@ pub fn compact(
                     return Err(e);
                 }
             };
+            // No chain after this one: the reader will be idle when its last segment is
+            // written, and can encode part of it.
+            chain.tail = next.is_none().then(|| jobs_tx.clone());
             let result = run.process(&mut chain, &steps, &spent_tx);
             archive.release(chain.lease);
             if let Err(e) = result {
@@ -322,6 +337,9 @@ struct ChainWork {
     _orphans: Option<OrphanGuard>,
     /// Tells the reader to stop reading this chain.
     cancel: Arc<AtomicBool>,
+    /// The reader's work queue, when no chain comes after this one: the reader is idle
+    /// once the chain's last segment is read, and encodes part of its last file.
+    tail: Option<Sender<Work>>,
 }
 
 /// A chain as [`Run::list`] finds it.
@@ -330,6 +348,14 @@ struct Listing {
     known: Vec<SegmentEntry>,
     segs: Vec<SegmentRef>,
     orphans: Option<OrphanGuard>,
+}
+
+/// The reader's work, in the order it is given.
+enum Work {
+    /// Read a chain.
+    Chain(Job),
+    /// Encode part of the run's last file (sent once every chain is read).
+    Encode(file::Helper),
 }
 
 /// A chain for the reader: its segments in order, from where the archive holds it.
@@ -356,7 +382,7 @@ impl Run<'_> {
     fn prepare(
         &mut self,
         chains: &mut impl Iterator<Item = (ChainId, u64)>,
-        jobs: &std::sync::mpsc::Sender<Job>,
+        jobs: &Sender<Work>,
     ) -> Result<Option<ChainWork>, CliError> {
         for (chain, id) in chains {
             let Some(lease) = self.archive.lease(chain)? else {
@@ -367,11 +393,12 @@ impl Run<'_> {
                 Ok(Listing { state, known, segs, orphans }) => {
                     let cancel = Arc::new(AtomicBool::new(false));
                     let job = Job { id, segs: segs.clone(), start: state.clone(), known, cancel: cancel.clone() };
-                    if jobs.send(job).is_err() {
+                    if jobs.send(Work::Chain(job)).is_err() {
                         self.archive.release(lease);
                         return Err(CliError::Io("the compaction reader stopped".into()));
                     }
-                    return Ok(Some(ChainWork { id, lease, state, segs, _orphans: orphans, cancel }));
+                    let work = ChainWork { id, lease, state, segs, _orphans: orphans, cancel, tail: None };
+                    return Ok(Some(work));
                 }
                 Err(e) => {
                     self.archive.release(lease);
@@ -450,17 +477,24 @@ fn quarantine_bad(
     Ok(())
 }
 
+/// A segment that passed verification, and its records' rows.
+struct Verified<'a> {
+    seg: &'a SegmentRef,
+    segment: &'a Segment,
+    verdict: &'a Verdict,
+    rows: &'a [&'a Rows],
+}
+
 /// Write a verified segment's records, commit the manifest, move the segment. False
 /// when another compactor took the chain (lease lost, or it committed first).
 fn commit(
     run: &mut Run<'_>,
     lease: &mut Lease,
     state: &mut ChainState,
-    seg: &SegmentRef,
-    s: &Segment,
-    v: &Verdict,
-    chunks: &[&Rows],
+    done: Verified<'_>,
+    tail: Option<&Sender<Work>>,
 ) -> Result<bool, CliError> {
+    let Verified { seg, segment: s, verdict: v, rows: chunks } = done;
     let chain = state.chain_id;
     if let Some((off, n)) = v.torn_tail {
         let msg = format!(
@@ -487,7 +521,7 @@ fn commit(
         records += rows.len() as u64;
         let date = rows[0].key.0.date_string();
         pause_point("before_parquet");
-        files.push(write_file(run.archive, chain, &date, &rows, &batches, run.opts)?);
+        files.push(write_file(run.archive, chain, &date, &rows, &batches, run.opts, tail)?);
         pause_point("after_parquet");
     }
     if !run.archive.renew(lease)? {
@@ -571,12 +605,15 @@ type Spent = (Arc<Segment>, Vec<Chunk>);
 fn reader(
     spool: &dyn SpoolStore,
     opts: &CompactOptions,
-    jobs: Receiver<Job>,
+    jobs: Receiver<Work>,
     steps: SyncSender<Msg>,
     spent: Receiver<Spent>,
 ) {
-    for job in jobs {
-        read_chain(spool, &job, opts, &steps, &spent);
+    for work in jobs {
+        match work {
+            Work::Chain(job) => read_chain(spool, &job, opts, &steps, &spent),
+            Work::Encode(helper) => helper.run(),
+        }
     }
     drop(steps);
     for done in spent {
@@ -659,7 +696,7 @@ impl Run<'_> {
         &mut self,
         chain: &mut ChainWork,
         steps: &Receiver<Msg>,
-        spent_tx: &std::sync::mpsc::Sender<Spent>,
+        spent_tx: &Sender<Spent>,
     ) -> Result<(), CliError> {
         // The lease was taken while the previous chain was processed: renew it first.
         let done = match self.archive.renew(&mut chain.lease) {
@@ -681,9 +718,9 @@ impl Run<'_> {
         &mut self,
         chain: &mut ChainWork,
         steps: &Receiver<Msg>,
-        spent_tx: &std::sync::mpsc::Sender<Spent>,
+        spent_tx: &Sender<Spent>,
     ) -> Result<bool, CliError> {
-        let ChainWork { id, lease, state, segs, .. } = chain;
+        let ChainWork { id, lease, state, segs, tail, .. } = chain;
         for (i, seg) in segs.iter().enumerate() {
             let step = loop {
                 match steps.recv() {
@@ -729,7 +766,9 @@ impl Run<'_> {
                     match checked {
                         Ok(verdict) => {
                             let rows: Vec<&Rows> = chunks.iter().filter_map(|c| c.rows.as_ref().ok()).collect();
-                            let committed = commit(self, lease, state, seg, &s, &verdict, &rows)?;
+                            let done = Verified { seg, segment: &s, verdict: &verdict, rows: &rows };
+                            let tail = tail.as_ref().filter(|_| i + 1 == segs.len());
+                            let committed = commit(self, lease, state, done, tail)?;
                             drop(rows);
                             // Free the chunks built here; the reader frees its own.
                             let (mine, theirs): (Vec<Chunk>, Vec<Chunk>) =
