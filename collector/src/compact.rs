@@ -580,7 +580,7 @@ fn examine(
     seg: &SegmentRef,
     state: &ChainState,
     opts: &CompactOptions,
-    spare: Option<(Vec<Frame>, Vec<u8>)>,
+    buffers: &mut Buffers,
 ) -> Result<(Arc<Segment>, Pending), Step> {
     if seg.first_seq < state.next_seq {
         return Err(match is_known(spool, known, seg) {
@@ -589,10 +589,34 @@ fn examine(
             Err(e) => Step::Fail(e),
         });
     }
-    match reading::read(spool, seg, state, opts, spare) {
-        Ok(Ok(read)) => Ok(read),
+    match reading::read(spool, seg, state, opts, buffers.take()) {
+        Ok(Ok(read)) => {
+            buffers.hint = (read.0.records.frames.len(), read.0.records.payloads.len());
+            Ok(read)
+        }
         Ok(Err(problem)) => Err(Step::Bad(state.clone(), problem)),
         Err(e) => Err(Step::Fail(e)),
+    }
+}
+
+/// The reader's buffers for the next segment's frames and payloads.
+#[derive(Default)]
+struct Buffers {
+    /// A committed segment's, emptied, when one came back.
+    spare: Option<(Vec<Frame>, Vec<u8>)>,
+    /// How many frames and payload bytes the last segment read had.
+    hint: (usize, usize),
+}
+
+impl Buffers {
+    /// The spare buffers, or new ones an eighth larger than the last segment's (grown
+    /// from nothing, a 64 MiB buffer is reallocated a dozen times, each time into fresh
+    /// pages; made just the size of the last one, a slightly larger segment doubles it).
+    fn take(&mut self) -> (Vec<Frame>, Vec<u8>) {
+        let slack = |n: usize| n + n / 8;
+        self.spare
+            .take()
+            .unwrap_or_else(|| (Vec::with_capacity(slack(self.hint.0)), Vec::with_capacity(slack(self.hint.1))))
     }
 }
 
@@ -609,9 +633,11 @@ fn reader(
     steps: SyncSender<Msg>,
     spent: Receiver<Spent>,
 ) {
+    // Kept from segment to segment and from chain to chain.
+    let mut buffers = Buffers::default();
     for work in jobs {
         match work {
-            Work::Chain(job) => read_chain(spool, &job, opts, &steps, &spent),
+            Work::Chain(job) => read_chain(spool, &job, opts, &steps, &spent, &mut buffers),
             Work::Encode(helper) => helper.run(),
         }
     }
@@ -631,18 +657,20 @@ fn read_chain(
     opts: &CompactOptions,
     steps: &SyncSender<Msg>,
     spent: &Receiver<Spent>,
+    buffers: &mut Buffers,
 ) {
     let mut at = job.start.clone();
     for seg in &job.segs {
         if job.cancel.load(Ordering::Acquire) {
             return;
         }
-        let mut spare = None;
         while let Ok((s, chunks)) = spent.try_recv() {
             drop(chunks);
-            spare = Arc::try_unwrap(s).ok().map(|s| s.records.into_buffers());
+            if let Ok(s) = Arc::try_unwrap(s) {
+                buffers.spare = Some(s.records.into_buffers());
+            }
         }
-        let (s, pending) = match examine(spool, &job.known, seg, &at, opts, spare) {
+        let (s, pending) = match examine(spool, &job.known, seg, &at, opts, buffers) {
             Ok(read) => read,
             Err(step) => {
                 let go_on = matches!(step, Step::Known);

@@ -93,7 +93,7 @@ pub(super) fn read(
     seg: &SegmentRef,
     state: &ChainState,
     opts: &CompactOptions,
-    spare: Option<(Vec<Frame>, Vec<u8>)>,
+    buffers: (Vec<Frame>, Vec<u8>),
 ) -> Result<Result<(Arc<Segment>, Pending), String>, CliError> {
     let mode = if seg.sealed { Mode::Sealed } else { Mode::Open };
     let vopts = VerifyOptions {
@@ -115,7 +115,7 @@ pub(super) fn read(
         Ok(v) => v,
         Err(e) => return Ok(Err(e.in_file(&seg.name).to_string())),
     };
-    let (mut frames, mut payloads) = spare.unwrap_or_default();
+    let (mut frames, mut payloads) = buffers;
     let mut others = Vec::new();
     let stop = loop {
         let frame = match reader.next_frame_ref() {
