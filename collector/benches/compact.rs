@@ -84,6 +84,8 @@ fn spool_only(out: &Path, n: usize) {
 }
 
 fn main() {
+    // As `kiroku compact` does.
+    kiroku_collector::allocator::keep_freed_memory();
     let n: usize = std::env::var("KIROKU_BENCH_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
     if let Some(out) = std::env::var_os("KIROKU_BENCH_SPOOL_OUT") {
         return spool_only(Path::new(&out), n);

@@ -12,10 +12,11 @@
 //! - [`archive`]: reading the archive with pruning and bloom filters.
 //! - [`verify`]: full re-verification of a spool or an archive.
 //! - [`evidence`]: incident evidence bundles and their verification.
-//! - [`cli`]: the `kiroku` command.
+//! - [`cli`]: the `kiroku` command; [`allocator`]: its allocator tuning for batch work.
 #![deny(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms)]
 
+pub mod allocator;
 pub mod archive;
 pub mod archive_store;
 pub mod cli;

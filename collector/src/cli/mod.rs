@@ -146,8 +146,14 @@ pub fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Demo(a) => demo::run(a),
-        Command::Compact(a) => compact::run(a),
-        Command::Verify(a) => verify::run(a),
+        Command::Compact(a) => {
+            crate::allocator::keep_freed_memory();
+            compact::run(a)
+        }
+        Command::Verify(a) => {
+            crate::allocator::keep_freed_memory();
+            verify::run(a)
+        }
         Command::Find(a) => find::run(a),
         Command::Explain(a) => explain::run(a),
         Command::Evidence(a) => evidence::run(a),
