@@ -283,7 +283,7 @@ impl<'a> Fields<'_, 'a> {
         let key = rest.get(skip..)?;
         if key.len() < name.len() + 3
             || key[0] != b'"'
-            || &key[1..=name.len()] != name.as_bytes()
+            || !same(&key[1..=name.len()], name.as_bytes())
             || key[name.len() + 1] != b'"'
             || key[name.len() + 2] != b':'
         {
@@ -549,6 +549,13 @@ fn safeguard<'a>(c: &mut Cursor<'a>) -> Option<SafeguardDecision<'a>> {
     };
     f.end()?;
     Some(v)
+}
+
+/// Byte-wise equality of two short slices of the same length, inline: a key name is a
+/// few bytes, and a call to `memcmp` per key cost more than the comparison.
+#[inline(always)]
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }
 
 /// How many leading bytes of `s` can be part of a string as they are: none is a quote, a
