@@ -686,7 +686,12 @@ fn read_chain(
         while let Some(o) = offer.take() {
             match steps.try_send(o) {
                 Ok(()) => {}
-                Err(TrySendError::Full(o)) if s.records.parse_one(Side::Reader) => offer = Some(o),
+                Err(TrySendError::Full(o)) if s.records.parse_one(Side::Reader) => {
+                    if let Some(p) = pending.as_mut() {
+                        p.check_ready(&s.records);
+                    }
+                    offer = Some(o);
+                }
                 // Everything is parsed: give the verdict, then wait for the writer.
                 Err(TrySendError::Full(o)) => {
                     good = pending.take().is_some_and(|p| p.verify(&s));
@@ -697,8 +702,10 @@ fn read_chain(
                 Err(TrySendError::Disconnected(_)) => return,
             }
         }
-        if let Some(p) = pending {
-            while s.records.parse_one(Side::Reader) {}
+        if let Some(mut p) = pending {
+            while s.records.parse_one(Side::Reader) {
+                p.check_ready(&s.records);
+            }
             good = p.verify(&s);
         }
         if !good {

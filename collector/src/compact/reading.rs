@@ -77,7 +77,13 @@ pub(super) struct Pending {
     name: String,
     verifier: SegmentVerifier,
     /// Checkpoint and seal frames, each with the number of record frames before it.
-    others: Vec<(usize, segment::Frame)>,
+    others: std::iter::Peekable<std::vec::IntoIter<(usize, segment::Frame)>>,
+    /// Record frames checked so far, and the chunk whose hashes come next.
+    checked: usize,
+    next_chunk: usize,
+    /// The first problem found so far: `Err(None)` when a chunk could not compute its
+    /// hashes.
+    problem: Result<(), Option<SegmentError>>,
     /// The offset after the last complete frame.
     end: u64,
     /// What stopped the reading before the end of the file: a torn tail, or a problem
@@ -147,36 +153,71 @@ pub(super) fn read(
         verdict: Mutex::new(None),
         decided: Condvar::new(),
     };
-    Ok(Ok((Arc::new(segment), Pending { name: seg.name.clone(), verifier, others, end, stop })))
+    let others = others.into_iter().peekable();
+    let pending =
+        Pending { name: seg.name.clone(), verifier, others, checked: 0, next_chunk: 0, problem: Ok(()), end, stop };
+    Ok(Ok((Arc::new(segment), pending)))
 }
 
 impl Pending {
-    /// Check every frame in file order with the hashes the chunks computed (waiting for
-    /// the chunks still in flight), publish the verdict, and return whether it is good.
-    pub fn verify(self, segment: &Segment) -> bool {
-        let verdict = match segment.records.take_hashes() {
-            Some(hashes) => {
+    /// Check the frames of the chunks parsed so far, in file order, up to the first chunk
+    /// still in flight. The reader calls this between chunks, so that when the last chunk
+    /// is done only its frames are left to check and the writer, waiting for the verdict,
+    /// waits for little.
+    pub fn check_ready(&mut self, records: &Records) {
+        self.check_from(records, false);
+    }
+
+    /// Check every frame not checked yet (waiting for the chunks still in flight),
+    /// publish the verdict, and return whether it is good.
+    pub fn verify(mut self, segment: &Segment) -> bool {
+        self.check_from(&segment.records, true);
+        let verdict = match std::mem::replace(&mut self.problem, Ok(())) {
+            Ok(()) => {
                 let name = self.name.clone();
-                self.check(&segment.records, hashes).map_err(|e| e.in_file(&name).to_string())
+                self.finish().map_err(|e| e.in_file(&name).to_string())
             }
+            Err(Some(e)) => Err(e.in_file(&self.name).to_string()),
             // A chunk panicked; it reports that as its records' problem, and nothing of
             // the segment counts as verified.
-            None => Err(format!("{}: computing the records' hashes panicked", self.name)),
+            Err(None) => Err(format!("{}: computing the records' hashes panicked", self.name)),
         };
         let good = verdict.is_ok();
         segment.decide(verdict);
         good
     }
 
-    fn check(mut self, records: &Records, hashes: Vec<ComputedHash>) -> Result<Verdict, SegmentError> {
-        let mut others = self.others.into_iter().peekable();
-        for (i, (f, h)) in records.frames.iter().zip(hashes).enumerate() {
-            while let Some((_, o)) = others.next_if(|(before, _)| *before == i) {
+    fn check_from(&mut self, records: &Records, wait: bool) {
+        if self.problem.is_err() {
+            return;
+        }
+        let Some((hashes, next)) = records.take_hashes_from(self.next_chunk, wait) else {
+            self.problem = Err(None);
+            return;
+        };
+        self.next_chunk = next;
+        if let Err(e) = self.check_frames(records, hashes) {
+            self.problem = Err(Some(e));
+        }
+    }
+
+    /// Check the next record frames (those `hashes` were computed for), each after the
+    /// checkpoints that come before it.
+    fn check_frames(&mut self, records: &Records, hashes: Vec<ComputedHash>) -> Result<(), SegmentError> {
+        let frames = records.frames.get(self.checked..).unwrap_or_default();
+        for (f, h) in frames.iter().zip(hashes) {
+            while let Some((_, o)) = self.others.next_if(|(before, _)| *before == self.checked) {
                 self.verifier.check(&o.as_ref())?;
             }
             self.verifier.check_computed(&records.frame_ref(f), h)?;
+            self.checked += 1;
         }
-        for (_, o) in others {
+        Ok(())
+    }
+
+    /// After every record frame: the checkpoints after the last one, the end of the file.
+    fn finish(mut self) -> Result<Verdict, SegmentError> {
+        for (_, o) in self.others.by_ref() {
             self.verifier.check(&o.as_ref())?;
         }
         let torn = match self.stop {
@@ -207,5 +248,78 @@ impl<R: io::Read> io::Read for HashingReader<R> {
             h.update(&buf[..n]);
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compact::records::Side;
+    use crate::spool::LocalSpool;
+    use kiroku_schemas::checkpoint::NoteSigner;
+    use kiroku_schemas::segment::{SegmentHeader, SegmentWriter, verify_segment};
+    use kiroku_schemas::{AuditRecord, ChainId, Timestamp};
+
+    /// A sealed segment of `n` records (a checkpoint every 700), several chunks long.
+    fn segment(signer: &NoteSigner, chain: ChainId, n: u64) -> Vec<u8> {
+        let mut w = SegmentWriter::new(Vec::new(), SegmentHeader::genesis(chain)).unwrap();
+        for seq in 0..n {
+            let mut r = AuditRecord::new(format!("id-{seq}"), Timestamp::from_unix_nanos(seq as i64));
+            (r.chain_id, r.seq) = (chain, seq);
+            w.append_record(&r.to_json()).unwrap();
+            if (seq + 1) % 700 == 0 {
+                w.append_checkpoint(signer, "kiroku", Timestamp::from_unix_nanos(seq as i64)).unwrap();
+            }
+        }
+        w.seal(signer, "kiroku", Timestamp::from_unix_nanos(n as i64)).unwrap()
+    }
+
+    /// Read `bytes` as the compactor does, the reader checking between the chunks it
+    /// parses, and return the verdict.
+    fn verdict_of(bytes: &[u8], signer: &NoteSigner, chain: ChainId) -> Result<Verdict, String> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(chain.to_string())).unwrap();
+        let name = "00000000000000000000.seg".to_owned();
+        std::fs::write(dir.path().join(chain.to_string()).join(&name), bytes).unwrap();
+        let spool = LocalSpool::new(dir.path());
+        let seg = SegmentRef { chain_id: chain, first_seq: 0, name, sealed: true };
+        let opts = CompactOptions::new(signer.verifier());
+        let (s, mut pending) =
+            read(&spool, &seg, &ChainState::genesis(chain), &opts, Default::default()).unwrap().unwrap();
+        // Chunks out of order: the checks must wait for the one in flight.
+        assert!(s.records.parse_one(Side::Reader));
+        pending.check_ready(&s.records);
+        while s.records.parse_one(Side::Writer) {
+            pending.check_ready(&s.records);
+        }
+        pending.verify(&s);
+        s.verdict()
+    }
+
+    #[test]
+    fn checking_between_chunks_finds_what_a_whole_segment_check_finds() {
+        let signer = NoteSigner::generate("reading-test").unwrap();
+        let chain = ChainId([9; 16]);
+        let good = segment(&signer, chain, 3_500);
+        let whole = verify_segment(&good[..], &VerifyOptions::sealed().with_verifier(signer.verifier())).unwrap();
+        let v = verdict_of(&good, &signer, chain).unwrap();
+        assert_eq!((v.end.next_seq, v.end.last_hash), (whole.end.next_seq, whole.end.last_hash));
+
+        // A flipped byte in the payload of a record in the third chunk, and one in the
+        // last: each is the first problem, found at its frame.
+        let frames: Vec<segment::Frame> = SegmentReader::open(&good[..])
+            .unwrap()
+            .map(Result::unwrap)
+            .filter(|f| f.kind == FrameKind::Record)
+            .collect();
+        for k in [2_500, 3_499] {
+            let mut bad = good.clone();
+            bad[frames[k].offset as usize + 60] ^= 1;
+            let expected =
+                verify_segment(&bad[..], &VerifyOptions::sealed().with_verifier(signer.verifier())).unwrap_err();
+            assert_eq!(expected.offset, frames[k].offset);
+            let Err(got) = verdict_of(&bad, &signer, chain) else { panic!("record {k}: no problem found") };
+            assert!(got.contains(&format!("byte offset {}", frames[k].offset)), "record {k}: {got}");
+        }
     }
 }

@@ -187,15 +187,25 @@ impl Records {
         }
     }
 
-    /// Wait until every chunk is done, then take the frames' computed hashes in frame
-    /// order (`None` when a chunk could not compute them).
-    pub fn take_hashes(&self) -> Option<Vec<ComputedHash>> {
-        let mut r = self.wait_all();
-        let mut all = Vec::with_capacity(self.frames.len());
-        for h in r.hashes.iter_mut() {
-            all.extend(h.take()?);
+    /// Take the computed hashes of the chunks from `from` on that are done, up to the
+    /// first that is not (with `wait`, wait until every chunk is done first): the hashes
+    /// in frame order and the next chunk to take from; `None` when a chunk could not
+    /// compute them.
+    pub fn take_hashes_from(&self, from: usize, wait: bool) -> Option<(Vec<ComputedHash>, usize)> {
+        let mut r = if wait { self.wait_all() } else { self.lock() };
+        let mut out = Vec::new();
+        let mut next = from;
+        while next < r.chunks.len() {
+            let done = r.chunks[next].is_some();
+            match r.hashes[next].take() {
+                Some(h) => out.extend(h),
+                // Done without hashes: the chunk panicked.
+                None if done => return None,
+                None => break,
+            }
+            next += 1;
         }
-        Some(all)
+        Some((out, next))
     }
 
     fn wait_all(&self) -> MutexGuard<'_, Results> {
