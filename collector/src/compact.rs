@@ -11,10 +11,12 @@
 //! segment the manifest already covers is only moved. A segment that fails
 //! verification is quarantined with a report and its chain waits behind it; other
 //! chains go on. Reading runs one segment ahead on a second thread (`reading`), from
-//! one chain straight on to the next; hashing and parsing the records are shared by
-//! both threads (`records`); the order-dependent checks then give each segment its
-//! verdict on the reading thread; writing and committing stay in order on the calling
-//! one.
+//! one chain straight on to the next; hashing (side by side, `ComputedHash::of_all`)
+//! and parsing the records are shared by both threads (`records`); the order-dependent
+//! checks run on the reading thread chunk by chunk as the chunks are done, and give
+//! each segment its verdict; writing and committing stay in order on the calling one
+//! (`file`), which hands the payload column of the run's last file to the reader, idle
+//! by then.
 
 mod file;
 mod reading;
