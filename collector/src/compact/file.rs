@@ -249,6 +249,13 @@ mod tests {
         vec![batch(0, 70), batch(70, 250), batch(320, 30), batch(350, 100), batch(450, 1)]
     }
 
+    fn write_all(mut enc: FileEncoder<&mut Vec<u8>>) {
+        for b in batches() {
+            enc.write(&b).unwrap();
+        }
+        enc.finish().unwrap();
+    }
+
     #[test]
     fn the_file_is_the_one_arrow_writer_writes_with_or_without_a_helper() {
         for rows in [100, 1_000] {
@@ -261,33 +268,21 @@ mod tests {
             assert!(expected.len() > 10_000);
 
             let mut alone = Vec::new();
-            let mut enc = FileEncoder::new(&mut alone, columns::schema(), props(rows)).unwrap();
-            for b in batches() {
-                enc.write(&b).unwrap();
-            }
-            enc.finish().unwrap();
-            assert!(
-                alone == expected,
-                "alone, {rows} rows per group: {} bytes, ArrowWriter {}",
-                alone.len(),
-                expected.len()
-            );
-
+            write_all(FileEncoder::new(&mut alone, columns::schema(), props(rows)).unwrap());
             let mut helped = Vec::new();
             std::thread::scope(|s| {
-                let (mut enc, helper) = FileEncoder::with_helper(&mut helped, columns::schema(), props(rows)).unwrap();
+                let (enc, helper) = FileEncoder::with_helper(&mut helped, columns::schema(), props(rows)).unwrap();
                 s.spawn(|| helper.run());
-                for b in batches() {
-                    enc.write(&b).unwrap();
-                }
-                enc.finish().unwrap();
+                write_all(enc);
             });
-            assert!(
-                helped == expected,
-                "helped, {rows} rows per group: {} bytes, ArrowWriter {}",
-                helped.len(),
-                expected.len()
-            );
+            for (how, got) in [("alone", &alone), ("helped", &helped)] {
+                assert!(
+                    got == &expected,
+                    "{how}, {rows} rows per group: {} bytes, ArrowWriter {}",
+                    got.len(),
+                    expected.len()
+                );
+            }
         }
     }
 
