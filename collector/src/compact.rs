@@ -611,14 +611,16 @@ struct Buffers {
 }
 
 impl Buffers {
-    /// The spare buffers, or new ones an eighth larger than the last segment's (grown
-    /// from nothing, a 64 MiB buffer is reallocated a dozen times, each time into fresh
-    /// pages; made just the size of the last one, a slightly larger segment doubles it).
+    /// The spare buffers (or new ones), with room for an eighth more than the last
+    /// segment held: grown from nothing, a 64 MiB buffer is reallocated a dozen times,
+    /// each time into fresh pages; made just the size of the last one, a slightly larger
+    /// segment doubles it. (A payload buffer that a batch still shared comes back empty.)
     fn take(&mut self) -> (Vec<Frame>, Vec<u8>) {
         let slack = |n: usize| n + n / 8;
-        self.spare
-            .take()
-            .unwrap_or_else(|| (Vec::with_capacity(slack(self.hint.0)), Vec::with_capacity(slack(self.hint.1))))
+        let (mut frames, mut payloads) = self.spare.take().unwrap_or_default();
+        frames.reserve(slack(self.hint.0));
+        payloads.reserve(slack(self.hint.1));
+        (frames, payloads)
     }
 }
 
