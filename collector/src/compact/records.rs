@@ -7,8 +7,8 @@
 //! idle while it happens. So that work is split into chunks that either thread claims:
 //! the reader starts on them at once, the writer joins as soon as it has committed the
 //! previous segment, and each then waits for the last chunk in flight. The reader
-//! checks the computed hashes in order afterwards, with the links, the Merkle tree and
-//! the checkpoints; nothing is written before that verdict. A chunk's result is a
+//! checks the computed hashes in order, chunk by chunk as the chunks are done, with the
+//! links, the Merkle tree and the checkpoints; nothing is written before that verdict. A chunk's result is a
 //! `RecordBatch` in frame order plus each row's start time, which is all the writer
 //! needs to split by day and sort by time; nothing of a record outlives its chunk but
 //! its columns, and each column is a handful of allocations per chunk, not one per text
@@ -74,10 +74,20 @@ pub(super) struct Rows {
     pub started: Vec<Timestamp>,
 }
 
+/// A chunk's frame hashes, as far as they got.
+enum Hashes {
+    InFlight,
+    Computed(Vec<ComputedHash>),
+    /// The chunk panicked.
+    Failed,
+    /// Taken by the reader's checks.
+    Taken,
+}
+
 struct Results {
     chunks: Vec<Option<Chunk>>,
     /// Each chunk's computed frame hashes, for the reader's checks.
-    hashes: Vec<Option<Vec<ComputedHash>>>,
+    hashes: Vec<Hashes>,
     done: usize,
 }
 
@@ -124,7 +134,7 @@ impl Records {
             next: AtomicUsize::new(0),
             results: Mutex::new(Results {
                 chunks: (0..n).map(|_| None).collect(),
-                hashes: (0..n).map(|_| None).collect(),
+                hashes: (0..n).map(|_| Hashes::InFlight).collect(),
                 done: 0,
             }),
             all_done: Condvar::new(),
@@ -167,7 +177,7 @@ impl Records {
         };
         let mut r = self.lock();
         r.chunks[i] = Some(Chunk { side, rows });
-        r.hashes[i] = hashes;
+        r.hashes[i] = hashes.map_or(Hashes::Failed, Hashes::Computed);
         r.done += 1;
         if r.done == r.chunks.len() {
             self.all_done.notify_all();
@@ -195,13 +205,15 @@ impl Records {
         let mut r = if wait { self.wait_all() } else { self.lock() };
         let mut out = Vec::new();
         let mut next = from;
-        while next < r.chunks.len() {
-            let done = r.chunks[next].is_some();
-            match r.hashes[next].take() {
-                Some(h) => out.extend(h),
-                // Done without hashes: the chunk panicked.
-                None if done => return None,
-                None => break,
+        while let Some(slot) = r.hashes.get_mut(next) {
+            match std::mem::replace(slot, Hashes::Taken) {
+                Hashes::Computed(h) => out.extend(h),
+                Hashes::Failed => return None,
+                // Not done yet (or, never, taken twice): stop here.
+                other => {
+                    *slot = other;
+                    break;
+                }
             }
             next += 1;
         }
