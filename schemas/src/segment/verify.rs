@@ -167,9 +167,12 @@ impl ComputedHash {
             let mut side_by_side = crate::digest::blake3_many(&slices).into_iter();
             frames
                 .iter()
-                .map(|f| match short(f) {
-                    true => Self { offset: f.offset, hash: side_by_side.next().unwrap_or_default() },
-                    false => Self::of(chain, f),
+                .map(|f| {
+                    if short(f) {
+                        Self { offset: f.offset, hash: side_by_side.next().unwrap_or_default() }
+                    } else {
+                        Self::of(chain, f)
+                    }
                 })
                 .collect()
         };
