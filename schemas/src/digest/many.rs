@@ -18,6 +18,7 @@ const IV: [u32; 8] = [0x6A09E667, 0xBB67AE85, 0x3C6EF372, 0xA54FF53A, 0x510E527F
 const PERMUTATION: [usize; 16] = [2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 15, 8];
 const CHUNK_START: u32 = 1;
 const CHUNK_END: u32 = 2;
+const PARENT: u32 = 4;
 const ROOT: u32 = 8;
 const BLOCK_LEN: usize = 64;
 const CHUNK_LEN: usize = 1024;
@@ -146,6 +147,13 @@ fn side_by_side<const L: usize>(messages: &[&[u8]]) -> Vec<Hash> {
     for group in order.chunks(L) {
         compress_chunks::<L>(&chunks, group, &mut outputs);
     }
+    // The root of a two-chunk message is one parent node over its two chunks: those are
+    // compressed side by side too.
+    let pairs: Vec<usize> = (0..messages.len()).filter(|&i| first[i + 1] - first[i] == 2).collect();
+    let mut roots = vec![[0u32; 8]; messages.len()];
+    for group in pairs.chunks(L) {
+        compress_parents::<L>(&outputs, &first, group, &mut roots);
+    }
 
     (0..messages.len())
         .map(|i| {
@@ -153,6 +161,7 @@ fn side_by_side<const L: usize>(messages: &[&[u8]]) -> Vec<Hash> {
             match cvs {
                 [] => *blake3::hash(messages[i]).as_bytes(),
                 [root] => le_bytes(root),
+                [_, _] => le_bytes(&roots[i]),
                 _ => {
                     let cvs: Vec<ChainingValue> = cvs.iter().map(le_bytes).collect();
                     merge_root(&cvs)
@@ -204,6 +213,25 @@ fn compress_chunks<const L: usize>(chunks: &[Chunk<'_>], group: &[usize], output
                 outputs[c] = std::array::from_fn(|i| cv[i][l]);
             }
         }
+    }
+}
+
+/// The roots of the two-chunk messages `group` names, one lane each: a parent node
+/// whose block is the two chunks' chaining values, flagged as the root.
+#[inline(always)]
+fn compress_parents<const L: usize>(cvs: &[[u32; 8]], first: &[usize], group: &[usize], roots: &mut [[u32; 8]]) {
+    let mut words = [[0u32; L]; 16];
+    for (l, &m) in group.iter().enumerate() {
+        let (left, right) = (&cvs[first[m]], &cvs[first[m] + 1]);
+        for w in 0..8 {
+            (words[w][l], words[w + 8][l]) = (left[w], right[w]);
+        }
+    }
+    let mut cv: [[u32; L]; 8] = std::array::from_fn(|i| [IV[i]; L]);
+    let zero = [0u32; L];
+    compress::<L>(&mut cv, &words, &zero, &zero, &[BLOCK_LEN as u32; L], &[PARENT | ROOT; L]);
+    for (l, &m) in group.iter().enumerate() {
+        roots[m] = std::array::from_fn(|i| cv[i][l]);
     }
 }
 
