@@ -6,10 +6,10 @@
 //! this project's machine, against 0.15 µs for the same bytes as one long input. A reader
 //! that has the frames of a whole segment in hand (every frame names its own `prev_hash`,
 //! so their hashes do not depend on each other) can give every lane a chunk of a different
-//! frame instead. The hashes are blake3's own, bit for bit: chunks are compressed here as
-//! the specification says, and chunks of one message are merged with
-//! [`blake3::hazmat`]'s parent-node functions. The tests compare every result with
-//! [`blake3::hash`].
+//! frame instead. The hashes are blake3's own, bit for bit: chunks, and the root parent
+//! node of each two-chunk message, are compressed here as the specification says; the
+//! chunks of a three-chunk message are merged with [`blake3::hazmat`]'s parent-node
+//! functions. The tests compare every result with [`blake3::hash`].
 
 use crate::digest::Hash;
 use blake3::hazmat::{ChainingValue, Mode, merge_subtrees_non_root, merge_subtrees_root};
