@@ -163,8 +163,7 @@ impl<W: Write + Send> FileEncoder<W> {
         for (w, &helper) in all.into_iter().zip(&self.helper_leaf) {
             if helper { theirs.push(w) } else { mine.push(w) }
         }
-        let mut theirs = Some(theirs);
-        self.send(|| ToHelper::Start(theirs.take().unwrap_or_default()))?;
+        self.send(move || ToHelper::Start(theirs))?;
         Ok(mine)
     }
 
