@@ -136,23 +136,10 @@ pub fn record_hash(chain: &ChainId, seq: u64, prev: &Hash, payload: &[u8]) -> Ha
 
 /// The 4-byte check over a frame's kind, length and seq (bytes 0..13 of the frame).
 pub(crate) fn head_check(head: &[u8]) -> [u8; 4] {
-    const DOMAIN: &[u8] = b"kiroku/v1/frame-head\0";
-    // One short message on the stack: the same hash as feeding a `Hasher` the two parts,
-    // without setting up a hasher for every frame written and read.
-    let mut msg = [0u8; 64];
-    let d = match msg.get_mut(DOMAIN.len()..DOMAIN.len() + head.len()) {
-        Some(tail) => {
-            tail.copy_from_slice(head);
-            msg[..DOMAIN.len()].copy_from_slice(DOMAIN);
-            blake3::hash(&msg[..DOMAIN.len() + head.len()])
-        }
-        None => {
-            let mut h = blake3::Hasher::new();
-            h.update(DOMAIN);
-            h.update(head);
-            h.finalize()
-        }
-    };
+    let mut h = blake3::Hasher::new();
+    h.update(b"kiroku/v1/frame-head\0");
+    h.update(head);
+    let d = h.finalize();
     let b = d.as_bytes();
     [b[0], b[1], b[2], b[3]]
 }
