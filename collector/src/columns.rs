@@ -588,4 +588,28 @@ mod tests {
         let d = d.as_any().downcast_ref::<arrow_array::Float64Array>().unwrap();
         assert_eq!(d.value(0), 500.0);
     }
+
+    /// A float column holds the very value the application recorded, not its neighbour:
+    /// each value below is read one ULP off by serde_json's default float parsing.
+    #[test]
+    fn floats_reach_the_columns_to_the_bit() {
+        let values = [0.0010030090270812437, 0.010030090270812437, 0.011033099297893681, 1.0715660391465826e-75];
+        let mut b = BatchBuilder::default();
+        for (i, v) in values.into_iter().enumerate() {
+            let mut r = AuditRecord::new(format!("id-{i}"), Timestamp::from_unix_nanos(0));
+            r.gen_ai.request.temperature = Some(v);
+            r.gen_ai.request.top_p = Some(-v);
+            let json = r.to_json();
+            let row = ChainRow { seq: i as u64, prev: &[0; 32], hash: &[1; 32], payload: &json };
+            b.push("c", &row, &RecordView::parse(&json).unwrap());
+        }
+        let batch = b.finish().unwrap();
+        for (name, sign) in [("temperature", 1.0), ("top_p", -1.0)] {
+            let c = batch.column_by_name(name).unwrap();
+            let c = c.as_any().downcast_ref::<arrow_array::Float64Array>().unwrap();
+            let got: Vec<u64> = c.values().iter().map(|f| f.to_bits()).collect();
+            let want: Vec<u64> = values.iter().map(|f| (sign * f).to_bits()).collect();
+            assert_eq!(got, want, "{name}");
+        }
+    }
 }
