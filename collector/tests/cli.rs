@@ -65,6 +65,7 @@ async fn fixture_with(n: usize, segment_bytes: u64) -> Fixture {
     for i in 0..n {
         let mut body = chat(&format!("question number {i} about audit logs"), i % 3 == 0);
         body["model"] = ["sample-1", "sample-2", "sample-3"][i % 3].into();
+        body["temperature"] = temperature(i).into();
         let trace = format!("00-{:032x}-{:016x}-01", i + 1, i + 1);
         conn.post_json("/v1/chat/completions", &body, &[("traceparent", &trace)]).await.unwrap();
     }
@@ -74,6 +75,12 @@ async fn fixture_with(n: usize, segment_bytes: u64) -> Fixture {
     let vkey = dir.path().join("signer.vkey");
     std::fs::write(&vkey, verifier.to_key_text()).unwrap();
     Fixture { records, signer, dir, vkey }
+}
+
+/// The temperature request `i` asks for: values such as 0.0010030090270812437, which a
+/// float parser that is not correctly rounded reads one ULP off.
+fn temperature(i: usize) -> f64 {
+    i as f64 / 997.0
 }
 
 fn by_model(records: &[Stored]) -> BTreeMap<String, u64> {
@@ -110,6 +117,14 @@ async fn duckdb_and_pyarrow_read_the_compacted_archive() {
     assert_eq!(got["duckdb"]["outcomes"]["completed"], 90);
     assert_eq!(got["duckdb"]["with_sources"], 90);
     assert_eq!(got["duckdb"]["started_at_type"], "TIMESTAMP WITH TIME ZONE");
+    // Every row's columns say what its payload says, floats to the bit, and the
+    // temperatures are the ones the client sent (Python prints them with `repr`, the
+    // shortest text that reads back as the same double, as Rust's `{:?}` does).
+    assert_eq!(got["pyarrow"]["payload_mismatches"], serde_json::json!([]));
+    let mut sent: Vec<f64> = (0..90).map(temperature).collect();
+    sent.sort_by(f64::total_cmp);
+    let sent: Vec<String> = sent.iter().map(|t| format!("{t:?}")).collect();
+    assert_eq!(got["pyarrow"]["temperatures"], serde_json::json!(sent), "temperatures as sent");
     // The schema as another engine sees it is stable (checked in).
     let schema: Vec<String> = serde_json::from_value(got["pyarrow"]["schema"].clone()).unwrap();
     let path = repo().join("collector/schema/records.v1.pyarrow.txt");

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Read a kiroku archive with DuckDB and with pyarrow, independently, and print the
 figures the Rust interop test compares with kiroku's own: row counts, rows per model,
-the Hive partition column, and the Parquet schema.
+the Hive partition column, the Parquet schema, and whether each row's typed columns
+hold what its payload (the hashed bytes, read with Python's own JSON parser) says.
 
     read_archive.py ARCHIVE_DIR
 """
@@ -28,9 +29,19 @@ def main() -> int:
     pa_by_model = {}
     for m in table.column("model").to_pylist():
         pa_by_model[m or "-"] = pa_by_model.get(m or "-", 0) + 1
+    # Python's float parsing is correctly rounded: a column one ULP off shows here.
+    mismatches = []
+    for row in table.select(["record_id", "payload", "temperature", "model"]).to_pylist():
+        p = json.loads(row["payload"])
+        want = {"record_id": p["record_id"], "temperature": p["gen_ai"]["request"].get("temperature")}
+        got = {"record_id": row["record_id"], "temperature": row["temperature"]}
+        if want != got:
+            mismatches.append({"payload": want, "columns": got})
+    temperatures = sorted(t for t in table.column("temperature").to_pylist() if t is not None)
     print(json.dumps({
         "duckdb": {"rows": rows, "by_model": by_model, "dates": dates, "outcomes": outcomes, "with_sources": sources, "started_at_type": ts_type},
-        "pyarrow": {"rows": table.num_rows, "by_model": pa_by_model, "schema": [f"{f.name}: {f.type}" for f in dataset.schema]},
+        "pyarrow": {"rows": table.num_rows, "by_model": pa_by_model, "schema": [f"{f.name}: {f.type}" for f in dataset.schema],
+                    "payload_mismatches": mismatches[:5], "temperatures": [repr(t) for t in temperatures]},
     }))
     return 0
 
