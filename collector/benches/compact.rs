@@ -2,7 +2,8 @@
 //! from JSON lines to Parquet, in the same run; archive size against the raw segments.
 //!
 //! `cargo bench -p kiroku-collector --bench compact` (needs .venv from scripts/test.sh
-//! for the DuckDB baseline; `KIROKU_BENCH_RECORDS` sets the record count, default 200000).
+//! for the DuckDB baseline; `KIROKU_BENCH_RECORDS` sets the record count, default 200000;
+//! `KIROKU_BENCH_ROUNDS` runs both contenders that many times, alternated, default 1).
 
 use std::io::Write;
 use std::path::Path;
@@ -135,54 +136,114 @@ fn main() {
     let spool_bytes = dir_bytes(&spool);
     println!("{n} records, mean payload {} B, segments {:.1} MB", payload_bytes / n as u64, spool_bytes as f64 / 1e6);
 
-    // The spool and the JSON lines (2.3 GB at 1M records) are still being written back
-    // to disk; each contender starts with nothing dirty, so neither pays for that.
-    settle();
-    let archive = work.path().join("archive");
-    let t = Instant::now();
-    let report = compact(
-        &LocalSpool::new(&spool),
-        &LocalArchive::open(&archive).expect("archive"),
-        &CompactOptions::new(verifier),
-        &mut |_| {},
-    )
-    .expect("compact");
-    let secs = t.elapsed().as_secs_f64();
-    assert_eq!(report.records, n as u64);
-    let archive_bytes = dir_bytes(&archive.join("records"));
-    println!(
-        "kiroku compact: {secs:.2}s, {:.0} records/s, {:.0} MB/s of segments, archive {:.1} MB ({:.2}x of segments), 2 threads (read+verify | build+write, parsing shared), verification included",
-        n as f64 / secs,
-        spool_bytes as f64 / 1e6 / secs,
-        archive_bytes as f64 / 1e6,
-        archive_bytes as f64 / spool_bytes as f64
-    );
-
     let py = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    if !py.exists() {
-        println!("DuckDB baseline skipped: run scripts/setup-interop.sh first");
-        return;
+    let rounds: usize = std::env::var("KIROKU_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    let mut ratios = Vec::new();
+    for round in 1..=rounds {
+        if rounds > 1 {
+            println!("round {round} of {rounds}");
+        }
+        // Compaction moves what it compacted: every round starts from a copy.
+        let spool_copy = work.path().join("spool-round");
+        let archive = work.path().join("archive");
+        for d in [&spool_copy, &archive] {
+            let _ = std::fs::remove_dir_all(d);
+        }
+        copy_dir(&spool, &spool_copy);
+        // What came before (the spool, its copy, the JSON lines: 3.5 GB at 1M records)
+        // may still be being written back to disk; each contender starts with nothing
+        // dirty, so neither pays for that.
+        settle();
+        let t = Instant::now();
+        let report = compact(
+            &LocalSpool::new(&spool_copy),
+            &LocalArchive::open(&archive).expect("archive"),
+            &CompactOptions::new(verifier.clone()),
+            &mut |_| {},
+        )
+        .expect("compact");
+        let secs = t.elapsed().as_secs_f64();
+        assert_eq!(report.records, n as u64);
+        let archive_bytes = dir_bytes(&archive.join("records"));
+        println!(
+            "kiroku compact: {secs:.2}s, {:.0} records/s, {:.0} MB/s of segments, archive {:.1} MB ({:.2}x of segments), 2 threads (read+verify | build+write, parsing shared), verification included",
+            n as f64 / secs,
+            spool_bytes as f64 / 1e6 / secs,
+            archive_bytes as f64 / 1e6,
+            archive_bytes as f64 / spool_bytes as f64
+        );
+        if !py.exists() {
+            println!("DuckDB baseline skipped: run scripts/setup-interop.sh first");
+            continue;
+        }
+        settle();
+        match duckdb(&py, &jsonl, &work.path().join("duckdb.parquet")) {
+            Ok(d) => {
+                println!(
+                    "DuckDB {} read_json -> Parquet (zstd): {:.2}s, {:.0} records/s, file {:.1} MB, {} threads, no verification; a further fsync of its file {:.3}s (not counted)",
+                    d.version,
+                    d.secs,
+                    n as f64 / d.secs,
+                    d.bytes as f64 / 1e6,
+                    d.threads,
+                    d.fsync_secs
+                );
+                // kiroku's time includes fsyncing every file it writes; the ratio is
+                // taken against DuckDB's `COPY` alone.
+                ratios.push(d.secs / secs);
+                println!("ratio kiroku/DuckDB records/s: {:.2}", d.secs / secs);
+            }
+            Err(e) => println!("DuckDB baseline failed: {e}"),
+        }
     }
+    if ratios.len() > 1 {
+        ratios.sort_by(f64::total_cmp);
+        let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        println!("ratios over {} rounds: {} (median {:.2})", ratios.len(), shown.join(", "), ratios[ratios.len() / 2]);
+    }
+}
+
+/// `src` copied to `dst`, directories and files.
+fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).expect("create copy");
+    for e in std::fs::read_dir(src).expect("read dir").flatten() {
+        let to = dst.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &to);
+        } else {
+            std::fs::copy(e.path(), &to).expect("copy");
+        }
+    }
+}
+
+/// One DuckDB conversion, as timed inside its Python process.
+struct DuckDb {
+    secs: f64,
+    fsync_secs: f64,
+    bytes: u64,
+    version: String,
+    threads: String,
+}
+
+/// Convert the JSON lines at `jsonl` to Parquet at `out` with DuckDB from the venv.
+fn duckdb(py: &Path, jsonl: &Path, out: &Path) -> Result<DuckDb, String> {
     let script = format!(
-        "import duckdb, time, os\ncon = duckdb.connect()\ncon.execute('SET enable_progress_bar=false')\nthreads = con.execute(\"SELECT current_setting('threads')\").fetchone()[0]\nos.sync()\nt = time.perf_counter()\ncon.execute(\"COPY (SELECT * FROM read_json('{0}', format='newline_delimited')) TO '{1}' (FORMAT parquet, COMPRESSION zstd)\")\ns = time.perf_counter() - t\nfd = os.open('{1}', os.O_RDONLY)\nt = time.perf_counter()\nos.fsync(fd)\nf = time.perf_counter() - t\nsize = os.path.getsize('{1}')\nprint(round(s, 3), round(f, 3), size, duckdb.__version__, threads)\n",
+        "import duckdb, time, os\ncon = duckdb.connect()\ncon.execute('SET enable_progress_bar=false')\nthreads = con.execute(\"SELECT current_setting('threads')\").fetchone()[0]\nt = time.perf_counter()\ncon.execute(\"COPY (SELECT * FROM read_json('{0}', format='newline_delimited')) TO '{1}' (FORMAT parquet, COMPRESSION zstd)\")\ns = time.perf_counter() - t\nfd = os.open('{1}', os.O_RDONLY)\nt = time.perf_counter()\nos.fsync(fd)\nf = time.perf_counter() - t\nsize = os.path.getsize('{1}')\nprint(round(s, 3), round(f, 3), size, duckdb.__version__, threads)\n",
         jsonl.display(),
-        work.path().join("duckdb.parquet").display()
+        out.display()
     );
-    let o = Command::new(py).arg("-c").arg(script).output().expect("python");
+    let _ = std::fs::remove_file(out);
+    let o = Command::new(py).arg("-c").arg(script).output().map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&o.stdout);
     let parts: Vec<&str> = text.split_whitespace().collect();
-    if let [s, fsync, size, version, threads] = parts[..] {
-        let s: f64 = s.parse().unwrap_or(f64::NAN);
-        let fsync: f64 = fsync.parse().unwrap_or(f64::NAN);
-        println!(
-            "DuckDB {version} read_json -> Parquet (zstd): {s:.2}s, {:.0} records/s, file {:.1} MB, {threads} threads, no verification; fsync of its file afterwards {fsync:.3}s (not counted)",
-            n as f64 / s,
-            size.parse::<f64>().unwrap_or(0.0) / 1e6
-        );
-        // kiroku's time includes fsyncing every file it writes; DuckDB's `COPY` does not
-        // fsync, and the ratio is taken against the `COPY` alone.
-        println!("ratio kiroku/DuckDB records/s: {:.2}", s / secs);
-    } else {
-        println!("DuckDB baseline failed: {}{}", text, String::from_utf8_lossy(&o.stderr));
-    }
+    let [s, f, size, version, threads] = parts[..] else {
+        return Err(format!("{text}{}", String::from_utf8_lossy(&o.stderr)));
+    };
+    Ok(DuckDb {
+        secs: s.parse().map_err(|_| format!("time {s:?}"))?,
+        fsync_secs: f.parse().map_err(|_| format!("fsync time {f:?}"))?,
+        bytes: size.parse().map_err(|_| format!("size {size:?}"))?,
+        version: version.to_owned(),
+        threads: threads.to_owned(),
+    })
 }
