@@ -416,6 +416,7 @@ async fn a_compactor_killed_at_any_step_leaves_every_record_exactly_once() {
     assert!(text(&v).contains("150 record(s)"), "{}", text(&v));
     let got = read_with_python(&f.archive());
     assert_eq!(got["duckdb"]["rows"], 150, "every record exactly once");
+    assert_eq!(got["pyarrow"]["payload_mismatches"], serde_json::json!([]), "every row as its payload says");
     assert_eq!(
         serde_json::from_value::<BTreeMap<String, u64>>(got["duckdb"]["by_model"].clone()).unwrap(),
         by_model(&f.records)
