@@ -247,10 +247,14 @@ impl<'a> Cursor<'a> {
         (depth(&v) < 100).then_some(v)
     }
 
-    /// The fields of an object, in the order they are declared.
-    fn object(&mut self) -> Option<Fields<'_, 'a>> {
+    /// An object, its fields read by `read` in the order they are declared, then its
+    /// closing brace.
+    fn object<T>(&mut self, read: impl FnOnce(&mut Fields<'_, 'a>) -> Option<T>) -> Option<T> {
         self.eat(b'{')?;
-        Some(Fields { c: self, any: false })
+        let mut f = Fields { c: self, any: false };
+        let v = read(&mut f)?;
+        f.end()?;
+        Some(v)
     }
 }
 
@@ -316,239 +320,223 @@ impl<'a> Fields<'_, 'a> {
 }
 
 fn record<'a>(c: &mut Cursor<'a>) -> Option<AuditRecord<'a>> {
-    let mut f = c.object()?;
-    let r = AuditRecord {
-        schema_version: f.required("schema_version", Cursor::text)?,
-        record_id: f.required("record_id", Cursor::text)?,
-        chain_id: f.required("chain_id", |c| c.text()?.parse().ok())?,
-        seq: f.required("seq", Cursor::u64)?,
-        started_at: f.required("started_at", Cursor::timestamp)?,
-        first_byte_at: f.optional("first_byte_at", Cursor::timestamp)?,
-        finished_at: f.required("finished_at", Cursor::timestamp)?,
-        http: f.required("http", http)?,
-        caller: f.or_default("caller", caller)?,
-        trace: f.or_default("trace", trace)?,
-        gen_ai: f.or_default("gen_ai", gen_ai)?,
-        provenance: f.or_default("provenance", provenance)?,
-        output_sources: f.or_default("output_sources", |c| c.array(source))?,
-        watermarks: f.or_default("watermarks", |c| c.array(watermark))?,
-        digital_source_type: f.optional("digital_source_type", Cursor::text)?,
-        disclosure: f.optional("disclosure", disclosure)?,
-        safeguards: f.or_default("safeguards", |c| c.array(safeguard))?,
-        records_lost_before: f.or_default("records_lost_before", Cursor::u64)?,
-        attributes: f.or_default("attributes", |c| c.map(Cursor::text))?,
-        extensions: BTreeMap::new(),
-    };
-    f.end()?;
-    Some(r)
+    c.object(|f| {
+        Some(AuditRecord {
+            schema_version: f.required("schema_version", Cursor::text)?,
+            record_id: f.required("record_id", Cursor::text)?,
+            chain_id: f.required("chain_id", |c| c.text()?.parse().ok())?,
+            seq: f.required("seq", Cursor::u64)?,
+            started_at: f.required("started_at", Cursor::timestamp)?,
+            first_byte_at: f.optional("first_byte_at", Cursor::timestamp)?,
+            finished_at: f.required("finished_at", Cursor::timestamp)?,
+            http: f.required("http", http)?,
+            caller: f.or_default("caller", caller)?,
+            trace: f.or_default("trace", trace)?,
+            gen_ai: f.or_default("gen_ai", gen_ai)?,
+            provenance: f.or_default("provenance", provenance)?,
+            output_sources: f.or_default("output_sources", |c| c.array(source))?,
+            watermarks: f.or_default("watermarks", |c| c.array(watermark))?,
+            digital_source_type: f.optional("digital_source_type", Cursor::text)?,
+            disclosure: f.optional("disclosure", disclosure)?,
+            safeguards: f.or_default("safeguards", |c| c.array(safeguard))?,
+            records_lost_before: f.or_default("records_lost_before", Cursor::u64)?,
+            attributes: f.or_default("attributes", |c| c.map(Cursor::text))?,
+            extensions: BTreeMap::new(),
+        })
+    })
 }
 
 fn body<'a>(c: &mut Cursor<'a>) -> Option<BodySummary<'a>> {
-    let mut f = c.object()?;
-    let b = BodySummary {
-        content_type: f.optional("content_type", Cursor::text)?,
-        bytes: f.required("bytes", Cursor::u64)?,
-        blake3: f.optional("blake3", Cursor::text)?,
-        capture: f.required("capture", |c| match &*c.text()? {
-            "none" => Some(CaptureMode::None),
-            "digest" => Some(CaptureMode::Digest),
-            "redacted" => Some(CaptureMode::Redacted),
-            "full" => Some(CaptureMode::Full),
-            _ => None,
-        })?,
-        captured: f.optional("captured", Cursor::text)?,
-        truncated: f.or_default("truncated", Cursor::bool)?,
-    };
-    f.end()?;
-    Some(b)
+    c.object(|f| {
+        Some(BodySummary {
+            content_type: f.optional("content_type", Cursor::text)?,
+            bytes: f.required("bytes", Cursor::u64)?,
+            blake3: f.optional("blake3", Cursor::text)?,
+            capture: f.required("capture", |c| match &*c.text()? {
+                "none" => Some(CaptureMode::None),
+                "digest" => Some(CaptureMode::Digest),
+                "redacted" => Some(CaptureMode::Redacted),
+                "full" => Some(CaptureMode::Full),
+                _ => None,
+            })?,
+            captured: f.optional("captured", Cursor::text)?,
+            truncated: f.or_default("truncated", Cursor::bool)?,
+        })
+    })
 }
 
 fn http<'a>(c: &mut Cursor<'a>) -> Option<HttpExchange<'a>> {
-    let mut f = c.object()?;
-    let h = HttpExchange {
-        method: f.required("method", Cursor::text)?,
-        route: f.required("route", Cursor::text)?,
-        status: f.optional("status", |c| u16::try_from(c.u64()?).ok())?,
-        outcome: f.required("outcome", |c| match &*c.text()? {
-            "completed" => Some(Outcome::Completed),
-            "error" => Some(Outcome::Error),
-            "aborted" => Some(Outcome::Aborted),
-            _ => None,
-        })?,
-        error: f.optional("error", Cursor::text)?,
-        streaming: f.or_default("streaming", Cursor::bool)?,
-        request: f.required("request", body)?,
-        response: f.required("response", body)?,
-    };
-    f.end()?;
-    Some(h)
+    c.object(|f| {
+        Some(HttpExchange {
+            method: f.required("method", Cursor::text)?,
+            route: f.required("route", Cursor::text)?,
+            status: f.optional("status", |c| u16::try_from(c.u64()?).ok())?,
+            outcome: f.required("outcome", |c| match &*c.text()? {
+                "completed" => Some(Outcome::Completed),
+                "error" => Some(Outcome::Error),
+                "aborted" => Some(Outcome::Aborted),
+                _ => None,
+            })?,
+            error: f.optional("error", Cursor::text)?,
+            streaming: f.or_default("streaming", Cursor::bool)?,
+            request: f.required("request", body)?,
+            response: f.required("response", body)?,
+        })
+    })
 }
 
 fn caller<'a>(c: &mut Cursor<'a>) -> Option<Caller<'a>> {
-    let mut f = c.object()?;
-    let v = Caller {
-        subject: f.optional("subject", Cursor::text)?,
-        tenant: f.optional("tenant", Cursor::text)?,
-        client_addr: f.optional("client_addr", Cursor::text)?,
-    };
-    f.end()?;
-    Some(v)
+    c.object(|f| {
+        Some(Caller {
+            subject: f.optional("subject", Cursor::text)?,
+            tenant: f.optional("tenant", Cursor::text)?,
+            client_addr: f.optional("client_addr", Cursor::text)?,
+        })
+    })
 }
 
 fn trace<'a>(c: &mut Cursor<'a>) -> Option<TraceContext<'a>> {
-    let mut f = c.object()?;
-    let v =
-        TraceContext { trace_id: f.optional("trace_id", Cursor::text)?, span_id: f.optional("span_id", Cursor::text)? };
-    f.end()?;
-    Some(v)
+    c.object(|f| {
+        Some(TraceContext {
+            trace_id: f.optional("trace_id", Cursor::text)?,
+            span_id: f.optional("span_id", Cursor::text)?,
+        })
+    })
 }
 
 fn name_only<'a>(c: &mut Cursor<'a>) -> Option<Option<Text<'a>>> {
-    let mut f = c.object()?;
-    let name = f.optional("name", Cursor::text)?;
-    f.end()?;
-    Some(name)
+    c.object(|f| f.optional("name", Cursor::text))
 }
 
 fn gen_ai<'a>(c: &mut Cursor<'a>) -> Option<GenAi<'a>> {
-    let mut f = c.object()?;
-    let v = GenAi {
-        operation: GenAiOperation { name: f.or_default("operation", name_only)? },
-        provider: GenAiProvider { name: f.or_default("provider", name_only)? },
-        request: f.or_default("request", request)?,
-        response: f.or_default("response", response)?,
-        usage: f.or_default("usage", usage)?,
-    };
-    f.end()?;
-    Some(v)
+    c.object(|f| {
+        Some(GenAi {
+            operation: GenAiOperation { name: f.or_default("operation", name_only)? },
+            provider: GenAiProvider { name: f.or_default("provider", name_only)? },
+            request: f.or_default("request", request)?,
+            response: f.or_default("response", response)?,
+            usage: f.or_default("usage", usage)?,
+        })
+    })
 }
 
 fn request<'a>(c: &mut Cursor<'a>) -> Option<GenAiRequest<'a>> {
-    let mut f = c.object()?;
-    let v = GenAiRequest {
-        model: f.optional("model", Cursor::text)?,
-        temperature: f.optional("temperature", Cursor::f64)?,
-        top_p: f.optional("top_p", Cursor::f64)?,
-        top_k: f.optional("top_k", Cursor::f64)?,
-        max_tokens: f.optional("max_tokens", Cursor::u64)?,
-        seed: f.optional("seed", Cursor::i64)?,
-        frequency_penalty: f.optional("frequency_penalty", Cursor::f64)?,
-        presence_penalty: f.optional("presence_penalty", Cursor::f64)?,
-        stop_sequences: f.or_default("stop_sequences", |c| c.array(Cursor::text))?,
-        choice_count: f.optional("choice_count", Cursor::u64)?,
-        stream: f.optional("stream", Cursor::bool)?,
-        tools: f.or_default("tools", |c| c.array(Cursor::text))?,
-    };
-    f.end()?;
-    Some(v)
+    c.object(|f| {
+        Some(GenAiRequest {
+            model: f.optional("model", Cursor::text)?,
+            temperature: f.optional("temperature", Cursor::f64)?,
+            top_p: f.optional("top_p", Cursor::f64)?,
+            top_k: f.optional("top_k", Cursor::f64)?,
+            max_tokens: f.optional("max_tokens", Cursor::u64)?,
+            seed: f.optional("seed", Cursor::i64)?,
+            frequency_penalty: f.optional("frequency_penalty", Cursor::f64)?,
+            presence_penalty: f.optional("presence_penalty", Cursor::f64)?,
+            stop_sequences: f.or_default("stop_sequences", |c| c.array(Cursor::text))?,
+            choice_count: f.optional("choice_count", Cursor::u64)?,
+            stream: f.optional("stream", Cursor::bool)?,
+            tools: f.or_default("tools", |c| c.array(Cursor::text))?,
+        })
+    })
 }
 
 fn response<'a>(c: &mut Cursor<'a>) -> Option<GenAiResponse<'a>> {
-    let mut f = c.object()?;
-    let v = GenAiResponse {
-        id: f.optional("id", Cursor::text)?,
-        model: f.optional("model", Cursor::text)?,
-        finish_reasons: f.or_default("finish_reasons", |c| c.array(Cursor::text))?,
-    };
-    f.end()?;
-    Some(v)
+    c.object(|f| {
+        Some(GenAiResponse {
+            id: f.optional("id", Cursor::text)?,
+            model: f.optional("model", Cursor::text)?,
+            finish_reasons: f.or_default("finish_reasons", |c| c.array(Cursor::text))?,
+        })
+    })
 }
 
 fn usage(c: &mut Cursor<'_>) -> Option<GenAiUsage> {
-    let mut f = c.object()?;
-    let v = GenAiUsage {
-        input_tokens: f.optional("input_tokens", Cursor::u64)?,
-        output_tokens: f.optional("output_tokens", Cursor::u64)?,
-        cached_input_tokens: f.optional("cached_input_tokens", Cursor::u64)?,
-    };
-    f.end()?;
-    Some(v)
+    c.object(|f| {
+        Some(GenAiUsage {
+            input_tokens: f.optional("input_tokens", Cursor::u64)?,
+            output_tokens: f.optional("output_tokens", Cursor::u64)?,
+            cached_input_tokens: f.optional("cached_input_tokens", Cursor::u64)?,
+        })
+    })
 }
 
 fn provenance<'a>(c: &mut Cursor<'a>) -> Option<Provenance<'a>> {
-    let mut f = c.object()?;
-    let v = Provenance {
-        model_version: f.optional("model_version", Cursor::text)?,
-        model_digest: f.optional("model_digest", Cursor::text)?,
-        deployment: f.optional("deployment", Cursor::text)?,
-        system_prompt_digest: f.optional("system_prompt_digest", Cursor::text)?,
-        output_digest: f.optional("output_digest", Cursor::text)?,
-        tool_calls: f.or_default("tool_calls", |c| c.array(tool_call))?,
-        parameters: f.or_default("parameters", |c| {
-            Some(c.map(Cursor::json_value)?.into_iter().map(|(k, v)| (k.into_owned(), v)).collect())
-        })?,
-    };
-    f.end()?;
-    Some(v)
+    c.object(|f| {
+        Some(Provenance {
+            model_version: f.optional("model_version", Cursor::text)?,
+            model_digest: f.optional("model_digest", Cursor::text)?,
+            deployment: f.optional("deployment", Cursor::text)?,
+            system_prompt_digest: f.optional("system_prompt_digest", Cursor::text)?,
+            output_digest: f.optional("output_digest", Cursor::text)?,
+            tool_calls: f.or_default("tool_calls", |c| c.array(tool_call))?,
+            parameters: f.or_default("parameters", |c| {
+                Some(c.map(Cursor::json_value)?.into_iter().map(|(k, v)| (k.into_owned(), v)).collect())
+            })?,
+        })
+    })
 }
 
 fn tool_call<'a>(c: &mut Cursor<'a>) -> Option<ToolCall<'a>> {
-    let mut f = c.object()?;
-    let v = ToolCall {
-        id: f.optional("id", Cursor::text)?,
-        name: f.required("name", Cursor::text)?,
-        arguments_digest: f.optional("arguments_digest", Cursor::text)?,
-    };
-    f.end()?;
-    Some(v)
+    c.object(|f| {
+        Some(ToolCall {
+            id: f.optional("id", Cursor::text)?,
+            name: f.required("name", Cursor::text)?,
+            arguments_digest: f.optional("arguments_digest", Cursor::text)?,
+        })
+    })
 }
 
 fn source<'a>(c: &mut Cursor<'a>) -> Option<OutputSource<'a>> {
-    let mut f = c.object()?;
-    let v = OutputSource {
-        uri: f.required("uri", Cursor::text)?,
-        title: f.optional("title", Cursor::text)?,
-        content_digest: f.optional("content_digest", Cursor::text)?,
-        locator: f.optional("locator", Cursor::text)?,
-        score: f.optional("score", Cursor::f64)?,
-        license: f.optional("license", Cursor::text)?,
-        rights_holder: f.optional("rights_holder", Cursor::text)?,
-        retrieved_at: f.optional("retrieved_at", Cursor::timestamp)?,
-    };
-    f.end()?;
-    Some(v)
+    c.object(|f| {
+        Some(OutputSource {
+            uri: f.required("uri", Cursor::text)?,
+            title: f.optional("title", Cursor::text)?,
+            content_digest: f.optional("content_digest", Cursor::text)?,
+            locator: f.optional("locator", Cursor::text)?,
+            score: f.optional("score", Cursor::f64)?,
+            license: f.optional("license", Cursor::text)?,
+            rights_holder: f.optional("rights_holder", Cursor::text)?,
+            retrieved_at: f.optional("retrieved_at", Cursor::timestamp)?,
+        })
+    })
 }
 
 fn watermark<'a>(c: &mut Cursor<'a>) -> Option<Watermark<'a>> {
-    let mut f = c.object()?;
-    let v = Watermark {
-        scheme: f.required("scheme", Cursor::text)?,
-        key_id: f.optional("key_id", Cursor::text)?,
-        payload_digest: f.optional("payload_digest", Cursor::text)?,
-        manifest_digest: f.optional("manifest_digest", Cursor::text)?,
-        applied_by: f.optional("applied_by", Cursor::text)?,
-        detector: f.optional("detector", Cursor::text)?,
-        detector_score: f.optional("detector_score", Cursor::f64)?,
-    };
-    f.end()?;
-    Some(v)
+    c.object(|f| {
+        Some(Watermark {
+            scheme: f.required("scheme", Cursor::text)?,
+            key_id: f.optional("key_id", Cursor::text)?,
+            payload_digest: f.optional("payload_digest", Cursor::text)?,
+            manifest_digest: f.optional("manifest_digest", Cursor::text)?,
+            applied_by: f.optional("applied_by", Cursor::text)?,
+            detector: f.optional("detector", Cursor::text)?,
+            detector_score: f.optional("detector_score", Cursor::f64)?,
+        })
+    })
 }
 
 fn disclosure<'a>(c: &mut Cursor<'a>) -> Option<Disclosure<'a>> {
-    let mut f = c.object()?;
-    let v = Disclosure { method: f.required("method", Cursor::text)?, text: f.optional("text", Cursor::text)? };
-    f.end()?;
-    Some(v)
+    c.object(|f| {
+        Some(Disclosure { method: f.required("method", Cursor::text)?, text: f.optional("text", Cursor::text)? })
+    })
 }
 
 fn safeguard<'a>(c: &mut Cursor<'a>) -> Option<SafeguardDecision<'a>> {
-    let mut f = c.object()?;
-    let v = SafeguardDecision {
-        policy_id: f.required("policy_id", Cursor::text)?,
-        policy_version: f.optional("policy_version", Cursor::text)?,
-        action: f.required("action", |c| match &*c.text()? {
-            "blocked" => Some(SafeguardAction::Blocked),
-            "filtered" => Some(SafeguardAction::Filtered),
-            "flagged" => Some(SafeguardAction::Flagged),
-            "allowed" => Some(SafeguardAction::Allowed),
-            _ => None,
-        })?,
-        stage: f.optional("stage", Cursor::text)?,
-        category: f.optional("category", Cursor::text)?,
-        score: f.optional("score", Cursor::f64)?,
-    };
-    f.end()?;
-    Some(v)
+    c.object(|f| {
+        Some(SafeguardDecision {
+            policy_id: f.required("policy_id", Cursor::text)?,
+            policy_version: f.optional("policy_version", Cursor::text)?,
+            action: f.required("action", |c| match &*c.text()? {
+                "blocked" => Some(SafeguardAction::Blocked),
+                "filtered" => Some(SafeguardAction::Filtered),
+                "flagged" => Some(SafeguardAction::Flagged),
+                "allowed" => Some(SafeguardAction::Allowed),
+                _ => None,
+            })?,
+            stage: f.optional("stage", Cursor::text)?,
+            category: f.optional("category", Cursor::text)?,
+            score: f.optional("score", Cursor::f64)?,
+        })
+    })
 }
 
 /// Byte-wise equality of two short slices of the same length, inline: a key name is a
