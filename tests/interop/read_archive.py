@@ -31,10 +31,15 @@ def main() -> int:
         pa_by_model[m or "-"] = pa_by_model.get(m or "-", 0) + 1
     # Python's float parsing is correctly rounded: a column one ULP off shows here.
     mismatches = []
-    for row in table.select(["record_id", "payload", "temperature", "model"]).to_pylist():
-        p = json.loads(row["payload"])
-        want = {"record_id": p["record_id"], "temperature": p["gen_ai"]["request"].get("temperature")}
-        got = {"record_id": row["record_id"], "temperature": row["temperature"]}
+    for row in table.select(["record_id", "seq", "trace_id", "temperature", "payload"]).to_pylist():
+        p = json.loads(row.pop("payload"))
+        want = {
+            "record_id": p["record_id"],
+            "seq": p["seq"],
+            "trace_id": p.get("trace", {}).get("trace_id"),
+            "temperature": p["gen_ai"]["request"].get("temperature"),
+        }
+        got = row
         if want != got:
             mismatches.append({"payload": want, "columns": got})
     temperatures = sorted(t for t in table.column("temperature").to_pylist() if t is not None)
