@@ -66,6 +66,8 @@ async fn fixture_with(n: usize, segment_bytes: u64) -> Fixture {
         let mut body = chat(&format!("question number {i} about audit logs"), i % 3 == 0);
         body["model"] = ["sample-1", "sample-2", "sample-3"][i % 3].into();
         body["temperature"] = temperature(i).into();
+        // Above i64::MAX: no typed field holds it, the record keeps it as sent.
+        body["seed"] = (u64::MAX - i as u64).into();
         let trace = format!("00-{:032x}-{:016x}-01", i + 1, i + 1);
         conn.post_json("/v1/chat/completions", &body, &[("traceparent", &trace)]).await.unwrap();
     }
@@ -188,6 +190,7 @@ async fn find_and_explain_use_the_archive() {
         "sample-moderation",
         "included in checkpoint of size 12",
         "signature verified",
+        "parameter   seed 18446744073709551611",
     ] {
         assert!(page.contains(want), "explain lacks {want:?}:\n{page}");
     }

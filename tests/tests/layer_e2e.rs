@@ -357,3 +357,26 @@ async fn under_sync_the_record_is_on_disk_before_the_client_sees_the_end() {
     }
     srv.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_parameters_too_big_or_odd_for_their_fields_reach_the_segment_as_sent() {
+    // Digest capture: the body is not kept, so the record is the only place the
+    // parameters can survive.
+    let srv = Server::start(|c| c, |l| l.capture(CaptureMode::Digest)).await;
+    let mut body = chat("seeded", false);
+    body["seed"] = serde_json::json!(u64::MAX);
+    body["max_tokens"] = serde_json::json!(100.0);
+    body["temperature"] = serde_json::json!(0.0010030090270812437);
+    let mut conn = Conn::connect(srv.addr).await.unwrap();
+    let got = conn.post_json("/v1/chat/completions", &body, &[]).await.unwrap();
+    assert_eq!(got.status, 200);
+    let (records, _dir) = srv.finish().await;
+    assert_eq!(records.len(), 1);
+    let r = &records[0].record;
+    assert!(r.http.request.captured.is_none());
+    assert_eq!(r.gen_ai.request.temperature, Some(0.0010030090270812437), "to the bit");
+    assert_eq!((r.gen_ai.request.seed, r.gen_ai.request.max_tokens), (None, None));
+    assert_eq!(r.provenance.parameters.get("seed").and_then(|v| v.as_u64()), Some(u64::MAX));
+    assert_eq!(r.provenance.parameters.get("max_tokens").and_then(|v| v.as_f64()), Some(100.0));
+    assert!(!r.provenance.parameters.contains_key("temperature"));
+}

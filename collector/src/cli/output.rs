@@ -62,6 +62,11 @@ pub(crate) fn explain(c: &ChainCols, r: &AuditRecord, proof: &str) -> String {
         opt(&g.request.seed),
         opt(&g.request.stream)
     ));
+    // Free-form parameters, and typed ones the request sent in a form their field cannot
+    // hold (a seed above i64::MAX): as the JSON the request held.
+    for (k, v) in &r.provenance.parameters {
+        w(format!("  parameter   {k} {v}"));
+    }
     w(format!(
         "  usage       input {} output {} cached {}",
         opt(&g.usage.input_tokens),

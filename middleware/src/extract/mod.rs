@@ -164,6 +164,45 @@ pub(crate) fn common_request(body: &Value, rec: &mut AuditRecord) {
             rec.provenance.parameters.entry(key.to_owned()).or_insert_with(|| v.clone());
         }
     }
+    // A parameter sent in a form its typed field cannot hold (a seed above i64::MAX,
+    // `max_tokens: 100.0`, a temperature as a string) is kept as sent, so the record
+    // never says less than the request did.
+    for (key, fits) in TYPED_PARAMETERS {
+        if let Some(v) = body.get(key).filter(|v| !v.is_null() && !fits(v)) {
+            rec.provenance.parameters.entry(key.to_owned()).or_insert_with(|| v.clone());
+        }
+    }
+}
+
+/// Whether a JSON value fits a typed record field.
+type Fits = fn(&Value) -> bool;
+
+/// The request parameters [`common_request`] reads into typed fields, and the JSON
+/// values each field can hold.
+const TYPED_PARAMETERS: [(&str, Fits); 14] = [
+    ("model", Value::is_string),
+    ("temperature", Value::is_number),
+    ("top_p", Value::is_number),
+    ("top_k", Value::is_number),
+    ("max_tokens", Value::is_u64),
+    ("max_completion_tokens", Value::is_u64),
+    ("max_output_tokens", Value::is_u64),
+    ("seed", Value::is_i64),
+    ("frequency_penalty", Value::is_number),
+    ("presence_penalty", Value::is_number),
+    ("n", Value::is_u64),
+    ("stream", Value::is_boolean),
+    ("stop", text_or_texts),
+    ("stop_sequences", text_or_texts),
+];
+
+/// A string, or an array of strings (stop sequences).
+fn text_or_texts(v: &Value) -> bool {
+    match v {
+        Value::String(_) => true,
+        Value::Array(a) => a.iter().all(Value::is_string),
+        _ => false,
+    }
 }
 
 #[cfg(test)]

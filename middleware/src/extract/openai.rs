@@ -322,6 +322,36 @@ data: [DONE]\n\n";
         assert_eq!(q.tools, vec!["lookup"]);
         assert_eq!(r.provenance.system_prompt_digest.as_deref(), Some(text_digest("be brief").as_str()));
         assert_eq!(r.gen_ai.operation.name.as_deref(), Some("chat"));
+        // Everything fitted its typed field: nothing is kept twice.
+        assert!(r.provenance.parameters.is_empty(), "{:?}", r.provenance.parameters);
+    }
+
+    #[test]
+    fn parameters_that_do_not_fit_their_fields_are_kept_as_sent() {
+        let req = serde_json::json!({"model": "gpt-4o", "seed": 18446744073709551615u64, "max_tokens": 100.0,
+            "temperature": "0.7", "stream": "yes", "stop": ["a", 1], "n": -1, "top_p": null,
+            "messages": [{"role": "user", "content": "hi"}]});
+        let mut r = rec();
+        OpenAiExtractor.request("/v1/chat/completions", &req, &mut r);
+        let q = &r.gen_ai.request;
+        assert_eq!((q.seed, q.max_tokens, q.temperature, q.stream, q.choice_count), (None, None, None, None, None));
+        assert_eq!(q.stop_sequences, vec!["a"]);
+        let kept: Vec<(&str, &serde_json::Value)> =
+            r.provenance.parameters.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        assert_eq!(
+            kept,
+            [
+                ("max_tokens", &req["max_tokens"]),
+                ("n", &req["n"]),
+                ("seed", &req["seed"]),
+                ("stop", &req["stop"]),
+                ("stream", &req["stream"]),
+                ("temperature", &req["temperature"]),
+            ]
+        );
+        // The seed survives the journal's JSON exactly.
+        let back = AuditRecord::from_json(&r.to_json()).unwrap();
+        assert_eq!(back.provenance.parameters["seed"].as_u64(), Some(u64::MAX));
     }
 
     #[test]
