@@ -6,12 +6,13 @@ use std::path::{Path, PathBuf};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int64Type, TimestampMicrosecondType};
-use arrow_array::{Array, RecordBatch};
+use arrow_array::{Array, BooleanArray, RecordBatch, StringArray};
 use kiroku_schemas::checkpoint::{Checkpoint, NoteVerifier};
 use kiroku_schemas::merkle::{self, CompactRange, ProofError};
 use kiroku_schemas::{ChainId, Hash, Timestamp};
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ArrowPredicateFn, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowFilter};
+use parquet::file::metadata::PageIndexPolicy;
 use parquet::file::reader::ChunkReader;
 use parquet::file::statistics::Statistics;
 
@@ -59,6 +60,54 @@ pub struct Filter {
     pub to: Option<Timestamp>,
 }
 
+/// The columns that place a row in its chain and hold its exact payload.
+const CHAIN_COLUMNS: [&str; 5] = ["chain_id", "seq", "prev_hash", "hash", "payload"];
+
+impl Filter {
+    /// The columns this filter reads.
+    fn columns(&self) -> Vec<&'static str> {
+        let mut c = Vec::new();
+        for (name, on) in [
+            ("record_id", self.record_id.is_some()),
+            ("trace_id", self.trace_id.is_some()),
+            ("output_digest", self.output_digest.is_some()),
+            ("model", self.model.is_some()),
+            ("started_at", self.from.is_some() || self.to.is_some()),
+        ] {
+            if on {
+                c.push(name);
+            }
+        }
+        c
+    }
+
+    /// Which rows of `batch` (holding at least [`Filter::columns`]) match.
+    fn matches(&self, batch: &RecordBatch) -> BooleanArray {
+        let text = |n: &str| batch.column_by_name(n).and_then(|c| c.as_string_opt::<i32>());
+        let (ids, traces, outs, models) = (text("record_id"), text("trace_id"), text("output_digest"), text("model"));
+        let started = batch.column_by_name("started_at").and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>());
+        let eq = |col: Option<&StringArray>, want: &Option<String>, i: usize| match (col, want) {
+            (_, None) => true,
+            (Some(c), Some(w)) => c.is_valid(i) && c.value(i) == w,
+            (None, Some(_)) => false,
+        };
+        (0..batch.num_rows())
+            .map(|i| {
+                let t = started.filter(|s| s.is_valid(i)).map(|s| s.value(i));
+                let in_time = self.from.is_none_or(|f| t.is_some_and(|t| t >= f.unix_micros()))
+                    && self.to.is_none_or(|to| t.is_some_and(|t| t < to.unix_micros()));
+                Some(
+                    in_time
+                        && eq(ids, &self.record_id, i)
+                        && eq(traces, &self.trace_id, i)
+                        && eq(outs, &self.output_digest, i)
+                        && eq(models, &self.model, i),
+                )
+            })
+            .collect()
+    }
+}
+
 fn hash32(b: &[u8]) -> Hash {
     let mut h = [0u8; 32];
     if b.len() == 32 {
@@ -93,14 +142,17 @@ impl Archive {
     fn builder(&self, f: &FileEntry) -> Result<ParquetRecordBatchReaderBuilder<File>, CliError> {
         let path = self.root.join(&f.path);
         let file = File::open(&path).map_err(|e| CliError::io(&path, e))?;
-        ParquetRecordBatchReaderBuilder::try_new(file)
+        // The offset index lets a row selection skip whole pages (`find`); files without
+        // one are still read, page by page.
+        let options = ArrowReaderOptions::new().with_offset_index_policy(PageIndexPolicy::Optional);
+        ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
             .map_err(|e| CliError::Corrupt(format!("{}: {e}", path.display())))
     }
 
     /// The chain columns of every row of a file.
     pub fn chain_rows(&self, f: &FileEntry) -> Result<Vec<ChainCols>, CliError> {
         let b = self.builder(f)?;
-        let mask = ProjectionMask::columns(b.parquet_schema(), ["chain_id", "seq", "prev_hash", "hash", "payload"]);
+        let mask = ProjectionMask::columns(b.parquet_schema(), CHAIN_COLUMNS);
         let mut out = Vec::with_capacity(f.rows as usize);
         let path = self.root.join(&f.path);
         for batch in
@@ -155,48 +207,20 @@ impl Archive {
             if groups.is_empty() {
                 continue;
             }
-            let mask = ProjectionMask::columns(
-                &schema,
-                [
-                    "chain_id",
-                    "seq",
-                    "prev_hash",
-                    "hash",
-                    "payload",
-                    "record_id",
-                    "trace_id",
-                    "output_digest",
-                    "model",
-                    "started_at",
-                ],
-            );
-            let reader = b.with_row_groups(groups).with_projection(mask).build().map_err(corrupt)?;
-            for batch in reader {
+            // The filter's columns are read first and decide which rows are wanted; the
+            // chain columns (the payload above all) are then decoded only for the pages
+            // that hold those rows, which the offset index locates.
+            let wanted = filter.columns();
+            let mut b = b.with_row_groups(groups).with_projection(ProjectionMask::columns(&schema, CHAIN_COLUMNS));
+            if !wanted.is_empty() {
+                let f = filter.clone();
+                let test =
+                    ArrowPredicateFn::new(ProjectionMask::columns(&schema, wanted), move |batch| Ok(f.matches(&batch)));
+                b = b.with_row_filter(RowFilter::new(vec![Box::new(test)]));
+            }
+            for batch in b.build().map_err(corrupt)? {
                 let batch = batch.map_err(|e| CliError::Corrupt(format!("{}: {e}", path.display())))?;
-                let rows = chain_cols(&batch).map_err(|e| CliError::Corrupt(format!("{}: {e}", path.display())))?;
-                let text = |n: &str| batch.column_by_name(n).map(|c| c.as_string::<i32>().clone());
-                let (ids, traces, outs, models) =
-                    (text("record_id"), text("trace_id"), text("output_digest"), text("model"));
-                let started =
-                    batch.column_by_name("started_at").map(|c| c.as_primitive::<TimestampMicrosecondType>().clone());
-                for (i, row) in rows.into_iter().enumerate() {
-                    let eq = |col: &Option<arrow_array::StringArray>, want: &Option<String>| match (col, want) {
-                        (_, None) => true,
-                        (Some(c), Some(w)) => c.is_valid(i) && c.value(i) == w,
-                        (None, Some(_)) => false,
-                    };
-                    let t = started.as_ref().map(|s| s.value(i));
-                    let in_time = filter.from.is_none_or(|f| t.is_some_and(|t| t >= f.unix_micros()))
-                        && filter.to.is_none_or(|to| t.is_some_and(|t| t < to.unix_micros()));
-                    if eq(&ids, &filter.record_id)
-                        && eq(&traces, &filter.trace_id)
-                        && eq(&outs, &filter.output_digest)
-                        && eq(&models, &filter.model)
-                        && in_time
-                    {
-                        out.push(row);
-                    }
-                }
+                out.extend(chain_cols(&batch).map_err(|e| CliError::Corrupt(format!("{}: {e}", path.display())))?);
             }
         }
         out.sort_by(|a, b| (&a.chain_id, a.seq).cmp(&(&b.chain_id, b.seq)));
