@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int64Type, TimestampMicrosecondType};
-use arrow_array::{Array, RecordBatch, StructArray};
+use arrow_array::{Array, ListArray, RecordBatch, StringArray, StructArray};
 use kiroku_schemas::Timestamp;
 use kiroku_schemas::checkpoint::{Checkpoint, NoteVerifier};
 use parquet::arrow::ProjectionMask;
@@ -266,15 +266,34 @@ fn rfc(us: i64) -> String {
     Timestamp::from_unix_nanos(us.saturating_mul(1000)).to_string()
 }
 
-fn list_strings(col: Option<&dyn Array>, row: usize, field: &str) -> Vec<String> {
-    let Some(list) = col.and_then(|c| c.as_list_opt::<i32>()) else { return Vec::new() };
-    if list.is_null(row) {
-        return Vec::new();
+/// One text field of a list-of-structs column (`output_sources.uri`), read row by row
+/// through the list's offsets: slicing the list per row would copy every child array's
+/// handles, which had been most of the report's time.
+struct ListField<'a> {
+    list: Option<&'a ListArray>,
+    field: Option<&'a StringArray>,
+}
+
+impl<'a> ListField<'a> {
+    fn new(col: Option<&'a dyn Array>, field: &str) -> Self {
+        let list = col.and_then(|c| c.as_list_opt::<i32>());
+        let field = list
+            .and_then(|l| l.values().as_any().downcast_ref::<StructArray>())
+            .and_then(|st| st.column_by_name(field))
+            .and_then(|c| c.as_string_opt::<i32>());
+        Self { list, field }
     }
-    let v = list.value(row);
-    let Some(st) = v.as_any().downcast_ref::<StructArray>() else { return Vec::new() };
-    let Some(f) = st.column_by_name(field).and_then(|c| c.as_string_opt::<i32>()) else { return Vec::new() };
-    (0..f.len()).map(|i| if f.is_null(i) { "-".to_owned() } else { f.value(i).to_owned() }).collect()
+
+    /// The field's values in row `row`'s list, `-` for a missing one.
+    fn values(&self, row: usize) -> Vec<&'a str> {
+        let (Some(list), Some(f)) = (self.list, self.field) else { return Vec::new() };
+        if list.is_null(row) {
+            return Vec::new();
+        }
+        let offsets = list.value_offsets();
+        let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
+        (start..end).map(|j| if f.is_null(j) { "-" } else { f.value(j) }).collect()
+    }
 }
 
 /// Aggregate the archive.
@@ -328,9 +347,14 @@ pub fn summarize(archive: &Archive, opts: &ReportOptions) -> Result<Summary, Cli
             let seq = batch.column_by_name("seq").and_then(|c| c.as_primitive_opt::<Int64Type>().cloned());
             let lost =
                 batch.column_by_name("records_lost_before").and_then(|c| c.as_primitive_opt::<Int64Type>().cloned());
-            let src_col = batch.column_by_name("output_sources").map(|c| c.as_ref());
-            let wm_col = batch.column_by_name("watermarks").map(|c| c.as_ref());
-            let sg_col = batch.column_by_name("safeguards").map(|c| c.as_ref());
+            let list = |col: &str, field: &str| ListField::new(batch.column_by_name(col).map(|c| c.as_ref()), field);
+            let (uri_col, holder_col, licence_col) = (
+                list("output_sources", "uri"),
+                list("output_sources", "rights_holder"),
+                list("output_sources", "license"),
+            );
+            let scheme_col = list("watermarks", "scheme");
+            let (policy_col, action_col) = (list("safeguards", "policy_id"), list("safeguards", "action"));
             let streaming = batch.column_by_name("streaming").and_then(|c| c.as_boolean_opt().cloned());
             let txt = |a: &Option<arrow_array::StringArray>, i: usize| {
                 a.as_ref().filter(|a| a.is_valid(i)).map(|a| a.value(i).to_owned())
@@ -373,25 +397,36 @@ pub fn summarize(archive: &Archive, opts: &ReportOptions) -> Result<Summary, Cli
                     let e = versions.entry(key).or_insert(t);
                     *e = (*e).min(t);
                 }
-                let uris = list_strings(src_col, i, "uri");
-                let holders = list_strings(src_col, i, "rights_holder");
-                let licences = list_strings(src_col, i, "license");
+                let uris = uri_col.values(i);
                 with_sources += u64::from(!uris.is_empty());
-                for (k, u) in uris.into_iter().enumerate() {
-                    let e = sources.entry(u).or_insert_with(|| {
-                        (holders.get(k).cloned().unwrap_or_default(), licences.get(k).cloned().unwrap_or_default(), 0)
-                    });
-                    e.2 += 1;
+                if !uris.is_empty() {
+                    let (holders, licences) = (holder_col.values(i), licence_col.values(i));
+                    for (k, u) in uris.into_iter().enumerate() {
+                        if let Some(e) = sources.get_mut(u) {
+                            e.2 += 1;
+                        } else {
+                            let field = |v: &[&str]| v.get(k).map_or_else(String::new, |s| (*s).to_owned());
+                            sources.insert(u.to_owned(), (field(&holders), field(&licences), 1));
+                        }
+                    }
                 }
-                let sch = list_strings(wm_col, i, "scheme");
+                let sch = scheme_col.values(i);
                 watermarked += u64::from(!sch.is_empty());
                 for s in sch {
-                    *schemes.entry(s).or_default() += 1;
+                    match schemes.get_mut(s) {
+                        Some(n) => *n += 1,
+                        None => {
+                            schemes.insert(s.to_owned(), 1);
+                        }
+                    }
                 }
-                let pol = list_strings(sg_col, i, "policy_id");
-                let act = list_strings(sg_col, i, "action");
-                for (k, pid) in pol.into_iter().enumerate() {
-                    *safeguards.entry((pid, act.get(k).cloned().unwrap_or_default())).or_default() += 1;
+                let pol = policy_col.values(i);
+                if !pol.is_empty() {
+                    let act = action_col.values(i);
+                    for (k, pid) in pol.into_iter().enumerate() {
+                        let key = (pid.to_owned(), act.get(k).map_or_else(String::new, |a| (*a).to_owned()));
+                        *safeguards.entry(key).or_default() += 1;
+                    }
                 }
                 let c = chains.entry(txt(&chain, i).unwrap_or_default()).or_default();
                 c.0 += 1;
