@@ -166,12 +166,15 @@ impl Archive {
 
     /// Every batch of a file, all columns.
     pub fn batches(&self, f: &FileEntry) -> Result<Vec<RecordBatch>, CliError> {
+        self.reader(f)?.collect()
+    }
+
+    /// The batches of a file, all columns, one at a time.
+    pub fn reader(&self, f: &FileEntry) -> Result<impl Iterator<Item = Result<RecordBatch, CliError>>, CliError> {
         let path = self.root.join(&f.path);
-        let b = self.builder(f)?;
-        b.build()
-            .map_err(|e| CliError::Corrupt(format!("{}: {e}", path.display())))?
-            .map(|r| r.map_err(|e| CliError::Corrupt(format!("{}: {e}", path.display()))))
-            .collect()
+        let corrupt = move |e: &dyn std::fmt::Display| CliError::Corrupt(format!("{}: {e}", path.display()));
+        let reader = self.builder(f)?.build().map_err(|e| corrupt(&e))?;
+        Ok(reader.map(move |r| r.map_err(|e| corrupt(&e))))
     }
 
     /// Rows matching `filter` (chain columns), using partition pruning, row-group

@@ -1,19 +1,25 @@
 //! Full re-verification of a spool or an archive: everything re-derived from the raw
 //! bytes and compared (in the spirit of Tessera's fsck), every problem listed.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::BufReader;
+use std::io::{BufReader, Read};
 use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
 
 use kiroku_schemas::checkpoint::{Checkpoint, NoteVerifier};
 use kiroku_schemas::digest::to_hex;
+use kiroku_schemas::merkle::CompactRange;
 use kiroku_schemas::record::RecordView;
-use kiroku_schemas::segment::{ChainState, VerifyOptions, record_hash, verify_segment};
+use kiroku_schemas::segment::{ChainState, ComputedHash, FrameKind, FrameRef, VerifyOptions, verify_segment};
+use kiroku_schemas::{ChainId, Hash};
 
-use crate::archive::{Archive, chain_cols, chain_id};
+use crate::archive::{Archive, ChainCols, chain_cols, chain_id};
 use crate::columns::{BatchBuilder, ChainRow};
 use crate::error::CliError;
+use crate::manifest::{ChainEntry, FileEntry};
 use crate::spool::{LocalSpool, SpoolStore};
 
 /// The outcome of a verification: what was checked and every problem found.
@@ -91,6 +97,10 @@ pub fn verify_spool(spool: &LocalSpool, verifier: Option<&NoteVerifier>) -> Resu
 /// analytic column re-derived from the payload and compared; Merkle roots against the
 /// signed checkpoints; the chain head against the manifest; no Parquet file outside
 /// the manifest.
+///
+/// Files are read batch by batch, and a chain's rows are walked in seq order while its
+/// files are still being read: what is held at once is one file's chain links (seq and
+/// two hashes per row), never the chain's payloads.
 pub fn verify_archive(root: &Path, verifier: Option<&NoteVerifier>) -> Result<VerifyReport, CliError> {
     let archive = Archive::open(root)?;
     let mut rep = VerifyReport { signatures_checked: verifier.is_some(), ..Default::default() };
@@ -98,101 +108,216 @@ pub fn verify_archive(root: &Path, verifier: Option<&NoteVerifier>) -> Result<Ve
     for (chain_key, entry) in &archive.manifest.chains {
         rep.chains += 1;
         let chain = chain_id(chain_key)?;
-        let mut rows = Vec::new();
-        for f in &entry.files {
-            rep.units += 1;
-            named.insert(f.path.clone());
-            let path = root.join(&f.path);
-            let bytes = match fs::read(&path) {
-                Ok(b) => b,
-                Err(e) => {
-                    rep.problems.push(format!("{}: listed in the manifest but unreadable: {e}", path.display()));
-                    continue;
-                }
-            };
-            let digest = to_hex(blake3::hash(&bytes).as_bytes());
-            if digest != f.blake3 {
-                rep.problems.push(format!(
-                    "{}: blake3 {digest} differs from the manifest's {} (file replaced or edited)",
-                    path.display(),
-                    f.blake3
-                ));
-            }
-            let batches = match archive.batches(f) {
-                Ok(b) => b,
-                Err(e) => {
-                    rep.problems.push(e.to_string());
-                    continue;
-                }
-            };
-            let mut file_rows = 0u64;
-            for batch in batches {
-                let cols = match chain_cols(&batch) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        rep.problems.push(format!("{}: {e}", path.display()));
-                        continue;
-                    }
-                };
-                // Re-derive every column from the payloads and compare with what is stored.
-                let mut b = BatchBuilder::default();
-                let mut parsed = true;
-                for c in &cols {
-                    match RecordView::parse(&c.payload) {
-                        Ok(r) => b.push(
-                            chain_key,
-                            &ChainRow { seq: c.seq, prev: &c.prev, hash: &c.hash, payload: &c.payload },
-                            &r,
-                        ),
-                        Err(e) => {
-                            rep.problems.push(format!(
-                                "{}: seq {}: payload is not a valid record: {e}",
-                                path.display(),
-                                c.seq
-                            ));
-                            parsed = false;
-                        }
-                    }
-                }
-                if parsed {
-                    match b.finish() {
-                        Ok(rebuilt) if rebuilt == batch => {}
-                        Ok(rebuilt) => {
-                            let diff: Vec<String> = rebuilt
-                                .schema()
-                                .fields()
-                                .iter()
-                                .enumerate()
-                                .filter(|(i, _)| rebuilt.column(*i) != batch.column(*i))
-                                .map(|(_, f)| f.name().clone())
-                                .collect();
-                            rep.problems.push(format!(
-                                "{}: columns {diff:?} do not match the payloads they are projected from (row edited)",
-                                path.display()
-                            ));
-                        }
-                        Err(e) => rep.problems.push(format!("{}: {e}", path.display())),
-                    }
-                }
-                file_rows += cols.len() as u64;
-                rows.extend(cols.into_iter().map(|c| (f.path.clone(), c)));
-            }
-            if file_rows != f.rows {
-                rep.problems.push(format!(
-                    "{}: {file_rows} rows, the manifest says {} (rows deleted or added)",
-                    path.display(),
-                    f.rows
-                ));
-            }
-        }
-        rows.sort_by_key(|(_, c)| c.seq);
-        let mut state = match entry.start(chain) {
-            Ok(s) => s,
+        let mut files: Vec<&FileEntry> = entry.files.iter().collect();
+        files.sort_by_key(|f| f.first_seq);
+        named.extend(files.iter().map(|f| f.path.clone()));
+        let mut walk = match entry.start(chain) {
+            Ok(state) => Some(ChainWalk::new(chain, state, entry, verifier, &mut rep)),
             Err(e) => {
                 rep.problems.push(e.to_string());
+                None
+            }
+        };
+        // Rows read but not walked yet, by seq. A row is walked once no file left to read
+        // starts at or below its seq (files of one chain overlap only where a segment
+        // crossed midnight), so the chain is walked in seq order.
+        let mut pending: BTreeMap<u64, Vec<RowLink>> = BTreeMap::new();
+        let mut next = 0;
+        loop {
+            while next < files.len() && pending.first_key_value().is_none_or(|(seq, _)| files[next].first_seq <= *seq) {
+                for link in check_file(&archive, chain_key, &chain, files[next], &mut rep) {
+                    pending.entry(link.seq).or_default().push(link);
+                }
+                next += 1;
+            }
+            let Some((_, links)) = pending.pop_first() else { break };
+            if let Some(w) = walk.as_mut() {
+                for link in links {
+                    w.step(&link, &mut rep);
+                }
+            }
+        }
+        if let Some(w) = walk {
+            w.finish(entry, &mut rep);
+        }
+    }
+    for stray in crate::archive_store::parquet_files(&root.join("records")) {
+        let rel = stray.strip_prefix(root).unwrap_or(&stray).to_string_lossy().into_owned();
+        if archive.manifest.is_retired_file(&rel) && !named.contains(&rel) {
+            rep.notes.push(format!(
+                "{}: records removed by retention, file not deleted yet (the store refused, e.g. an object lock, or a run stopped); the next `kiroku compact --retain` deletes it",
+                stray.display()
+            ));
+        } else if !named.contains(&rel) {
+            rep.problems.push(format!("{}: Parquet file not in the manifest (left by an interrupted compaction, or planted); queries over records/ would read it", stray.display()));
+        }
+    }
+    Ok(rep)
+}
+
+/// What the chain walk needs of one archived row.
+struct RowLink {
+    /// The file it is in (for messages).
+    file: Arc<str>,
+    /// Its `chain_id` column, when that is not the chain the manifest files it under.
+    foreign_chain: Option<String>,
+    seq: u64,
+    prev: Hash,
+    hash: Hash,
+    /// The stored hash is the hash of the stored payload, seq and prev hash.
+    hash_ok: bool,
+}
+
+/// blake3 of a whole file, read in 1 MiB pieces (blake3 hashes 16 chunks side by side).
+fn file_digest(path: &Path) -> std::io::Result<String> {
+    let mut file = fs::File::open(path)?;
+    let mut h = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => return Ok(to_hex(h.finalize().as_bytes())),
+            Ok(n) => {
+                h.update(&buf[..n]);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The checks of one file on its own (its digest, its row count, every column against
+/// the payload it is projected from, every row's hash), and its rows' chain links.
+fn check_file(
+    archive: &Archive,
+    chain_key: &str,
+    chain: &ChainId,
+    f: &FileEntry,
+    rep: &mut VerifyReport,
+) -> Vec<RowLink> {
+    rep.units += 1;
+    let path = archive.root.join(&f.path);
+    match file_digest(&path) {
+        Ok(digest) if digest == f.blake3 => {}
+        Ok(digest) => rep.problems.push(format!(
+            "{}: blake3 {digest} differs from the manifest's {} (file replaced or edited)",
+            path.display(),
+            f.blake3
+        )),
+        Err(e) => {
+            rep.problems.push(format!("{}: listed in the manifest but unreadable: {e}", path.display()));
+            return Vec::new();
+        }
+    }
+    let batches = match archive.reader(f) {
+        Ok(b) => b,
+        Err(e) => {
+            rep.problems.push(e.to_string());
+            return Vec::new();
+        }
+    };
+    let file: Arc<str> = f.path.as_str().into();
+    let mut links = Vec::with_capacity(usize::try_from(f.rows).unwrap_or(0).min(1 << 20));
+    for batch in batches {
+        let batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                rep.problems.push(e.to_string());
+                break;
+            }
+        };
+        let cols = match chain_cols(&batch) {
+            Ok(c) => c,
+            Err(e) => {
+                rep.problems.push(format!("{}: {e}", path.display()));
                 continue;
             }
         };
+        rederive_columns(&batch, &cols, chain_key, &path, rep);
+        // Each row is hashed with the seq and prev hash it names (the walk checks the
+        // links), side by side.
+        let frames: Vec<FrameRef<'_>> = cols
+            .iter()
+            .enumerate()
+            .map(|(i, c)| FrameRef {
+                offset: i as u64,
+                kind: FrameKind::Record,
+                seq: c.seq,
+                prev: c.prev,
+                payload: &c.payload,
+                hash: c.hash,
+            })
+            .collect();
+        let computed = ComputedHash::of_all(chain, &frames);
+        links.extend(cols.iter().zip(computed).map(|(c, h)| RowLink {
+            file: file.clone(),
+            foreign_chain: (c.chain_id != chain_key).then(|| c.chain_id.clone()),
+            seq: c.seq,
+            prev: c.prev,
+            hash: c.hash,
+            hash_ok: *h.hash() == c.hash,
+        }));
+    }
+    if links.len() as u64 != f.rows {
+        rep.problems.push(format!(
+            "{}: {} rows, the manifest says {} (rows deleted or added)",
+            path.display(),
+            links.len(),
+            f.rows
+        ));
+    }
+    links
+}
+
+/// Re-derive every column of `batch` from its payloads and compare with what is stored.
+fn rederive_columns(batch: &RecordBatch, cols: &[ChainCols], chain_key: &str, path: &Path, rep: &mut VerifyReport) {
+    let mut b = BatchBuilder::default();
+    for c in cols {
+        match RecordView::parse(&c.payload) {
+            Ok(r) => b.push(chain_key, &ChainRow { seq: c.seq, prev: &c.prev, hash: &c.hash, payload: &c.payload }, &r),
+            Err(e) => {
+                rep.problems.push(format!("{}: seq {}: payload is not a valid record: {e}", path.display(), c.seq));
+                return;
+            }
+        }
+    }
+    match b.finish() {
+        Ok(rebuilt) if rebuilt == *batch => {}
+        Ok(rebuilt) => {
+            let diff: Vec<String> = rebuilt
+                .schema()
+                .fields()
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| rebuilt.column(*i) != batch.column(*i))
+                .map(|(_, f)| f.name().clone())
+                .collect();
+            rep.problems.push(format!(
+                "{}: columns {diff:?} do not match the payloads they are projected from (row edited)",
+                path.display()
+            ));
+        }
+        Err(e) => rep.problems.push(format!("{}: {e}", path.display())),
+    }
+}
+
+/// The order-dependent checks of one chain: seqs dense from where the archive begins,
+/// each row linked to the one before, the Merkle tree against the signed checkpoints.
+struct ChainWalk {
+    chain: ChainId,
+    state: ChainState,
+    tree: CompactRange,
+    /// Signed checkpoints not reached yet, smallest first.
+    checkpoints: std::iter::Peekable<std::vec::IntoIter<Checkpoint>>,
+}
+
+impl ChainWalk {
+    fn new(
+        chain: ChainId,
+        state: ChainState,
+        entry: &ChainEntry,
+        verifier: Option<&NoteVerifier>,
+        rep: &mut VerifyReport,
+    ) -> Self {
         if let Some(r) = &entry.retired {
             rep.notes.push(format!(
                 "chain {chain}: seq 0..{} removed by retention (through {}, at {}); verified from seq {}",
@@ -214,11 +339,11 @@ pub fn verify_archive(root: &Path, verifier: Option<&NoteVerifier>) -> Result<Ve
             }
         }
         cps.sort_by_key(|c| c.size);
-        let mut tree = state.tree.clone();
-        let mut next_cp = cps.iter().peekable();
+        let tree = state.tree.clone();
+        let mut checkpoints = cps.into_iter().peekable();
         // Checkpoints up to where the archive begins: only one exactly at the cut can be
         // checked (against the retained compact range); later ones cover the cut too.
-        while let Some(cp) = next_cp.next_if(|cp| cp.size <= tree.size()) {
+        while let Some(cp) = checkpoints.next_if(|cp| cp.size <= tree.size()) {
             if cp.size == tree.size() && cp.size > 0 {
                 rep.checkpoints += 1;
                 if cp.root != tree.root() {
@@ -229,76 +354,68 @@ pub fn verify_archive(root: &Path, verifier: Option<&NoteVerifier>) -> Result<Ve
                 }
             }
         }
-        for (file, c) in &rows {
-            if c.chain_id != *chain_key {
-                rep.problems
-                    .push(format!("{file}: seq {}: row of chain {} in a file of chain {chain}", c.seq, c.chain_id));
-                continue;
-            }
-            if c.seq != state.next_seq {
-                let what = if c.seq < state.next_seq { "duplicated" } else { "missing (deleted)" };
-                rep.problems.push(format!(
-                    "{file}: chain {chain}: expected seq {}, found {} (rows {what})",
-                    state.next_seq, c.seq
-                ));
-                if c.seq < state.next_seq {
-                    continue;
-                }
-            }
-            if record_hash(&chain, c.seq, &c.prev, &c.payload) != c.hash {
-                rep.problems.push(format!(
-                    "{file}: chain {chain} seq {}: hash does not match the payload (payload or hash edited)",
-                    c.seq
-                ));
-            } else if c.prev != state.last_hash {
-                rep.problems.push(format!(
-                    "{file}: chain {chain} seq {}: prev hash does not link to seq {}",
-                    c.seq,
-                    c.seq.saturating_sub(1)
-                ));
-            }
-            rep.records += 1;
-            tree.push(&c.hash);
-            state.last_hash = c.hash;
-            state.next_seq = c.seq + 1;
-            while let Some(cp) = next_cp.peek() {
-                if cp.size != tree.size() {
-                    break;
-                }
-                rep.checkpoints += 1;
-                if cp.root != tree.root() {
-                    rep.problems.push(format!(
-                        "chain {chain}: Merkle root of the first {} records differs from the signed checkpoint",
-                        cp.size
-                    ));
-                }
-                next_cp.next();
+        Self { chain, state, tree, checkpoints }
+    }
+
+    /// The next row in seq order.
+    fn step(&mut self, l: &RowLink, rep: &mut VerifyReport) {
+        let (chain, file) = (self.chain, &l.file);
+        if let Some(other) = &l.foreign_chain {
+            rep.problems.push(format!("{file}: seq {}: row of chain {other} in a file of chain {chain}", l.seq));
+            return;
+        }
+        if l.seq != self.state.next_seq {
+            let what = if l.seq < self.state.next_seq { "duplicated" } else { "missing (deleted)" };
+            rep.problems.push(format!(
+                "{file}: chain {chain}: expected seq {}, found {} (rows {what})",
+                self.state.next_seq, l.seq
+            ));
+            if l.seq < self.state.next_seq {
+                return;
             }
         }
-        for cp in next_cp {
+        if !l.hash_ok {
+            rep.problems.push(format!(
+                "{file}: chain {chain} seq {}: hash does not match the payload (payload or hash edited)",
+                l.seq
+            ));
+        } else if l.prev != self.state.last_hash {
+            rep.problems.push(format!(
+                "{file}: chain {chain} seq {}: prev hash does not link to seq {}",
+                l.seq,
+                l.seq.saturating_sub(1)
+            ));
+        }
+        rep.records += 1;
+        self.tree.push(&l.hash);
+        self.state.last_hash = l.hash;
+        self.state.next_seq = l.seq + 1;
+        while let Some(cp) = self.checkpoints.next_if(|cp| cp.size == self.tree.size()) {
+            rep.checkpoints += 1;
+            if cp.root != self.tree.root() {
+                rep.problems.push(format!(
+                    "chain {chain}: Merkle root of the first {} records differs from the signed checkpoint",
+                    cp.size
+                ));
+            }
+        }
+    }
+
+    /// After the last row: no checkpoint left over, the head the manifest names.
+    fn finish(self, entry: &ChainEntry, rep: &mut VerifyReport) {
+        let chain = self.chain;
+        for cp in self.checkpoints {
             rep.problems.push(format!(
                 "chain {chain}: a checkpoint covers {} records, the archive holds {}",
                 cp.size,
-                tree.size()
+                self.tree.size()
             ));
         }
-        if state.next_seq != entry.next_seq || to_hex(&state.last_hash) != entry.last_hash {
+        if self.state.next_seq != entry.next_seq || to_hex(&self.state.last_hash) != entry.last_hash {
             rep.problems.push(format!(
                 "chain {chain}: the files end at seq {} but the manifest's head is seq {}",
-                state.next_seq, entry.next_seq
+                self.state.next_seq, entry.next_seq
             ));
         }
     }
-    for stray in crate::archive_store::parquet_files(&root.join("records")) {
-        let rel = stray.strip_prefix(root).unwrap_or(&stray).to_string_lossy().into_owned();
-        if archive.manifest.is_retired_file(&rel) && !named.contains(&rel) {
-            rep.notes.push(format!(
-                "{}: records removed by retention, file not deleted yet (the store refused, e.g. an object lock, or a run stopped); the next `kiroku compact --retain` deletes it",
-                stray.display()
-            ));
-        } else if !named.contains(&rel) {
-            rep.problems.push(format!("{}: Parquet file not in the manifest (left by an interrupted compaction, or planted); queries over records/ would read it", stray.display()));
-        }
-    }
-    Ok(rep)
 }

@@ -130,6 +130,11 @@ pub struct ComputedHash {
 }
 
 impl ComputedHash {
+    /// The hash computed.
+    pub fn hash(&self) -> &Hash {
+        &self.hash
+    }
+
     /// Compute the hash of frame `f` of the chain `chain` (the segment header's chain).
     pub fn of(chain: &ChainId, f: &FrameRef<'_>) -> Self {
         Self { offset: f.offset, hash: frame_hash(f.kind, chain, f.seq, &f.prev, f.payload) }
