@@ -108,6 +108,55 @@ impl Filter {
     }
 }
 
+/// The date partitions that can hold records started in `[from, to)`.
+struct Dates {
+    lo: Option<String>,
+    hi: Option<String>,
+}
+
+impl Dates {
+    fn new(from: Option<Timestamp>, to: Option<Timestamp>) -> Self {
+        Self {
+            lo: from.map(Timestamp::date_string),
+            hi: to.map(|t| Timestamp::from_unix_nanos(t.unix_nanos() - 1).date_string()),
+        }
+    }
+
+    fn holds(&self, f: &FileEntry) -> bool {
+        self.lo.as_ref().is_none_or(|l| &f.date >= l) && self.hi.as_ref().is_none_or(|h| &f.date <= h)
+    }
+}
+
+/// The rows of one chain's `files`, handed to `emit` in seq order while the files are
+/// read. Files are opened by first seq; a row goes out once no file left to open starts
+/// at or below its seq. A chain's files overlap only where a segment crossed midnight
+/// (its rows are split by the day they started), so what is held at once is a file's
+/// rows or two. Rows of one seq (only in a damaged archive) go out in file order.
+/// `load` and `emit` share `cx`, whatever both need to change.
+pub(crate) fn in_seq_order<C, T, E>(
+    cx: &mut C,
+    mut files: Vec<&FileEntry>,
+    mut load: impl FnMut(&mut C, &FileEntry) -> Result<Vec<T>, E>,
+    seq: impl Fn(&T) -> u64,
+    mut emit: impl FnMut(&mut C, T) -> Result<(), E>,
+) -> Result<(), E> {
+    files.sort_by_key(|f| f.first_seq);
+    let mut pending: std::collections::BTreeMap<u64, Vec<T>> = std::collections::BTreeMap::new();
+    let mut next = 0;
+    loop {
+        while next < files.len() && pending.first_key_value().is_none_or(|(s, _)| files[next].first_seq <= *s) {
+            for row in load(cx, files[next])? {
+                pending.entry(seq(&row)).or_default().push(row);
+            }
+            next += 1;
+        }
+        let Some((_, rows)) = pending.pop_first() else { return Ok(()) };
+        for row in rows {
+            emit(cx, row)?;
+        }
+    }
+}
+
 fn hash32(b: &[u8]) -> Hash {
     let mut h = [0u8; 32];
     if b.len() == 32 {
@@ -130,13 +179,8 @@ impl Archive {
 
     /// Files whose date partition can hold records started in `[from, to)`.
     pub fn files(&self, from: Option<Timestamp>, to: Option<Timestamp>) -> Vec<(String, FileEntry)> {
-        let lo = from.map(Timestamp::date_string);
-        let hi = to.map(|t| Timestamp::from_unix_nanos(t.unix_nanos() - 1).date_string());
-        self.manifest
-            .files()
-            .filter(|(_, f)| lo.as_ref().is_none_or(|l| &f.date >= l) && hi.as_ref().is_none_or(|h| &f.date <= h))
-            .map(|(c, f)| (c.to_owned(), f.clone()))
-            .collect()
+        let dates = Dates::new(from, to);
+        self.manifest.files().filter(|(_, f)| dates.holds(f)).map(|(c, f)| (c.to_owned(), f.clone())).collect()
     }
 
     fn builder(&self, f: &FileEntry) -> Result<ParquetRecordBatchReaderBuilder<File>, CliError> {
@@ -177,56 +221,89 @@ impl Archive {
         Ok(reader.map(move |r| r.map_err(|e| corrupt(&e))))
     }
 
-    /// Rows matching `filter` (chain columns), using partition pruning, row-group
-    /// statistics on `started_at`, and bloom filters on the id columns.
+    /// Rows matching `filter` (chain columns), by chain and seq, using partition pruning,
+    /// row-group statistics on `started_at`, and bloom filters on the id columns.
     pub fn find(&self, filter: &Filter) -> Result<Vec<ChainCols>, CliError> {
         let mut out = Vec::new();
-        for (_, f) in self.files(filter.from, filter.to) {
-            let path = self.root.join(&f.path);
-            let corrupt = |e: parquet::errors::ParquetError| CliError::Corrupt(format!("{}: {e}", path.display()));
-            let b = self.builder(&f)?;
-            let schema = b.parquet_schema().clone();
-            let col = |name: &str| schema.columns().iter().position(|c| c.name() == name);
-            let mut groups = Vec::new();
-            for rg in 0..b.metadata().num_row_groups() {
-                if !time_overlaps(b.metadata().row_group(rg), col("started_at"), filter) {
-                    continue;
-                }
-                let mut keep = true;
-                for (name, want) in [
-                    ("record_id", &filter.record_id),
-                    ("trace_id", &filter.trace_id),
-                    ("output_digest", &filter.output_digest),
-                ] {
-                    let (Some(want), Some(ci)) = (want, col(name)) else { continue };
-                    if let Some(bloom) = b.get_row_group_column_bloom_filter(rg, ci).map_err(corrupt)? {
-                        keep &= bloom.check(&want.as_str());
-                    }
-                }
-                if keep {
-                    groups.push(rg);
-                }
-            }
-            if groups.is_empty() {
+        self.find_each(filter, |row| {
+            out.push(row);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// [`Archive::find`], each row handed to `emit` as soon as it is known to come next
+    /// (by chain, then seq): what is held at once is the matches of the files being read,
+    /// not all of them. Returns how many rows matched.
+    pub fn find_each(
+        &self,
+        filter: &Filter,
+        mut emit: impl FnMut(ChainCols) -> Result<(), CliError>,
+    ) -> Result<u64, CliError> {
+        let dates = Dates::new(filter.from, filter.to);
+        let mut n = 0;
+        for entry in self.manifest.chains.values() {
+            let files: Vec<&FileEntry> = entry.files.iter().filter(|f| dates.holds(f)).collect();
+            in_seq_order(
+                &mut n,
+                files,
+                |_, f| self.find_in_file(filter, f),
+                |row| row.seq,
+                |n, row| {
+                    *n += 1;
+                    emit(row)
+                },
+            )?;
+        }
+        Ok(n)
+    }
+
+    /// The rows of one file that match `filter`, in file order.
+    fn find_in_file(&self, filter: &Filter, f: &FileEntry) -> Result<Vec<ChainCols>, CliError> {
+        let path = self.root.join(&f.path);
+        let corrupt = |e: &dyn std::fmt::Display| CliError::Corrupt(format!("{}: {e}", path.display()));
+        let b = self.builder(f)?;
+        let schema = b.parquet_schema().clone();
+        let col = |name: &str| schema.columns().iter().position(|c| c.name() == name);
+        let mut groups = Vec::new();
+        for rg in 0..b.metadata().num_row_groups() {
+            if !time_overlaps(b.metadata().row_group(rg), col("started_at"), filter) {
                 continue;
             }
-            // The filter's columns are read first and decide which rows are wanted; the
-            // chain columns (the payload above all) are then decoded only for the pages
-            // that hold those rows, which the offset index locates.
-            let wanted = filter.columns();
-            let mut b = b.with_row_groups(groups).with_projection(ProjectionMask::columns(&schema, CHAIN_COLUMNS));
-            if !wanted.is_empty() {
-                let f = filter.clone();
-                let test =
-                    ArrowPredicateFn::new(ProjectionMask::columns(&schema, wanted), move |batch| Ok(f.matches(&batch)));
-                b = b.with_row_filter(RowFilter::new(vec![Box::new(test)]));
+            let mut keep = true;
+            for (name, want) in [
+                ("record_id", &filter.record_id),
+                ("trace_id", &filter.trace_id),
+                ("output_digest", &filter.output_digest),
+            ] {
+                let (Some(want), Some(ci)) = (want, col(name)) else { continue };
+                if let Some(bloom) = b.get_row_group_column_bloom_filter(rg, ci).map_err(|e| corrupt(&e))? {
+                    keep &= bloom.check(&want.as_str());
+                }
             }
-            for batch in b.build().map_err(corrupt)? {
-                let batch = batch.map_err(|e| CliError::Corrupt(format!("{}: {e}", path.display())))?;
-                out.extend(chain_cols(&batch).map_err(|e| CliError::Corrupt(format!("{}: {e}", path.display())))?);
+            if keep {
+                groups.push(rg);
             }
         }
-        out.sort_by(|a, b| (&a.chain_id, a.seq).cmp(&(&b.chain_id, b.seq)));
+        let mut out = Vec::new();
+        if groups.is_empty() {
+            return Ok(out);
+        }
+        // The filter's columns are read first and decide which rows are wanted; the
+        // chain columns (the payload above all) are then decoded only for the pages
+        // that hold those rows, which the offset index locates.
+        let wanted = filter.columns();
+        let mut b = b.with_row_groups(groups).with_projection(ProjectionMask::columns(&schema, CHAIN_COLUMNS));
+        if !wanted.is_empty() {
+            let f = filter.clone();
+            let test =
+                ArrowPredicateFn::new(ProjectionMask::columns(&schema, wanted), move |batch| Ok(f.matches(&batch)));
+            b = b.with_row_filter(RowFilter::new(vec![Box::new(test)]));
+        }
+        for batch in b.build().map_err(|e| corrupt(&e))? {
+            let batch = batch.map_err(|e| corrupt(&e))?;
+            out.extend(chain_cols(&batch).map_err(|e| corrupt(&e))?);
+        }
         Ok(out)
     }
 

@@ -1,7 +1,7 @@
 //! Full re-verification of a spool or an archive: everything re-derived from the raw
 //! bytes and compared (in the spirit of Tessera's fsck), every problem listed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs;
 use std::io::{BufReader, Read};
 use std::path::Path;
@@ -16,7 +16,7 @@ use kiroku_schemas::record::RecordView;
 use kiroku_schemas::segment::{ChainState, ComputedHash, FrameKind, FrameRef, VerifyOptions, verify_segment};
 use kiroku_schemas::{ChainId, Hash};
 
-use crate::archive::{Archive, ChainCols, chain_cols, chain_id};
+use crate::archive::{Archive, ChainCols, chain_cols, chain_id, in_seq_order};
 use crate::columns::{BatchBuilder, ChainRow};
 use crate::error::CliError;
 use crate::manifest::{ChainEntry, FileEntry};
@@ -108,9 +108,7 @@ pub fn verify_archive(root: &Path, verifier: Option<&NoteVerifier>) -> Result<Ve
     for (chain_key, entry) in &archive.manifest.chains {
         rep.chains += 1;
         let chain = chain_id(chain_key)?;
-        let mut files: Vec<&FileEntry> = entry.files.iter().collect();
-        files.sort_by_key(|f| f.first_seq);
-        named.extend(files.iter().map(|f| f.path.clone()));
+        named.extend(entry.files.iter().map(|f| f.path.clone()));
         let mut walk = match entry.start(chain) {
             Ok(state) => Some(ChainWalk::new(chain, state, entry, verifier, &mut rep)),
             Err(e) => {
@@ -118,25 +116,20 @@ pub fn verify_archive(root: &Path, verifier: Option<&NoteVerifier>) -> Result<Ve
                 None
             }
         };
-        // Rows read but not walked yet, by seq. A row is walked once no file left to read
-        // starts at or below its seq (files of one chain overlap only where a segment
-        // crossed midnight), so the chain is walked in seq order.
-        let mut pending: BTreeMap<u64, Vec<RowLink>> = BTreeMap::new();
-        let mut next = 0;
-        loop {
-            while next < files.len() && pending.first_key_value().is_none_or(|(seq, _)| files[next].first_seq <= *seq) {
-                for link in check_file(&archive, chain_key, &chain, files[next], &mut rep) {
-                    pending.entry(link.seq).or_default().push(link);
+        let files: Vec<&FileEntry> = entry.files.iter().collect();
+        let walked: Result<(), std::convert::Infallible> = in_seq_order(
+            &mut rep,
+            files,
+            |rep, f| Ok(check_file(&archive, chain_key, &chain, f, rep)),
+            |link| link.seq,
+            |rep, link| {
+                if let Some(w) = walk.as_mut() {
+                    w.step(&link, rep);
                 }
-                next += 1;
-            }
-            let Some((_, links)) = pending.pop_first() else { break };
-            if let Some(w) = walk.as_mut() {
-                for link in links {
-                    w.step(&link, &mut rep);
-                }
-            }
-        }
+                Ok(())
+            },
+        );
+        let Ok(()) = walked;
         if let Some(w) = walk {
             w.finish(entry, &mut rep);
         }

@@ -199,6 +199,30 @@ async fn find_and_explain_use_the_archive() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_goes_away_ends_find_quietly() {
+    // `kiroku find ... | head -1`: the pipe closes before kiroku has written everything.
+    let f = fixture(20).await;
+    assert!(f.compact().status.success());
+    for args in [
+        &["find", "--archive", &f.archive(), "--from", "2000-01-01", "--json"][..],
+        &["find", "--archive", &f.archive(), "--from", "2000-01-01"],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kiroku"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{args:?}: ended by SIGPIPE, as `cat` would: {stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn evidence_bundles_verify_with_kiroku_and_with_python() {
     let f = fixture(20).await;
     assert!(f.compact().status.success());

@@ -114,4 +114,12 @@ fn files_are_sorted_by_time_whatever_the_append_order() {
     assert_eq!(dates, ["2026-11-30", "2026-12-01"]);
     let o = kiroku(&["verify", "--archive", archive, "--pubkey", key]);
     assert!(o.status.success(), "{}", text(&o));
+    // The two days' files hold interleaved seqs; find still lists the chain in seq order.
+    let o = kiroku(&["find", "--archive", archive, "--from", "2000-01-01", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let seqs: Vec<u64> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| kiroku_schemas::AuditRecord::from_json(l.as_bytes()).unwrap().seq)
+        .collect();
+    assert_eq!(seqs, (0..offsets.len() as u64).collect::<Vec<_>>());
 }

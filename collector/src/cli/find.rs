@@ -44,18 +44,19 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
         from: a.sel.from,
         to: a.sel.to,
     };
-    let rows = archive.find(&filter)?;
-    for c in &rows {
+    // Printed as found: a broad query (a model, a month) never has to fit in memory.
+    let n = archive.find_each(&filter, |c| {
         let r = AuditRecord::from_json(&c.payload)
             .map_err(|e| CliError::Corrupt(format!("chain {} seq {}: {e}", c.chain_id, c.seq)))?;
         if a.json {
             println!("{}", String::from_utf8_lossy(&c.payload));
         } else {
-            println!("{}", super::output::line(c, &r));
+            println!("{}", super::output::line(&c, &r));
         }
-    }
+        Ok(())
+    })?;
     if !a.json {
-        eprintln!("{} record(s)", rows.len());
+        eprintln!("{n} record(s)");
     }
     Ok(ExitCode::SUCCESS)
 }

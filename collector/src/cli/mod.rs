@@ -152,14 +152,24 @@ pub fn main() -> ExitCode {
         }
         Command::Verify(a) => {
             crate::allocator::keep_freed_memory();
+            stop_quietly_when_stdout_closes();
             verify::run(a)
         }
-        Command::Find(a) => find::run(a),
-        Command::Explain(a) => explain::run(a),
+        Command::Find(a) => {
+            stop_quietly_when_stdout_closes();
+            find::run(a)
+        }
+        Command::Explain(a) => {
+            stop_quietly_when_stdout_closes();
+            explain::run(a)
+        }
         Command::Evidence(a) => evidence::run(a),
         Command::Keygen(a) => keygen::run(a),
         Command::Proxy(a) => proxy::run(*a),
-        Command::Report(a) => report::run(a),
+        Command::Report(a) => {
+            stop_quietly_when_stdout_closes();
+            report::run(a)
+        }
         Command::Ship(a) => ship::run(a),
     };
     match result {
@@ -168,6 +178,19 @@ pub fn main() -> ExitCode {
             eprintln!("kiroku: error: {e}");
             ExitCode::from(e.exit_code())
         }
+    }
+}
+
+/// For the commands whose output is read through a pipe (`kiroku find ... | head`):
+/// when the reader goes away, end as `cat` or `grep` would, by SIGPIPE, instead of
+/// panicking on the failed write (Rust ignores SIGPIPE by default). Sockets are not
+/// affected: the standard library sends with `MSG_NOSIGNAL`.
+fn stop_quietly_when_stdout_closes() {
+    #[cfg(unix)]
+    #[allow(unsafe_code)]
+    // SAFETY: restoring the default disposition of one signal, before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
