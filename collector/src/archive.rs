@@ -128,11 +128,11 @@ impl Dates {
 }
 
 /// The rows of one chain's `files`, handed to `emit` in seq order while the files are
-/// read. Files are opened by first seq; a row goes out once no file left to open starts
-/// at or below its seq. A chain's files overlap only where a segment crossed midnight
-/// (its rows are split by the day they started), so what is held at once is a file's
-/// rows or two. Rows of one seq (only in a damaged archive) go out in file order.
-/// `load` and `emit` share `cx`, whatever both need to change.
+/// read. Files are opened by first seq, and each file's rows sorted; a row goes out once
+/// no file left to open starts at or below its seq. A chain's files overlap only where a
+/// segment crossed midnight (its rows are split by the day they started), so what is
+/// held at once is a file's rows or two. Rows of one seq (only in a damaged archive) go
+/// out in file order. `load` and `emit` share `cx`, whatever both need to change.
 pub(crate) fn in_seq_order<C, T, E>(
     cx: &mut C,
     mut files: Vec<&FileEntry>,
@@ -141,18 +141,27 @@ pub(crate) fn in_seq_order<C, T, E>(
     mut emit: impl FnMut(&mut C, T) -> Result<(), E>,
 ) -> Result<(), E> {
     files.sort_by_key(|f| f.first_seq);
-    let mut pending: std::collections::BTreeMap<u64, Vec<T>> = std::collections::BTreeMap::new();
+    // The loaded files' rows not yet handed out, each run sorted by seq.
+    let mut runs: Vec<std::iter::Peekable<std::vec::IntoIter<T>>> = Vec::new();
     let mut next = 0;
     loop {
-        while next < files.len() && pending.first_key_value().is_none_or(|(s, _)| files[next].first_seq <= *s) {
-            for row in load(cx, files[next])? {
-                pending.entry(seq(&row)).or_default().push(row);
+        // The lowest seq waiting, and its run (the earlier file on a tie).
+        let lowest = runs.iter_mut().enumerate().filter_map(|(i, r)| r.peek().map(|row| (seq(row), i))).min();
+        if next < files.len() && lowest.is_none_or(|(s, _)| files[next].first_seq <= s) {
+            let mut rows = load(cx, files[next])?;
+            if !rows.is_empty() {
+                rows.sort_by_key(|row| seq(row));
+                runs.push(rows.into_iter().peekable());
             }
             next += 1;
+            continue;
         }
-        let Some((_, rows)) = pending.pop_first() else { return Ok(()) };
-        for row in rows {
+        let Some((_, i)) = lowest else { return Ok(()) };
+        if let Some(row) = runs[i].next() {
             emit(cx, row)?;
+        }
+        if runs[i].peek().is_none() {
+            drop(runs.remove(i));
         }
     }
 }
@@ -314,23 +323,32 @@ impl Archive {
             return Err(CliError::Usage(format!("chain {chain} is not in the archive")));
         };
         let start = entry.start(chain_id(chain)?)?;
-        let mut links = Vec::new();
-        for f in &entry.files {
-            let path = self.root.join(&f.path);
-            let file = File::open(&path).map_err(|e| CliError::io(&path, e))?;
-            links.extend(read_links(file, &path.display().to_string())?);
-        }
-        links.sort_by_key(|l| l.seq);
-        for (i, l) in links.iter().enumerate() {
-            let want = start.next_seq + i as u64;
-            if l.seq != want {
-                return Err(CliError::Corrupt(format!(
-                    "chain {chain}: the archive holds seq {} where seq {want} belongs (run `kiroku verify`)",
-                    l.seq
-                )));
-            }
-        }
-        Ok(ChainTree { prefix: start.tree, leaves: links.iter().map(|l| merkle::leaf_hash(&l.hash)).collect() })
+        // Walked in seq order as the files are read: what is held is the leaves and one
+        // file's links, not every link of the chain.
+        let mut leaves = Vec::with_capacity(usize::try_from(entry.next_seq - start.next_seq).unwrap_or(0));
+        let files: Vec<&FileEntry> = entry.files.iter().collect();
+        in_seq_order(
+            &mut leaves,
+            files,
+            |_, f| {
+                let path = self.root.join(&f.path);
+                let file = File::open(&path).map_err(|e| CliError::io(&path, e))?;
+                read_links(file, &path.display().to_string())
+            },
+            |l| l.seq,
+            |leaves, l| {
+                let want = start.next_seq + leaves.len() as u64;
+                if l.seq != want {
+                    return Err(CliError::Corrupt(format!(
+                        "chain {chain}: the archive holds seq {} where seq {want} belongs (run `kiroku verify`)",
+                        l.seq
+                    )));
+                }
+                leaves.push(merkle::leaf_hash(&l.hash));
+                Ok(())
+            },
+        )?;
+        Ok(ChainTree { prefix: start.tree, leaves })
     }
 
     /// The newest signed checkpoint of a chain in the manifest, opened with `key` (or
@@ -458,4 +476,65 @@ pub fn chain_cols(batch: &RecordBatch) -> Result<Vec<ChainCols>, String> {
 /// Parse a chain id from a manifest key.
 pub fn chain_id(s: &str) -> Result<ChainId, CliError> {
     s.parse().map_err(|e| CliError::Corrupt(format!("manifest: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn file(name: &str, first_seq: u64) -> FileEntry {
+        FileEntry {
+            path: name.into(),
+            first_seq,
+            last_seq: 0,
+            rows: 0,
+            bytes: 0,
+            blake3: String::new(),
+            date: String::new(),
+        }
+    }
+
+    #[test]
+    fn rows_go_out_in_seq_order_and_files_are_opened_only_when_needed() {
+        // Rows in file order (by time, so not by seq); B and A overlap as a segment that
+        // crossed midnight does; D is empty; E repeats seq 8 (a damaged archive).
+        let rows: BTreeMap<&str, Vec<u64>> =
+            [("A", vec![0, 2, 1, 4]), ("B", vec![3, 5, 6]), ("C", vec![7, 8]), ("D", vec![]), ("E", vec![9, 8])].into();
+        let files = [file("E", 9), file("C", 7), file("A", 0), file("D", 8), file("B", 3)];
+        let mut log: Vec<String> = Vec::new();
+        let done: Result<(), ()> = in_seq_order(
+            &mut log,
+            files.iter().collect(),
+            |log, f| {
+                log.push(format!("open {}", f.path));
+                Ok(rows[f.path.as_str()].iter().map(|&s| (s, f.path.clone())).collect())
+            },
+            |row| row.0,
+            |log, (s, from)| {
+                log.push(format!("{s}{from}"));
+                Ok(())
+            },
+        );
+        assert_eq!(done, Ok(()));
+        let want = "open A,0A,1A,2A,open B,3B,4A,5B,6B,open C,7C,open D,8C,open E,8E,9E";
+        assert_eq!(log.join(","), want);
+    }
+
+    #[test]
+    fn an_error_stops_the_walk() {
+        let files = [file("A", 0), file("B", 10)];
+        let mut emitted = 0;
+        let r = in_seq_order(
+            &mut emitted,
+            files.iter().collect(),
+            |_, f| if f.path == "A" { Ok(vec![0, 1]) } else { Err(format!("cannot read {}", f.path)) },
+            |s| *s,
+            |n, _| {
+                *n += 1;
+                Ok(())
+            },
+        );
+        assert_eq!((r, emitted), (Err("cannot read B".to_owned()), 2));
+    }
 }
