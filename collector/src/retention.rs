@@ -26,7 +26,7 @@ use kiroku_schemas::checkpoint::Checkpoint;
 use kiroku_schemas::digest::to_hex;
 use kiroku_schemas::{ChainId, Timestamp};
 
-use crate::archive::{chain_id, read_links};
+use crate::archive::{chain_id, in_seq_order, read_links};
 use crate::archive_store::{ArchiveStore, ManifestState};
 use crate::compact::CompactReport;
 use crate::error::CliError;
@@ -166,24 +166,30 @@ fn retire_chain(
         ))
     };
     let mut state = base.start(chain)?;
-    let mut links = Vec::new();
-    for f in &cut.files {
-        let bytes = archive.read_file(&f.path)?;
-        let digest = to_hex(blake3::hash(&bytes).as_bytes());
-        if digest != f.blake3 {
-            return Err(refuse(format!("{}: blake3 {digest} differs from the manifest's {}", f.path, f.blake3)));
-        }
-        links.extend(read_links(bytes, &f.path)?);
-    }
-    links.sort_by_key(|l| l.seq);
-    for l in &links {
-        if l.seq != state.next_seq || l.prev != state.last_hash {
-            return Err(refuse(format!("seq {} does not continue the chain at seq {}", l.seq, state.next_seq)));
-        }
-        state.tree.push(&l.hash);
-        state.last_hash = l.hash;
-        state.next_seq += 1;
-    }
+    // The removed records must continue the chain from where the archive begins: walked
+    // in seq order as their files are read, one file in memory at a time.
+    in_seq_order(
+        &mut state,
+        cut.files.iter().collect(),
+        |_, f| {
+            let bytes = archive.read_file(&f.path)?;
+            let digest = to_hex(blake3::hash(&bytes).as_bytes());
+            if digest != f.blake3 {
+                return Err(refuse(format!("{}: blake3 {digest} differs from the manifest's {}", f.path, f.blake3)));
+            }
+            read_links(bytes, &f.path)
+        },
+        |l| l.seq,
+        |state, l| {
+            if l.seq != state.next_seq || l.prev != state.last_hash {
+                return Err(refuse(format!("seq {} does not continue the chain at seq {}", l.seq, state.next_seq)));
+            }
+            state.tree.push(&l.hash);
+            state.last_hash = l.hash;
+            state.next_seq += 1;
+            Ok(())
+        },
+    )?;
     if state.next_seq != cut.next_seq {
         return Err(refuse(format!("the files to remove end at seq {}, not {}", state.next_seq, cut.next_seq)));
     }

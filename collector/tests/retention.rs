@@ -102,6 +102,32 @@ fn retention_removes_only_what_is_older_than_the_period_and_the_rest_still_verif
     assert!(oldest.exists());
     assert_eq!(manifest(&scratch)["version"], 1, "nothing cut");
 
+    // A row deleted from the oldest file, the manifest's digest made to match: the cut
+    // no longer continues the chain.
+    std::fs::remove_dir_all(&scratch).unwrap();
+    copy_tree(&archive, &scratch);
+    support::rewrite(&oldest, |b| b.slice(1, b.num_rows() - 1));
+    let rel = oldest.strip_prefix(&scratch).unwrap().to_string_lossy().into_owned();
+    let mut m = manifest(&scratch);
+    for chain in m["chains"].as_object_mut().unwrap().values_mut() {
+        for f in chain["files"].as_array_mut().unwrap() {
+            if f["path"] == rel.as_str() {
+                f["blake3"] = blake3::hash(&std::fs::read(&oldest).unwrap()).to_hex().to_string().into();
+            }
+        }
+    }
+    std::fs::write(scratch.join("_kiroku/manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
+    let refused =
+        kiroku(&["compact", "--spool", &s(&empty), "--archive", &s(&scratch), "--pubkey", &vkey, "--retain", "365d"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("RETENTION REFUSED") && text(&refused).contains("does not continue the chain"),
+        "{}",
+        text(&refused)
+    );
+    assert!(oldest.exists());
+    assert_eq!(manifest(&scratch)["version"], 1, "nothing cut");
+
     // Keep one year: the three days 400 to 398 days ago go, the other two stay.
     let out = kiroku(&[&base[..], &["--retain", "365d"]].concat());
     assert!(out.status.success(), "{}", text(&out));
