@@ -162,6 +162,15 @@ async fn find_and_explain_use_the_archive() {
     let line: serde_json::Value =
         serde_json::from_slice(by_trace.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
     assert_eq!(line["record_id"], target.record_id.as_str());
+    // As pasted from a log: upper case, or the whole traceparent header.
+    for pasted in [trace.to_ascii_uppercase(), format!("00-{trace}-00f067aa0ba902b7-01")] {
+        let again = kiroku(&["find", "--archive", &f.archive(), "--trace-id", &pasted, "--json"]);
+        assert_eq!(again.stdout, by_trace.stdout, "{pasted}: {}", text(&again));
+    }
+    // A mistyped id is an error, not "no such record".
+    let typo = kiroku(&["find", "--archive", &f.archive(), "--trace-id", &trace[1..]]);
+    assert_eq!(typo.status.code(), Some(2), "{}", text(&typo));
+    assert!(text(&typo).contains("is not a W3C trace id"), "{}", text(&typo));
     // Which inference produced this text? The exact output text finds its record.
     let text_file = f.dir.path().join("output.txt");
     std::fs::write(&text_file, kiroku_examples::sample::answer("sample-2", "question number 4 about audit logs"))

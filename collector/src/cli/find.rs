@@ -17,8 +17,8 @@ pub struct Args {
     /// Record id.
     #[arg(long)]
     record_id: Option<String>,
-    /// W3C trace id (32 hex digits).
-    #[arg(long)]
+    /// W3C trace id (32 hex digits, any case), or a whole `traceparent` value.
+    #[arg(long, value_parser = trace_id)]
     trace_id: Option<String>,
     /// A file holding an output text: which inference produced exactly this text?
     #[arg(long)]
@@ -59,4 +59,38 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
         eprintln!("{n} record(s)");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A trace id as the journal records it (lowercase hex), from what an investigator
+/// pastes: the id in either case, or a `traceparent` header (`00-<id>-<span>-01`). A
+/// malformed one is refused rather than matching nothing, which would read as "no
+/// such inference".
+fn trace_id(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    let id = match s.split('-').collect::<Vec<_>>()[..] {
+        [_, id, _, _] => id,
+        _ => s,
+    };
+    if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && id.bytes().any(|b| b != b'0') {
+        Ok(id.to_ascii_lowercase())
+    } else {
+        Err(format!("{s:?} is not a W3C trace id (32 hex digits, not all zero) nor a traceparent"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::trace_id;
+
+    #[test]
+    fn trace_ids_are_read_as_pasted_and_malformed_ones_refused() {
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        assert_eq!(trace_id(id).as_deref(), Ok(id));
+        assert_eq!(trace_id(&id.to_ascii_uppercase()).as_deref(), Ok(id));
+        assert_eq!(trace_id(&format!(" 00-{id}-00f067aa0ba902b7-01\n")).as_deref(), Ok(id));
+        for bad in ["zz", &id[1..], &format!("{id}0"), "00000000000000000000000000000000", "00-xyz-00f067aa0ba902b7-01"]
+        {
+            assert!(trace_id(bad).is_err(), "{bad:?}");
+        }
+    }
 }
