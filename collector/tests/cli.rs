@@ -180,6 +180,14 @@ async fn find_and_explain_use_the_archive() {
     let rows: Vec<&[u8]> = by_content.stdout.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
     assert_eq!(rows.len(), 1, "{}", text(&by_content));
     assert_eq!(AuditRecord::from_json(rows[0]).unwrap().record_id, target.record_id);
+    // Saved with the newline an editor or `echo` adds: found, and the answer says how.
+    let mut saved = std::fs::read(&text_file).unwrap();
+    saved.push(b'\n');
+    std::fs::write(&text_file, saved).unwrap();
+    let by_saved = kiroku(&["find", "--archive", &f.archive(), "--content", &text_file.display().to_string()]);
+    assert!(text(&by_saved).contains(&target.record_id), "{}", text(&by_saved));
+    assert!(text(&by_saved).contains("without the trailing whitespace"), "{}", text(&by_saved));
+    assert!(text(&by_saved).contains("1 record(s)"), "{}", text(&by_saved));
     let by_model = kiroku(&["find", "--archive", &f.archive(), "--model", "sample-3"]);
     assert_eq!(String::from_utf8_lossy(&by_model.stdout).lines().count(), 4);
     let today = Timestamp::now().date_string();

@@ -32,33 +32,49 @@ pub struct Args {
 
 pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
     let archive = Archive::open(&super::required(a.archive, "--archive", "KIROKU_ARCHIVE")?)?;
-    let output_digest = match &a.content {
-        Some(p) => Some(kiroku_schemas::digest::blake3_hex(&std::fs::read(p).map_err(|e| CliError::io(p, e))?)),
+    let content = match &a.content {
+        Some(p) => Some(std::fs::read(p).map_err(|e| CliError::io(p, e))?),
         None => None,
     };
-    let filter = Filter {
+    let mut filter = Filter {
         record_id: a.record_id,
         trace_id: a.trace_id,
-        output_digest,
+        output_digest: content.as_deref().map(kiroku_schemas::digest::blake3_hex),
         model: a.sel.model,
         from: a.sel.from,
         to: a.sel.to,
     };
-    // Printed as found: a broad query (a model, a month) never has to fit in memory.
-    let n = archive.find_each(&filter, |c| {
+    let mut n = print_matches(&archive, &filter, a.json)?;
+    // The digest is of the exact output text. A file saved by an editor or `echo` ends
+    // with a newline the model did not write: with no exact match, try without it, and
+    // say so.
+    let trimmed = content.as_deref().map(|c| (c.trim_ascii_end(), c.len())).filter(|(t, len)| t.len() < *len);
+    if let (0, Some((t, _))) = (n, trimmed) {
+        filter.output_digest = Some(kiroku_schemas::digest::blake3_hex(t));
+        n = print_matches(&archive, &filter, a.json)?;
+        if n > 0 {
+            eprintln!("no exact match for the file; these match its text without the trailing whitespace");
+        }
+    }
+    if !a.json {
+        eprintln!("{n} record(s)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Print the records `filter` matches, as they are found (a broad query, a model or a
+/// month, never has to fit in memory); how many.
+fn print_matches(archive: &Archive, filter: &Filter, json: bool) -> Result<u64, CliError> {
+    archive.find_each(filter, |c| {
         let r = AuditRecord::from_json(&c.payload)
             .map_err(|e| CliError::Corrupt(format!("chain {} seq {}: {e}", c.chain_id, c.seq)))?;
-        if a.json {
+        if json {
             println!("{}", String::from_utf8_lossy(&c.payload));
         } else {
             println!("{}", super::output::line(&c, &r));
         }
         Ok(())
-    })?;
-    if !a.json {
-        eprintln!("{n} record(s)");
-    }
-    Ok(ExitCode::SUCCESS)
+    })
 }
 
 /// A trace id as the journal records it (lowercase hex), from what an investigator
