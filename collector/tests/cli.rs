@@ -193,6 +193,12 @@ async fn find_and_explain_use_the_archive() {
     let today = Timestamp::now().date_string();
     let none = kiroku(&["find", "--archive", &f.archive(), "--to", "2000-01-01"]);
     assert_eq!(String::from_utf8_lossy(&none.stdout).lines().count(), 0);
+    // An empty range is a mistake to point out, not an answer of "0 records".
+    for verb in ["find", "report"] {
+        let empty = kiroku(&[verb, "--archive", &f.archive(), "--from", &today, "--to", &today]);
+        assert_eq!(empty.status.code(), Some(2), "{verb}: {}", text(&empty));
+        assert!(text(&empty).contains("is not after --from"), "{verb}: {}", text(&empty));
+    }
     let all = kiroku(&["find", "--archive", &f.archive(), "--from", &today]);
     assert_eq!(String::from_utf8_lossy(&all.stdout).lines().count(), 12, "{}", text(&all));
 

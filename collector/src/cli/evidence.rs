@@ -29,6 +29,7 @@ pub struct Args {
 pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
     let archive = Archive::open(&super::required(a.archive, "--archive", "KIROKU_ARCHIVE")?)?;
     let key = super::load_pubkey(&super::required(a.pubkey, "--pubkey", "KIROKU_PUBKEY")?)?;
+    let sel = a.sel.checked()?;
     let mut rows = Vec::new();
     if !a.record_ids.is_empty() {
         for id in &a.record_ids {
@@ -38,8 +39,8 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
             }
             rows.extend(found);
         }
-    } else if a.sel.from.is_some() || a.sel.to.is_some() {
-        rows = archive.find(&Filter { model: a.sel.model, from: a.sel.from, to: a.sel.to, ..Filter::default() })?;
+    } else if sel.from.is_some() || sel.to.is_some() {
+        rows = archive.find(&Filter { model: sel.model, from: sel.from, to: sel.to, ..Filter::default() })?;
     } else {
         return Err(CliError::Usage("choose records with --record-id ... or --from/--to [--model]".into()));
     }

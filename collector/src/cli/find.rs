@@ -36,13 +36,14 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
         Some(p) => Some(std::fs::read(p).map_err(|e| CliError::io(p, e))?),
         None => None,
     };
+    let sel = a.sel.checked()?;
     let mut filter = Filter {
         record_id: a.record_id,
         trace_id: a.trace_id,
         output_digest: content.as_deref().map(kiroku_schemas::digest::blake3_hex),
-        model: a.sel.model,
-        from: a.sel.from,
-        to: a.sel.to,
+        model: sel.model,
+        from: sel.from,
+        to: sel.to,
     };
     let mut n = print_matches(&archive, &filter, a.json)?;
     // The digest is of the exact output text. A file saved by an editor or `echo` ends

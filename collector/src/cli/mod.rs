@@ -218,6 +218,21 @@ pub(crate) struct Selection {
     pub(crate) model: Option<String>,
 }
 
+impl Selection {
+    /// The selection, refused when its time range is empty: an investigator asking for
+    /// `--from D --to D` would otherwise read "0 records" as "nothing happened".
+    pub(crate) fn checked(self) -> Result<Self, CliError> {
+        if let (Some(from), Some(to)) = (self.from, self.to)
+            && to <= from
+        {
+            return Err(CliError::Usage(format!(
+                "--to {to} is not after --from {from}, so no record can match (--to is exclusive: for the day D, use --from D --to the day after)"
+            )));
+        }
+        Ok(self)
+    }
+}
+
 /// Load a verifier key file (`<name>+<id>+<key>`).
 pub(crate) fn load_pubkey(path: &Path) -> Result<NoteVerifier, CliError> {
     let text = std::fs::read_to_string(path).map_err(|e| CliError::io(path, e))?;

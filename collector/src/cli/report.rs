@@ -33,10 +33,11 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
     let root = super::required(a.archive, "--archive", "KIROKU_ARCHIVE")?;
     let archive = Archive::open(&root)?;
     let verifier = a.pubkey.as_deref().map(super::load_pubkey).transpose()?;
+    let sel = a.sel.checked()?;
     let opts = ReportOptions {
-        from: a.sel.from,
-        to: a.sel.to,
-        model: a.sel.model,
+        from: sel.from,
+        to: sel.to,
+        model: sel.model,
         outage_error_rate: a.outage_error_rate,
         verifier,
     };
