@@ -264,14 +264,19 @@ fn check_file(
 /// Re-derive every column of `batch` from its payloads and compare with what is stored.
 fn rederive_columns(batch: &RecordBatch, cols: &[ChainCols], chain_key: &str, path: &Path, rep: &mut VerifyReport) {
     let mut b = BatchBuilder::default();
+    let mut parsed = true;
     for c in cols {
         match RecordView::parse(&c.payload) {
             Ok(r) => b.push(chain_key, &ChainRow { seq: c.seq, prev: &c.prev, hash: &c.hash, payload: &c.payload }, &r),
             Err(e) => {
+                // Every such row is listed; the columns are compared only when all parse.
                 rep.problems.push(format!("{}: seq {}: payload is not a valid record: {e}", path.display(), c.seq));
-                return;
+                parsed = false;
             }
         }
+    }
+    if !parsed {
+        return;
     }
     match b.finish() {
         Ok(rebuilt) if rebuilt == *batch => {}

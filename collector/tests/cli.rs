@@ -403,6 +403,21 @@ async fn archive_tampering_is_reported_with_exit_1() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("do not match the payloads") && text(&out).contains("model"), "{}", text(&out));
     restore();
+    // Two payloads that are not records: both are listed, not just the first.
+    rewrite(&file, |b| {
+        let idx = b.schema().index_of("payload").unwrap();
+        let col = b.column(idx).as_binary::<i32>();
+        let vals: Vec<Vec<u8>> =
+            (0..col.len()).map(|i| if i < 2 { b"{not a record".to_vec() } else { col.value(i).to_vec() }).collect();
+        let mut cols = b.columns().to_vec();
+        cols[idx] = Arc::new(arrow_array::BinaryArray::from_iter_values(vals));
+        arrow_array::RecordBatch::try_new(b.schema(), cols).unwrap()
+    });
+    set_manifest_digest(&f.archive(), &file);
+    let out = verify();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(text(&out).matches("payload is not a valid record").count(), 2, "{}", text(&out));
+    restore();
     assert!(verify().status.success());
 }
 
