@@ -456,21 +456,57 @@ fn time_overlaps(rg: &parquet::file::metadata::RowGroupMetaData, col: Option<usi
 
 /// The chain columns of a batch.
 pub fn chain_cols(batch: &RecordBatch) -> Result<Vec<ChainCols>, String> {
-    let col = |n: &str| batch.column_by_name(n).ok_or_else(|| format!("missing column {n}"));
-    let chain = col("chain_id")?.as_string_opt::<i32>().ok_or("chain_id is not a string column")?.clone();
-    let seq = col("seq")?.as_primitive_opt::<Int64Type>().ok_or("seq is not int64")?.clone();
-    let prev = col("prev_hash")?.as_binary_opt::<i32>().ok_or("prev_hash is not binary")?.clone();
-    let hash = col("hash")?.as_binary_opt::<i32>().ok_or("hash is not binary")?.clone();
-    let payload = col("payload")?.as_binary_opt::<i32>().ok_or("payload is not binary")?.clone();
+    let v = ChainView::of(batch)?;
     Ok((0..batch.num_rows())
         .map(|i| ChainCols {
-            chain_id: chain.value(i).to_owned(),
-            seq: seq.value(i) as u64,
-            prev: hash32(prev.value(i)),
-            hash: hash32(hash.value(i)),
-            payload: payload.value(i).to_vec(),
+            chain_id: v.chain.value(i).to_owned(),
+            seq: v.seq(i),
+            prev: v.prev(i),
+            hash: v.hash(i),
+            payload: v.payload.value(i).to_vec(),
         })
         .collect())
+}
+
+/// The chain columns of a batch, borrowed: for reading every row without copying its
+/// payload out.
+pub struct ChainView<'a> {
+    /// `chain_id`.
+    pub chain: &'a StringArray,
+    seq_col: &'a arrow_array::Int64Array,
+    prev_col: &'a arrow_array::BinaryArray,
+    hash_col: &'a arrow_array::BinaryArray,
+    /// `payload`, the exact hashed bytes.
+    pub payload: &'a arrow_array::BinaryArray,
+}
+
+impl<'a> ChainView<'a> {
+    /// The chain columns of `batch`, or which one is missing or mistyped.
+    pub fn of(batch: &'a RecordBatch) -> Result<Self, String> {
+        let col = |n: &str| batch.column_by_name(n).ok_or_else(|| format!("missing column {n}"));
+        Ok(Self {
+            chain: col("chain_id")?.as_string_opt::<i32>().ok_or("chain_id is not a string column")?,
+            seq_col: col("seq")?.as_primitive_opt::<Int64Type>().ok_or("seq is not int64")?,
+            prev_col: col("prev_hash")?.as_binary_opt::<i32>().ok_or("prev_hash is not binary")?,
+            hash_col: col("hash")?.as_binary_opt::<i32>().ok_or("hash is not binary")?,
+            payload: col("payload")?.as_binary_opt::<i32>().ok_or("payload is not binary")?,
+        })
+    }
+
+    /// Row `i`'s seq.
+    pub fn seq(&self, i: usize) -> u64 {
+        self.seq_col.value(i) as u64
+    }
+
+    /// Row `i`'s previous hash (zeros unless it is 32 bytes long).
+    pub fn prev(&self, i: usize) -> Hash {
+        hash32(self.prev_col.value(i))
+    }
+
+    /// Row `i`'s hash (zeros unless it is 32 bytes long).
+    pub fn hash(&self, i: usize) -> Hash {
+        hash32(self.hash_col.value(i))
+    }
 }
 
 /// Parse a chain id from a manifest key.

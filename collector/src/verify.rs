@@ -16,7 +16,7 @@ use kiroku_schemas::record::RecordView;
 use kiroku_schemas::segment::{ChainState, ComputedHash, FrameKind, FrameRef, VerifyOptions, verify_segment};
 use kiroku_schemas::{ChainId, Hash};
 
-use crate::archive::{Archive, ChainCols, chain_cols, chain_id, in_seq_order};
+use crate::archive::{Archive, ChainView, chain_id, in_seq_order};
 use crate::columns::{BatchBuilder, ChainRow};
 use crate::error::CliError;
 use crate::manifest::{ChainEntry, FileEntry};
@@ -218,36 +218,34 @@ fn check_file(
                 break;
             }
         };
-        let cols = match chain_cols(&batch) {
+        let cols = match ChainView::of(&batch) {
             Ok(c) => c,
             Err(e) => {
                 rep.problems.push(format!("{}: {e}", path.display()));
                 continue;
             }
         };
-        rederive_columns(&batch, &cols, chain_key, &path, rep);
         // Each row is hashed with the seq and prev hash it names (the walk checks the
-        // links), side by side.
-        let frames: Vec<FrameRef<'_>> = cols
-            .iter()
-            .enumerate()
-            .map(|(i, c)| FrameRef {
+        // links), side by side, its payload read where it lies in the batch.
+        let frames: Vec<FrameRef<'_>> = (0..batch.num_rows())
+            .map(|i| FrameRef {
                 offset: i as u64,
                 kind: FrameKind::Record,
-                seq: c.seq,
-                prev: c.prev,
-                payload: &c.payload,
-                hash: c.hash,
+                seq: cols.seq(i),
+                prev: cols.prev(i),
+                payload: cols.payload.value(i),
+                hash: cols.hash(i),
             })
             .collect();
+        rederive_columns(&batch, &cols, &frames, chain_key, &path, rep);
         let computed = ComputedHash::of_all(chain, &frames);
-        links.extend(cols.iter().zip(computed).map(|(c, h)| RowLink {
+        links.extend(frames.iter().zip(computed).enumerate().map(|(i, (fr, h))| RowLink {
             file: file.clone(),
-            foreign_chain: (c.chain_id != chain_key).then(|| c.chain_id.clone()),
-            seq: c.seq,
-            prev: c.prev,
-            hash: c.hash,
-            hash_ok: *h.hash() == c.hash,
+            foreign_chain: (cols.chain.value(i) != chain_key).then(|| cols.chain.value(i).to_owned()),
+            seq: fr.seq,
+            prev: fr.prev,
+            hash: fr.hash,
+            hash_ok: *h.hash() == fr.hash,
         }));
     }
     if links.len() as u64 != f.rows {
@@ -261,16 +259,28 @@ fn check_file(
     links
 }
 
-/// Re-derive every column of `batch` from its payloads and compare with what is stored.
-fn rederive_columns(batch: &RecordBatch, cols: &[ChainCols], chain_key: &str, path: &Path, rep: &mut VerifyReport) {
-    let mut b = BatchBuilder::default();
+/// Re-derive every column of `batch` from its payloads and compare with what is stored
+/// (the payload column is where they come from; its bytes are checked by the hashes).
+fn rederive_columns(
+    batch: &RecordBatch,
+    cols: &ChainView<'_>,
+    rows: &[FrameRef<'_>],
+    chain_key: &str,
+    path: &Path,
+    rep: &mut VerifyReport,
+) {
+    let mut b = BatchBuilder::with_capacity(rows.len(), 0);
     let mut parsed = true;
-    for c in cols {
-        match RecordView::parse(&c.payload) {
-            Ok(r) => b.push(chain_key, &ChainRow { seq: c.seq, prev: &c.prev, hash: &c.hash, payload: &c.payload }, &r),
+    for row in rows {
+        match RecordView::parse(row.payload) {
+            Ok(r) => b.push_projected(
+                chain_key,
+                &ChainRow { seq: row.seq, prev: &row.prev, hash: &row.hash, payload: row.payload },
+                &r,
+            ),
             Err(e) => {
                 // Every such row is listed; the columns are compared only when all parse.
-                rep.problems.push(format!("{}: seq {}: payload is not a valid record: {e}", path.display(), c.seq));
+                rep.problems.push(format!("{}: seq {}: payload is not a valid record: {e}", path.display(), row.seq));
                 parsed = false;
             }
         }
@@ -278,21 +288,25 @@ fn rederive_columns(batch: &RecordBatch, cols: &[ChainCols], chain_key: &str, pa
     if !parsed {
         return;
     }
-    match b.finish() {
-        Ok(rebuilt) if rebuilt == *batch => {}
+    match b.finish_with_payloads(cols.payload.clone()) {
         Ok(rebuilt) => {
-            let diff: Vec<String> = rebuilt
-                .schema()
+            let (want, got) = (rebuilt.schema(), batch.schema());
+            let diff: Vec<String> = want
                 .fields()
                 .iter()
                 .enumerate()
-                .filter(|(i, _)| rebuilt.column(*i) != batch.column(*i))
+                .filter(|(i, f)| {
+                    f.name() != "payload"
+                        && (got.fields().get(*i) != Some(*f) || batch.columns().get(*i) != Some(rebuilt.column(*i)))
+                })
                 .map(|(_, f)| f.name().clone())
                 .collect();
-            rep.problems.push(format!(
-                "{}: columns {diff:?} do not match the payloads they are projected from (row edited)",
-                path.display()
-            ));
+            if !diff.is_empty() || got.fields().len() != want.fields().len() {
+                rep.problems.push(format!(
+                    "{}: columns {diff:?} do not match the payloads they are projected from (row edited)",
+                    path.display()
+                ));
+            }
         }
         Err(e) => rep.problems.push(format!("{}: {e}", path.display())),
     }
