@@ -16,7 +16,7 @@ use kiroku_schemas::record::RecordView;
 use kiroku_schemas::segment::{ChainState, ComputedHash, FrameKind, FrameRef, VerifyOptions, verify_segment};
 use kiroku_schemas::{ChainId, Hash};
 
-use crate::archive::{Archive, ChainView, chain_id, in_seq_order};
+use crate::archive::{Archive, ChainView, chain_id, in_seq_order_parallel};
 use crate::columns::{BatchBuilder, ChainRow};
 use crate::error::CliError;
 use crate::manifest::{ChainEntry, FileEntry};
@@ -126,61 +126,41 @@ pub fn verify_archive(root: &Path, verifier: Option<&NoteVerifier>) -> Result<Ve
                 None
             }
         };
-        let mut files: Vec<&FileEntry> = entry.files.iter().collect();
-        // The order the walk opens them in (it sorts the same way, stably).
-        files.sort_by_key(|f| f.first_seq);
         // Files are checked on their own (decoding, digests, every row's hash, every
-        // column re-derived) by several threads, file k by thread k mod n, each a file
-        // or two ahead of the walk; the walk takes their results in order, so problems
-        // are listed as one thread would list them.
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4).min(files.len().max(1));
-        std::thread::scope(|scope| {
-            let receivers: Vec<_> = (0..threads)
-                .map(|t| {
-                    let (tx, rx) = std::sync::mpsc::sync_channel::<(Vec<RowLink>, VerifyReport)>(1);
-                    let mine: Vec<&FileEntry> = files.iter().skip(t).step_by(threads).copied().collect();
-                    let (archive, chain) = (&archive, &chain);
-                    scope.spawn(move || {
-                        for f in mine {
-                            let mut own = VerifyReport::default();
-                            let links = check_file(archive, chain_key, chain, f, &mut own);
-                            if tx.send((links, own)).is_err() {
-                                return;
-                            }
-                        }
-                    });
-                    rx
-                })
-                .collect();
-            let mut opened = 0usize;
-            let walked: Result<(), std::convert::Infallible> = in_seq_order(
-                &mut rep,
-                files.clone(),
-                |rep, f| {
-                    let got = receivers[opened % threads].recv();
-                    opened += 1;
-                    Ok(match got {
-                        Ok((links, own)) => {
-                            rep.absorb(own);
-                            links
-                        }
-                        // Only if a checking thread panicked: its file is not silently skipped.
-                        Err(_) => {
-                            rep.problems.push(format!("{}: could not be checked (internal error)", f.path));
-                            Vec::new()
-                        }
-                    })
-                },
-                |link| link.seq,
-                |rep, link| {
-                    if let Some(w) = walk.as_mut() {
-                        w.step(&link, rep);
+        // column re-derived) on every core, a file or two ahead of the walk, which takes
+        // their results in order: problems are listed as one thread would list them.
+        let files: Vec<&FileEntry> = entry.files.iter().collect();
+        let work = |f: &FileEntry| {
+            let mut own = VerifyReport::default();
+            let links = check_file(&archive, chain_key, &chain, f, &mut own);
+            (links, own)
+        };
+        let walked: Result<(), std::convert::Infallible> = in_seq_order_parallel(
+            &mut rep,
+            files,
+            work,
+            |rep, f, checked| {
+                Ok(match checked {
+                    Some((links, own)) => {
+                        rep.absorb(own);
+                        links
                     }
-                    Ok(())
-                },
-            );
-            let Ok(()) = walked;
-        });
+                    // Only if a checking thread panicked: its file is not silently skipped.
+                    None => {
+                        rep.problems.push(format!("{}: could not be checked (internal error)", f.path));
+                        Vec::new()
+                    }
+                })
+            },
+            |link| link.seq,
+            |rep, link| {
+                if let Some(w) = walk.as_mut() {
+                    w.step(&link, rep);
+                }
+                Ok(())
+            },
+        );
+        let Ok(()) = walked;
         if let Some(w) = walk {
             w.finish(entry, &mut rep);
         }

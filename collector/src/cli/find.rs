@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use kiroku_schemas::AuditRecord;
+use kiroku_schemas::record::RecordView;
 
 use crate::archive::{Archive, Filter};
 use crate::error::CliError;
@@ -66,12 +67,16 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
 /// Print the records `filter` matches, as they are found (a broad query, a model or a
 /// month, never has to fit in memory); how many.
 fn print_matches(archive: &Archive, filter: &Filter, json: bool) -> Result<u64, CliError> {
+    let corrupt = |c: &crate::archive::ChainCols, e: &dyn std::fmt::Display| {
+        CliError::Corrupt(format!("chain {} seq {}: {e}", c.chain_id, c.seq))
+    };
     archive.find_each(filter, |c| {
-        let r = AuditRecord::from_json(&c.payload)
-            .map_err(|e| CliError::Corrupt(format!("chain {} seq {}: {e}", c.chain_id, c.seq)))?;
         if json {
+            // The exact bytes, once they are known to be a record.
+            RecordView::parse(&c.payload).map_err(|e| corrupt(&c, &e))?;
             println!("{}", String::from_utf8_lossy(&c.payload));
         } else {
+            let r = AuditRecord::from_json(&c.payload).map_err(|e| corrupt(&c, &e))?;
             println!("{}", super::output::line(&c, &r));
         }
         Ok(())
