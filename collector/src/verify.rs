@@ -108,9 +108,9 @@ pub fn verify_spool(spool: &LocalSpool, verifier: Option<&NoteVerifier>) -> Resu
 /// signed checkpoints; the chain head against the manifest; no Parquet file outside
 /// the manifest.
 ///
-/// Files are read batch by batch, and a chain's rows are walked in seq order while its
-/// files are still being read: what is held at once is one file's chain links (seq and
-/// two hashes per row), never the chain's payloads.
+/// Files are read batch by batch, on every core, and a chain's rows are walked in seq
+/// order while its files are still being read: what is held at once is a file's chain
+/// links (seq and two hashes per row) per core, never the chain's payloads.
 pub fn verify_archive(root: &Path, verifier: Option<&NoteVerifier>) -> Result<VerifyReport, CliError> {
     let archive = Archive::open(root)?;
     let mut rep = VerifyReport { signatures_checked: verifier.is_some(), ..Default::default() };
