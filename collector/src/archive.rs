@@ -184,6 +184,10 @@ where
     // The order `in_seq_order` opens them in (it sorts the same way, stably).
     files.sort_by_key(|f| f.first_seq);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4).min(files.len().max(1));
+    if threads == 1 {
+        // One file, or one core: no thread to start (an archive of many small chains).
+        return in_seq_order(cx, files, |cx, f| take(cx, f, Some(work(f))), seq, emit);
+    }
     std::thread::scope(|scope| {
         let work = &work;
         let results: Vec<std::sync::mpsc::Receiver<R>> = (0..threads)
