@@ -44,6 +44,16 @@ fn the_report_shows_what_the_archive_holds() {
     let page = dir.path().join("report.html");
     let out = kiroku(&["report", "--archive", &archive, "--pubkey", &vkey, "--out", &page.display().to_string()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Checked against another key, the checkpoints fail: the figures are still given,
+    // and the exit status says so, as `kiroku verify` would.
+    let other = dir.path().join("other.vkey");
+    std::fs::write(&other, kiroku_schemas::checkpoint::NoteSigner::generate("x").unwrap().verifier().to_key_text())
+        .unwrap();
+    let wrong = kiroku(&["report", "--archive", &archive, "--pubkey", &other.display().to_string(), "--json"]);
+    assert_eq!(wrong.status.code(), Some(1), "{}", String::from_utf8_lossy(&wrong.stderr));
+    let figures: serde_json::Value = serde_json::from_slice(&wrong.stdout).unwrap();
+    assert_eq!(figures["records"], 70);
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("integrity problem"));
     let html = std::fs::read_to_string(&page).unwrap();
     assert!(
         !html.contains("<script") && !html.contains("http-equiv") && !html.contains("<link") && !html.contains("src="),

@@ -44,9 +44,24 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
     let summary = summarize(&archive, &opts)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&summary).map_err(|e| CliError::Io(e.to_string()))?);
+    } else {
+        std::fs::write(&a.out, html(&summary, &root.display().to_string())).map_err(|e| CliError::io(&a.out, e))?;
+        println!("wrote {} ({} records)", a.out.display(), summary.records);
+    }
+    // The page shows them; the exit status says them too, as `kiroku verify` does (a
+    // CI gate on `--json` should not have to parse the integrity section to fail).
+    let failed: Vec<String> = summary
+        .integrity
+        .iter()
+        .filter(|c| c.gaps > 0 || c.checkpoints.starts_with("FAILED"))
+        .map(|c| format!("chain {}: {} missing seq(s), checkpoints {}", c.chain_id, c.gaps, c.checkpoints))
+        .collect();
+    if failed.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
-    std::fs::write(&a.out, html(&summary, &root.display().to_string())).map_err(|e| CliError::io(&a.out, e))?;
-    println!("wrote {} ({} records)", a.out.display(), summary.records);
-    Ok(ExitCode::SUCCESS)
+    for f in &failed {
+        eprintln!("kiroku: integrity problem: {f}");
+    }
+    eprintln!("kiroku: run `kiroku verify --archive` for every problem and where it is");
+    Ok(ExitCode::from(1))
 }
