@@ -45,7 +45,7 @@ use crate::error::CliError;
 use crate::manifest::{ChainEntry, FileEntry, SegmentEntry};
 use crate::spool::{OrphanGuard, SegmentRef, SpoolStore};
 use file::FileEncoder;
-use reading::{Pending, Segment, Verdict};
+use reading::{Pending, Refusal, Segment, Verdict};
 use records::{Chunk, Frame, Rows, Side};
 
 /// How to compact.
@@ -80,8 +80,13 @@ pub struct CompactReport {
     pub files: Vec<String>,
     /// Segments quarantined, with the problem.
     pub quarantined: Vec<(String, String)>,
-    /// Segments left waiting behind a quarantined one of their chain.
+    /// Segments left waiting behind one of their chain that was quarantined or could
+    /// not be verified.
     pub blocked: Vec<String>,
+    /// Segments left in place because their checkpoints carry no signature by the
+    /// configured key, only others (a wrong `--pubkey`, or a segment of another log),
+    /// with the problem.
+    pub unverifiable: Vec<(String, String)>,
     /// Torn tails found in orphaned open segments (reported, not compacted).
     pub torn_tails: Vec<String>,
     /// Orphaned open segments recovered.
@@ -103,7 +108,10 @@ pub struct CompactReport {
 impl CompactReport {
     /// True when something needs a person's attention.
     pub fn has_problems(&self) -> bool {
-        !self.quarantined.is_empty() || !self.blocked.is_empty() || !self.retention_refused.is_empty()
+        !self.quarantined.is_empty()
+            || !self.unverifiable.is_empty()
+            || !self.blocked.is_empty()
+            || !self.retention_refused.is_empty()
     }
 }
 
@@ -799,7 +807,7 @@ impl Run<'_> {
                     let chunks = s.records.finish(Side::Writer);
                     // The reader's verdict first, then the first record that did not parse.
                     let checked = s.verdict().and_then(|v| match chunks.iter().find_map(|c| c.rows.as_ref().err()) {
-                        Some(problem) => Err(problem.clone()),
+                        Some(problem) => Err(Refusal::Bad(problem.clone())),
                         None => Ok(v),
                     });
                     match checked {
@@ -822,8 +830,13 @@ impl Run<'_> {
                             }
                             false
                         }
-                        Err(problem) => {
+                        Err(Refusal::Bad(problem)) => {
                             quarantine_bad(self.spool, seg, state, problem, &mut self.report)?;
+                            true
+                        }
+                        Err(Refusal::OtherKey(problem)) => {
+                            tracing::error!(target: "kiroku::compact", "not compacted, left in place: {problem}");
+                            self.report.unverifiable.push((format!("{}/{}", seg.chain_id, seg.name), problem));
                             true
                         }
                     }

@@ -11,7 +11,7 @@ use kiroku::Durability;
 use kiroku_schemas::segment::{SegmentHeader, SegmentWriter};
 use kiroku_schemas::{AuditRecord, ChainId, Timestamp};
 mod support;
-use support::{kiroku, repo, rewrite, text};
+use support::{files_under, kiroku, repo, rewrite, text};
 
 use kiroku_tests::{AuditedServer, Conn, Stored, chat};
 
@@ -489,6 +489,41 @@ async fn a_compactor_killed_at_any_step_leaves_every_record_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_pubkey_moves_no_segment_and_the_right_one_then_compacts_everything() {
+    let f = fixture_with(30, 16 << 10).await;
+    let other = f.dir.path().join("other.vkey");
+    std::fs::write(
+        &other,
+        kiroku_schemas::checkpoint::NoteSigner::generate("kiroku").unwrap().verifier().to_key_text(),
+    )
+    .unwrap();
+    let spool_files = || files_under(Path::new(&f.spool()), "seg");
+    let before = spool_files();
+    assert!(before.len() >= 2, "several sealed segments");
+    let wrong = kiroku(&[
+        "compact",
+        "--spool",
+        &f.spool(),
+        "--archive",
+        &f.archive(),
+        "--pubkey",
+        &other.display().to_string(),
+    ]);
+    assert_eq!(wrong.status.code(), Some(1), "{}", text(&wrong));
+    assert!(
+        text(&wrong).contains("NOT VERIFIABLE WITH THE CONFIGURED KEY") && text(&wrong).contains("check --pubkey"),
+        "{}",
+        text(&wrong)
+    );
+    assert!(!text(&wrong).contains("QUARANTINED"), "{}", text(&wrong));
+    assert_eq!(spool_files(), before, "every segment where it was");
+    assert!(!Path::new(&f.spool()).join("quarantine").exists());
+    let right = f.compact();
+    assert!(right.status.success(), "{}", text(&right));
+    assert!(text(&right).contains("30 record(s)"), "{}", text(&right));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_segment_is_quarantined_and_other_chains_go_on() {
     let f = fixture(40).await;
     let spool = f.dir.path().join("spool");
@@ -517,7 +552,7 @@ async fn a_corrupt_segment_is_quarantined_and_other_chains_go_on() {
     let out = f.compact();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
-        text(&out).contains("QUARANTINED") && text(&out).contains("waiting behind a quarantined segment"),
+        text(&out).contains("QUARANTINED") && text(&out).contains("waiting behind an earlier segment of its chain"),
         "{}",
         text(&out)
     );

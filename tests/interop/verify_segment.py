@@ -62,6 +62,10 @@ def root(frontier):
     return r
 
 
+class NotSignedByKey(Exception):
+    """The note has signature lines, none by the verifier's key (FORMAT.md §6)."""
+
+
 def parse_vkey(text):
     name, key_id_hex, b64 = text.strip().split("+", 2)
     raw = base64.b64decode(b64)
@@ -83,7 +87,7 @@ def open_note(note, vkey):
             key.verify(body.encode(), blob[4:])
             ok = True
     if not ok:
-        raise ValueError("no signature by the key")
+        raise NotSignedByKey()
     lines = body[:-1].split("\n")
     return lines[0], int(lines[1]), base64.b64decode(lines[2])
 
@@ -152,6 +156,8 @@ def verify(data, vkey, state):
                 raise Problem(off, seq, "BrokenLink")
             try:
                 origin, cp_size, cp_root = open_note(payload.decode(), vkey)
+            except NotSignedByKey:
+                raise Problem(off, seq, "SignedByAnotherKey")
             except (ValueError, BadSignatureError, UnicodeDecodeError):
                 raise Problem(off, seq, "BadSignature")
             chain_text = "-".join([chain[:4].hex(), chain[4:6].hex(), chain[6:8].hex(), chain[8:10].hex(), chain[10:].hex()])

@@ -131,8 +131,11 @@ pub(crate) fn print_report(r: &CompactReport) {
     for (seg, why) in &r.quarantined {
         println!("QUARANTINED {seg}: {why}");
     }
+    for (seg, why) in &r.unverifiable {
+        println!("NOT VERIFIABLE WITH THE CONFIGURED KEY, left in place {seg}: {why}; check --pubkey");
+    }
     for b in &r.blocked {
-        println!("waiting behind a quarantined segment: {b}");
+        println!("waiting behind an earlier segment of its chain: {b}");
     }
     for e in &r.elsewhere {
         println!("left to another compactor: {e}");

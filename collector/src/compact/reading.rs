@@ -32,8 +32,27 @@ pub(super) struct Segment {
     pub digest: String,
     /// Its record frames, payloads and parsed chunks.
     pub records: Records,
-    verdict: Mutex<Option<Result<Verdict, String>>>,
+    verdict: Mutex<Option<Result<Verdict, Refusal>>>,
     decided: Condvar,
+}
+
+/// Why a segment is not compacted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Refusal {
+    /// Something in it is wrong: it is moved to quarantine with a report.
+    Bad(String),
+    /// Its checkpoints carry no signature by the configured key, only by others: a
+    /// wrong `--pubkey` (or a segment of another log). It stays where it is, so that a
+    /// configuration mistake moves no good segment aside; the run reports it.
+    OtherKey(String),
+}
+
+impl Refusal {
+    fn of(e: SegmentError, name: &str) -> Self {
+        let other_key = matches!(e.problem, Problem::SignedByAnotherKey(_));
+        let text = e.in_file(name).to_string();
+        if other_key { Self::OtherKey(text) } else { Self::Bad(text) }
+    }
 }
 
 /// What a verified segment ends in.
@@ -50,17 +69,17 @@ pub(super) struct Verdict {
 }
 
 impl Segment {
-    fn decide(&self, v: Result<Verdict, String>) {
+    fn decide(&self, v: Result<Verdict, Refusal>) {
         *self.lock() = Some(v);
         self.decided.notify_all();
     }
 
-    fn lock(&self) -> MutexGuard<'_, Option<Result<Verdict, String>>> {
+    fn lock(&self) -> MutexGuard<'_, Option<Result<Verdict, Refusal>>> {
         self.verdict.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Wait for the reader's verdict: the segment verified, or the first problem in it.
-    pub fn verdict(&self) -> Result<Verdict, String> {
+    pub fn verdict(&self) -> Result<Verdict, Refusal> {
         let mut v = self.lock();
         loop {
             if let Some(v) = v.as_ref() {
@@ -175,12 +194,12 @@ impl Pending {
         let verdict = match std::mem::replace(&mut self.problem, Ok(())) {
             Ok(()) => {
                 let name = self.name.clone();
-                self.finish().map_err(|e| e.in_file(&name).to_string())
+                self.finish().map_err(|e| Refusal::of(e, &name))
             }
-            Err(Some(e)) => Err(e.in_file(&self.name).to_string()),
+            Err(Some(e)) => Err(Refusal::of(e, &self.name)),
             // A chunk panicked; it reports that as its records' problem, and nothing of
             // the segment counts as verified.
-            Err(None) => Err(format!("{}: computing the records' hashes panicked", self.name)),
+            Err(None) => Err(Refusal::Bad(format!("{}: computing the records' hashes panicked", self.name))),
         };
         let good = verdict.is_ok();
         segment.decide(verdict);
@@ -276,7 +295,7 @@ mod tests {
 
     /// Read `bytes` as the compactor does, the reader checking between the chunks it
     /// parses, and return the verdict.
-    fn verdict_of(bytes: &[u8], signer: &NoteSigner, chain: ChainId) -> Result<Verdict, String> {
+    fn verdict_of(bytes: &[u8], signer: &NoteSigner, chain: ChainId) -> Result<Verdict, Refusal> {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join(chain.to_string())).unwrap();
         let name = "00000000000000000000.seg".to_owned();
@@ -318,8 +337,22 @@ mod tests {
             let expected =
                 verify_segment(&bad[..], &VerifyOptions::sealed().with_verifier(signer.verifier())).unwrap_err();
             assert_eq!(expected.offset, frames[k].offset);
-            let Err(got) = verdict_of(&bad, &signer, chain) else { panic!("record {k}: no problem found") };
+            let Err(Refusal::Bad(got)) = verdict_of(&bad, &signer, chain) else {
+                panic!("record {k}: no problem found")
+            };
             assert!(got.contains(&format!("byte offset {}", frames[k].offset)), "record {k}: {got}");
+        }
+    }
+
+    #[test]
+    fn a_segment_signed_by_another_key_is_left_in_place_not_quarantined() {
+        let signer = NoteSigner::generate("reading-test").unwrap();
+        let chain = ChainId([9; 16]);
+        let good = segment(&signer, chain, 100);
+        let other = NoteSigner::generate("reading-test").unwrap();
+        match verdict_of(&good, &other, chain) {
+            Err(Refusal::OtherKey(why)) => assert!(why.contains("not signed by the configured key"), "{why}"),
+            v => panic!("{:?}", v.map(|v| v.bytes)),
         }
     }
 }

@@ -181,11 +181,11 @@ fn segments_continue_a_chain() {
 }
 
 #[test]
-fn wrong_key_is_a_bad_signature() {
+fn a_wrong_key_is_told_apart_from_a_bad_signature() {
     let bytes = build(chain(1), &payloads(3), 0);
     let other = NoteSigner::from_seed("kiroku-test", [1; 32]).unwrap();
     let err = verify_segment(&bytes[..], &VerifyOptions::sealed().with_verifier(other.verifier())).unwrap_err();
-    assert!(matches!(err.problem, Problem::BadSignature(_)), "{err}");
+    assert!(matches!(err.problem, Problem::SignedByAnotherKey(_)), "{err}");
     // Without a key the content is still checked, and the report says signatures were not.
     let r = verify_segment(&bytes[..], &VerifyOptions::sealed()).unwrap();
     assert!(!r.signatures_checked);
@@ -201,7 +201,7 @@ fn a_differently_keyed_chain_is_rejected() {
     }
     let bytes = w.seal(&forger, "kiroku", Timestamp::from_unix_nanos(3)).unwrap();
     let err = verify_segment(&bytes[..], &sealed_opts()).unwrap_err();
-    assert!(matches!(err.problem, Problem::BadSignature(_)), "{err}");
+    assert!(matches!(err.problem, Problem::SignedByAnotherKey(_)), "{err}");
 }
 
 #[test]

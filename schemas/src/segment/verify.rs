@@ -3,7 +3,7 @@
 use std::io::Read;
 
 use super::{FrameKind, FrameRef, Problem, SegmentError, SegmentHeader, SegmentReader, frame_hash, push_frame_message};
-use crate::checkpoint::{Checkpoint, NoteVerifier};
+use crate::checkpoint::{Checkpoint, CheckpointError, NoteVerifier};
 use crate::merkle::CompactRange;
 use crate::{ChainId, Hash};
 
@@ -289,7 +289,12 @@ impl SegmentVerifier {
                 let note = std::str::from_utf8(f.payload)
                     .map_err(|_| err(Problem::CheckpointMismatch("checkpoint is not UTF-8".into())))?;
                 let cp = match &self.opts.verifier {
-                    Some(v) => v.open(note).map_err(|e| err(Problem::BadSignature(e.to_string())))?,
+                    Some(v) => v.open(note).map_err(|e| {
+                        err(match e {
+                            CheckpointError::NoSignatureByKey { .. } => Problem::SignedByAnotherKey(e.to_string()),
+                            _ => Problem::BadSignature(e.to_string()),
+                        })
+                    })?,
                     None => Checkpoint::parse_note_unverified(note)
                         .map_err(|e| err(Problem::CheckpointMismatch(e.to_string())))?,
                 };
