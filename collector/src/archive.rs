@@ -248,7 +248,14 @@ impl Archive {
 
     fn builder(&self, f: &FileEntry) -> Result<ParquetRecordBatchReaderBuilder<File>, CliError> {
         let path = self.root.join(&f.path);
-        let file = File::open(&path).map_err(|e| CliError::io(&path, e))?;
+        let file = File::open(&path).map_err(|e| match e.kind() {
+            // The manifest lists it: a file gone from the archive is damage, not a typo.
+            std::io::ErrorKind::NotFound => CliError::Corrupt(format!(
+                "{}: listed in the manifest but missing (run `kiroku verify --archive`)",
+                path.display()
+            )),
+            _ => CliError::io(&path, e),
+        })?;
         // The offset index lets a row selection skip whole pages (`find`); files without
         // one are still read, page by page.
         let options = ArrowReaderOptions::new().with_offset_index_policy(PageIndexPolicy::Optional);

@@ -389,6 +389,12 @@ async fn archive_tampering_is_reported_with_exit_1() {
         assert!(text(&out).contains(expect), "{name}: expected {expect:?} in\n{}", text(&out));
         restore();
     }
+    // A query over a file gone from the archive names it and exits 1 (damage), not 2.
+    std::fs::remove_file(first_file(&f.archive())).unwrap();
+    let gone = kiroku(&["find", "--archive", &f.archive(), "--from", "2000-01-01"]);
+    assert_eq!(gone.status.code(), Some(1), "{}", text(&gone));
+    assert!(text(&gone).contains("listed in the manifest but missing"), "{}", text(&gone));
+    restore();
     // An edited analytic column, with the manifest's digest updated to match: the
     // column no longer matches the payload it is derived from.
     let file = first_file(&f.archive());
