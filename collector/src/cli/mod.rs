@@ -1,7 +1,9 @@
 //! The `kiroku` command: one module per verb.
 //!
-//! Exit codes: 0 all good; 1 tampering or corruption found (or segments quarantined);
-//! 2 usage, configuration or I/O error.
+//! Exit codes: 0 all good; 1 tampering or corruption found (segments quarantined, or
+//! left in place because the configured key did not sign them; a chain with missing
+//! seqs or failed checkpoints in a report; a file the manifest lists gone); 2 usage,
+//! configuration or I/O error. A command whose output pipe closes ends by SIGPIPE.
 
 mod compact;
 mod demo;
