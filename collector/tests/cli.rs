@@ -157,6 +157,9 @@ async fn find_and_explain_use_the_archive() {
     assert!(found.status.success(), "{}", text(&found));
     assert_eq!(String::from_utf8_lossy(&found.stdout).lines().count(), 1);
     assert!(text(&found).contains(&target.record_id));
+    // A record id pasted in upper case is the same id.
+    let upper = kiroku(&["find", "--archive", &f.archive(), "--record-id", &target.record_id.to_ascii_uppercase()]);
+    assert_eq!(upper.stdout, found.stdout, "{}", text(&upper));
     let trace = target.trace.trace_id.clone().unwrap();
     let by_trace = kiroku(&["find", "--archive", &f.archive(), "--trace-id", &trace, "--json"]);
     let line: serde_json::Value =
@@ -202,7 +205,8 @@ async fn find_and_explain_use_the_archive() {
     let all = kiroku(&["find", "--archive", &f.archive(), "--from", &today]);
     assert_eq!(String::from_utf8_lossy(&all.stdout).lines().count(), 12, "{}", text(&all));
 
-    let ex = kiroku(&["explain", &target.record_id, "--archive", &f.archive(), "--pubkey", &f.vkey()]);
+    let ex =
+        kiroku(&["explain", &target.record_id.to_ascii_uppercase(), "--archive", &f.archive(), "--pubkey", &f.vkey()]);
     assert!(ex.status.success(), "{}", text(&ex));
     let page = text(&ex);
     for want in [

@@ -12,8 +12,8 @@ pub struct Args {
     /// The archive directory.
     #[arg(long, env = "KIROKU_ARCHIVE")]
     archive: Option<PathBuf>,
-    /// Records to include (repeat the flag).
-    #[arg(long = "record-id")]
+    /// Records to include (repeat the flag; UUIDs in either case).
+    #[arg(long = "record-id", value_parser = super::record_id)]
     record_ids: Vec<String>,
     /// Or: the records selected by time (and model).
     #[command(flatten)]

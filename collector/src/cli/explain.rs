@@ -12,7 +12,8 @@ use crate::error::CliError;
 /// Arguments.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The record id.
+    /// The record id (a UUID in either case).
+    #[arg(value_parser = super::record_id)]
     record_id: String,
     /// The archive directory.
     #[arg(long, env = "KIROKU_ARCHIVE")]

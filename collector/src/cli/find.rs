@@ -15,8 +15,8 @@ pub struct Args {
     /// The archive directory.
     #[arg(long, env = "KIROKU_ARCHIVE")]
     archive: Option<PathBuf>,
-    /// Record id.
-    #[arg(long)]
+    /// Record id (a UUID in either case).
+    #[arg(long, value_parser = super::record_id)]
     record_id: Option<String>,
     /// W3C trace id (32 hex digits, any case), or a whole `traceparent` value.
     #[arg(long, value_parser = trace_id)]

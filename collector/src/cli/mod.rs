@@ -241,6 +241,17 @@ pub(crate) fn load_pubkey(path: &Path) -> Result<NoteVerifier, CliError> {
     NoteVerifier::from_key_text(&text).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))
 }
 
+/// A record id as the journal writes it: the layer's ids are UUIDs in lower case, so
+/// one pasted in upper case is read as the same id. Anything else is taken as it is.
+pub(crate) fn record_id(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    let uuid_shaped = s.len() == 36
+        && s.bytes()
+            .enumerate()
+            .all(|(i, b)| if [8, 13, 18, 23].contains(&i) { b == b'-' } else { b.is_ascii_hexdigit() });
+    Ok(if uuid_shaped { s.to_ascii_lowercase() } else { s.to_owned() })
+}
+
 pub(crate) fn parse_time(s: &str) -> Result<Timestamp, String> {
     if s.len() == 10 {
         return format!("{s}T00:00:00Z").parse().map_err(|e: kiroku_schemas::time::TimestampError| e.to_string());
