@@ -23,7 +23,6 @@ mod reading;
 mod records;
 
 use std::collections::BTreeMap;
-use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, TrySendError};
@@ -128,7 +127,7 @@ struct Row {
 /// blake3 of a whole segment as the spool serves it.
 fn segment_digest(spool: &dyn SpoolStore, seg: &SegmentRef) -> Result<String, CliError> {
     let mut h = blake3::Hasher::new();
-    io::copy(&mut spool.read(seg)?, &mut h).map_err(|e| CliError::Io(format!("{}: {e}", seg.name)))?;
+    h.update_reader(spool.read(seg)?).map_err(|e| CliError::Io(format!("{}: {e}", seg.name)))?;
     Ok(to_hex(h.finalize().as_bytes()))
 }
 

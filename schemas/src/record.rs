@@ -13,6 +13,7 @@
 mod exchange;
 mod gen_ai;
 mod governance;
+mod keyword;
 pub mod view;
 
 use std::collections::BTreeMap;
@@ -25,6 +26,7 @@ pub use gen_ai::{GenAi, GenAiOperation, GenAiProvider, GenAiRequest, GenAiRespon
 pub use governance::{
     Disclosure, IPTC_TRAINED_ALGORITHMIC_MEDIA, OutputSource, SafeguardAction, SafeguardDecision, Watermark,
 };
+pub use keyword::Keyword;
 pub use view::{AuditRecord as RecordView, Text};
 
 use crate::{ChainId, Timestamp};

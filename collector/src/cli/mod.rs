@@ -252,6 +252,14 @@ pub(crate) fn record_id(s: &str) -> Result<String, String> {
     Ok(if uuid_shaped { s.to_ascii_lowercase() } else { s.to_owned() })
 }
 
+/// A flag whose value is one of a record field's names (`--capture redacted`).
+pub(crate) fn keyword<T: kiroku_schemas::record::Keyword>(s: &str) -> Result<T, String> {
+    T::from_name(s).ok_or_else(|| {
+        let names: Vec<&str> = T::ALL.iter().map(|k| k.name()).collect();
+        format!("{s:?} is not one of {}", names.join(", "))
+    })
+}
+
 pub(crate) fn parse_time(s: &str) -> Result<Timestamp, String> {
     if s.len() == 10 {
         return format!("{s}T00:00:00Z").parse().map_err(|e: kiroku_schemas::time::TimestampError| e.to_string());

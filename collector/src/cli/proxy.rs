@@ -36,9 +36,9 @@ pub struct Args {
     /// What to do when the journal cannot write: keep serving (open) or refuse with 503 (closed).
     #[arg(long, value_parser = ["open", "closed"], default_value = "closed")]
     on_journal_failure: String,
-    /// How much of each body to keep.
-    #[arg(long, value_parser = ["none", "digest", "redacted", "full"], default_value = "redacted")]
-    capture: String,
+    /// How much of each body to keep: none, digest, redacted or full.
+    #[arg(long, value_parser = super::keyword::<CaptureMode>, default_value = "redacted")]
+    capture: CaptureMode,
     /// Bytes of each body kept in the record at most (the digest always covers the
     /// whole body); lower it to bound memory per open stream.
     #[arg(long, default_value_t = 16 * 1024)]
@@ -80,12 +80,7 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
         _ => Durability::Batched(Duration::from_millis(a.batch_ms)),
     };
     let policy = if a.on_journal_failure == "open" { FailurePolicy::FailOpen } else { FailurePolicy::FailClosed };
-    let capture = match a.capture.as_str() {
-        "none" => CaptureMode::None,
-        "digest" => CaptureMode::Digest,
-        "full" => CaptureMode::Full,
-        _ => CaptureMode::Redacted,
-    };
+    let capture = a.capture;
     #[cfg(feature = "otlp")]
     let otlp = a
         .otlp_endpoint

@@ -71,10 +71,6 @@ pub(crate) fn u64_of(v: &Value, key: &str) -> Option<u64> {
     v.get(key).and_then(Value::as_u64)
 }
 
-pub(crate) fn f64_of(v: &Value, key: &str) -> Option<f64> {
-    v.get(key).and_then(Value::as_f64)
-}
-
 /// Running blake3 of generated text, fed piece by piece. The first KiB is kept as
 /// text and hashed at the end; only a longer text gets a hasher (about 2 KiB, held for
 /// the stream's life), so thousands of open streams with short answers stay small.
@@ -126,22 +122,35 @@ pub(crate) fn text_digest(s: &str) -> String {
 /// Request parameters shared by the OpenAI- and Anthropic-style APIs.
 pub(crate) fn common_request(body: &Value, rec: &mut AuditRecord) {
     let r = &mut rec.gen_ai.request;
-    fill(&mut r.model, str_of(body, "model"));
-    fill(&mut r.temperature, f64_of(body, "temperature"));
-    fill(&mut r.top_p, f64_of(body, "top_p"));
-    fill(&mut r.top_k, f64_of(body, "top_k"));
-    fill(
-        &mut r.max_tokens,
-        u64_of(body, "max_tokens")
-            .or_else(|| u64_of(body, "max_completion_tokens"))
-            .or_else(|| u64_of(body, "max_output_tokens")),
-    );
-    fill(&mut r.seed, body.get("seed").and_then(Value::as_i64));
-    fill(&mut r.frequency_penalty, f64_of(body, "frequency_penalty"));
-    fill(&mut r.presence_penalty, f64_of(body, "presence_penalty"));
-    fill(&mut r.choice_count, u64_of(body, "n"));
-    fill(&mut r.stream, body.get("stream").and_then(Value::as_bool));
-    let stops = match body.get("stop").or_else(|| body.get("stop_sequences")) {
+    let parameters = &mut rec.provenance.parameters;
+    // Each typed parameter once: its value for the field, and if it was sent in a form
+    // the field cannot hold (a seed above i64::MAX, `max_tokens: 100.0`, a temperature
+    // as a string), kept as sent, so the record never says less than the request did.
+    let mut param = |key: &str, fits: fn(&Value) -> bool| {
+        let v = body.get(key);
+        if let Some(v) = v.filter(|v| !v.is_null() && !fits(v)) {
+            parameters.entry(key.to_owned()).or_insert_with(|| v.clone());
+        }
+        v
+    };
+    fill(&mut r.model, param("model", Value::is_string).and_then(Value::as_str).map(str::to_owned));
+    fill(&mut r.temperature, param("temperature", Value::is_number).and_then(Value::as_f64));
+    fill(&mut r.top_p, param("top_p", Value::is_number).and_then(Value::as_f64));
+    fill(&mut r.top_k, param("top_k", Value::is_number).and_then(Value::as_f64));
+    // All three read (and kept if unfit), the first that fits used.
+    let max_tokens = [
+        param("max_tokens", Value::is_u64),
+        param("max_completion_tokens", Value::is_u64),
+        param("max_output_tokens", Value::is_u64),
+    ];
+    fill(&mut r.max_tokens, max_tokens.into_iter().find_map(|v| v.and_then(Value::as_u64)));
+    fill(&mut r.seed, param("seed", Value::is_i64).and_then(Value::as_i64));
+    fill(&mut r.frequency_penalty, param("frequency_penalty", Value::is_number).and_then(Value::as_f64));
+    fill(&mut r.presence_penalty, param("presence_penalty", Value::is_number).and_then(Value::as_f64));
+    fill(&mut r.choice_count, param("n", Value::is_u64).and_then(Value::as_u64));
+    fill(&mut r.stream, param("stream", Value::is_boolean).and_then(Value::as_bool));
+    let (stop, stop_sequences) = (param("stop", text_or_texts), param("stop_sequences", text_or_texts));
+    let stops = match stop.or(stop_sequences) {
         Some(Value::String(s)) => vec![s.clone()],
         Some(Value::Array(a)) => a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect(),
         _ => Vec::new(),
@@ -164,37 +173,7 @@ pub(crate) fn common_request(body: &Value, rec: &mut AuditRecord) {
             rec.provenance.parameters.entry(key.to_owned()).or_insert_with(|| v.clone());
         }
     }
-    // A parameter sent in a form its typed field cannot hold (a seed above i64::MAX,
-    // `max_tokens: 100.0`, a temperature as a string) is kept as sent, so the record
-    // never says less than the request did.
-    for (key, fits) in TYPED_PARAMETERS {
-        if let Some(v) = body.get(key).filter(|v| !v.is_null() && !fits(v)) {
-            rec.provenance.parameters.entry(key.to_owned()).or_insert_with(|| v.clone());
-        }
-    }
 }
-
-/// Whether a JSON value fits a typed record field.
-type Fits = fn(&Value) -> bool;
-
-/// The request parameters [`common_request`] reads into typed fields, and the JSON
-/// values each field can hold.
-const TYPED_PARAMETERS: [(&str, Fits); 14] = [
-    ("model", Value::is_string),
-    ("temperature", Value::is_number),
-    ("top_p", Value::is_number),
-    ("top_k", Value::is_number),
-    ("max_tokens", Value::is_u64),
-    ("max_completion_tokens", Value::is_u64),
-    ("max_output_tokens", Value::is_u64),
-    ("seed", Value::is_i64),
-    ("frequency_penalty", Value::is_number),
-    ("presence_penalty", Value::is_number),
-    ("n", Value::is_u64),
-    ("stream", Value::is_boolean),
-    ("stop", text_or_texts),
-    ("stop_sequences", text_or_texts),
-];
 
 /// A string, or an array of strings (stop sequences).
 fn text_or_texts(v: &Value) -> bool {

@@ -42,6 +42,18 @@ pub enum CaptureMode {
     Full,
 }
 
+impl CaptureMode {
+    /// The lowercase name used in records, columns and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Digest => "digest",
+            Self::Redacted => "redacted",
+            Self::Full => "full",
+        }
+    }
+}
+
 /// What was seen of one body (request or response).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct BodySummary {

@@ -19,7 +19,7 @@ use super::{
     AuditRecord, BodySummary, Caller, Disclosure, GenAi, GenAiOperation, GenAiProvider, GenAiRequest, GenAiResponse,
     HttpExchange, OutputSource, Provenance, SafeguardDecision, Text, ToolCall, TraceContext, Watermark,
 };
-use crate::record::{CaptureMode, GenAiUsage, Outcome, SafeguardAction};
+use crate::record::{CaptureMode, GenAiUsage, Keyword, Outcome, SafeguardAction};
 
 /// Read `bytes` if they have the journal's shape.
 pub(crate) fn parse(bytes: &[u8]) -> Option<AuditRecord<'_>> {
@@ -46,6 +46,11 @@ impl<'a> Cursor<'a> {
 
     fn literal(&mut self, word: &str) -> Option<()> {
         self.s[self.i..].starts_with(word).then(|| self.i += word.len())
+    }
+
+    /// A string that names one value of `T`.
+    fn keyword<T: Keyword>(&mut self) -> Option<T> {
+        T::from_name(&self.text()?)
     }
 
     /// A JSON string: borrowed when it holds no escape.
@@ -352,13 +357,7 @@ fn body<'a>(c: &mut Cursor<'a>) -> Option<BodySummary<'a>> {
             content_type: f.optional("content_type", Cursor::text)?,
             bytes: f.required("bytes", Cursor::u64)?,
             blake3: f.optional("blake3", Cursor::text)?,
-            capture: f.required("capture", |c| match &*c.text()? {
-                "none" => Some(CaptureMode::None),
-                "digest" => Some(CaptureMode::Digest),
-                "redacted" => Some(CaptureMode::Redacted),
-                "full" => Some(CaptureMode::Full),
-                _ => None,
-            })?,
+            capture: f.required("capture", Cursor::keyword::<CaptureMode>)?,
             captured: f.optional("captured", Cursor::text)?,
             truncated: f.or_default("truncated", Cursor::bool)?,
         })
@@ -371,12 +370,7 @@ fn http<'a>(c: &mut Cursor<'a>) -> Option<HttpExchange<'a>> {
             method: f.required("method", Cursor::text)?,
             route: f.required("route", Cursor::text)?,
             status: f.optional("status", |c| u16::try_from(c.u64()?).ok())?,
-            outcome: f.required("outcome", |c| match &*c.text()? {
-                "completed" => Some(Outcome::Completed),
-                "error" => Some(Outcome::Error),
-                "aborted" => Some(Outcome::Aborted),
-                _ => None,
-            })?,
+            outcome: f.required("outcome", Cursor::keyword::<Outcome>)?,
             error: f.optional("error", Cursor::text)?,
             streaming: f.or_default("streaming", Cursor::bool)?,
             request: f.required("request", body)?,
@@ -525,13 +519,7 @@ fn safeguard<'a>(c: &mut Cursor<'a>) -> Option<SafeguardDecision<'a>> {
         Some(SafeguardDecision {
             policy_id: f.required("policy_id", Cursor::text)?,
             policy_version: f.optional("policy_version", Cursor::text)?,
-            action: f.required("action", |c| match &*c.text()? {
-                "blocked" => Some(SafeguardAction::Blocked),
-                "filtered" => Some(SafeguardAction::Filtered),
-                "flagged" => Some(SafeguardAction::Flagged),
-                "allowed" => Some(SafeguardAction::Allowed),
-                _ => None,
-            })?,
+            action: f.required("action", Cursor::keyword::<SafeguardAction>)?,
             stage: f.optional("stage", Cursor::text)?,
             category: f.optional("category", Cursor::text)?,
             score: f.optional("score", Cursor::f64)?,
