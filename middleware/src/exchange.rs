@@ -87,7 +87,7 @@ impl BodyTap {
     fn digest_hex(&self) -> Option<String> {
         match &self.digest {
             Digest::Off => None,
-            Digest::Kept => Some(to_hex(blake3::hash(&self.kept).as_bytes())),
+            Digest::Kept => Some(to_hex(&kiroku_schemas::digest::blake3_of(&self.kept))),
             Digest::Running(h) => Some(to_hex(h.finalize().as_bytes())),
             Digest::Done(d) => Some(to_hex(d)),
         }

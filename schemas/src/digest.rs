@@ -4,7 +4,7 @@ use std::fmt;
 
 mod many;
 pub(crate) use many::SIDE_BY_SIDE_MAX;
-pub use many::blake3_many;
+pub use many::{blake3_many, blake3_of};
 
 /// A 32-byte digest: a blake3 chain hash or a SHA-256 Merkle node.
 pub type Hash = [u8; 32];
@@ -52,7 +52,7 @@ fn hex_val(c: u8) -> Option<u8> {
 
 /// blake3 of `bytes` as lowercase hex: the digest form used in records.
 pub fn blake3_hex(bytes: &[u8]) -> String {
-    to_hex(blake3::hash(bytes).as_bytes())
+    to_hex(&blake3_of(bytes))
 }
 
 /// Displays a hash as hex without allocating a `String` first.

@@ -91,7 +91,7 @@ pub fn frame_hash(kind: FrameKind, chain: &ChainId, seq: u64, prev: &Hash, paylo
             let mut m = m.try_borrow_mut().ok()?;
             m.clear();
             push_frame_message(&mut m, kind, chain, seq, prev, payload);
-            Some(*blake3::hash(&m).as_bytes())
+            Some(crate::digest::blake3_of(&m))
         });
         if let Ok(Some(h)) = contiguous {
             return h;
