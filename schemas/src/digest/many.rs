@@ -82,6 +82,8 @@ pub fn blake3_many(messages: &[&[u8]]) -> Vec<Hash> {
                 return side_by_side(k, messages, SIDE_BY_SIDE_MAX);
             }
         }
+        #[cfg(not(target_arch = "x86_64"))]
+        return side_by_side::<4, _>(kernel::portable::Portable, messages, SIDE_BY_SIDE_MAX);
     }
     messages.iter().map(|m| blake3_of(m)).collect()
 }
@@ -122,10 +124,11 @@ pub fn blake3_of(message: &[u8]) -> Hash {
 /// chunk's worth of bytes follows the last multiple of 4 KiB. blake3 compresses whole
 /// chunks 4, 8 or 16 at once, and what is left one chunk after another.
 ///
-/// Measured (16 lanes, `blake3::hash` against this): 4,169 bytes (a 4 KiB record's frame)
-/// 1.5 µs against 2.5, so left to blake3; 6,000 bytes 3.9 µs against 2.6; 8,000 bytes
-/// 5.1 against 2.8; 15,000 bytes 5.3 against 3.5. With 8 lanes, messages of more than
-/// eight chunks were slower.
+/// Measured (16 lanes, `blake3::hash` against this): 6,000 bytes 3.9 µs against 2.6;
+/// 8,000 bytes 5.1 against 2.8; 15,000 bytes 5.3 against 3.5. A 4 KiB record's frame
+/// (4,169 bytes) costs blake3 1.7 µs, its four whole chunks filling one group; side by
+/// side it made `verify_100mb_segment` on 4 KiB records 30% slower, so it is left to
+/// blake3. With 8 lanes, messages of more than eight chunks were slower.
 fn gains_from_lanes(len: usize, lanes: usize) -> bool {
     (5..=lanes).contains(&len.div_ceil(CHUNK_LEN)) && len % (4 * CHUNK_LEN) > CHUNK_LEN
 }
