@@ -388,6 +388,33 @@ mod tests {
         assert_eq!(wide(8), [5121, 6000, 8191]);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+        /// Any bytes of any length up to 20 KB, alone and among others, hash as blake3
+        /// hashes them.
+        #[test]
+        fn any_bytes_hash_as_blake3_hashes_them(
+            seed in proptest::prelude::any::<u64>(),
+            lens in proptest::collection::vec(0usize..20_000, 1..12),
+        ) {
+            let owned: Vec<Vec<u8>> = lens
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| {
+                    let mut x = seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                    (0..n).map(|_| { x ^= x << 13; x ^= x >> 7; x ^= x << 17; x as u8 }).collect()
+                })
+                .collect();
+            let ms: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
+            proptest::prop_assert_eq!(blake3_many(&ms), expected(&ms));
+            for m in &ms {
+                proptest::prop_assert_eq!(blake3_of(m), *blake3::hash(m).as_bytes());
+            }
+            every_kernel(&ms, usize::MAX, "random messages");
+        }
+    }
+
     #[test]
     fn the_left_subtree_is_the_largest_power_of_two_below() {
         let got: Vec<usize> = (2..=9).map(left_chunks).collect();
