@@ -81,19 +81,39 @@ pub(super) unsafe fn compress<const L: usize, V: Vector<L>>(cv: &mut [[u32; L]; 
             V::load(&b.block_len),
             V::load(&b.flags),
         ];
-        for s in &SCHEDULE {
-            g(&mut v, [0, 4, 8, 12], m[s[0]], m[s[1]]);
-            g(&mut v, [1, 5, 9, 13], m[s[2]], m[s[3]]);
-            g(&mut v, [2, 6, 10, 14], m[s[4]], m[s[5]]);
-            g(&mut v, [3, 7, 11, 15], m[s[6]], m[s[7]]);
-            g(&mut v, [0, 5, 10, 15], m[s[8]], m[s[9]]);
-            g(&mut v, [1, 6, 11, 12], m[s[10]], m[s[11]]);
-            g(&mut v, [2, 7, 8, 13], m[s[12]], m[s[13]]);
-            g(&mut v, [3, 4, 9, 14], m[s[14]], m[s[15]]);
-        }
+        // Written out, so every message index is a constant (a loop over the schedule
+        // left them to run time, bounds checks included).
+        round(&mut v, &m, &SCHEDULE[0]);
+        round(&mut v, &m, &SCHEDULE[1]);
+        round(&mut v, &m, &SCHEDULE[2]);
+        round(&mut v, &m, &SCHEDULE[3]);
+        round(&mut v, &m, &SCHEDULE[4]);
+        round(&mut v, &m, &SCHEDULE[5]);
+        round(&mut v, &m, &SCHEDULE[6]);
         for (i, out) in cv.iter_mut().enumerate() {
             v[i].xor(v[i + 8]).store(out);
         }
+    }
+}
+
+/// One round: the quarter-round on the columns, then on the diagonals, reading the
+/// message words in the order `s` gives.
+///
+/// # Safety
+///
+/// As [`compress`].
+#[inline(always)]
+unsafe fn round<const L: usize, V: Vector<L>>(v: &mut [V; 16], m: &[V; 16], s: &[usize; 16]) {
+    // SAFETY: the caller guarantees the CPU has V's instructions.
+    unsafe {
+        g(v, [0, 4, 8, 12], m[s[0]], m[s[1]]);
+        g(v, [1, 5, 9, 13], m[s[2]], m[s[3]]);
+        g(v, [2, 6, 10, 14], m[s[4]], m[s[5]]);
+        g(v, [3, 7, 11, 15], m[s[6]], m[s[7]]);
+        g(v, [0, 5, 10, 15], m[s[8]], m[s[9]]);
+        g(v, [1, 6, 11, 12], m[s[10]], m[s[11]]);
+        g(v, [2, 7, 8, 13], m[s[12]], m[s[13]]);
+        g(v, [3, 4, 9, 14], m[s[14]], m[s[15]]);
     }
 }
 
