@@ -6,7 +6,7 @@
 //! this project's machine, against 0.15 µs for the same bytes as one long input. A reader
 //! that has the frames of a whole segment in hand (every frame names its own `prev_hash`,
 //! so their hashes do not depend on each other) can give every lane a chunk of a different
-//! frame instead ([`blake3_many`]). And a message of five to fifteen chunks leaves most of
+//! frame instead ([`blake3_many`]). And a message of five to sixteen chunks leaves most of
 //! blake3's lanes idle for its last chunks; [`blake3_of`] gives each chunk a lane.
 //!
 //! The hashes are blake3's own, bit for bit: chunks, and the root parent node of each
