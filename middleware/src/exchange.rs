@@ -83,6 +83,23 @@ impl BodyTap {
         }
     }
 
+    /// The blake3 (hex) of each body so far, unless its capture is `none`. Bodies that
+    /// are still only their kept bytes are hashed together, side by side: a request and
+    /// a response of about 2 KB each, 5.3 µs one by one and 2.3 µs so (see
+    /// [`blake3_many`](kiroku_schemas::digest::blake3_many)).
+    fn digests_hex<const N: usize>(taps: [Option<&Self>; N]) -> [Option<String>; N] {
+        let kept: Vec<&[u8]> =
+            taps.iter().flatten().filter(|t| matches!(t.digest, Digest::Kept)).map(|t| t.kept.as_slice()).collect();
+        let mut hashed = kiroku_schemas::digest::blake3_many(&kept).into_iter();
+        taps.map(|tap| {
+            let tap = tap?;
+            match tap.digest {
+                Digest::Kept => hashed.next().map(|h| to_hex(&h)),
+                _ => tap.digest_hex(),
+            }
+        })
+    }
+
     /// The blake3 of the body so far (hex), unless capture is `none`.
     fn digest_hex(&self) -> Option<String> {
         match &self.digest {
@@ -227,15 +244,8 @@ pub(crate) fn settle_in_background(commit: Option<CommitFuture>) {
     }
 }
 
-fn summary(tap: &BodyTap, mode: CaptureMode, content_type: Option<String>) -> BodySummary {
-    BodySummary {
-        content_type,
-        bytes: tap.bytes,
-        blake3: tap.digest_hex(),
-        capture: mode,
-        captured: None,
-        truncated: false,
-    }
+fn summary(tap: &BodyTap, blake3: Option<String>, mode: CaptureMode, content_type: Option<String>) -> BodySummary {
+    BodySummary { content_type, bytes: tap.bytes, blake3, capture: mode, captured: None, truncated: false }
 }
 
 /// Store a body per capture mode: redact (mode `redacted`) before truncating to the
@@ -263,10 +273,15 @@ impl FinalizerInner {
     fn finish(self, seen: Option<ResponseSeen>, outcome: Outcome, error: Option<String>) -> Option<CommitFuture> {
         let Self { span, cfg, exchange, handle, response_annotations, mut record } = self;
         record.finished_at = Timestamp::now();
-        let (req_kept, req_overflow, req_complete) = exchange.with_request(|r| {
-            record.http.request = summary(&r.tap, cfg.request_capture, record.http.request.content_type.take());
-            (std::mem::take(&mut r.tap.kept), r.tap.overflow, r.complete && r.error.is_none())
+        // The request body ends here for the record; anything still arriving is not in it.
+        let (mut req_tap, req_complete) = exchange.with_request(|r| {
+            let tap = std::mem::replace(&mut r.tap, BodyTap::new(CaptureMode::None, 0));
+            (tap, r.complete && r.error.is_none())
         });
+        let [req_digest, resp_digest] = BodyTap::digests_hex([Some(&req_tap), seen.as_ref().map(|s| &s.tap)]);
+        record.http.request =
+            summary(&req_tap, req_digest, cfg.request_capture, record.http.request.content_type.take());
+        let (req_kept, req_overflow) = (std::mem::take(&mut req_tap.kept), req_tap.overflow);
         let mut resp_kept = Vec::new();
         let mut resp_overflow = false;
         let mut stream = None;
@@ -275,7 +290,7 @@ impl FinalizerInner {
             record.first_byte_at = s.tap.first_at;
             record.http.status = s.status;
             record.http.streaming = s.streaming;
-            record.http.response = summary(&s.tap, cfg.response_capture, s.content_type.take());
+            record.http.response = summary(&s.tap, resp_digest, cfg.response_capture, s.content_type.take());
             resp_kept = std::mem::take(&mut s.tap.kept);
             resp_overflow = s.tap.overflow;
             stream = s.stream;
@@ -396,5 +411,35 @@ mod tests {
             }
         }
         assert_eq!(BodyTap::new(CaptureMode::None, 10).digest_hex(), None);
+    }
+
+    #[test]
+    fn bodies_hashed_together_get_each_its_own_digest() {
+        let tap = |mode, keep_limit, len: usize, seed: u32| {
+            let body: Vec<u8> = (0..len as u32).map(|i| (i * seed % 251) as u8).collect();
+            let mut t = BodyTap::new(mode, keep_limit);
+            for c in body.chunks(700) {
+                t.observe(&Bytes::copy_from_slice(c));
+            }
+            (t, to_hex(blake3::hash(&body).as_bytes()))
+        };
+        // Kept and kept (side by side), kept and running, kept and off, empty, absent.
+        let shapes = [(CaptureMode::Redacted, 1 << 20), (CaptureMode::Full, 100), (CaptureMode::None, 1 << 20)];
+        for (req_mode, req_limit) in shapes {
+            for (resp_mode, resp_limit) in shapes {
+                for (req_len, resp_len) in [(2000, 2048), (0, 1), (40, 60), (3000, 9000)] {
+                    let (req, req_want) = tap(req_mode, req_limit, req_len, 7);
+                    let (resp, resp_want) = tap(resp_mode, resp_limit, resp_len, 13);
+                    let want = |mode, d: String| (mode != CaptureMode::None).then_some(d);
+                    let what = format!("{req_mode:?}/{req_limit} {req_len}, {resp_mode:?}/{resp_limit} {resp_len}");
+                    assert_eq!(
+                        BodyTap::digests_hex([Some(&req), Some(&resp)]),
+                        [want(req_mode, req_want.clone()), want(resp_mode, resp_want)],
+                        "{what}"
+                    );
+                    assert_eq!(BodyTap::digests_hex([Some(&req), None]), [want(req_mode, req_want), None], "{what}");
+                }
+            }
+        }
     }
 }

@@ -31,7 +31,11 @@ const PARENT: u32 = 4;
 const ROOT: u32 = 8;
 const BLOCK_LEN: usize = 64;
 const CHUNK_LEN: usize = 1024;
-/// Fewer messages than this are hashed one by one: a mostly empty set of lanes costs more.
+/// Fewer messages than this are hashed one by one, unless they hold at least a chunk's
+/// worth of bytes between them: a mostly empty set of lanes costs more than a few short
+/// messages do alone. Two messages of about 2 KB, though (a request and a response body),
+/// take blake3 5.3 µs one by one (each is a whole chunk and then a partial one, compressed
+/// one after the other) and 2.3 µs side by side; two of 60 bytes, 275 against 329 ns.
 const SIDE_BY_SIDE_MIN: usize = 4;
 /// Longer messages are hashed one by one: from four chunks on, blake3 gives its lanes to
 /// one message's chunks about as well, and from eight on clearly better (1,024 messages
@@ -72,7 +76,9 @@ const SCHEDULE: [[usize; 16]; 7] = {
 /// assert_eq!(hashes[7], *blake3::hash(&frames[7]).as_bytes());
 /// ```
 pub fn blake3_many(messages: &[&[u8]]) -> Vec<Hash> {
-    if messages.iter().filter(|m| m.len() <= SIDE_BY_SIDE_MAX).count() >= SIDE_BY_SIDE_MIN {
+    let (short, bytes) =
+        messages.iter().filter(|m| m.len() <= SIDE_BY_SIDE_MAX).fold((0, 0), |(n, bytes), m| (n + 1, bytes + m.len()));
+    if short >= SIDE_BY_SIDE_MIN || short >= 2 && bytes >= CHUNK_LEN {
         #[cfg(target_arch = "x86_64")]
         {
             if let Some(k) = x86::Avx512::detect() {
