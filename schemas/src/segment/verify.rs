@@ -357,7 +357,7 @@ impl SegmentVerifier {
 /// Frames are read in batches of up to 256 (or 1 MiB) and their hashes computed side by
 /// side ([`ComputedHash::of_all`]) before the batch is checked in order, so the result,
 /// the problem found first included, is the same as checking frame by frame. Frames of
-/// more than 3 KiB, which blake3 hashes as fast alone, are checked where they are read.
+/// more than 8 KiB, which blake3 hashes about as fast alone, are checked where they are read.
 pub fn verify_segment<R: Read>(input: R, opts: &VerifyOptions) -> Result<SegmentReport, SegmentError> {
     verify_in_batches(input, opts, FrameBatch::FRAMES)
 }
