@@ -128,17 +128,29 @@ pub fn blake3_of(message: &[u8]) -> Hash {
 }
 
 /// Whether a message of `len` bytes is hashed faster with its chunks in `lanes` lanes
-/// than by blake3 alone: from five chunks to as many as there are lanes, when more than a
-/// chunk's worth of bytes follows the last multiple of 4 KiB. blake3 compresses whole
-/// chunks 4, 8 or 16 at once, and what is left one chunk after another.
+/// than by blake3 alone. blake3 compresses whole chunks 4, 8 or 16 at once and what is
+/// left one chunk after another (its tree splits the same way), so a message pays for
+/// every chunk time past its last full group; side by side, up to `lanes` chunks cost one
+/// chunk time and their merges. Measured, `blake3::hash` against this (16 lanes, 200 000
+/// calls, two runs):
 ///
-/// Measured (16 lanes, `blake3::hash` against this): 6,000 bytes 3.9 µs against 2.6;
-/// 8,000 bytes 5.1 against 2.8; 15,000 bytes 5.3 against 3.5. A 4 KiB record's frame
-/// (4,169 bytes) costs blake3 1.7 µs, its four whole chunks filling one group; side by
-/// side it made `verify_100mb_segment` on 4 KiB records 30% slower, so it is left to
-/// blake3. With 8 lanes, messages of more than eight chunks were slower.
+/// - five chunks or more (up to the lanes), when more than a chunk's worth of bytes
+///   follows the last multiple of 4 KiB: 6,000 bytes 3.9 µs against 2.6; 8,000 bytes 5.1
+///   against 2.8; 15,000 bytes 5.3 against 3.5. A 4 KiB record's frame (4,169 bytes)
+///   costs blake3 1.7 µs, its four whole chunks filling one group: left to it.
+/// - with 16 lanes, two or three chunks whose last holds at least 768 bytes (1,920 bytes
+///   2.5 µs against 2.23; 3,072 bytes 2.64-2.71 against 2.23-2.29; 1,664 bytes even),
+///   and four chunks but for exactly 4 KiB (3,200 bytes 2.88 against 2.33; 3,968 bytes
+///   3.7-3.9 against 2.43). With 8 lanes these were not measured to gain, and messages
+///   of more than eight chunks were slower.
 fn gains_from_lanes(len: usize, lanes: usize) -> bool {
-    (5..=lanes).contains(&len.div_ceil(CHUNK_LEN)) && len % (4 * CHUNK_LEN) > CHUNK_LEN
+    let chunks = len.div_ceil(CHUNK_LEN);
+    let last = len - (chunks.max(1) - 1) * CHUNK_LEN;
+    match chunks {
+        2 | 3 if lanes >= 16 => last >= 768 && len != 2 * CHUNK_LEN,
+        4 if lanes >= 16 => len != 4 * CHUNK_LEN,
+        _ => (5..=lanes).contains(&chunks) && len % (4 * CHUNK_LEN) > CHUNK_LEN,
+    }
 }
 
 /// One chunk of one message.
@@ -390,9 +402,10 @@ mod tests {
 
     #[test]
     fn the_lanes_are_used_where_blake3_leaves_them_idle() {
-        let lens = [4096, 4169, 5120, 5121, 6000, 8191, 8192, 8193, 9300, 12300, 16383, 16384, 16385];
-        let wide = |lanes| lens.into_iter().filter(|&n| gains_from_lanes(n, lanes)).collect::<Vec<_>>();
-        assert_eq!(wide(16), [5121, 6000, 8191, 9300, 16383]);
+        let lens = [0, 1024, 1600, 1792, 2048, 2500, 2816, 3072, 3073, 4095, 4096, 4169, 5120, 5121, 6000, 8191];
+        let lens = lens.into_iter().chain([8192, 8193, 9300, 12300, 16383, 16384, 16385]);
+        let wide = |lanes| lens.clone().filter(|&n| gains_from_lanes(n, lanes)).collect::<Vec<_>>();
+        assert_eq!(wide(16), [1792, 2816, 3072, 3073, 4095, 5121, 6000, 8191, 9300, 16383]);
         assert_eq!(wide(8), [5121, 6000, 8191]);
     }
 
