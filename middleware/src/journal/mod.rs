@@ -41,6 +41,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use faults::Faults;
 pub use spool::{CHAIN_LOCK_FILE, HEAD_FILE, RecoveryReport, segment_name, sync_dir, write_atomic};
+pub use writeback::Writeback;
 
 /// When a record counts as durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
