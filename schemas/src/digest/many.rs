@@ -138,17 +138,19 @@ pub fn blake3_of(message: &[u8]) -> Hash {
 ///   follows the last multiple of 4 KiB: 6,000 bytes 3.9 µs against 2.6; 8,000 bytes 5.1
 ///   against 2.8; 15,000 bytes 5.3 against 3.5. A 4 KiB record's frame (4,169 bytes)
 ///   costs blake3 1.7 µs, its four whole chunks filling one group: left to it.
-/// - with 16 lanes, two or three chunks whose last holds at least 768 bytes (1,920 bytes
-///   2.5 µs against 2.23; 3,072 bytes 2.64-2.71 against 2.23-2.29; 1,664 bytes even),
-///   and four chunks but for exactly 4 KiB (3,200 bytes 2.88 against 2.33; 3,968 bytes
-///   3.7-3.9 against 2.43). With 8 lanes these were not measured to gain, and messages
-///   of more than eight chunks were slower.
+/// - two or three chunks whose last holds at least 768 bytes (1,920 bytes 2.5 µs against
+///   2.23; 3,072 bytes 2.64-2.71 against 2.23-2.29; 1,664 bytes even), and four chunks
+///   but for exactly 4 KiB (3,200 bytes 2.88 against 2.33; 3,968 bytes 3.7-3.9 against
+///   2.43). With 8 lanes (AVX2 forced on the same machine): 2,000 bytes 2.68-2.72
+///   against 2.37-2.41, 3,900 bytes 3.79-3.81 against 2.50-2.52, 1,792 bytes even.
+///
+/// With 8 lanes, messages of more than eight chunks were slower.
 fn gains_from_lanes(len: usize, lanes: usize) -> bool {
     let chunks = len.div_ceil(CHUNK_LEN);
     let last = len - (chunks.max(1) - 1) * CHUNK_LEN;
     match chunks {
-        2 | 3 if lanes >= 16 => last >= 768 && len != 2 * CHUNK_LEN,
-        4 if lanes >= 16 => len != 4 * CHUNK_LEN,
+        2 | 3 => last >= 768 && len != 2 * CHUNK_LEN,
+        4 => len != 4 * CHUNK_LEN,
         _ => (5..=lanes).contains(&chunks) && len % (4 * CHUNK_LEN) > CHUNK_LEN,
     }
 }
@@ -406,7 +408,7 @@ mod tests {
         let lens = lens.into_iter().chain([8192, 8193, 9300, 12300, 16383, 16384, 16385]);
         let wide = |lanes| lens.clone().filter(|&n| gains_from_lanes(n, lanes)).collect::<Vec<_>>();
         assert_eq!(wide(16), [1792, 2816, 3072, 3073, 4095, 5121, 6000, 8191, 9300, 16383]);
-        assert_eq!(wide(8), [5121, 6000, 8191]);
+        assert_eq!(wide(8), [1792, 2816, 3072, 3073, 4095, 5121, 6000, 8191]);
     }
 
     proptest::proptest! {
