@@ -7,7 +7,7 @@
 //! tokens, `api_key=...`-style assignments). Add custom regexes and JSON paths to drop.
 //!
 //! JSON bodies are redacted value by value, keys included, in the text as it was sent
-//! (structure, order and spacing kept, listed paths removed; see [`json`]); anything
+//! (structure, order and spacing kept, listed paths removed; see `redact/json.rs`); anything
 //! else as text. Matches become `[REDACTED:<rule>]`.
 
 mod json;
