@@ -81,13 +81,8 @@ pub fn blake3_many(messages: &[&[u8]]) -> Vec<Hash> {
         messages.iter().filter(|m| m.len() <= SIDE_BY_SIDE_MAX).fold((0, 0), |(n, bytes), m| (n + 1, bytes + m.len()));
     if short >= SIDE_BY_SIDE_MIN || short >= 2 && bytes >= CHUNK_LEN {
         #[cfg(target_arch = "x86_64")]
-        {
-            if let Some(k) = x86::Avx512::detect() {
-                return side_by_side(k, messages, SIDE_BY_SIDE_MAX);
-            }
-            if let Some(k) = x86::Avx2::detect() {
-                return side_by_side(k, messages, SIDE_BY_SIDE_MAX);
-            }
+        if let Some(k) = x86::Widest::detect() {
+            return k.side_by_side(messages, SIDE_BY_SIDE_MAX);
         }
         // The limit the portable kernel had before the x86 kernels were written.
         #[cfg(not(target_arch = "x86_64"))]
@@ -112,17 +107,8 @@ pub fn blake3_many(messages: &[&[u8]]) -> Vec<Hash> {
 /// ```
 pub fn blake3_of(message: &[u8]) -> Hash {
     #[cfg(target_arch = "x86_64")]
-    {
-        let len = message.len();
-        if let Some(k) = x86::Avx512::detect() {
-            if gains_from_lanes(len, 16) {
-                return side_by_side(k, &[message], len)[0];
-            }
-        } else if let Some(k) = x86::Avx2::detect()
-            && gains_from_lanes(len, 8)
-        {
-            return side_by_side(k, &[message], len)[0];
-        }
+    if let Some(k) = x86::Widest::detect().filter(|k| gains_from_lanes(message.len(), k.lanes())) {
+        return k.side_by_side(&[message], message.len())[0];
     }
     *blake3::hash(message).as_bytes()
 }

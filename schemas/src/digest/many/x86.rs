@@ -8,9 +8,39 @@
 // reference's own bytes.
 #![allow(unsafe_code)]
 
-use super::BLOCK_LEN;
 use super::kernel::{Blocks, Kernel, Vector, compress};
+use super::{BLOCK_LEN, Hash};
 use std::arch::x86_64::*;
+
+/// The widest kernel this CPU runs.
+#[derive(Clone, Copy)]
+pub(super) enum Widest {
+    Avx512(Avx512),
+    Avx2(Avx2),
+}
+
+impl Widest {
+    /// AVX-512 where the CPU has it, else AVX2, else none.
+    pub(super) fn detect() -> Option<Self> {
+        Avx512::detect().map(Self::Avx512).or_else(|| Avx2::detect().map(Self::Avx2))
+    }
+
+    /// How many chunks it compresses at once.
+    pub(super) fn lanes(self) -> usize {
+        match self {
+            Self::Avx512(_) => 16,
+            Self::Avx2(_) => 8,
+        }
+    }
+
+    /// [`side_by_side`](super::side_by_side) with this kernel.
+    pub(super) fn side_by_side(self, messages: &[&[u8]], max: usize) -> Vec<Hash> {
+        match self {
+            Self::Avx512(k) => super::side_by_side(k, messages, max),
+            Self::Avx2(k) => super::side_by_side(k, messages, max),
+        }
+    }
+}
 
 /// The AVX2 kernel: 8 lanes.
 #[derive(Clone, Copy)]
