@@ -172,6 +172,28 @@ pub fn writer_properties(row_group_rows: usize, chain: &str) -> WriterProperties
     ] {
         b = b.set_column_dictionary_enabled(ColumnPath::from(c), false);
     }
+    // So are seqs, instants and durations: their dictionaries, too, only cost time.
+    for c in ["seq", "started_at", "first_byte_at", "finished_at", "duration_ms", "ttfb_ms"] {
+        b = b.set_column_dictionary_enabled(ColumnPath::from(c), false);
+    }
+    // Minimum and maximum of hashes, random ids and whole bodies prune nothing (a page of
+    // them spans nearly the whole range); point lookups use the bloom filters. Computing
+    // them costs two comparisons per value.
+    for c in [
+        "payload",
+        "hash",
+        "prev_hash",
+        "request_captured",
+        "response_captured",
+        "request_blake3",
+        "response_blake3",
+        "trace_id",
+        "span_id",
+        "response_id",
+        "output_digest",
+    ] {
+        b = b.set_column_statistics_enabled(ColumnPath::from(c), EnabledStatistics::None);
+    }
     b.build()
 }
 

@@ -136,10 +136,20 @@ pub fn record_hash(chain: &ChainId, seq: u64, prev: &Hash, payload: &[u8]) -> Ha
 
 /// The 4-byte check over a frame's kind, length and seq (bytes 0..13 of the frame).
 pub(crate) fn head_check(head: &[u8]) -> [u8; 4] {
-    let mut h = blake3::Hasher::new();
-    h.update(b"kiroku/v1/frame-head\0");
-    h.update(head);
-    let d = h.finalize();
+    const DOMAIN: &[u8] = b"kiroku/v1/frame-head\0";
+    // A frame's 13 bytes and the domain fit one block: hashed from a stack buffer,
+    // `blake3::hash` is one compression, without a `Hasher`'s set-up and two updates.
+    let mut block = [0u8; 64];
+    let d = if let Some(dst) = block.get_mut(DOMAIN.len()..DOMAIN.len() + head.len()) {
+        dst.copy_from_slice(head);
+        block[..DOMAIN.len()].copy_from_slice(DOMAIN);
+        blake3::hash(&block[..DOMAIN.len() + head.len()])
+    } else {
+        let mut h = blake3::Hasher::new();
+        h.update(DOMAIN);
+        h.update(head);
+        h.finalize()
+    };
     let b = d.as_bytes();
     [b[0], b[1], b[2], b[3]]
 }
