@@ -31,7 +31,7 @@ use arrow_array::RecordBatch;
 use arrow_select::interleave::interleave_record_batch;
 use kiroku_schemas::checkpoint::NoteVerifier;
 use kiroku_schemas::digest::to_hex;
-use kiroku_schemas::segment::ChainState;
+use kiroku_schemas::segment::{ChainState, Mode, Problem, VerifyOptions, verify_segment};
 use kiroku_schemas::{ChainId, Timestamp};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::{KeyValue, SortingColumn};
@@ -41,7 +41,7 @@ use parquet::schema::types::ColumnPath;
 use crate::archive_store::{ArchiveStore, Lease, ManifestState};
 use crate::columns;
 use crate::error::CliError;
-use crate::manifest::{ChainEntry, FileEntry, SegmentEntry};
+use crate::manifest::{ChainEntry, FileEntry, SegmentEnd, SegmentEntry};
 use crate::spool::{OrphanGuard, SegmentRef, SpoolStore};
 use file::FileEncoder;
 use reading::{Pending, Refusal, Segment, Verdict};
@@ -463,10 +463,45 @@ impl Run<'_> {
     }
 }
 
-/// True when this exact file (name and content) is one the manifest records as compacted.
-fn is_known(spool: &dyn SpoolStore, known: &[SegmentEntry], seg: &SegmentRef) -> Result<bool, CliError> {
+/// True when this file is one the manifest records as compacted: the same name, and it
+/// verifies (signatures by the configured key included) and its records end where that
+/// segment's ended, so it holds exactly the records compacted from it. Manifests before
+/// version 3 recorded the file's blake3 instead, which is compared then.
+fn is_known(
+    spool: &dyn SpoolStore,
+    known: &[SegmentEntry],
+    seg: &SegmentRef,
+    opts: &CompactOptions,
+) -> Result<bool, CliError> {
     let Some(k) = known.iter().find(|s| s.name == seg.name) else { return Ok(false) };
-    Ok(segment_digest(spool, seg)? == k.blake3)
+    match (&k.end, &k.blake3) {
+        (Some(end), _) => ends_at(spool, seg, opts, end),
+        (None, Some(digest)) => Ok(segment_digest(spool, seg)? == *digest),
+        (None, None) => Ok(false),
+    }
+}
+
+/// True when `seg` verifies on its own (from its header's chain position) and ends at
+/// `end`.
+fn ends_at(
+    spool: &dyn SpoolStore,
+    seg: &SegmentRef,
+    opts: &CompactOptions,
+    end: &SegmentEnd,
+) -> Result<bool, CliError> {
+    let vopts = VerifyOptions {
+        mode: if seg.sealed { Mode::Sealed } else { Mode::Open },
+        verifier: Some(opts.verifier.clone()),
+        chain_id: Some(seg.chain_id),
+        previous: None,
+    };
+    match verify_segment(std::io::BufReader::with_capacity(1 << 20, spool.read(seg)?), &vopts) {
+        Ok(report) => Ok(end.is(&report.end)),
+        Err(e) => match e.problem {
+            Problem::Io(msg) => Err(CliError::Io(format!("{}: {msg}", seg.name))),
+            _ => Ok(false),
+        },
+    }
 }
 
 /// A segment whose seqs the archive already holds but which is not the file that was
@@ -567,7 +602,7 @@ fn commit(
     if let Some(note) = &v.last_checkpoint {
         entry.checkpoints.push(note.clone());
     }
-    entry.segments.push(SegmentEntry { name: seg.name.clone(), blake3: s.digest.clone() });
+    entry.segments.push(SegmentEntry { name: seg.name.clone(), blake3: None, end: Some(SegmentEnd::of(&v.end)) });
     if !run.m.commit_chain(run.archive, chain, base.as_ref(), entry)? {
         run.report.elsewhere.push(format!("{chain}: another compactor committed {} first", seg.name));
         return Ok(false);
@@ -614,7 +649,7 @@ fn examine(
     buffers: &mut Buffers,
 ) -> Result<(Arc<Segment>, Pending), Step> {
     if seg.first_seq < state.next_seq {
-        return Err(match is_known(spool, known, seg) {
+        return Err(match is_known(spool, known, seg, opts) {
             Ok(true) => Step::Known,
             Ok(false) => Step::Overlap(state.clone()),
             Err(e) => Step::Fail(e),

@@ -25,6 +25,13 @@ pub const MANIFEST_VERSION: u32 = 1;
 /// removed records as deleted rows.
 pub const MANIFEST_VERSION_RETIRED: u32 = 2;
 
+/// Manifest format version written once a compacted segment is recorded by where its
+/// records brought the chain ([`SegmentEnd`]) rather than by the blake3 of its file, so
+/// that a kiroku from before refuses the archive clearly instead of taking every
+/// compacted segment for a different file. Readers of this version read the earlier
+/// ones too, retired chains included.
+pub const MANIFEST_VERSION_SEGMENT_ENDS: u32 = 3;
+
 /// One Parquet file of the archive.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileEntry {
@@ -44,13 +51,46 @@ pub struct FileEntry {
     pub date: String,
 }
 
-/// A segment file that was compacted.
+/// A segment file that was compacted, and how to recognise it if it comes back (a run
+/// that stopped after the manifest but before moving it, or the same file delivered
+/// again).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SegmentEntry {
     /// File name in the spool.
     pub name: String,
-    /// blake3 of the file as it was read, hex.
-    pub blake3: String,
+    /// blake3 of the whole file as it was read, hex: how manifests before version 3
+    /// identify a segment (still honoured when read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blake3: Option<String>,
+    /// Where its records brought the chain (version 3 on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<SegmentEnd>,
+}
+
+/// Where a compacted segment's records brought its chain. The last record's hash
+/// covers every record before it (each links the one before, the first the chain
+/// before the segment): a file of that name that verifies and ends there holds exactly
+/// the records that were compacted from it. The compactor knows this from verifying
+/// the segment; a whole-file digest would cost a second hash of every byte read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentEnd {
+    /// Seq after the segment's last record.
+    pub next_seq: u64,
+    /// Hash of the segment's last record (of the chain before it when it holds none),
+    /// hex.
+    pub last_hash: String,
+}
+
+impl SegmentEnd {
+    /// Where `state` stands.
+    pub fn of(state: &ChainState) -> Self {
+        Self { next_seq: state.next_seq, last_hash: to_hex(&state.last_hash) }
+    }
+
+    /// True when `state` stands here.
+    pub fn is(&self, state: &ChainState) -> bool {
+        self.next_seq == state.next_seq && self.last_hash == to_hex(&state.last_hash)
+    }
 }
 
 /// What the archive holds of one chain.
@@ -192,7 +232,7 @@ impl Manifest {
     /// Parse a stored manifest; `what` names it in errors.
     pub fn parse(bytes: &[u8], what: &str) -> Result<Self, CliError> {
         let m: Self = serde_json::from_slice(bytes).map_err(|e| CliError::Corrupt(format!("{what}: {e}")))?;
-        if !(MANIFEST_VERSION..=MANIFEST_VERSION_RETIRED).contains(&m.version) {
+        if !(MANIFEST_VERSION..=MANIFEST_VERSION_SEGMENT_ENDS).contains(&m.version) {
             return Err(CliError::Usage(format!("{what}: manifest version {} is not supported", m.version)));
         }
         Ok(m)
@@ -224,8 +264,15 @@ impl Manifest {
             version: u32,
             chains: &'a BTreeMap<String, ChainEntry>,
         }
+        let ends = self.chains.values().flat_map(|e| &e.segments).any(|s| s.blake3.is_none());
         let cut = self.chains.values().any(|e| e.retired.is_some());
-        let version = if cut { MANIFEST_VERSION_RETIRED } else { MANIFEST_VERSION };
+        let version = if ends {
+            MANIFEST_VERSION_SEGMENT_ENDS
+        } else if cut {
+            MANIFEST_VERSION_RETIRED
+        } else {
+            MANIFEST_VERSION
+        };
         serde_json::to_vec_pretty(&Stored { version, chains: &self.chains })
             .map_err(|e| CliError::Corrupt(e.to_string()))
     }
@@ -241,5 +288,84 @@ impl Manifest {
     /// Every file of every chain.
     pub fn files(&self) -> impl Iterator<Item = (&str, &FileEntry)> {
         self.chains.iter().flat_map(|(c, e)| e.files.iter().map(move |f| (c.as_str(), f)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version_of(m: &Manifest) -> u64 {
+        let v: serde_json::Value = serde_json::from_slice(&m.to_json().unwrap()).unwrap();
+        v["version"].as_u64().unwrap()
+    }
+
+    fn with_segment(entry: SegmentEntry) -> Manifest {
+        let chain = ChainId([7; 16]);
+        let mut e = ChainEntry::genesis(chain);
+        e.segments.push(entry);
+        let mut m = Manifest::empty();
+        m.chains.insert(chain.to_string(), e);
+        m
+    }
+
+    #[test]
+    fn the_version_written_is_the_oldest_that_reads_the_content() {
+        assert_eq!(version_of(&Manifest::empty()), 1);
+        let old = SegmentEntry { name: "a.seg".into(), blake3: Some("ab".repeat(32)), end: None };
+        let mut m = with_segment(old);
+        assert_eq!(version_of(&m), 1, "whole-file digests: every kiroku reads it");
+        m.chains.values_mut().for_each(|e| {
+            e.retired = Some(Retired {
+                next_seq: 1,
+                last_hash: "00".repeat(32),
+                frontier: Vec::new(),
+                files: 1,
+                through_date: "2026-01-01".into(),
+                at: "2026-06-01T00:00:00Z".into(),
+            })
+        });
+        assert_eq!(version_of(&m), 2, "cut by retention");
+        let state = ChainState::genesis(ChainId([7; 16]));
+        let new = SegmentEntry { name: "b.seg".into(), blake3: None, end: Some(SegmentEnd::of(&state)) };
+        m.chains.values_mut().for_each(|e| e.segments.push(new.clone()));
+        assert_eq!(version_of(&m), 3, "a segment recorded by its end");
+        assert_eq!(version_of(&with_segment(new)), 3);
+    }
+
+    #[test]
+    fn every_version_up_to_three_is_read_and_a_newer_one_refused() {
+        let stored = with_segment(SegmentEntry {
+            name: "a.seg".into(),
+            blake3: None,
+            end: Some(SegmentEnd { next_seq: 5, last_hash: "cd".repeat(32) }),
+        })
+        .to_json()
+        .unwrap();
+        let back = Manifest::parse(&stored, "m").unwrap();
+        assert_eq!(back.chains.values().next().unwrap().segments[0].end.as_ref().unwrap().next_seq, 5);
+        // A manifest of an earlier kiroku: the whole-file digest is kept as it was.
+        let old = br#"{"version":1,"chains":{"x":{"next_seq":0,"last_hash":"","frontier":[],"checkpoints":[],"files":[],"segments":[{"name":"a.seg","blake3":"ab"}]}}}"#;
+        let m = Manifest::parse(old, "m").unwrap();
+        let seg = &m.chains["x"].segments[0];
+        assert_eq!((seg.blake3.as_deref(), &seg.end), (Some("ab"), &None));
+        assert!(String::from_utf8(m.to_json().unwrap()).unwrap().contains(r#""blake3": "ab""#));
+        let newer = String::from_utf8(stored).unwrap().replacen("\"version\": 3", "\"version\": 4", 1);
+        let e = Manifest::parse(newer.as_bytes(), "m").unwrap_err();
+        assert!(e.to_string().contains("manifest version 4 is not supported"), "{e}");
+    }
+
+    #[test]
+    fn a_segment_end_is_the_seq_after_it_and_its_last_hash() {
+        let mut state = ChainState::genesis(ChainId([1; 16]));
+        (state.next_seq, state.last_hash) = (9, [4; 32]);
+        let end = SegmentEnd::of(&state);
+        assert_eq!((end.next_seq, end.last_hash.as_str()), (9, "04".repeat(32).as_str()));
+        assert!(end.is(&state));
+        state.last_hash[31] = 5;
+        assert!(!end.is(&state));
+        state.last_hash[31] = 4;
+        state.next_seq = 10;
+        assert!(!end.is(&state));
     }
 }

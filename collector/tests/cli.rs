@@ -838,24 +838,42 @@ async fn a_copy_of_a_compacted_segment_is_recognised_and_an_altered_one_quaranti
     segs.sort();
     let seg = &segs[0];
     let back = spool.join(&chain).join(seg.file_name().unwrap());
-    // The same file again (a run that stopped after committing, or a re-delivery): moved, nothing archived twice.
-    std::fs::copy(seg, &back).unwrap();
-    let out = f.compact();
-    assert!(out.status.success() && text(&out).contains("compacted 0 segment(s)"), "{}", text(&out));
-    assert!(!back.exists());
-    // The same name with other content: never dropped, never archived twice.
-    let mut bytes = std::fs::read(seg).unwrap();
-    let n = bytes.len() / 2;
-    bytes[n] ^= 0x10;
-    std::fs::write(&back, bytes).unwrap();
-    let out = f.compact();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("QUARANTINED") && text(&out).contains("fork of the chain"), "{}", text(&out));
-    assert!(spool.join("quarantine").join(&chain).join(seg.file_name().unwrap()).exists());
-    assert!(
-        kiroku(&["verify", "--archive", &f.archive(), "--pubkey", &f.vkey()]).status.success(),
-        "the archive is untouched"
-    );
+    // A manifest of this kiroku records a segment by where its records end (version 3);
+    // one of an earlier kiroku recorded the blake3 of its file (version 1). Both ways:
+    for version in [3, 1] {
+        if version == 1 {
+            let mut m = kiroku_collector::manifest::Manifest::load(Path::new(&f.archive())).unwrap();
+            for e in m.chains.values_mut().flat_map(|c| c.segments.iter_mut()) {
+                let file = compacted.join(&chain).join(&e.name);
+                e.end = None;
+                e.blake3 = Some(blake3::hash(&std::fs::read(file).unwrap()).to_hex().to_string());
+            }
+            m.save(Path::new(&f.archive())).unwrap();
+        }
+        let stored = std::fs::read_to_string(Path::new(&f.archive()).join("_kiroku/manifest.json")).unwrap();
+        assert!(stored.contains(&format!("\"version\": {version}")), "{stored}");
+        // The same file again (a run that stopped after committing, or a re-delivery):
+        // moved, nothing archived twice.
+        std::fs::copy(seg, &back).unwrap();
+        let out = f.compact();
+        assert!(out.status.success() && text(&out).contains("compacted 0 segment(s)"), "{}", text(&out));
+        assert!(!back.exists());
+        // The same name with other content: never dropped, never archived twice.
+        let mut bytes = std::fs::read(seg).unwrap();
+        let n = bytes.len() / 2;
+        bytes[n] ^= 0x10;
+        std::fs::write(&back, bytes).unwrap();
+        let out = f.compact();
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(text(&out).contains("QUARANTINED") && text(&out).contains("fork of the chain"), "{}", text(&out));
+        let quarantine = spool.join("quarantine");
+        assert!(quarantine.join(&chain).join(seg.file_name().unwrap()).exists());
+        assert!(
+            kiroku(&["verify", "--archive", &f.archive(), "--pubkey", &f.vkey()]).status.success(),
+            "the archive is untouched"
+        );
+        std::fs::remove_dir_all(quarantine).unwrap();
+    }
 }
 
 #[test]

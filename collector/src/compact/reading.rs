@@ -1,8 +1,8 @@
 //! Reading a segment for compaction, and its verdict.
 //!
 //! [`read`] makes one pass over the file: it checks the header against the chain so far
-//! and the framing (heads, lengths, a torn tail), hashes the whole file for the
-//! manifest, and keeps the record frames and their payloads. It does not hash the
+//! and the framing (heads, lengths, a torn tail), and keeps the record frames and their
+//! payloads. It does not hash the
 //! frames: the chain hash of every record is computed with its parsing
 //! ([`super::records`]), on whichever thread is free, since it does not depend on the
 //! frames before it. Then [`Pending::verify`] runs, on the reader, the checks that do:
@@ -14,7 +14,6 @@
 use std::io;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
-use kiroku_schemas::digest::to_hex;
 use kiroku_schemas::segment::{
     self, ChainState, ComputedHash, FrameKind, Mode, Problem, SegmentError, SegmentReader, SegmentVerifier,
     VerifyOptions,
@@ -28,8 +27,6 @@ use crate::spool::{SegmentRef, SpoolStore};
 /// A segment being compacted, shared by both threads: its frames and payloads (hashed
 /// and parsed by [`Records`]), and the verdict once the reader has checked it.
 pub(super) struct Segment {
-    /// blake3 of the whole file.
-    pub digest: String,
     /// Its record frames, payloads and parsed chunks.
     pub records: Records,
     verdict: Mutex<Option<Result<Verdict, Refusal>>>,
@@ -127,11 +124,8 @@ pub(super) fn read(
         chain_id: Some(state.chain_id),
         previous: Some(state.clone()),
     };
-    let hasher = Arc::new(Mutex::new(blake3::Hasher::new()));
-    // Hash in the large reads that fill this buffer, not in the reader's frame-sized
-    // ones: blake3 is several times faster on whole 1 KiB chunks fed together.
-    let input =
-        io::BufReader::with_capacity(1 << 20, HashingReader { inner: spool.read(seg)?, hasher: hasher.clone() });
+    // Large reads: fewer system calls than the reader's frame-sized ones.
+    let input = io::BufReader::with_capacity(1 << 20, spool.read(seg)?);
     let mut reader = match SegmentReader::open(input) {
         Ok(r) => r,
         Err(e) => return Ok(Err(e.in_file(&seg.name).to_string())),
@@ -163,11 +157,7 @@ pub(super) fn read(
         frames.push(Frame { seq: frame.seq, prev: frame.prev, hash: frame.hash, offset: frame.offset, payload });
     };
     let end = reader.offset();
-    // Hash what follows the last frame too (a torn tail), so the digest is the file's.
-    let _ = io::copy(&mut reader.into_inner(), &mut io::sink());
-    let digest = hasher.lock().map(|h| to_hex(h.finalize().as_bytes())).unwrap_or_default();
     let segment = Segment {
-        digest,
         records: Records::new(&seg.name, state.chain_id, frames, payloads),
         verdict: Mutex::new(None),
         decided: Condvar::new(),
@@ -251,22 +241,6 @@ impl Pending {
             torn_tail: report.torn_tail,
             bytes: report.valid_len,
         })
-    }
-}
-
-/// A `Read` that hashes what passes through.
-struct HashingReader<R> {
-    inner: R,
-    hasher: Arc<Mutex<blake3::Hasher>>,
-}
-
-impl<R: io::Read> io::Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if let Ok(mut h) = self.hasher.lock() {
-            h.update(&buf[..n]);
-        }
-        Ok(n)
     }
 }
 
