@@ -136,22 +136,29 @@ pub fn record_hash(chain: &ChainId, seq: u64, prev: &Hash, payload: &[u8]) -> Ha
 
 /// The 4-byte check over a frame's kind, length and seq (bytes 0..13 of the frame).
 pub(crate) fn head_check(head: &[u8]) -> [u8; 4] {
-    const DOMAIN: &[u8] = b"kiroku/v1/frame-head\0";
     // A frame's 13 bytes and the domain fit one block: hashed from a stack buffer,
     // `blake3::hash` is one compression, without a `Hasher`'s set-up and two updates.
-    let mut block = [0u8; 64];
-    let d = if let Some(dst) = block.get_mut(DOMAIN.len()..DOMAIN.len() + head.len()) {
-        dst.copy_from_slice(head);
-        block[..DOMAIN.len()].copy_from_slice(DOMAIN);
-        blake3::hash(&block[..DOMAIN.len() + head.len()])
+    let d = if head.len() == 13 {
+        blake3::hash(&head_check_message(head))
     } else {
         let mut h = blake3::Hasher::new();
-        h.update(DOMAIN);
+        h.update(HEAD_DOMAIN);
         h.update(head);
         h.finalize()
     };
     let b = d.as_bytes();
     [b[0], b[1], b[2], b[3]]
+}
+
+/// The domain of the frame-head check.
+const HEAD_DOMAIN: &[u8; 21] = b"kiroku/v1/frame-head\0";
+
+/// What the check of a frame's 13 head bytes hashes: the domain, then those bytes.
+fn head_check_message(head: &[u8]) -> [u8; 34] {
+    let mut m = [0u8; 34];
+    m[..21].copy_from_slice(HEAD_DOMAIN);
+    m[21..].copy_from_slice(&head[..13]);
+    m
 }
 
 #[cfg(test)]

@@ -1,9 +1,9 @@
 //! Reading a segment for compaction, and its verdict.
 //!
 //! [`read`] makes one pass over the file: it checks the header against the chain so far
-//! and the framing (heads, lengths, a torn tail), and keeps the record frames and their
-//! payloads. It does not hash the
-//! frames: the chain hash of every record is computed with its parsing
+//! and the framing (lengths, a torn tail; the frame heads all at once at the end, side
+//! by side, with a second, checked pass should one fail), and keeps the record frames
+//! and their payloads. It does not hash the frames: the chain hash of every record is computed with its parsing
 //! ([`super::records`]), on whichever thread is free, since it does not depend on the
 //! frames before it. Then [`Pending::verify`] runs, on the reader, the checks that do:
 //! seqs, links, the Merkle tree, checkpoint signatures, the seal, with those hashes, and
@@ -117,6 +117,39 @@ pub(super) fn read(
     opts: &CompactOptions,
     buffers: (Vec<Frame>, Vec<u8>),
 ) -> Result<Result<(Arc<Segment>, Pending), String>, CliError> {
+    // Frame heads are checked all at once at the end, side by side. Should one fail,
+    // nothing read is trusted and the segment is read again, each head checked in its
+    // place, which finds the exact problem.
+    match read_with(spool, seg, state, opts, buffers, true)? {
+        Read::HeadFailed(mut frames, mut payloads) => {
+            frames.clear();
+            payloads.clear();
+            match read_with(spool, seg, state, opts, (frames, payloads), false)? {
+                Read::Done(read) => Ok(read),
+                // Not deferred, heads are checked in place: never the case.
+                Read::HeadFailed(..) => Ok(Err(format!("{}: a frame head fails its check", seg.name))),
+            }
+        }
+        Read::Done(read) => Ok(read),
+    }
+}
+
+/// What one reading of a segment gave (moved once per segment: its size costs nothing).
+#[allow(clippy::large_enum_variant)]
+enum Read {
+    Done(Result<(Arc<Segment>, Pending), String>),
+    /// A deferred frame-head check failed; the buffers, to read again.
+    HeadFailed(Vec<Frame>, Vec<u8>),
+}
+
+fn read_with(
+    spool: &dyn SpoolStore,
+    seg: &SegmentRef,
+    state: &ChainState,
+    opts: &CompactOptions,
+    buffers: (Vec<Frame>, Vec<u8>),
+    defer_heads: bool,
+) -> Result<Read, CliError> {
     let mode = if seg.sealed { Mode::Sealed } else { Mode::Open };
     let vopts = VerifyOptions {
         mode,
@@ -128,12 +161,15 @@ pub(super) fn read(
     let input = io::BufReader::with_capacity(1 << 20, spool.read(seg)?);
     let mut reader = match SegmentReader::open(input) {
         Ok(r) => r,
-        Err(e) => return Ok(Err(e.in_file(&seg.name).to_string())),
+        Err(e) => return Ok(Read::Done(Err(e.in_file(&seg.name).to_string()))),
     };
     let verifier = match SegmentVerifier::new(reader.header(), vopts) {
         Ok(v) => v,
-        Err(e) => return Ok(Err(e.in_file(&seg.name).to_string())),
+        Err(e) => return Ok(Read::Done(Err(e.in_file(&seg.name).to_string()))),
     };
+    if defer_heads {
+        reader.defer_head_checks();
+    }
     let (mut frames, mut payloads) = buffers;
     let mut others = Vec::new();
     let stop = loop {
@@ -142,6 +178,7 @@ pub(super) fn read(
             Ok(None) => break None,
             Err(e) => {
                 if let Problem::Io(msg) = &e.problem {
+                    // Whatever its heads say, the file could not be read.
                     return Err(CliError::Io(format!("{}: {msg}", seg.name)));
                 }
                 break Some(e);
@@ -156,6 +193,9 @@ pub(super) fn read(
         let payload = at..payloads.len();
         frames.push(Frame { seq: frame.seq, prev: frame.prev, hash: frame.hash, offset: frame.offset, payload });
     };
+    if reader.check_deferred_heads().is_err() {
+        return Ok(Read::HeadFailed(frames, payloads));
+    }
     let end = reader.offset();
     let segment = Segment {
         records: Records::new(&seg.name, state.chain_id, frames, payloads),
@@ -165,7 +205,7 @@ pub(super) fn read(
     let others = others.into_iter().peekable();
     let pending =
         Pending { name: seg.name.clone(), verifier, others, checked: 0, next_chunk: 0, problem: Ok(()), end, stop };
-    Ok(Ok((Arc::new(segment), pending)))
+    Ok(Read::Done(Ok((Arc::new(segment), pending))))
 }
 
 impl Pending {
@@ -305,16 +345,19 @@ mod tests {
             .map(Result::unwrap)
             .filter(|f| f.kind == FrameKind::Record)
             .collect();
-        for k in [2_500, 3_499] {
+        // A flipped byte in a frame head (its length, its seq, its check) is found by the
+        // deferred head checks and named as checking in place names it.
+        for (k, at) in [(2_500, 60), (3_499, 60), (2_500, 3), (1_000, 9), (3_499, 14)] {
             let mut bad = good.clone();
-            bad[frames[k].offset as usize + 60] ^= 1;
+            bad[frames[k].offset as usize + at] ^= 1;
             let expected =
                 verify_segment(&bad[..], &VerifyOptions::sealed().with_verifier(signer.verifier())).unwrap_err();
             assert_eq!(expected.offset, frames[k].offset);
+            assert_eq!(at < 17, matches!(expected.problem, Problem::BadFrameHead), "{expected}");
             let Err(Refusal::Bad(got)) = verdict_of(&bad, &signer, chain) else {
                 panic!("record {k}: no problem found")
             };
-            assert!(got.contains(&format!("byte offset {}", frames[k].offset)), "record {k}: {got}");
+            assert_eq!(got, expected.in_file("00000000000000000000.seg").to_string(), "record {k}, byte {at}");
         }
     }
 

@@ -94,6 +94,9 @@ pub struct SegmentReader<R> {
     failed: bool,
     buf: Vec<u8>,
     payload_len: usize,
+    /// With [`defer_head_checks`](Self::defer_head_checks): the offset and first 17
+    /// bytes of each frame read, checked later, many at once.
+    deferred: Option<Vec<(u64, [u8; 17])>>,
 }
 
 impl<R: Read> SegmentReader<R> {
@@ -119,12 +122,53 @@ impl<R: Read> SegmentReader<R> {
             raw[FIXED_LEN..FIXED_LEN + 32 * n].chunks_exact(32).map(|c| c.try_into().unwrap_or_default()).collect();
         let header = SegmentHeader::finish_decode(&raw, chain_id, first_seq, prev_hash, frontier)?;
         let header_len = raw.len() as u64;
-        Ok(Self { inner, header, header_len, offset: header_len, failed: false, buf: Vec::new(), payload_len: 0 })
+        Ok(Self {
+            inner,
+            header,
+            header_len,
+            offset: header_len,
+            failed: false,
+            buf: Vec::new(),
+            payload_len: 0,
+            deferred: None,
+        })
     }
 
     /// The segment header.
     pub fn header(&self) -> &SegmentHeader {
         &self.header
+    }
+
+    /// Do not check each frame head as it is read: keep it, and check all of them later
+    /// with [`check_deferred_heads`](Self::check_deferred_heads), side by side (a
+    /// frame head's check is one blake3 compression; sixteen cost about what one does).
+    ///
+    /// Until that check passes, nothing read is trusted: a frame, or an error, may come
+    /// from a head that fails its check (a wrong length or kind read as if it were
+    /// right). When every head passes, the frames and the error (if any) are exactly
+    /// those of a reader that checks as it goes. When one fails, read the segment again
+    /// without deferring to learn the problem: which it is (a bad head, or a torn tail
+    /// of zero bytes) depends on what follows.
+    pub fn defer_head_checks(&mut self) {
+        self.deferred.get_or_insert_with(Vec::new);
+    }
+
+    /// Check the frame heads deferred so far: `Err(offset)` of the first frame whose
+    /// head fails.
+    pub fn check_deferred_heads(&mut self) -> Result<(), u64> {
+        let Some(heads) = self.deferred.as_mut() else { return Ok(()) };
+        let mut messages = Vec::new();
+        for batch in heads.chunks(1024) {
+            messages.clear();
+            messages.extend(batch.iter().map(|(_, h)| super::head_check_message(&h[..13])));
+            let refs: Vec<&[u8]> = messages.iter().map(|m| &m[..]).collect();
+            let digests = crate::digest::blake3_many(&refs);
+            if let Some(((at, _), _)) = batch.iter().zip(&digests).find(|((_, h), d)| d[..4] != h[13..17]) {
+                return Err(*at);
+            }
+        }
+        heads.clear();
+        Ok(())
     }
 
     /// The input, positioned after what was read.
@@ -177,8 +221,12 @@ impl<R: Read> SegmentReader<R> {
         if got < 17 {
             return Err(SegmentError::at(at, None, Problem::TornTail(got as u64)));
         }
-        if head_check(&head[..13]) != head[13..17] {
-            return Err(self.corrupt_or_zero_tail(at, &head[..got], Problem::BadFrameHead));
+        match &mut self.deferred {
+            Some(heads) => heads.push((at, head[..17].try_into().unwrap_or_default())),
+            None if head_check(&head[..13]) != head[13..17] => {
+                return Err(self.corrupt_or_zero_tail(at, &head[..got], Problem::BadFrameHead));
+            }
+            None => {}
         }
         if got < FRAME_HEAD_LEN {
             return Err(SegmentError::at(at, None, Problem::TornTail(got as u64)));

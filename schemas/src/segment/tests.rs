@@ -393,6 +393,68 @@ proptest! {
     }
 
     #[test]
+    fn deferred_head_checks_agree_with_checking_in_place(
+        n in 1usize..12,
+        every in 0usize..4,
+        pos_seed in any::<u64>(),
+        bit in 0u8..8,
+        flip in any::<bool>(),
+        cut_seed in any::<u64>(),
+        zeros in 0usize..200,
+    ) {
+        let mut bytes = build(chain(16), &payloads(n), every);
+        if flip {
+            let pos = pos_seed as usize % bytes.len();
+            bytes[pos] ^= 1 << bit;
+        }
+        // Now and then cut short, or followed by zeros (a torn tail either way).
+        if cut_seed % 3 == 0 {
+            bytes.truncate(bytes.len() - (cut_seed / 3) as usize % 80);
+        }
+        if zeros % 3 == 0 {
+            bytes.resize(bytes.len() + zeros, 0);
+        }
+        // A header that does not read is refused before any frame (deferring or not).
+        if SegmentReader::open(&bytes[..]).is_err() {
+            return Ok(());
+        }
+        let read = |defer: bool| {
+            let mut r = SegmentReader::open(&bytes[..]).unwrap();
+            if defer {
+                r.defer_head_checks();
+            }
+            let (mut fs, mut end) = (Vec::new(), None);
+            loop {
+                match r.next_frame() {
+                    Ok(Some(f)) => fs.push(f),
+                    Ok(None) => break,
+                    Err(e) => { end = Some(e); break; }
+                }
+            }
+            (fs, end, r.check_deferred_heads())
+        };
+        let (fs, end, checked) = read(false);
+        prop_assert_eq!(checked, Ok(()));
+        let (dfs, dend, dchecked) = read(true);
+        match dchecked {
+            // Every head passed: exactly what checking in place reads.
+            Ok(()) => {
+                prop_assert_eq!(format!("{dfs:?}"), format!("{fs:?}"));
+                prop_assert_eq!(format!("{dend:?}"), format!("{end:?}"));
+            }
+            // A head failed: checking in place stops at that very frame, with the frames
+            // before it.
+            Err(at) => {
+                let e = end.expect("checking in place finds a problem too");
+                prop_assert_eq!(e.offset, at, "{}", e);
+                prop_assert!(matches!(e.problem, Problem::BadFrameHead | Problem::TornTail(_)), "{}", e);
+                let before: Vec<&Frame> = dfs.iter().filter(|f| f.offset < at).collect();
+                prop_assert_eq!(format!("{before:?}"), format!("{:?}", fs.iter().collect::<Vec<_>>()));
+            }
+        }
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic(data in prop::collection::vec(any::<u8>(), 0..2000)) {
         let _ = verify_segment(&data[..], &VerifyOptions::open());
         let _ = verify_segment(&data[..], &sealed_opts());
