@@ -164,6 +164,40 @@ fn millis(a: Timestamp, b: Timestamp) -> f64 {
     (b.unix_nanos() - a.unix_nanos()) as f64 / 1e6
 }
 
+/// An optional text column. Most are null in most records: a null is only counted
+/// here, and a run of them reaches the builder at once (one fill of its null bitmap and
+/// offsets per run, not one write of each per row).
+#[derive(Default)]
+struct OptStr {
+    b: StringBuilder,
+    nulls: usize,
+}
+
+impl OptStr {
+    #[inline]
+    fn push(&mut self, v: Option<&str>) {
+        match v {
+            None => self.nulls += 1,
+            Some(v) => {
+                self.flush();
+                self.b.append_value(v);
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.nulls > 0 {
+            self.b.append_nulls(self.nulls);
+            self.nulls = 0;
+        }
+    }
+
+    fn finish(&mut self) -> arrow_array::StringArray {
+        self.flush();
+        self.b.finish()
+    }
+}
+
 /// Builders for one batch.
 pub struct BatchBuilder {
     chain_id: StringBuilder,
@@ -182,27 +216,27 @@ pub struct BatchBuilder {
     route: StringBuilder,
     status: Int32Builder,
     outcome: StringBuilder,
-    error: StringBuilder,
+    error: OptStr,
     streaming: BooleanBuilder,
     request_bytes: Int64Builder,
-    request_blake3: StringBuilder,
-    request_content_type: StringBuilder,
-    request_captured: StringBuilder,
+    request_blake3: OptStr,
+    request_content_type: OptStr,
+    request_captured: OptStr,
     response_bytes: Int64Builder,
-    response_blake3: StringBuilder,
-    response_content_type: StringBuilder,
-    response_captured: StringBuilder,
-    caller_subject: StringBuilder,
-    caller_tenant: StringBuilder,
-    client_addr: StringBuilder,
-    trace_id: StringBuilder,
-    span_id: StringBuilder,
-    operation: StringBuilder,
-    provider: StringBuilder,
-    model: StringBuilder,
-    request_model: StringBuilder,
-    response_model: StringBuilder,
-    response_id: StringBuilder,
+    response_blake3: OptStr,
+    response_content_type: OptStr,
+    response_captured: OptStr,
+    caller_subject: OptStr,
+    caller_tenant: OptStr,
+    client_addr: OptStr,
+    trace_id: OptStr,
+    span_id: OptStr,
+    operation: OptStr,
+    provider: OptStr,
+    model: OptStr,
+    request_model: OptStr,
+    response_model: OptStr,
+    response_id: OptStr,
     temperature: Float64Builder,
     top_p: Float64Builder,
     max_tokens: Int64Builder,
@@ -211,16 +245,16 @@ pub struct BatchBuilder {
     output_tokens: Int64Builder,
     cached_input_tokens: Int64Builder,
     finish_reasons: ListBuilder<StringBuilder>,
-    model_version: StringBuilder,
-    model_digest: StringBuilder,
-    deployment: StringBuilder,
-    system_prompt_digest: StringBuilder,
-    output_digest: StringBuilder,
+    model_version: OptStr,
+    model_digest: OptStr,
+    deployment: OptStr,
+    system_prompt_digest: OptStr,
+    output_digest: OptStr,
     tool_calls: ListBuilder<StructBuilder>,
     output_sources: ListBuilder<StructBuilder>,
     watermarks: ListBuilder<StructBuilder>,
-    digital_source_type: StringBuilder,
-    disclosure_method: StringBuilder,
+    digital_source_type: OptStr,
+    disclosure_method: OptStr,
     safeguards: ListBuilder<StructBuilder>,
     records_lost_before: Int64Builder,
     attributes: MapBuilder<StringBuilder, StringBuilder>,
@@ -278,27 +312,27 @@ impl BatchBuilder {
             route: StringBuilder::new(),
             status: Int32Builder::new(),
             outcome: StringBuilder::new(),
-            error: StringBuilder::new(),
+            error: OptStr::default(),
             streaming: BooleanBuilder::new(),
             request_bytes: Int64Builder::new(),
-            request_blake3: StringBuilder::new(),
-            request_content_type: StringBuilder::new(),
-            request_captured: StringBuilder::new(),
+            request_blake3: OptStr::default(),
+            request_content_type: OptStr::default(),
+            request_captured: OptStr::default(),
             response_bytes: Int64Builder::new(),
-            response_blake3: StringBuilder::new(),
-            response_content_type: StringBuilder::new(),
-            response_captured: StringBuilder::new(),
-            caller_subject: StringBuilder::new(),
-            caller_tenant: StringBuilder::new(),
-            client_addr: StringBuilder::new(),
-            trace_id: StringBuilder::new(),
-            span_id: StringBuilder::new(),
-            operation: StringBuilder::new(),
-            provider: StringBuilder::new(),
-            model: StringBuilder::new(),
-            request_model: StringBuilder::new(),
-            response_model: StringBuilder::new(),
-            response_id: StringBuilder::new(),
+            response_blake3: OptStr::default(),
+            response_content_type: OptStr::default(),
+            response_captured: OptStr::default(),
+            caller_subject: OptStr::default(),
+            caller_tenant: OptStr::default(),
+            client_addr: OptStr::default(),
+            trace_id: OptStr::default(),
+            span_id: OptStr::default(),
+            operation: OptStr::default(),
+            provider: OptStr::default(),
+            model: OptStr::default(),
+            request_model: OptStr::default(),
+            response_model: OptStr::default(),
+            response_id: OptStr::default(),
             temperature: Float64Builder::new(),
             top_p: Float64Builder::new(),
             max_tokens: Int64Builder::new(),
@@ -307,16 +341,16 @@ impl BatchBuilder {
             output_tokens: Int64Builder::new(),
             cached_input_tokens: Int64Builder::new(),
             finish_reasons: ListBuilder::new(StringBuilder::new()),
-            model_version: StringBuilder::new(),
-            model_digest: StringBuilder::new(),
-            deployment: StringBuilder::new(),
-            system_prompt_digest: StringBuilder::new(),
-            output_digest: StringBuilder::new(),
+            model_version: OptStr::default(),
+            model_digest: OptStr::default(),
+            deployment: OptStr::default(),
+            system_prompt_digest: OptStr::default(),
+            output_digest: OptStr::default(),
             tool_calls: struct_list(tool_call_fields()),
             output_sources: struct_list(source_fields()),
             watermarks: struct_list(watermark_fields()),
-            digital_source_type: StringBuilder::new(),
-            disclosure_method: StringBuilder::new(),
+            digital_source_type: OptStr::default(),
+            disclosure_method: OptStr::default(),
             safeguards: struct_list(safeguard_fields()),
             records_lost_before: Int64Builder::new(),
             attributes: MapBuilder::new(None, StringBuilder::new(), StringBuilder::new())
@@ -363,28 +397,28 @@ impl BatchBuilder {
         self.route.append_value(&h.route);
         self.status.append_option(h.status.map(i32::from));
         self.outcome.append_value(h.outcome.as_str());
-        self.error.append_option(h.error.as_deref());
+        self.error.push(h.error.as_deref());
         self.streaming.append_value(h.streaming);
         self.request_bytes.append_value(to_i64(h.request.bytes));
-        self.request_blake3.append_option(h.request.blake3.as_deref());
-        self.request_content_type.append_option(h.request.content_type.as_deref());
-        self.request_captured.append_option(h.request.captured.as_deref());
+        self.request_blake3.push(h.request.blake3.as_deref());
+        self.request_content_type.push(h.request.content_type.as_deref());
+        self.request_captured.push(h.request.captured.as_deref());
         self.response_bytes.append_value(to_i64(h.response.bytes));
-        self.response_blake3.append_option(h.response.blake3.as_deref());
-        self.response_content_type.append_option(h.response.content_type.as_deref());
-        self.response_captured.append_option(h.response.captured.as_deref());
-        self.caller_subject.append_option(r.caller.subject.as_deref());
-        self.caller_tenant.append_option(r.caller.tenant.as_deref());
-        self.client_addr.append_option(r.caller.client_addr.as_deref());
-        self.trace_id.append_option(r.trace.trace_id.as_deref());
-        self.span_id.append_option(r.trace.span_id.as_deref());
+        self.response_blake3.push(h.response.blake3.as_deref());
+        self.response_content_type.push(h.response.content_type.as_deref());
+        self.response_captured.push(h.response.captured.as_deref());
+        self.caller_subject.push(r.caller.subject.as_deref());
+        self.caller_tenant.push(r.caller.tenant.as_deref());
+        self.client_addr.push(r.caller.client_addr.as_deref());
+        self.trace_id.push(r.trace.trace_id.as_deref());
+        self.span_id.push(r.trace.span_id.as_deref());
         let g = &r.gen_ai;
-        self.operation.append_option(g.operation.name.as_deref());
-        self.provider.append_option(g.provider.name.as_deref());
-        self.model.append_option(r.effective_model());
-        self.request_model.append_option(g.request.model.as_deref());
-        self.response_model.append_option(g.response.model.as_deref());
-        self.response_id.append_option(g.response.id.as_deref());
+        self.operation.push(g.operation.name.as_deref());
+        self.provider.push(g.provider.name.as_deref());
+        self.model.push(r.effective_model());
+        self.request_model.push(g.request.model.as_deref());
+        self.response_model.push(g.response.model.as_deref());
+        self.response_id.push(g.response.id.as_deref());
         self.temperature.append_option(g.request.temperature);
         self.top_p.append_option(g.request.top_p);
         self.max_tokens.append_option(opt_i64(g.request.max_tokens));
@@ -397,11 +431,11 @@ impl BatchBuilder {
         }
         self.finish_reasons.append(true);
         let p = &r.provenance;
-        self.model_version.append_option(p.model_version.as_deref());
-        self.model_digest.append_option(p.model_digest.as_deref());
-        self.deployment.append_option(p.deployment.as_deref());
-        self.system_prompt_digest.append_option(p.system_prompt_digest.as_deref());
-        self.output_digest.append_option(p.output_digest.as_deref());
+        self.model_version.push(p.model_version.as_deref());
+        self.model_digest.push(p.model_digest.as_deref());
+        self.deployment.push(p.deployment.as_deref());
+        self.system_prompt_digest.push(p.system_prompt_digest.as_deref());
+        self.output_digest.push(p.output_digest.as_deref());
         for t in &p.tool_calls {
             let b = self.tool_calls.values();
             child::<StringBuilder>(b, 0).append_option(t.id.as_deref());
@@ -435,8 +469,8 @@ impl BatchBuilder {
             b.append(true);
         }
         self.watermarks.append(true);
-        self.digital_source_type.append_option(r.digital_source_type.as_deref());
-        self.disclosure_method.append_option(r.disclosure.as_ref().map(|d| &*d.method));
+        self.digital_source_type.push(r.digital_source_type.as_deref());
+        self.disclosure_method.push(r.disclosure.as_ref().map(|d| &*d.method));
         for sg in &r.safeguards {
             let b = self.safeguards.values();
             child::<StringBuilder>(b, 0).append_value(&sg.policy_id);
@@ -558,6 +592,20 @@ mod tests {
             std::fs::write(path, &text).unwrap();
         }
         assert_eq!(std::fs::read_to_string(path).unwrap_or_default(), text, "archive schema changed");
+    }
+
+    #[test]
+    fn runs_of_nulls_and_values_keep_their_rows() {
+        let rows = [None, None, Some("a"), None, Some(""), Some("b"), None, None];
+        let mut c = OptStr::default();
+        for v in rows {
+            c.push(v);
+        }
+        let got = c.finish();
+        assert_eq!(got.iter().collect::<Vec<_>>(), rows);
+        assert_eq!(got.null_count(), 5);
+        c.push(None);
+        assert_eq!(c.finish().iter().collect::<Vec<_>>(), [None], "empty again after finishing");
     }
 
     #[test]
