@@ -139,4 +139,27 @@ mod tests {
         assert!("not-a-uuid".parse::<ChainId>().is_err());
         assert!("0192f3c4-5d6e-7f80-9a1b-2c3d4e5f6a7g".parse::<ChainId>().is_err());
     }
+
+    #[test]
+    fn parses_every_digit_of_either_case_in_every_place_and_nothing_else() {
+        for seed in 0..64u8 {
+            let id = ChainId(std::array::from_fn(|i| seed.wrapping_mul(53).wrapping_add((i as u8).wrapping_mul(29))));
+            let text = id.to_string();
+            assert_eq!(text.parse::<ChainId>().unwrap(), id);
+            assert_eq!(text.to_uppercase().parse::<ChainId>().unwrap(), id);
+            for at in 0..36 {
+                for bad in [b'g', b'G', b'-', b' ', b'/', b':', b'@', b'`'] {
+                    let mut b = text.clone().into_bytes();
+                    if b[at] == bad {
+                        continue;
+                    }
+                    b[at] = bad;
+                    let t = String::from_utf8(b).unwrap();
+                    assert!(t.parse::<ChainId>().is_err(), "{t}");
+                }
+            }
+        }
+        assert!("0192f3c4-5d6e-7f80-9a1b-2c3d4e5f6a7".parse::<ChainId>().is_err(), "too short");
+        assert!("0192f3c4a5d6e-7f80-9a1b-2c3d4e5f6a7".parse::<ChainId>().is_err(), "no dash");
+    }
 }
