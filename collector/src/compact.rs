@@ -463,32 +463,45 @@ impl Run<'_> {
     }
 }
 
-/// True when this file is one the manifest records as compacted: the same name, and it
-/// verifies (signatures by the configured key included) and its records end where that
-/// segment's ended, so it holds exactly the records compacted from it. Manifests before
-/// version 3 recorded the file's blake3 instead, which is compared then.
-fn is_known(
+/// Whether a segment whose seqs the archive already holds is the one compacted.
+enum Identity {
+    /// The same segment: only move it.
+    Same,
+    /// Another file.
+    Different,
+    /// Its checkpoints carry no signature by the configured key (a wrong `--pubkey`):
+    /// cannot tell, so it stays where it is, as any segment does then.
+    OtherKey(String),
+}
+
+/// Whether this file is one the manifest records as compacted: the same name, and it
+/// verifies (signatures by the configured key included: a copy in `compacted/` is
+/// replaced by it) and its records end where that segment's ended, so it holds exactly
+/// the records compacted from it. Manifests before version 3 recorded the file's blake3
+/// instead, which is compared then.
+fn identity(
     spool: &dyn SpoolStore,
     known: &[SegmentEntry],
     seg: &SegmentRef,
     opts: &CompactOptions,
-) -> Result<bool, CliError> {
-    let Some(k) = known.iter().find(|s| s.name == seg.name) else { return Ok(false) };
-    match (&k.end, &k.blake3) {
-        (Some(end), _) => ends_at(spool, seg, opts, end),
-        (None, Some(digest)) => Ok(segment_digest(spool, seg)? == *digest),
-        (None, None) => Ok(false),
-    }
+) -> Result<Identity, CliError> {
+    let Some(k) = known.iter().find(|s| s.name == seg.name) else { return Ok(Identity::Different) };
+    let same = match (&k.end, &k.blake3) {
+        (Some(end), _) => return ends_at(spool, seg, opts, end),
+        (None, Some(digest)) => segment_digest(spool, seg)? == *digest,
+        (None, None) => false,
+    };
+    Ok(if same { Identity::Same } else { Identity::Different })
 }
 
-/// True when `seg` verifies on its own (from its header's chain position) and ends at
+/// Whether `seg` verifies on its own (from its header's chain position) and ends at
 /// `end`.
 fn ends_at(
     spool: &dyn SpoolStore,
     seg: &SegmentRef,
     opts: &CompactOptions,
     end: &SegmentEnd,
-) -> Result<bool, CliError> {
+) -> Result<Identity, CliError> {
     let vopts = VerifyOptions {
         mode: if seg.sealed { Mode::Sealed } else { Mode::Open },
         verifier: Some(opts.verifier.clone()),
@@ -496,12 +509,21 @@ fn ends_at(
         previous: None,
     };
     match verify_segment(std::io::BufReader::with_capacity(1 << 20, spool.read(seg)?), &vopts) {
-        Ok(report) => Ok(end.is(&report.end)),
+        Ok(report) if end.is(&report.end) => Ok(Identity::Same),
+        Ok(_) => Ok(Identity::Different),
         Err(e) => match e.problem {
             Problem::Io(msg) => Err(CliError::Io(format!("{}: {msg}", seg.name))),
-            _ => Ok(false),
+            Problem::SignedByAnotherKey(_) => Ok(Identity::OtherKey(e.in_file(&seg.name).to_string())),
+            _ => Ok(Identity::Different),
         },
     }
+}
+
+/// A segment left where it is because the configured key signed none of its
+/// checkpoints.
+fn left_unverifiable(seg: &SegmentRef, problem: String, report: &mut CompactReport) {
+    tracing::error!(target: "kiroku::compact", "not compacted, left in place: {problem}");
+    report.unverifiable.push((format!("{}/{}", seg.chain_id, seg.name), problem));
 }
 
 /// A segment whose seqs the archive already holds but which is not the file that was
@@ -629,6 +651,9 @@ enum Step {
     Known,
     /// Holds seqs already archived, from another file.
     Overlap(ChainState),
+    /// Holds seqs already archived, but the configured key signed none of its
+    /// checkpoints: left in place (the problem).
+    OtherKey(String),
     /// Read; its records are being hashed and parsed, its verdict follows.
     Read(Arc<Segment>),
     /// Its header is bad, or does not continue the chain (the chain state it was checked
@@ -649,9 +674,10 @@ fn examine(
     buffers: &mut Buffers,
 ) -> Result<(Arc<Segment>, Pending), Step> {
     if seg.first_seq < state.next_seq {
-        return Err(match is_known(spool, known, seg, opts) {
-            Ok(true) => Step::Known,
-            Ok(false) => Step::Overlap(state.clone()),
+        return Err(match identity(spool, known, seg, opts) {
+            Ok(Identity::Same) => Step::Known,
+            Ok(Identity::Different) => Step::Overlap(state.clone()),
+            Ok(Identity::OtherKey(problem)) => Step::OtherKey(problem),
             Err(e) => Step::Fail(e),
         });
     }
@@ -851,6 +877,10 @@ impl Run<'_> {
                     quarantine_overlap(self.spool, seg, &st, &mut self.report)?;
                     true
                 }
+                Step::OtherKey(problem) => {
+                    left_unverifiable(seg, problem, &mut self.report);
+                    true
+                }
                 Step::Read(s) => {
                     if s.records.chain() != state.chain_id {
                         return Err(CliError::Io(format!(
@@ -891,8 +921,7 @@ impl Run<'_> {
                             true
                         }
                         Err(Refusal::OtherKey(problem)) => {
-                            tracing::error!(target: "kiroku::compact", "not compacted, left in place: {problem}");
-                            self.report.unverifiable.push((format!("{}/{}", seg.chain_id, seg.name), problem));
+                            left_unverifiable(seg, problem, &mut self.report);
                             true
                         }
                     }

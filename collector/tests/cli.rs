@@ -531,6 +531,29 @@ async fn a_wrong_pubkey_moves_no_segment_and_the_right_one_then_compacts_everyth
     let right = f.compact();
     assert!(right.status.success(), "{}", text(&right));
     assert!(text(&right).contains("30 record(s)"), "{}", text(&right));
+
+    // A compacted segment back in the spool (a run that stopped before moving it): with
+    // the wrong key it cannot be told to be the one compacted, and stays where it is.
+    let compacted = files_under(&Path::new(&f.spool()).join("compacted"), "seg");
+    let chain = compacted[0].parent().unwrap().file_name().unwrap();
+    let back = Path::new(&f.spool()).join(chain).join(compacted[0].file_name().unwrap());
+    std::fs::copy(&compacted[0], &back).unwrap();
+    let wrong = kiroku(&[
+        "compact",
+        "--spool",
+        &f.spool(),
+        "--archive",
+        &f.archive(),
+        "--pubkey",
+        &other.display().to_string(),
+    ]);
+    assert_eq!(wrong.status.code(), Some(1), "{}", text(&wrong));
+    assert!(text(&wrong).contains("NOT VERIFIABLE WITH THE CONFIGURED KEY"), "{}", text(&wrong));
+    assert!(!text(&wrong).contains("QUARANTINED"), "{}", text(&wrong));
+    assert!(back.exists());
+    let right = f.compact();
+    assert!(right.status.success() && text(&right).contains("compacted 0 segment(s)"), "{}", text(&right));
+    assert!(!back.exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
