@@ -154,30 +154,10 @@ pub fn writer_properties(row_group_rows: usize, chain: &str) -> WriterProperties
             .set_column_bloom_filter_enabled(ColumnPath::from(c), true)
             .set_column_bloom_filter_max_ndv(ColumnPath::from(c), row_group_rows as u64);
     }
-    // Payloads, captured bodies, digests and ids are unique per row: dictionaries only
-    // cost time (and the fallback to plain encoding after the first megabyte, space).
-    for c in [
-        "payload",
-        "hash",
-        "prev_hash",
-        "record_id",
-        "request_captured",
-        "response_captured",
-        "request_blake3",
-        "response_blake3",
-        "trace_id",
-        "span_id",
-        "response_id",
-        "output_digest",
-    ] {
-        b = b.set_column_dictionary_enabled(ColumnPath::from(c), false);
-    }
-    // So are seqs, instants and durations: their dictionaries, too, only cost time.
-    for c in ["seq", "started_at", "first_byte_at", "finished_at", "duration_ms", "ttfb_ms"] {
-        b = b.set_column_dictionary_enabled(ColumnPath::from(c), false);
-    }
-    // Minimum and maximum of hashes, random ids and whole bodies prune nothing (a page of
-    // them spans nearly the whole range); point lookups use the bloom filters. Computing
+    // Payloads, captured bodies, hashes, digests and random ids are unique per row:
+    // dictionaries only cost time (and the fallback to plain encoding after the first
+    // megabyte, space). Their minimum and maximum prune nothing either (a page of them
+    // spans nearly the whole range; point lookups use the bloom filters), and computing
     // them costs two comparisons per value.
     for c in [
         "payload",
@@ -192,7 +172,14 @@ pub fn writer_properties(row_group_rows: usize, chain: &str) -> WriterProperties
         "response_id",
         "output_digest",
     ] {
-        b = b.set_column_statistics_enabled(ColumnPath::from(c), EnabledStatistics::None);
+        b = b
+            .set_column_dictionary_enabled(ColumnPath::from(c), false)
+            .set_column_statistics_enabled(ColumnPath::from(c), EnabledStatistics::None);
+    }
+    // Record ids, seqs, instants and durations are unique too, but ordered by time, so
+    // their statistics prune.
+    for c in ["record_id", "seq", "started_at", "first_byte_at", "finished_at", "duration_ms", "ttfb_ms"] {
+        b = b.set_column_dictionary_enabled(ColumnPath::from(c), false);
     }
     b.build()
 }

@@ -510,15 +510,9 @@ async fn a_wrong_pubkey_moves_no_segment_and_the_right_one_then_compacts_everyth
     let spool_files = || files_under(Path::new(&f.spool()), "seg");
     let before = spool_files();
     assert!(before.len() >= 2, "several sealed segments");
-    let wrong = kiroku(&[
-        "compact",
-        "--spool",
-        &f.spool(),
-        "--archive",
-        &f.archive(),
-        "--pubkey",
-        &other.display().to_string(),
-    ]);
+    let other = other.display().to_string();
+    let with_other_key = || kiroku(&["compact", "--spool", &f.spool(), "--archive", &f.archive(), "--pubkey", &other]);
+    let wrong = with_other_key();
     assert_eq!(wrong.status.code(), Some(1), "{}", text(&wrong));
     assert!(
         text(&wrong).contains("NOT VERIFIABLE WITH THE CONFIGURED KEY") && text(&wrong).contains("check --pubkey"),
@@ -538,15 +532,7 @@ async fn a_wrong_pubkey_moves_no_segment_and_the_right_one_then_compacts_everyth
     let chain = compacted[0].parent().unwrap().file_name().unwrap();
     let back = Path::new(&f.spool()).join(chain).join(compacted[0].file_name().unwrap());
     std::fs::copy(&compacted[0], &back).unwrap();
-    let wrong = kiroku(&[
-        "compact",
-        "--spool",
-        &f.spool(),
-        "--archive",
-        &f.archive(),
-        "--pubkey",
-        &other.display().to_string(),
-    ]);
+    let wrong = with_other_key();
     assert_eq!(wrong.status.code(), Some(1), "{}", text(&wrong));
     assert!(text(&wrong).contains("NOT VERIFIABLE WITH THE CONFIGURED KEY"), "{}", text(&wrong));
     assert!(!text(&wrong).contains("QUARANTINED"), "{}", text(&wrong));
