@@ -149,6 +149,28 @@ impl<R: Read> SegmentReader<R> {
     /// those of a reader that checks as it goes. When one fails, read the segment again
     /// without deferring to learn the problem: which it is (a bad head, or a torn tail
     /// of zero bytes) depends on what follows.
+    ///
+    /// ```
+    /// use kiroku_schemas::ChainId;
+    /// use kiroku_schemas::segment::{SegmentHeader, SegmentReader, SegmentWriter};
+    ///
+    /// let mut w = SegmentWriter::new(Vec::new(), SegmentHeader::genesis(ChainId([1; 16]))).unwrap();
+    /// for i in 0..100u32 {
+    ///     w.append_record(format!("{{\"n\":{i}}}").as_bytes()).unwrap();
+    /// }
+    /// let mut bytes = w.into_inner();
+    /// let read = |bytes: &[u8]| {
+    ///     let mut r = SegmentReader::open(bytes).unwrap();
+    ///     r.defer_head_checks();
+    ///     while let Ok(Some(_)) = r.next_frame_ref() {}
+    ///     r.check_deferred_heads()
+    /// };
+    /// assert_eq!(read(&bytes), Ok(()));
+    /// // A flipped length byte in the last frame's head: that frame is named.
+    /// let last = SegmentReader::open(&bytes[..]).unwrap().last().unwrap().unwrap().offset;
+    /// bytes[last as usize + 1] ^= 1;
+    /// assert_eq!(read(&bytes), Err(last));
+    /// ```
     pub fn defer_head_checks(&mut self) {
         self.deferred.get_or_insert_with(Vec::new);
     }
