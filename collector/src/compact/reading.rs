@@ -3,9 +3,9 @@
 //! [`read`] makes one pass over the file: it checks the header against the chain so far
 //! and the framing (lengths, a torn tail; the frame heads all at once at the end, side
 //! by side, with a second, checked pass should one fail), and keeps the record frames
-//! and their payloads. It does not hash the frames: the chain hash of every record is computed with its parsing
-//! ([`super::records`]), on whichever thread is free, since it does not depend on the
-//! frames before it. Then [`Pending::verify`] runs, on the reader, the checks that do:
+//! and their payloads. It does not hash the frames: the chain hash of every record is
+//! computed with its parsing ([`super::records`]), on whichever thread is free, since it
+//! does not depend on the frames before it. Then [`Pending::verify`] runs, on the reader, the checks that do:
 //! seqs, links, the Merkle tree, checkpoint signatures, the seal, with those hashes, and
 //! publishes the verdict. These are `SegmentVerifier`'s checks with the same errors in
 //! the same file order as verifying in one pass (kiroku-schemas tests both ways on every
