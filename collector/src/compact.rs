@@ -64,6 +64,17 @@ impl CompactOptions {
     pub fn new(verifier: NoteVerifier) -> Self {
         Self { verifier, row_group_rows: 128 * 1024, retain: None }
     }
+
+    /// What `seg` is verified against: its mode (sealed or open), the configured key,
+    /// its chain, and the chain state it must continue when that is known.
+    fn verify_options(&self, seg: &SegmentRef, previous: Option<&ChainState>) -> VerifyOptions {
+        VerifyOptions {
+            mode: if seg.sealed { Mode::Sealed } else { Mode::Open },
+            verifier: Some(self.verifier.clone()),
+            chain_id: Some(previous.map_or(seg.chain_id, |p| p.chain_id)),
+            previous: previous.cloned(),
+        }
+    }
 }
 
 /// What a compaction run did.
@@ -122,13 +133,6 @@ struct Row {
     /// The chunk that holds it and its row there.
     chunk: usize,
     row: usize,
-}
-
-/// blake3 of a whole segment as the spool serves it.
-fn segment_digest(spool: &dyn SpoolStore, seg: &SegmentRef) -> Result<String, CliError> {
-    let mut h = blake3::Hasher::new();
-    h.update_reader(spool.read(seg)?).map_err(|e| CliError::Io(format!("{}: {e}", seg.name)))?;
-    Ok(to_hex(h.finalize().as_bytes()))
 }
 
 /// Writer properties of archive files.
@@ -481,6 +485,14 @@ fn identity(
     Ok(if same { Identity::Same } else { Identity::Different })
 }
 
+/// blake3 of a whole segment as the spool serves it: how manifests before version 3
+/// identify a compacted segment.
+fn segment_digest(spool: &dyn SpoolStore, seg: &SegmentRef) -> Result<String, CliError> {
+    let mut h = blake3::Hasher::new();
+    h.update_reader(spool.read(seg)?).map_err(|e| CliError::Io(format!("{}: {e}", seg.name)))?;
+    Ok(to_hex(h.finalize().as_bytes()))
+}
+
 /// Whether `seg` verifies on its own (from its header's chain position) and ends at
 /// `end`.
 fn ends_at(
@@ -489,12 +501,7 @@ fn ends_at(
     opts: &CompactOptions,
     end: &SegmentEnd,
 ) -> Result<Identity, CliError> {
-    let vopts = VerifyOptions {
-        mode: if seg.sealed { Mode::Sealed } else { Mode::Open },
-        verifier: Some(opts.verifier.clone()),
-        chain_id: Some(seg.chain_id),
-        previous: None,
-    };
+    let vopts = opts.verify_options(seg, None);
     match verify_segment(std::io::BufReader::with_capacity(1 << 20, spool.read(seg)?), &vopts) {
         Ok(report) if end.is(&report.end) => Ok(Identity::Same),
         Ok(_) => Ok(Identity::Different),

@@ -15,8 +15,7 @@ use std::io;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use kiroku_schemas::segment::{
-    self, ChainState, ComputedHash, FrameKind, Mode, Problem, SegmentError, SegmentReader, SegmentVerifier,
-    VerifyOptions,
+    self, ChainState, ComputedHash, FrameKind, Problem, SegmentError, SegmentReader, SegmentVerifier,
 };
 
 use super::CompactOptions;
@@ -150,13 +149,7 @@ fn read_with(
     buffers: (Vec<Frame>, Vec<u8>),
     defer_heads: bool,
 ) -> Result<Read, CliError> {
-    let mode = if seg.sealed { Mode::Sealed } else { Mode::Open };
-    let vopts = VerifyOptions {
-        mode,
-        verifier: Some(opts.verifier.clone()),
-        chain_id: Some(state.chain_id),
-        previous: Some(state.clone()),
-    };
+    let vopts = opts.verify_options(seg, Some(state));
     // Large reads: fewer system calls than the reader's frame-sized ones.
     let input = io::BufReader::with_capacity(1 << 20, spool.read(seg)?);
     let mut reader = match SegmentReader::open(input) {
@@ -290,7 +283,7 @@ mod tests {
     use crate::compact::records::Side;
     use crate::spool::LocalSpool;
     use kiroku_schemas::checkpoint::NoteSigner;
-    use kiroku_schemas::segment::{SegmentHeader, SegmentWriter, verify_segment};
+    use kiroku_schemas::segment::{SegmentHeader, SegmentWriter, VerifyOptions, verify_segment};
     use kiroku_schemas::{AuditRecord, ChainId, Timestamp};
 
     /// A sealed segment of `n` records (a checkpoint every 700), several chunks long.
