@@ -145,9 +145,17 @@ impl ResponseTap {
     fn finalize(&mut self, outcome: Outcome, error: Option<String>) -> Option<CommitFuture> {
         let f = self.finalizer.take()?;
         let streaming = self.sse.is_some();
+        let sse_dropped = self.sse.as_ref().map_or(0, |(p, _)| p.dropped());
         let stream = self.sse.take().map(|(_, ex)| ex);
         let tap = std::mem::replace(&mut self.tap, BodyTap::new(kiroku_schemas::record::CaptureMode::None, 0));
-        let seen = ResponseSeen { tap, stream, status: self.status, content_type: self.content_type.take(), streaming };
+        let seen = ResponseSeen {
+            tap,
+            stream,
+            status: self.status,
+            content_type: self.content_type.take(),
+            streaming,
+            sse_dropped,
+        };
         f.finish(Some(seen), outcome, error)
     }
 }

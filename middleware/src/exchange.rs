@@ -151,7 +151,13 @@ pub(crate) struct ResponseSeen {
     pub(crate) status: Option<u16>,
     pub(crate) content_type: Option<String>,
     pub(crate) streaming: bool,
+    /// Server-sent lines or events the stream parser dropped for their size.
+    pub(crate) sse_dropped: u64,
 }
+
+/// The attribute that says how many server-sent lines or events (over 1 MiB each) the
+/// stream extraction dropped: the record's stream-derived fields may miss what they held.
+pub(crate) const SSE_DROPPED: &str = "kiroku.sse_dropped";
 
 /// A future that completes once the record is queued (and durable under `Sync`).
 pub(crate) type CommitFuture = Pin<Box<dyn Future<Output = Result<(), JournalError>> + Send>>;
@@ -286,7 +292,9 @@ impl FinalizerInner {
         let mut resp_overflow = false;
         let mut stream = None;
         let mut resp_complete = outcome == Outcome::Completed;
+        let mut sse_dropped = 0;
         if let Some(mut s) = seen {
+            sse_dropped = s.sse_dropped;
             record.first_byte_at = s.tap.first_at;
             record.http.status = s.status;
             record.http.streaming = s.streaming;
@@ -312,6 +320,10 @@ impl FinalizerInner {
             a.apply_to(&mut record);
         }
         handle.take().apply_to(&mut record);
+        if sse_dropped > 0 {
+            // What the stream extraction missed is said in the record, not only in a log.
+            record.attributes.insert(SSE_DROPPED.into(), sse_dropped.to_string());
+        }
 
         let route = record.http.route.clone();
         let finish_cfg = cfg.clone();

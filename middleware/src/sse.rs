@@ -2,8 +2,10 @@
 //!
 //! Bytes go in as they arrive, split anywhere (inside a line, inside a UTF-8
 //! character); complete events come out. Lines are buffered as bytes and decoded only
-//! once complete, so a character split across chunks is never mangled. A line longer
-//! than the limit is dropped (and counted) rather than buffered without bound.
+//! once complete, so a character split across chunks is never mangled. A line, or an
+//! event's data, longer than the limit is dropped (and counted) rather than buffered
+//! without bound: an upstream that never ends a line or an event cannot make the layer
+//! hold the stream in memory.
 
 /// One dispatched event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,7 +25,10 @@ pub struct SseParser {
     event: Option<String>,
     after_cr: bool,
     max_line: usize,
+    /// The rest of the current line is being dropped.
     skipping: bool,
+    /// The current event's data outgrew the limit: it is dropped at its end.
+    dropping_event: bool,
     oversized: u64,
 }
 
@@ -34,7 +39,8 @@ impl Default for SseParser {
 }
 
 impl SseParser {
-    /// A parser that drops lines longer than `max_line` bytes.
+    /// A parser that drops lines longer than `max_line` bytes, and events whose data
+    /// (their `data:` lines joined) is longer than that.
     pub fn new(max_line: usize) -> Self {
         Self {
             line: Vec::new(),
@@ -44,12 +50,13 @@ impl SseParser {
             after_cr: false,
             max_line,
             skipping: false,
+            dropping_event: false,
             oversized: 0,
         }
     }
 
-    /// Lines dropped for exceeding the limit.
-    pub fn oversized_lines(&self) -> u64 {
+    /// Lines and events dropped for exceeding the limit.
+    pub fn dropped(&self) -> u64 {
         self.oversized
     }
 
@@ -97,11 +104,13 @@ impl SseParser {
             return;
         }
         if self.line.is_empty() {
-            if self.has_data {
+            if self.has_data && !self.dropping_event {
                 let data = std::mem::take(&mut self.data);
                 on_event(SseEvent { event: self.event.take(), data });
             }
+            self.data.clear();
             self.has_data = false;
+            self.dropping_event = false;
             self.event = None;
             return;
         }
@@ -119,10 +128,18 @@ impl SseParser {
         };
         match field {
             "data" => {
-                if self.has_data {
-                    self.data.push('\n');
+                if self.dropping_event {
+                    // Already counted; the rest of the event goes with it.
+                } else if self.data.len() + usize::from(self.has_data) + value.len() > self.max_line {
+                    self.dropping_event = true;
+                    self.oversized += 1;
+                    self.data.clear();
+                } else {
+                    if self.has_data {
+                        self.data.push('\n');
+                    }
+                    self.data.push_str(value);
                 }
-                self.data.push_str(value);
                 self.has_data = true;
             }
             "event" => self.event = Some(value.to_owned()),
@@ -179,6 +196,26 @@ mod tests {
         p.feed(format!("data: {}\n\ndata: ok\n\n", "x".repeat(100)).as_bytes(), &mut |e| out.push(e));
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].data, "ok");
-        assert_eq!(p.oversized_lines(), 1);
+        assert_eq!(p.dropped(), 1);
+    }
+
+    #[test]
+    fn an_event_whose_data_outgrows_the_limit_is_dropped_whole() {
+        let mut p = SseParser::new(16);
+        let mut out = Vec::new();
+        // Six short lines of one event: 35 bytes of data, none of them a long line.
+        let long_event = "data: 12345\n".repeat(6);
+        let input = format!("data: a\n\n{long_event}\n{long_event}data: more\n\ndata: b\ndata: c\n\n");
+        p.feed(input.as_bytes(), &mut |e| out.push(e));
+        let data: Vec<&str> = out.iter().map(|e| e.data.as_str()).collect();
+        assert_eq!(data, ["a", "b\nc"]);
+        assert_eq!(p.dropped(), 2);
+        // At the limit exactly, an event is kept: 5 + 1 + 5 + 1 + 4 bytes.
+        let mut p = SseParser::new(16);
+        let mut out = Vec::new();
+        p.feed(b"data: 12345\ndata: 12345\ndata: 1234\n\n", &mut |e| out.push(e));
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].data.len(), 16);
+        assert_eq!(p.dropped(), 0);
     }
 }

@@ -92,7 +92,11 @@ pub struct AuditRecord {
     /// this one (non-zero only under `FailOpen`): a gap stated in the chain itself.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub records_lost_before: u64,
-    /// Free attributes set by the application.
+    /// Free attributes set by the application. Keys under `kiroku.` are kiroku's own
+    /// notes about the record: `kiroku.sse_dropped` (how many server-sent lines or
+    /// events of over 1 MiB the stream extraction dropped, so stream-derived fields may
+    /// be incomplete) and `kiroku.finisher_error` (extraction or redaction failed; the
+    /// record was kept without them).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub attributes: BTreeMap<String, String>,
     /// Fields written by a newer minor version that this reader does not know; kept so

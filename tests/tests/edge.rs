@@ -108,3 +108,61 @@ async fn oversized_non_utf8_and_invalid_bodies_are_recorded() {
     assert_eq!(r[4].http.outcome, Outcome::Aborted, "a stream that never ends is recorded when its client goes");
     assert_eq!(r[5].http.outcome, Outcome::Completed);
 }
+
+/// An upstream whose stream holds one event far over the stream parser's 1 MiB limit
+/// (in 64 KiB lines, none of them too long itself). The client gets every byte; the
+/// record is completed from what the other events said and states that an event was
+/// dropped, so nobody reads its stream-derived fields as the whole story.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_server_sent_event_passes_and_its_drop_is_stated_in_the_record() {
+    use http_body_util::channel::Channel;
+    let chunk = |content: &str, finish: Option<&str>| {
+        let c = serde_json::json!({"id": "chatcmpl-huge", "model": "sample-1",
+            "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": finish}]});
+        bytes::Bytes::from(format!("data: {c}\n\n"))
+    };
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(move || async move {
+            let (mut tx, body) = Channel::<bytes::Bytes, std::convert::Infallible>::new(4);
+            tokio::spawn(async move {
+                let line = bytes::Bytes::from(format!("data: {}\n", "x".repeat(64 << 10)));
+                let mut parts = vec![chunk("Hello", None)];
+                parts.extend(std::iter::repeat_n(line, 24));
+                parts.extend([bytes::Bytes::from("\n"), chunk(" world", Some("stop")), "data: [DONE]\n\n".into()]);
+                for p in parts {
+                    if tx.send_data(p).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            axum::response::Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(axum::body::Body::new(body))
+                .unwrap()
+        }),
+    );
+    let srv = AuditedServer::start_with(|c| c, |l| l, app).await;
+    let mut conn = Conn::connect(srv.addr).await.unwrap();
+    let got = conn.post_json("/v1/chat/completions", &kiroku_tests::chat("huge", true), &[]).await.unwrap();
+    assert_eq!(got.status, 200);
+    assert!(got.body.len() > 24 * (64 << 10) && got.body.ends_with(b"data: [DONE]\n\n"));
+
+    let (records, _dir) = srv.finish().await;
+    assert_eq!(records.len(), 1);
+    let r = &records[0].record;
+    assert_eq!(r.http.outcome, Outcome::Completed, "{:?}", r.http.error);
+    assert_eq!(r.http.response.bytes as usize, got.body.len());
+    assert_eq!(
+        r.http.response.blake3.as_deref(),
+        Some(kiroku_schemas::digest::blake3_hex(&got.body).as_str()),
+        "the digest covers every byte the client received"
+    );
+    assert_eq!(r.attributes.get("kiroku.sse_dropped").map(String::as_str), Some("1"));
+    assert_eq!(r.gen_ai.response.finish_reasons, ["stop"]);
+    assert_eq!(
+        r.provenance.output_digest.as_deref(),
+        Some(kiroku_schemas::digest::blake3_hex(b"Hello world").as_str()),
+        "the events around the dropped one are still read"
+    );
+}
