@@ -41,7 +41,7 @@ impl Extractor for AnthropicExtractor {
                 Some("tool_use") => calls.push(ToolCall {
                     id: str_of(block, "id"),
                     name: str_of(block, "name").unwrap_or_default(),
-                    arguments_digest: block.get("input").map(|i| text_digest(&i.to_string())),
+                    arguments_digest: block.get("input").map(input_digest),
                 }),
                 _ => {}
             }
@@ -54,6 +54,41 @@ impl Extractor for AnthropicExtractor {
 
     fn stream(&self, _route: &str) -> Box<dyn StreamExtractor> {
         Box::new(AnthropicStream::default())
+    }
+}
+
+/// The digest of a tool call's input: of its compact JSON as serde_json writes it, so a
+/// streamed input (its JSON text in pieces, spaced as the model wrote it) and the same
+/// input in a whole message agree.
+fn input_digest(input: &Value) -> String {
+    text_digest(&input.to_string())
+}
+
+/// How much of one streamed tool input is held to digest at its end; a longer input
+/// gets no digest (its call is still recorded).
+const TOOL_INPUT_LIMIT: usize = 1 << 20;
+
+/// A `tool_use` block of a stream: its id and name, and its input's JSON text so far.
+#[derive(Default)]
+struct StreamedToolUse {
+    id: Option<String>,
+    name: String,
+    /// The `input` of the block's start (`{}` when the input follows in pieces).
+    start_input: Option<Value>,
+    json: String,
+    too_long: bool,
+}
+
+impl StreamedToolUse {
+    fn into_call(self) -> ToolCall {
+        let input = if self.too_long {
+            None
+        } else if self.json.is_empty() {
+            self.start_input
+        } else {
+            serde_json::from_str::<Value>(&self.json).ok()
+        };
+        ToolCall { id: self.id, name: self.name, arguments_digest: input.as_ref().map(input_digest) }
     }
 }
 
@@ -76,6 +111,8 @@ struct AnthropicStream {
     text: TextDigest,
     stop_reason: Option<String>,
     output_tokens: Option<u64>,
+    /// Tool calls by content block index.
+    tools: std::collections::BTreeMap<u64, StreamedToolUse>,
     done: bool,
 }
 
@@ -86,9 +123,34 @@ impl StreamExtractor for AnthropicStream {
         };
         match v.get("type").and_then(Value::as_str) {
             Some("message_start") => self.start = v.get("message").cloned(),
+            Some("content_block_start") => {
+                let block = v.get("content_block");
+                if block.and_then(|b| b.get("type")).and_then(Value::as_str) == Some("tool_use") {
+                    let block = block.unwrap_or(&Value::Null);
+                    self.tools.insert(
+                        u64_of(&v, "index").unwrap_or(0),
+                        StreamedToolUse {
+                            id: str_of(block, "id"),
+                            name: str_of(block, "name").unwrap_or_default(),
+                            start_input: block.get("input").cloned(),
+                            ..Default::default()
+                        },
+                    );
+                }
+            }
             Some("content_block_delta") => {
                 if let Some(t) = v.pointer("/delta/text").and_then(Value::as_str) {
                     self.text.push(t);
+                }
+                if let Some(piece) = v.pointer("/delta/partial_json").and_then(Value::as_str)
+                    && let Some(tool) = self.tools.get_mut(&u64_of(&v, "index").unwrap_or(0))
+                {
+                    if tool.json.len() + piece.len() > TOOL_INPUT_LIMIT {
+                        tool.too_long = true;
+                        tool.json = String::new();
+                    } else if !tool.too_long {
+                        tool.json.push_str(piece);
+                    }
                 }
             }
             Some("message_delta") => {
@@ -117,6 +179,7 @@ impl StreamExtractor for AnthropicStream {
         if let Some(m) = &s.start {
             message(m, rec);
         }
+        fill_vec(&mut rec.provenance.tool_calls, s.tools.into_values().map(StreamedToolUse::into_call).collect());
         fill(&mut rec.provenance.output_digest, s.text.hex());
     }
 }
@@ -146,5 +209,40 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
         s.finish(&mut b);
         assert_eq!(a.gen_ai, b.gen_ai);
         assert_eq!(a.provenance.output_digest, b.provenance.output_digest);
+    }
+
+    #[test]
+    fn streamed_tool_use_agrees_with_the_whole_message() {
+        let full = serde_json::json!({"id": "msg_2", "type": "message", "model": "claude-x", "stop_reason": "tool_use",
+            "content": [{"type": "text", "text": "Looking."},
+                {"type": "tool_use", "id": "toolu_1", "name": "lookup", "input": {"q": "kiroku", "n": 3}},
+                {"type": "tool_use", "id": "toolu_2", "name": "now", "input": {}}]});
+        let mut a = AuditRecord::new("a", Timestamp::from_unix_nanos(0));
+        AnthropicExtractor.response("/v1/messages", &full, &mut a);
+        assert_eq!(a.provenance.tool_calls.len(), 2);
+
+        let event = |v: serde_json::Value| SseEvent { event: None, data: v.to_string() };
+        let mut s = AnthropicExtractor.stream("/v1/messages");
+        for v in [
+            serde_json::json!({"type": "message_start", "message": {"id": "msg_2", "model": "claude-x"}}),
+            serde_json::json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            serde_json::json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Looking."}}),
+            serde_json::json!({"type": "content_block_start", "index": 1,
+                "content_block": {"type": "tool_use", "id": "toolu_1", "name": "lookup", "input": {}}}),
+            // The model's own spacing and key order: the digest is of the parsed input.
+            serde_json::json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{\"n\": 3, "}}),
+            serde_json::json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "\"q\": \"kiroku\"}"}}),
+            serde_json::json!({"type": "content_block_start", "index": 2,
+                "content_block": {"type": "tool_use", "id": "toolu_2", "name": "now", "input": {}}}),
+            serde_json::json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}}),
+            serde_json::json!({"type": "message_stop"}),
+        ] {
+            s.event(&event(v));
+        }
+        let mut b = AuditRecord::new("b", Timestamp::from_unix_nanos(0));
+        s.finish(&mut b);
+        assert_eq!(b.provenance.tool_calls, a.provenance.tool_calls);
+        assert_eq!(b.provenance.output_digest, a.provenance.output_digest);
+        assert_eq!(b.gen_ai.response.finish_reasons, ["tool_use"]);
     }
 }

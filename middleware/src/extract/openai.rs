@@ -164,7 +164,9 @@ struct OpenAiStream {
     model: Option<String>,
     text: TextDigest,
     reasons: BTreeMap<u64, String>,
-    tool_names: BTreeMap<u64, (Option<String>, String, String)>,
+    /// Per tool call index: its id, its name, and a running digest of its arguments
+    /// (never held whole: they can be as long as the stream).
+    tool_names: BTreeMap<u64, (Option<String>, String, TextDigest)>,
     usage: Option<Value>,
     completed: Option<Value>,
     citations: Vec<Value>,
@@ -230,7 +232,7 @@ impl StreamExtractor for OpenAiStream {
                     e.1.push_str(n);
                 }
                 if let Some(a) = tc.pointer("/function/arguments").and_then(Value::as_str) {
-                    e.2.push_str(a);
+                    e.2.push(a);
                 }
             }
             for a in c.pointer("/delta/annotations").and_then(Value::as_array).into_iter().flatten() {
@@ -255,11 +257,7 @@ impl StreamExtractor for OpenAiStream {
         let calls = s
             .tool_names
             .into_values()
-            .map(|(id, name, args)| ToolCall {
-                id,
-                name,
-                arguments_digest: (!args.is_empty()).then(|| text_digest(&args)),
-            })
+            .map(|(id, name, args)| ToolCall { id, name, arguments_digest: args.hex() })
             .collect();
         fill_vec(&mut rec.provenance.tool_calls, calls);
         for a in &s.citations {
@@ -373,6 +371,43 @@ data: [DONE]\n\n";
         assert_eq!(r.output_sources[0].uri, "https://example.org/a");
         assert_eq!(r.provenance.tool_calls[0].name, "lookup");
         assert_eq!(r.gen_ai.response.finish_reasons, vec!["tool_calls"]);
+    }
+
+    #[test]
+    fn streamed_tool_calls_agree_with_the_whole_response() {
+        // Arguments longer than a digest's kept head, in pieces after an empty first one
+        // (as OpenAI streams them); arguments that are empty; none at all.
+        let args = format!("{{\"q\":\"{}\"}}", "ab".repeat(700));
+        let whole = serde_json::json!({"choices": [{"index": 0, "message": {"content": null, "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": args}},
+            {"id": "call_2", "type": "function", "function": {"name": "noop", "arguments": ""}},
+            {"id": "call_3", "type": "function", "function": {"name": "bare"}}]},
+            "finish_reason": "tool_calls"}]});
+        let mut a = rec();
+        OpenAiExtractor.response("/v1/chat/completions", &whole, &mut a);
+
+        let mut s = OpenAiExtractor.stream("/v1/chat/completions");
+        let delta = |calls: serde_json::Value| SseEvent {
+            event: None,
+            data: serde_json::json!({"choices": [{"index": 0, "delta": {"tool_calls": calls}}]}).to_string(),
+        };
+        s.event(&delta(
+            serde_json::json!([{"index": 0, "id": "call_1", "function": {"name": "lookup", "arguments": ""}}]),
+        ));
+        for piece in args.as_bytes().chunks(300) {
+            let piece = std::str::from_utf8(piece).unwrap();
+            s.event(&delta(serde_json::json!([{"index": 0, "function": {"arguments": piece}}])));
+        }
+        s.event(&delta(
+            serde_json::json!([{"index": 1, "id": "call_2", "function": {"name": "noop", "arguments": ""}}]),
+        ));
+        s.event(&delta(serde_json::json!([{"index": 2, "id": "call_3", "function": {"name": "bare"}}])));
+        let mut b = rec();
+        s.finish(&mut b);
+        assert_eq!(b.provenance.tool_calls, a.provenance.tool_calls);
+        assert_eq!(b.provenance.tool_calls[0].arguments_digest.as_deref(), Some(text_digest(&args).as_str()));
+        assert_eq!(b.provenance.tool_calls[1].arguments_digest.as_deref(), Some(text_digest("").as_str()));
+        assert_eq!(b.provenance.tool_calls[2].arguments_digest, None, "no arguments, no digest");
     }
 
     #[test]
