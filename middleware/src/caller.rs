@@ -72,7 +72,8 @@ impl CallerPolicy {
             let secret = headers
                 .get(AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+                .and_then(|v| v.split_once(' ').filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer")))
+                .map(|(_, token)| token)
                 .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
                 .or_else(|| headers.get("api-key").and_then(|v| v.to_str().ok()))?;
             let d = blake3::keyed_hash(&key, secret.trim().as_bytes());
@@ -91,12 +92,17 @@ pub(crate) fn trace_context(headers: &HeaderMap, span_id: [u8; 8]) -> TraceConte
         let (ver, trace, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
         let hex =
             |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+        let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
+        // Version 00 has exactly four fields; later versions may append more.
+        let fields_ok = ver != "00" || parts.next().is_none();
         (hex(ver, 2)
             && ver != "ff"
+            && fields_ok
             && hex(trace, 32)
             && hex(parent, 16)
             && hex(flags, 2)
-            && trace.bytes().any(|b| b != b'0'))
+            && nonzero(trace)
+            && nonzero(parent))
         .then(|| trace.to_owned())
     });
     match parsed {
@@ -118,6 +124,11 @@ mod tests {
         assert!(s.starts_with("key:") && !s.contains("secret"));
         let c2 = CallerPolicy::default().key_digest_secret([1; 32]).caller(&h);
         assert_ne!(c2.subject.unwrap(), s);
+        // The scheme is case-insensitive (RFC 9110); the same key, the same subject.
+        for header in ["bearer sk-secret-123", "BEARER  sk-secret-123"] {
+            h.insert(AUTHORIZATION, header.parse().unwrap());
+            assert_eq!(CallerPolicy::default().caller(&h).subject.as_deref(), Some(s.as_str()), "{header}");
+        }
     }
 
     #[test]
@@ -136,7 +147,20 @@ mod tests {
         let t = trace_context(&h, [1; 8]);
         assert_eq!(t.trace_id.as_deref(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
         assert_eq!(t.span_id.as_deref(), Some("0101010101010101"));
-        h.insert("traceparent", "00-00000000000000000000000000000000-00f067aa0ba902b7-01".parse().unwrap());
-        assert!(trace_context(&h, [1; 8]).is_empty());
+        // Invalid per W3C Trace Context: ignored, never half-read.
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+        ] {
+            h.insert("traceparent", bad.parse().unwrap());
+            assert!(trace_context(&h, [1; 8]).is_empty(), "{bad}");
+        }
+        // A later version may carry more fields.
+        h.insert("traceparent", "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-future".parse().unwrap());
+        assert_eq!(trace_context(&h, [1; 8]).trace_id.as_deref(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
     }
 }
