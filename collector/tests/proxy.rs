@@ -565,3 +565,81 @@ async fn a_disk_that_fills_up_gives_a_clear_refusal_not_a_crash_or_a_gap() {
     assert!(records.len() >= ok, "{} records for {ok} acknowledged responses", records.len());
     eprintln!("disk full after {ok} acknowledged requests; {} records kept", records.len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_addresses_are_keyed_by_the_caller_secret_or_left_out() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let signer = NoteSigner::generate("kiroku-caller").unwrap();
+    let key = dir.path().join("signer.key");
+    signer.save(&key).unwrap();
+    let secret = dir.path().join("caller.secret");
+    std::fs::write(&secret, b"0123456789abcdef-not-random-but-long-enough\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(kiroku_examples::sample::serve(listener, kiroku_examples::sample::router(), std::future::pending()));
+
+    // The caller's subject and address as each configuration records them.
+    let run = |name: &str, extra: &[&str]| {
+        let spool = dir.path().join(name);
+        let mut args = vec!["--upstream", upstream.as_str(), "--durability", "sync"];
+        args.extend_from_slice(extra);
+        let mut child = proxy_cmd(&spool, &key, &args).stderr(Stdio::inherit()).spawn().unwrap();
+        let (addr, _, _) = read_addrs(&mut child, false);
+        (child, addr, spool)
+    };
+    let mut seen = Vec::new();
+    let secret_arg = secret.display().to_string();
+    for (name, extra) in [
+        ("default", vec![]),
+        ("secret", vec!["--caller-secret", secret_arg.as_str()]),
+        ("none", vec!["--caller-secret", secret_arg.as_str(), "--no-client-addr"]),
+    ] {
+        let (child, addr, spool) = run(name, &extra);
+        let mut conn = kiroku_tests::Conn::connect(addr).await.unwrap();
+        let headers = [("authorization", "Bearer sk-caller-test-0001")];
+        let r = conn.post_json("/v1/chat/completions", &kiroku_tests::chat("who", false), &headers).await.unwrap();
+        assert_eq!(r.status, 200);
+        terminate(Proxy { child, addr, admin: addr });
+        let chains = read_spool(&spool, &signer.verifier());
+        let records: Vec<_> = chains.values().flatten().collect();
+        assert_eq!(records.len(), 1, "{name}");
+        let c = records[0].record.caller.clone();
+        seen.push((c.subject, c.client_addr));
+    }
+    // The digests the documentation promises: keyed blake3 of the text, 16 bytes in hex.
+    let keyed = |key: &[u8; 32], prefix: &str, text: &str| {
+        let d = blake3::keyed_hash(key, text.as_bytes());
+        Some(format!("{prefix}:{}", kiroku_schemas::digest::to_hex(&d.as_bytes()[..16])))
+    };
+    let public = blake3::derive_key("kiroku caller key digest v1", b"");
+    let derived = blake3::derive_key("kiroku caller secret v1", b"0123456789abcdef-not-random-but-long-enough");
+    assert_eq!(seen[0], (keyed(&public, "key", "sk-caller-test-0001"), keyed(&public, "ip", "127.0.0.1")));
+    assert_eq!(seen[1], (keyed(&derived, "key", "sk-caller-test-0001"), keyed(&derived, "ip", "127.0.0.1")));
+    assert_eq!(seen[2], (keyed(&derived, "key", "sk-caller-test-0001"), None));
+
+    // A secret others can read, or one too short to be a secret, is refused before serving.
+    let kiroku = |secret: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_kiroku"))
+            .args(["proxy", "--upstream", upstream.as_str(), "--caller-secret"])
+            .arg(secret)
+            .arg("--spool")
+            .arg(dir.path().join("refused"))
+            .arg("--key")
+            .arg(&key)
+            .output()
+            .unwrap()
+    };
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let open = kiroku(&secret);
+    assert_eq!(open.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&open.stderr).contains("chmod 600"), "{}", String::from_utf8_lossy(&open.stderr));
+    let short = dir.path().join("short.secret");
+    std::fs::write(&short, b"tiny\n").unwrap();
+    std::fs::set_permissions(&short, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let short_run = kiroku(&short);
+    assert_eq!(short_run.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&short_run.stderr);
+    assert!(err.contains("4 bytes; at least 16"), "{err}");
+}

@@ -6,12 +6,16 @@ use kiroku_schemas::digest::to_hex;
 use kiroku_schemas::record::{Caller, TraceContext};
 
 /// How the caller is identified. Credentials are never recorded: an API key becomes
-/// `key:<first 16 bytes of keyed blake3, hex>`.
+/// `key:<first 16 bytes of keyed blake3, hex>`, and the client's IP address (when the
+/// server puts its `SocketAddr` in the request extensions, as `kiroku proxy` does)
+/// `ip:<the same>`.
 #[derive(Clone)]
 pub struct CallerPolicy {
     subject_header: Option<HeaderName>,
     tenant_header: Option<HeaderName>,
     key_digest: Option<[u8; 32]>,
+    /// The key of client address digests; `None`: addresses are not recorded.
+    addr_digest: Option<[u8; 32]>,
 }
 
 impl std::fmt::Debug for CallerPolicy {
@@ -20,20 +24,29 @@ impl std::fmt::Debug for CallerPolicy {
             .field("subject_header", &self.subject_header)
             .field("tenant_header", &self.tenant_header)
             .field("key_digest", &self.key_digest.map(|_| "<keyed>"))
+            .field("addr_digest", &self.addr_digest.map(|_| "<keyed>"))
             .finish()
     }
 }
 
+/// The fixed, public key of digests when no secret is set.
+fn public_key() -> [u8; 32] {
+    blake3::derive_key("kiroku caller key digest v1", b"")
+}
+
 impl Default for CallerPolicy {
-    /// API keys (`Authorization: Bearer`, `x-api-key`, `api-key`) are digested with a
-    /// fixed public key, which is safe for random API keys; set
-    /// [`key_digest_secret`](Self::key_digest_secret) to make digests unlinkable
-    /// across deployments.
+    /// API keys (`Authorization: Bearer`, `x-api-key`, `api-key`) and client addresses
+    /// are digested with a fixed public key. That is safe for random API keys, but not
+    /// for addresses: anyone can hash every IPv4 address and look a digest up. Set
+    /// [`key_digest_secret`](Self::key_digest_secret) to make both unlinkable to
+    /// anyone without the secret, or drop addresses with
+    /// [`no_client_addr`](Self::no_client_addr).
     fn default() -> Self {
         Self {
             subject_header: None,
             tenant_header: None,
-            key_digest: Some(blake3::derive_key("kiroku caller key digest v1", b"")),
+            key_digest: Some(public_key()),
+            addr_digest: Some(public_key()),
         }
     }
 }
@@ -51,9 +64,25 @@ impl CallerPolicy {
         self
     }
 
-    /// Digest API keys with this secret (keyed blake3).
+    /// Digest API keys and client addresses with this secret (keyed blake3).
     pub fn key_digest_secret(mut self, key: [u8; 32]) -> Self {
         self.key_digest = Some(key);
+        if self.addr_digest.is_some() {
+            self.addr_digest = Some(key);
+        }
+        self
+    }
+
+    /// The digest key made from secret material of any length (a file of random bytes,
+    /// a passphrase): `blake3::derive_key("kiroku caller secret v1", material)`. Whoever
+    /// holds the material can recompute a digest to check a suspected caller.
+    pub fn secret_from(material: &[u8]) -> [u8; 32] {
+        blake3::derive_key("kiroku caller secret v1", material)
+    }
+
+    /// Do not record client addresses at all.
+    pub fn no_client_addr(mut self) -> Self {
+        self.addr_digest = None;
         self
     }
 
@@ -80,6 +109,15 @@ impl CallerPolicy {
             Some(format!("key:{}", to_hex(&d.as_bytes()[..16])))
         });
         Caller { subject, tenant: text(&self.tenant_header), client_addr: None }
+    }
+
+    /// What the record says of the client's address: its keyed digest, or nothing.
+    pub(crate) fn client_addr(&self, ip: std::net::IpAddr) -> Option<String> {
+        let key = self.addr_digest?;
+        // One form per address: an IPv4 client seen over an IPv6 socket is that IPv4 address.
+        let ip = ip.to_canonical();
+        let d = blake3::keyed_hash(&key, ip.to_string().as_bytes());
+        Some(format!("ip:{}", to_hex(&d.as_bytes()[..16])))
     }
 }
 
@@ -129,6 +167,20 @@ mod tests {
             h.insert(AUTHORIZATION, header.parse().unwrap());
             assert_eq!(CallerPolicy::default().caller(&h).subject.as_deref(), Some(s.as_str()), "{header}");
         }
+    }
+
+    #[test]
+    fn client_addresses_are_keyed_digests_or_dropped() {
+        let v4: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+        let mapped: std::net::IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        let public = CallerPolicy::default();
+        let a = public.client_addr(v4).unwrap();
+        assert!(a.starts_with("ip:") && a.len() == 3 + 32 && !a.contains("192"));
+        assert_eq!(public.client_addr(mapped), Some(a.clone()), "one address, one digest");
+        let secret = CallerPolicy::default().key_digest_secret([7; 32]);
+        assert_ne!(secret.client_addr(v4), Some(a), "a secret changes the digest");
+        assert_eq!(CallerPolicy::default().no_client_addr().client_addr(v4), None);
+        assert_eq!(CallerPolicy::default().no_client_addr().key_digest_secret([7; 32]).client_addr(v4), None);
     }
 
     #[test]

@@ -79,8 +79,7 @@ where
         let mut record = new_record(req.uri().path(), req.method().as_str(), started_at);
         record.caller = self.cfg.caller.caller(req.headers());
         if let Some(addr) = req.extensions().get::<std::net::SocketAddr>() {
-            record.caller.client_addr =
-                Some(format!("ip:{}", &kiroku_schemas::digest::blake3_hex(addr.ip().to_string().as_bytes())[..16]));
+            record.caller.client_addr = self.cfg.caller.client_addr(addr.ip());
         }
         record.trace = trace_context(req.headers(), random_span_id());
         #[cfg(feature = "otel")]

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use kiroku::{AuditLayer, Durability, FailurePolicy, Journal, JournalConfig};
+use kiroku::{AuditLayer, CallerPolicy, Durability, FailurePolicy, Journal, JournalConfig};
 use kiroku_schemas::checkpoint::NoteSigner;
 use kiroku_schemas::record::CaptureMode;
 
@@ -53,6 +53,15 @@ pub struct Args {
     /// Address for /healthz and /metrics.
     #[arg(long, env = "KIROKU_ADMIN")]
     admin: Option<SocketAddr>,
+    /// File of secret bytes (at least 16, e.g. `head -c 32 /dev/urandom`; mode 0600) that
+    /// keys the digests of API keys and client addresses. Without it they use a public
+    /// key, and an IPv4 address digest can be reversed by trying every address. The key
+    /// is blake3's derive_key("kiroku caller secret v1", the file's bytes).
+    #[arg(long, env = "KIROKU_CALLER_SECRET")]
+    caller_secret: Option<PathBuf>,
+    /// Do not record client addresses, not even as digests.
+    #[arg(long)]
+    no_client_addr: bool,
     /// Name that lets a restarted proxy take back its chain.
     #[arg(long, default_value = "proxy")]
     writer_name: String,
@@ -79,6 +88,13 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
         "sync" => Durability::Sync,
         _ => Durability::Batched(Duration::from_millis(a.batch_ms)),
     };
+    let mut caller = CallerPolicy::default();
+    if let Some(path) = &a.caller_secret {
+        caller = caller.key_digest_secret(CallerPolicy::secret_from(&read_secret(path)?));
+    }
+    if a.no_client_addr {
+        caller = caller.no_client_addr();
+    }
     let policy = if a.on_journal_failure == "open" { FailurePolicy::FailOpen } else { FailurePolicy::FailClosed };
     let capture = a.capture;
     #[cfg(feature = "otlp")]
@@ -107,7 +123,7 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
         let chain = journal.chain_id();
         #[cfg(feature = "otlp")]
         let _instruments = otlp.as_ref().map(|_| kiroku::telemetry::register_journal_metrics(&journal));
-        let layer = AuditLayer::new(journal).capture(capture).capture_cap(a.capture_cap);
+        let layer = AuditLayer::new(journal).capture(capture).capture_cap(a.capture_cap).caller(caller);
         let cfg = ProxyConfig {
             listen: a.listen,
             admin: a.admin,
@@ -144,4 +160,23 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
     }
     result?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The caller secret's bytes: owner-only, and long enough to be a secret.
+fn read_secret(path: &std::path::Path) -> Result<Vec<u8>, CliError> {
+    let usage = |why: String| CliError::Usage(format!("--caller-secret {}: {why}", path.display()));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(path).map_err(|e| usage(e.to_string()))?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(usage(format!("mode {mode:o}: a secret must be readable by its owner only (chmod 600)")));
+        }
+    }
+    let bytes = std::fs::read(path).map_err(|e| usage(e.to_string()))?;
+    let material = bytes.trim_ascii();
+    if material.len() < 16 {
+        return Err(usage(format!("{} bytes; at least 16 are needed", material.len())));
+    }
+    Ok(material.to_vec())
 }

@@ -109,7 +109,7 @@ pub struct Caller {
     /// Tenant or organisation, when the deployment has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
-    /// Client address, hashed or dropped by policy.
+    /// Client address as `ip:<keyed blake3>`, or absent when the policy drops it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_addr: Option<String>,
 }
