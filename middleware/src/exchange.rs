@@ -280,9 +280,9 @@ impl FinalizerInner {
         let Self { span, cfg, exchange, handle, response_annotations, mut record } = self;
         record.finished_at = Timestamp::now();
         // The request body ends here for the record; anything still arriving is not in it.
-        let (mut req_tap, req_complete) = exchange.with_request(|r| {
+        let (mut req_tap, req_complete, req_error) = exchange.with_request(|r| {
             let tap = std::mem::replace(&mut r.tap, BodyTap::new(CaptureMode::None, 0));
-            (tap, r.complete && r.error.is_none())
+            (tap, r.complete && r.error.is_none(), r.error.take())
         });
         let [req_digest, resp_digest] = BodyTap::digests_hex([Some(&req_tap), seen.as_ref().map(|s| &s.tap)]);
         record.http.request =
@@ -312,6 +312,13 @@ impl FinalizerInner {
                 (Outcome::Error, Some(format!("HTTP status {st}")))
             }
             _ => (outcome, error),
+        };
+        // A request body that failed (a client that left mid-upload, a body limit) is
+        // said too, whatever the outcome: it explains the 400 or 413 that followed.
+        let error = match (error, req_error) {
+            (error, None) => error,
+            (Some(resp), Some(e)) => Some(format!("{resp}; request body error: {e}")),
+            (None, Some(e)) => Some(format!("request body error: {e}")),
         };
         record.http.outcome = outcome;
         record.http.error = error;

@@ -166,3 +166,27 @@ async fn a_huge_server_sent_event_passes_and_its_drop_is_stated_in_the_record() 
         "the events around the dropped one are still read"
     );
 }
+
+/// A client that sends half of the body it announced and leaves: the record counts the
+/// bytes that came, keeps the status the service answered (its JSON extractor refused
+/// the broken body), and says the request body broke off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_mid_upload_is_recorded_with_the_request_error() {
+    let srv = AuditedServer::start(|c| c, |l| l).await;
+    let mut s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    let head = "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n";
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&[b' '; 500]).await.unwrap();
+    s.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(s);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let (records, _dir) = srv.finish().await;
+    assert_eq!(records.len(), 1);
+    let r = &records[0].record;
+    assert_eq!(r.http.request.bytes, 500, "the bytes that came");
+    assert_eq!(r.http.status, Some(400));
+    let error = r.http.error.as_deref().unwrap_or_default();
+    assert!(error.contains("request body error"), "{error}");
+}

@@ -88,7 +88,9 @@ pub struct HttpExchange {
     pub status: Option<u16>,
     /// How the exchange ended.
     pub outcome: Outcome,
-    /// What went wrong, for outcomes `error` and `aborted`.
+    /// What went wrong: for outcomes `error` and `aborted`, and for any exchange whose
+    /// request body failed (`request body error: ...`, e.g. a client that left
+    /// mid-upload, with the status the service answered).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// True when the response was streamed (server-sent events).
