@@ -74,7 +74,11 @@ where
                 let headers = resp.headers();
                 let content_type =
                     headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
-                let is_sse = content_type.as_deref().is_some_and(|c| c.starts_with("text/event-stream"));
+                // Media types are case-insensitive (RFC 9110 8.3.1).
+                let is_sse = content_type
+                    .as_deref()
+                    .and_then(|c| c.get(..SSE.len()))
+                    .is_some_and(|c| c.eq_ignore_ascii_case(SSE));
                 let content_length = headers
                     .get(http::header::CONTENT_LENGTH)
                     .and_then(|v| v.to_str().ok())
@@ -105,6 +109,9 @@ where
         }
     }
 }
+
+/// The media type of server-sent events.
+const SSE: &str = "text/event-stream";
 
 /// A stream with no known API: only `data: [DONE]` is recognised as its end.
 #[derive(Default)]

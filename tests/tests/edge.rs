@@ -190,3 +190,27 @@ async fn a_client_that_leaves_mid_upload_is_recorded_with_the_request_error() {
     let error = r.http.error.as_deref().unwrap_or_default();
     assert!(error.contains("request body error"), "{error}");
 }
+
+/// Media types are case-insensitive: a stream labelled `Text/Event-Stream` is read as one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_stream_is_recognised_whatever_the_case_of_its_media_type() {
+    let body = "data: {\"id\":\"c1\",\"model\":\"sample-1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(move || async move {
+            axum::response::Response::builder()
+                .header("content-type", "Text/Event-Stream; charset=utf-8")
+                .body(axum::body::Body::from(body))
+                .unwrap()
+        }),
+    );
+    let srv = AuditedServer::start_with(|c| c, |l| l, app).await;
+    let mut conn = Conn::connect(srv.addr).await.unwrap();
+    let got = conn.post_json("/v1/chat/completions", &kiroku_tests::chat("case", true), &[]).await.unwrap();
+    assert_eq!(got.body, body.as_bytes());
+    let (records, _dir) = srv.finish().await;
+    let r = &records[0].record;
+    assert!(r.http.streaming);
+    assert_eq!(r.gen_ai.response.finish_reasons, ["stop"]);
+    assert_eq!(r.provenance.output_digest.as_deref(), Some(kiroku_schemas::digest::blake3_hex(b"Hi").as_str()));
+}
