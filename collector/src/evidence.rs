@@ -108,7 +108,11 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
     fs::write(path, bytes).map_err(|e| CliError::io(path, e))
 }
 
-/// Write a bundle of `rows` to `out`. Returns the number of records.
+/// Write a bundle of `rows` to `out` (a new or empty directory). The bundle is built in
+/// a temporary directory beside `out` and renamed into place once whole: a run that
+/// fails (a record after the newest checkpoint, a full disk) leaves no half bundle.
+/// The directory is owner-only (0700), as it holds records. Returns the number of
+/// records.
 pub fn write_bundle(
     archive: &Archive,
     rows: &[ChainCols],
@@ -121,6 +125,30 @@ pub fn write_bundle(
             out.display()
         )));
     }
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    fs::create_dir_all(parent).map_err(|e| CliError::io(parent, e))?;
+    let name = out.file_name().map_or_else(|| "bundle".into(), |n| n.to_string_lossy().into_owned());
+    let partial = tempfile::Builder::new()
+        .prefix(&format!(".{name}.partial-"))
+        .tempdir_in(parent)
+        .map_err(|e| CliError::io(parent, e))?;
+    let n = write_bundle_files(archive, rows, verifier, partial.path())?;
+    // Renaming onto an empty directory replaces it; onto nothing creates it.
+    fs::rename(partial.path(), out).map_err(|e| CliError::io(out, e))?;
+    // The directory is `out` now; nothing is left for the guard to remove.
+    let _ = partial.keep();
+    Ok(n)
+}
+
+fn write_bundle_files(
+    archive: &Archive,
+    rows: &[ChainCols],
+    verifier: &NoteVerifier,
+    out: &Path,
+) -> Result<usize, CliError> {
     let mut by_chain: BTreeMap<&str, Vec<&ChainCols>> = BTreeMap::new();
     for r in rows {
         by_chain.entry(&r.chain_id).or_default().push(r);

@@ -241,6 +241,22 @@ async fn every_mutation_is_detected_and_nothing_pristine_is_flagged() {
     let rows = arch.find(&kiroku_collector::archive::Filter::default()).unwrap();
     let bundle = work.path().join("bundle");
     kiroku_collector::evidence::write_bundle(&arch, &rows[..8], &key, &bundle).unwrap();
+    // A run that fails after writing some of its files (the last record lies after the
+    // newest checkpoint) leaves no half bundle, and the name stays free for a rerun.
+    let mut late = rows[..8].to_vec();
+    late[7].seq = u64::MAX / 2;
+    let failed = work.path().join("failed-bundle");
+    let err = kiroku_collector::evidence::write_bundle(&arch, &late, &key, &failed).unwrap_err();
+    assert!(err.to_string().contains("after the newest signed checkpoint"), "{err}");
+    assert!(!failed.exists(), "no half bundle");
+    let leftovers: Vec<_> = std::fs::read_dir(work.path())
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n.contains("partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    kiroku_collector::evidence::write_bundle(&arch, &rows[..8], &key, &failed).unwrap();
+    assert_eq!(walk(&failed).len(), walk(&bundle).len());
     let mut bun_t = Tally::default();
     let mut bundle_files: Vec<PathBuf> = walk(&bundle).into_iter().filter(|p| !p.ends_with("README.txt")).collect();
     bundle_files.sort();

@@ -67,7 +67,6 @@ impl fmt::Display for RecoveryReport {
 pub(crate) struct OpenedChain {
     pub(crate) chain_id: ChainId,
     pub(crate) dir: PathBuf,
-    /// Held for the process's lifetime: dropping it releases the lock.
     /// Held for the process's lifetime, never read: dropping it releases the lock.
     pub(crate) _lock: File,
     pub(crate) state: ChainState,
