@@ -64,8 +64,9 @@ fn input_digest(input: &Value) -> String {
     text_digest(&input.to_string())
 }
 
-/// How much of one streamed tool input is held to digest at its end; a longer input
-/// gets no digest (its call is still recorded).
+/// How much streamed tool input (all of a stream's tool calls together) is held to
+/// digest at the end; an input that does not fit gets no digest (its call is still
+/// recorded).
 const TOOL_INPUT_LIMIT: usize = 1 << 20;
 
 /// A `tool_use` block of a stream: its id and name, and its input's JSON text so far.
@@ -113,6 +114,8 @@ struct AnthropicStream {
     output_tokens: Option<u64>,
     /// Tool calls by content block index.
     tools: std::collections::BTreeMap<u64, StreamedToolUse>,
+    /// Bytes of tool input held, all calls together.
+    tool_input_held: usize,
     done: bool,
 }
 
@@ -145,10 +148,14 @@ impl StreamExtractor for AnthropicStream {
                 if let Some(piece) = v.pointer("/delta/partial_json").and_then(Value::as_str)
                     && let Some(tool) = self.tools.get_mut(&u64_of(&v, "index").unwrap_or(0))
                 {
-                    if tool.json.len() + piece.len() > TOOL_INPUT_LIMIT {
+                    if tool.too_long {
+                        // Its digest is lost already; hold nothing more of it.
+                    } else if self.tool_input_held + piece.len() > TOOL_INPUT_LIMIT {
                         tool.too_long = true;
+                        self.tool_input_held -= tool.json.len();
                         tool.json = String::new();
-                    } else if !tool.too_long {
+                    } else {
+                        self.tool_input_held += piece.len();
                         tool.json.push_str(piece);
                     }
                 }
@@ -244,5 +251,28 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
         assert_eq!(b.provenance.tool_calls, a.provenance.tool_calls);
         assert_eq!(b.provenance.output_digest, a.provenance.output_digest);
         assert_eq!(b.gen_ai.response.finish_reasons, ["tool_use"]);
+    }
+    #[test]
+    fn streamed_tool_input_is_held_up_to_a_limit_for_all_calls_together() {
+        let event = |v: serde_json::Value| SseEvent { event: None, data: v.to_string() };
+        let mut s = AnthropicExtractor.stream("/v1/messages");
+        let big = format!("{{\"x\":\"{}\"}}", "a".repeat(600 << 10));
+        for i in 0..2u64 {
+            s.event(&event(serde_json::json!({"type": "content_block_start", "index": i,
+                "content_block": {"type": "tool_use", "id": format!("toolu_{i}"), "name": "big", "input": {}}})));
+            for piece in big.as_bytes().chunks(64 << 10) {
+                let piece = std::str::from_utf8(piece).unwrap();
+                s.event(&event(serde_json::json!({"type": "content_block_delta", "index": i,
+                    "delta": {"type": "input_json_delta", "partial_json": piece}})));
+            }
+        }
+        let mut r = AuditRecord::new("r", Timestamp::from_unix_nanos(0));
+        s.finish(&mut r);
+        let calls = &r.provenance.tool_calls;
+        assert_eq!(calls.len(), 2, "both calls are recorded");
+        let v: serde_json::Value = serde_json::from_str(&big).unwrap();
+        assert_eq!(calls[0].arguments_digest, Some(input_digest(&v)), "the first fits");
+        assert_eq!(calls[1].arguments_digest, None, "the second would pass 1 MiB held in all");
+        assert_eq!(calls[1].name, "big");
     }
 }
