@@ -158,6 +158,14 @@ fn responses_api(body: &Value, rec: &mut AuditRecord) {
     }
 }
 
+/// What one stream may make the extractor hold, whatever the upstream sends: choices
+/// and tool calls followed, citations kept, bytes of one tool call's name. A real
+/// completion stays far below; past these, the rest is passed on but not extracted.
+const STREAM_ENTRIES: usize = 1024;
+const TOOL_NAME_BYTES: usize = 1024;
+
+/// A streamed chat completion or response, read event by event; bounded by
+/// [`STREAM_ENTRIES`] and [`TOOL_NAME_BYTES`].
 #[derive(Default)]
 struct OpenAiStream {
     id: Option<String>,
@@ -219,16 +227,23 @@ impl StreamExtractor for OpenAiStream {
             {
                 self.text.push(t);
             }
-            if let Some(f) = c.get("finish_reason").and_then(Value::as_str) {
+            if let Some(f) = c.get("finish_reason").and_then(Value::as_str)
+                && (self.reasons.len() < STREAM_ENTRIES || self.reasons.contains_key(&idx))
+            {
                 self.reasons.insert(idx, f.to_owned());
             }
             for tc in c.pointer("/delta/tool_calls").and_then(Value::as_array).into_iter().flatten() {
                 let ti = u64_of(tc, "index").unwrap_or(0);
+                if self.tool_names.len() >= STREAM_ENTRIES && !self.tool_names.contains_key(&ti) {
+                    continue;
+                }
                 let e = self.tool_names.entry(ti).or_default();
                 if e.0.is_none() {
                     e.0 = str_of(tc, "id");
                 }
-                if let Some(n) = tc.pointer("/function/name").and_then(Value::as_str) {
+                if let Some(n) = tc.pointer("/function/name").and_then(Value::as_str)
+                    && e.1.len() + n.len() <= TOOL_NAME_BYTES
+                {
                     e.1.push_str(n);
                 }
                 if let Some(a) = tc.pointer("/function/arguments").and_then(Value::as_str) {
@@ -236,7 +251,9 @@ impl StreamExtractor for OpenAiStream {
                 }
             }
             for a in c.pointer("/delta/annotations").and_then(Value::as_array).into_iter().flatten() {
-                self.citations.push(a.clone());
+                if self.citations.len() < STREAM_ENTRIES {
+                    self.citations.push(a.clone());
+                }
             }
         }
     }
@@ -408,6 +425,26 @@ data: [DONE]\n\n";
         assert_eq!(b.provenance.tool_calls[0].arguments_digest.as_deref(), Some(text_digest(&args).as_str()));
         assert_eq!(b.provenance.tool_calls[1].arguments_digest.as_deref(), Some(text_digest("").as_str()));
         assert_eq!(b.provenance.tool_calls[2].arguments_digest, None, "no arguments, no digest");
+    }
+
+    #[test]
+    fn a_stream_cannot_make_the_extractor_hold_without_bound() {
+        let mut s = OpenAiExtractor.stream("/v1/chat/completions");
+        let event = |v: serde_json::Value| SseEvent { event: None, data: v.to_string() };
+        for i in 0..(STREAM_ENTRIES as u64 + 50) {
+            s.event(&event(serde_json::json!({"choices": [{"index": i, "finish_reason": "stop",
+                "delta": {"tool_calls": [{"index": i, "id": format!("call_{i}"), "function": {"name": "n".repeat(600)}}],
+                    "annotations": [{"type": "url_citation", "url_citation": {"url": format!("https://example.org/{i}")}}]}}]})));
+        }
+        // The first call's name grows no further than its bound.
+        s.event(&event(serde_json::json!({"choices": [{"index": 0,
+            "delta": {"tool_calls": [{"index": 0, "function": {"name": "n".repeat(600)}}]}}]})));
+        let mut r = rec();
+        s.finish(&mut r);
+        assert_eq!(r.provenance.tool_calls.len(), STREAM_ENTRIES);
+        assert_eq!(r.provenance.tool_calls[0].name.len(), 600, "a second 600 bytes would pass the name bound");
+        assert_eq!(r.gen_ai.response.finish_reasons.len(), STREAM_ENTRIES);
+        assert_eq!(r.output_sources.len(), STREAM_ENTRIES);
     }
 
     #[test]
