@@ -121,30 +121,59 @@ impl CallerPolicy {
     }
 }
 
-/// Parse a W3C `traceparent` header (`00-<trace id>-<parent id>-<flags>`). The record's
-/// span id is a new span for this inference; returns `None` fields when absent or
-/// invalid.
+/// A W3C `traceparent` header that passed validation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TraceParent {
+    /// The trace id.
+    pub(crate) trace_id: [u8; 16],
+    /// The caller's span (the parent of this inference's span).
+    pub(crate) parent_id: [u8; 8],
+    /// Trace flags (bit 0: sampled).
+    pub(crate) flags: u8,
+}
+
+/// Read the W3C `traceparent` header (`<version>-<trace id>-<parent id>-<flags>`, lowercase
+/// hex): `None` when absent or invalid (version `ff`, version `00` with more fields, an
+/// all-zero trace or parent id). The one reading of the header, for the record and for
+/// the telemetry span's parent alike.
+pub(crate) fn traceparent(headers: &HeaderMap) -> Option<TraceParent> {
+    let v = headers.get("traceparent")?.to_str().ok()?;
+    let mut parts = v.trim().split('-');
+    let (ver, trace, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    // Version 00 has exactly four fields; later versions may append more.
+    if ver == "ff" || (ver == "00" && parts.next().is_some()) {
+        return None;
+    }
+    let [_] = lower_hex::<1>(ver)?;
+    let trace_id = lower_hex::<16>(trace).filter(|t| t != &[0; 16])?;
+    let parent_id = lower_hex::<8>(parent).filter(|p| p != &[0; 8])?;
+    let [flags] = lower_hex::<1>(flags)?;
+    Some(TraceParent { trace_id, parent_id, flags })
+}
+
+/// `N` bytes written as exactly `2N` lowercase hex digits.
+fn lower_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    let digit = |b: u8| match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        _ => None,
+    };
+    let s = s.as_bytes();
+    if s.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
+        *o = (digit(pair[0])? << 4) | digit(pair[1])?;
+    }
+    Some(out)
+}
+
+/// The record's trace context: the request's trace id (from `traceparent`) and
+/// `span_id`, a new span for this inference; empty when the header is absent or invalid.
 pub(crate) fn trace_context(headers: &HeaderMap, span_id: [u8; 8]) -> TraceContext {
-    let parsed = headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(|v| {
-        let mut parts = v.trim().split('-');
-        let (ver, trace, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        let hex =
-            |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
-        let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
-        // Version 00 has exactly four fields; later versions may append more.
-        let fields_ok = ver != "00" || parts.next().is_none();
-        (hex(ver, 2)
-            && ver != "ff"
-            && fields_ok
-            && hex(trace, 32)
-            && hex(parent, 16)
-            && hex(flags, 2)
-            && nonzero(trace)
-            && nonzero(parent))
-        .then(|| trace.to_owned())
-    });
-    match parsed {
-        Some(trace_id) => TraceContext { trace_id: Some(trace_id), span_id: Some(to_hex(&span_id)) },
+    match traceparent(headers) {
+        Some(tp) => TraceContext { trace_id: Some(to_hex(&tp.trace_id)), span_id: Some(to_hex(&span_id)) },
         None => TraceContext::default(),
     }
 }
@@ -199,6 +228,10 @@ mod tests {
         let t = trace_context(&h, [1; 8]);
         assert_eq!(t.trace_id.as_deref(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
         assert_eq!(t.span_id.as_deref(), Some("0101010101010101"));
+        // The parent and flags, for the telemetry span.
+        let tp = super::traceparent(&h).unwrap();
+        assert_eq!(tp.parent_id, [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]);
+        assert_eq!((tp.trace_id[0], tp.trace_id[15], tp.flags), (0x4b, 0x36, 1));
         // Invalid per W3C Trace Context: ignored, never half-read.
         for bad in [
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",

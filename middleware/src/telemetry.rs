@@ -31,14 +31,9 @@ fn system_time(t: Timestamp) -> SystemTime {
 }
 
 fn parent_from_traceparent(headers: &HeaderMap) -> Option<SpanContext> {
-    let v = headers.get("traceparent")?.to_str().ok()?;
-    let mut parts = v.trim().split('-');
-    let (_ver, trace, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let trace_id = TraceId::from_hex(trace).ok()?;
-    let span_id = SpanId::from_hex(parent).ok()?;
-    let flags = u8::from_str_radix(flags, 16).ok()?;
-    let cx = SpanContext::new(trace_id, span_id, TraceFlags::new(flags), true, TraceState::default());
-    cx.is_valid().then_some(cx)
+    let tp = crate::caller::traceparent(headers)?;
+    let (trace, span) = (TraceId::from_bytes(tp.trace_id), SpanId::from_bytes(tp.parent_id));
+    Some(SpanContext::new(trace, span, TraceFlags::new(tp.flags), true, TraceState::default()))
 }
 
 /// Start the inference span; returns it with its (trace id, span id) in hex when valid.
