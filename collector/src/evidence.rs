@@ -172,6 +172,7 @@ fn write_bundle_files(
             )));
         }
         write(&out.join("checkpoints").join(format!("{chain}.note")), note.as_bytes())?;
+        let chain_id = crate::archive::chain_id(chain)?;
         for r in rows {
             let rec = AuditRecord::from_json(&r.payload)
                 .map_err(|e| CliError::Corrupt(format!("chain {chain} seq {}: {e}", r.seq)))?;
@@ -179,6 +180,13 @@ fn write_bundle_files(
                 return Err(CliError::Usage(format!(
                     "record {} (chain {chain} seq {}) is after the newest signed checkpoint (size {}); compact again once the writer has sealed its segment",
                     rec.record_id, r.seq, cp.size
+                )));
+            }
+            // A bundle that cannot verify is worse than none: refuse an altered record.
+            if record_hash(&chain_id, r.seq, &r.prev, &r.payload) != r.hash {
+                return Err(CliError::Corrupt(format!(
+                    "record {} (chain {chain} seq {}): its bytes in the archive do not match its hash (the archive was altered; see kiroku verify --archive)",
+                    rec.record_id, r.seq
                 )));
             }
             let proof = TlogProof {

@@ -226,6 +226,63 @@ async fn every_mutation_is_detected_and_nothing_pristine_is_flagged() {
         arch_t.add("Parquet file removed", detected(&key));
         restore();
     }
+    // `kiroku explain` checks what it shows: a record whose payload was changed in the
+    // archive (its hash column kept) is reported with exit 1, never shown as included.
+    let vkey = work.path().join("signer.vkey");
+    std::fs::write(&vkey, format!("{}\n", key.to_key_text())).unwrap();
+    let explain = |id: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_kiroku"))
+            .args(["explain", id, "--archive"])
+            .arg(&archive)
+            .arg("--pubkey")
+            .arg(&vkey)
+            .output()
+            .unwrap()
+    };
+    let first_id = std::cell::RefCell::new(String::new());
+    rewrite(&files[0], |b| {
+        use arrow_array::cast::AsArray;
+        let ids = b.column_by_name("record_id").unwrap().as_string::<i32>();
+        first_id.borrow_mut().clone_from(&ids.value(0).to_owned());
+        b
+    });
+    let id = first_id.into_inner();
+    let pristine = explain(&id);
+    assert!(pristine.status.success(), "{}", String::from_utf8_lossy(&pristine.stderr));
+    assert!(String::from_utf8_lossy(&pristine.stdout).contains("included in checkpoint"));
+    // A letter in the record id's text becomes its neighbour: still valid JSON.
+    rewrite(&files[0], |b| {
+        use arrow_array::Array as _;
+        use arrow_array::cast::AsArray;
+        let payloads = b.column_by_name("payload").unwrap().as_binary::<i32>();
+        let vals: Vec<Vec<u8>> = (0..payloads.len())
+            .map(|i| {
+                let mut v = payloads.value(i).to_vec();
+                if i == 0 {
+                    let at = v.windows(11).position(|w| w == b"\"record_id\"").unwrap() + 14;
+                    v[at] ^= 0x01;
+                }
+                v
+            })
+            .collect();
+        let idx = b.schema().index_of("payload").unwrap();
+        let mut cols = b.columns().to_vec();
+        cols[idx] = std::sync::Arc::new(arrow_array::BinaryArray::from_iter_values(vals));
+        arrow_array::RecordBatch::try_new(b.schema(), cols).unwrap()
+    });
+    let altered = explain(&id);
+    let out = String::from_utf8_lossy(&altered.stdout);
+    assert_eq!(altered.status.code(), Some(1), "{out}{}", String::from_utf8_lossy(&altered.stderr));
+    assert!(out.contains("FAILS: the record's bytes do not match its hash") && !out.contains("included in"), "{out}");
+    // Nor is it put into an evidence bundle that could not verify.
+    let altered_rows = Archive::open(&archive).unwrap().find(&kiroku_collector::archive::Filter::default()).unwrap();
+    let refused = work.path().join("refused-bundle");
+    let err =
+        kiroku_collector::evidence::write_bundle(&Archive::open(&archive).unwrap(), &altered_rows, &key, &refused)
+            .unwrap_err();
+    assert!(err.to_string().contains("do not match its hash") && err.exit_code() == 1, "{err}");
+    assert!(!refused.exists());
+    restore();
     let stray = archive.join("records/date=1999-01-01/stray.parquet");
     std::fs::create_dir_all(stray.parent().unwrap()).unwrap();
     std::fs::copy(&files[0], &stray).unwrap();

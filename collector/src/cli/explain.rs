@@ -26,12 +26,18 @@ pub struct Args {
     json: bool,
 }
 
-/// Whether the record is provably in a signed checkpoint.
+/// Whether the record is provably in a signed checkpoint: its bytes hash to its row's
+/// hash, and that hash is in the tree whose root a checkpoint signed. A status that
+/// starts with `FAILS` is an integrity problem.
 pub(crate) fn proof_status(
     archive: &Archive,
     c: &ChainCols,
     key: Option<&kiroku_schemas::checkpoint::NoteVerifier>,
 ) -> Result<String, CliError> {
+    let chain = crate::archive::chain_id(&c.chain_id)?;
+    if kiroku_schemas::segment::record_hash(&chain, c.seq, &c.prev, &c.payload) != c.hash {
+        return Ok("FAILS: the record's bytes do not match its hash (the archive was altered)".into());
+    }
     if !archive.manifest.chains.contains_key(&c.chain_id) {
         return Ok("chain not in the manifest".into());
     }
@@ -60,9 +66,14 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
     let Some(c) = rows.first() else {
         return Err(CliError::Usage(format!("no record {} in the archive", a.record_id)));
     };
-    let r = AuditRecord::from_json(&c.payload)
-        .map_err(|e| CliError::Corrupt(format!("chain {} seq {}: {e}", c.chain_id, c.seq)))?;
-    let status = proof_status(&archive, c, key.as_ref())?;
+    let mut status = proof_status(&archive, c, key.as_ref())?;
+    let at = format!("record {} (chain {} seq {})", a.record_id, c.chain_id, c.seq);
+    let r = AuditRecord::from_json(&c.payload).map_err(|e| {
+        CliError::Corrupt(if status.starts_with("FAILS") { format!("{at}: {status}") } else { format!("{at}: {e}") })
+    })?;
+    if r.seq != c.seq || r.chain_id.to_string() != c.chain_id {
+        status = format!("FAILS: the record says chain {} seq {}, its row says otherwise", r.chain_id, r.seq);
+    }
     if a.json {
         let record: serde_json::Value =
             serde_json::from_slice(&c.payload).map_err(|e| CliError::Corrupt(e.to_string()))?;
