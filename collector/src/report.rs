@@ -713,11 +713,11 @@ code{{background:#f4f4f4;padding:0 .2em}} section{{margin-bottom:2em}}
         esc(s.period.0.as_deref().unwrap_or("-")),
         esc(s.period.1.as_deref().unwrap_or("-"))
     );
-    // Integrity first: whether the rest can be trusted.
+    // Integrity first: what this page checked, and what it leaves to `kiroku verify`.
     let trusted = s.integrity.iter().all(|c| c.gaps == 0 && c.checkpoints == "verified");
     let _ = write!(
         h,
-        r#"<section id="integrity"><h2>Integrity</h2><p>Data can be trusted: <span id="trusted" class="{}">{}</span></p><table><tr><th>chain</th><th>records</th><th>gaps</th><th>records lost (FailOpen)</th><th>last checkpoint</th><th>signed at</th><th>checkpoints</th></tr>"#,
+        r#"<section id="integrity"><h2>Integrity</h2><p>Checkpoints signed by the key, no seq missing: <span id="trusted" class="{}">{}</span></p><p>This page is computed from the archive's columns and does not re-check each record; <code>kiroku verify --archive</code> does (every payload against its hash, every column against its payload, every Merkle root against its signed checkpoint).</p><table><tr><th>chain</th><th>records</th><th>gaps</th><th>records lost (FailOpen)</th><th>last checkpoint</th><th>signed at</th><th>checkpoints</th></tr>"#,
         if trusted { "ok" } else { "bad" },
         if trusted { "yes" } else { "no: see below" }
     );
