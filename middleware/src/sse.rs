@@ -90,6 +90,13 @@ impl SseParser {
             return;
         }
         if self.line.len() + b.len() > self.max_line {
+            // A `data:` line that is dropped takes its event with it (counted once): the
+            // rest of the event is not the event the server sent.
+            let data_line = self.line.iter().chain(b).take(5).eq(b"data:");
+            if data_line && !self.dropping_event {
+                self.dropping_event = true;
+                self.data.clear();
+            }
             self.skipping = true;
             self.oversized += 1;
             self.line.clear();
@@ -209,6 +216,14 @@ mod tests {
         p.feed(input.as_bytes(), &mut |e| out.push(e));
         let data: Vec<&str> = out.iter().map(|e| e.data.as_str()).collect();
         assert_eq!(data, ["a", "b\nc"]);
+        assert_eq!(p.dropped(), 2);
+        // A data line over the limit drops its whole event; a long comment line only itself.
+        let mut p = SseParser::new(16);
+        let mut out = Vec::new();
+        let long = "x".repeat(40);
+        p.feed(format!("data: a\ndata: {long}\ndata: b\n\n: {long}\ndata: c\n\n").as_bytes(), &mut |e| out.push(e));
+        let data: Vec<&str> = out.iter().map(|e| e.data.as_str()).collect();
+        assert_eq!(data, ["c"]);
         assert_eq!(p.dropped(), 2);
         // At the limit exactly, an event is kept: 5 + 1 + 5 + 1 + 4 bytes.
         let mut p = SseParser::new(16);
