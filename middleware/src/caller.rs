@@ -29,6 +29,10 @@ impl std::fmt::Debug for CallerPolicy {
     }
 }
 
+/// Headers that carry credentials (lowercase, as `HeaderName` keeps them).
+const CREDENTIAL_HEADERS: [&str; 6] =
+    ["authorization", "proxy-authorization", "cookie", "x-api-key", "api-key", "anthropic-api-key"];
+
 /// The fixed, public key of digests when no secret is set.
 fn public_key() -> [u8; 32] {
     blake3::derive_key("kiroku caller key digest v1", b"")
@@ -52,7 +56,9 @@ impl Default for CallerPolicy {
 }
 
 impl CallerPolicy {
-    /// Take the subject from this header (set by an authenticating gateway).
+    /// Take the subject from this header (set by an authenticating gateway). A header
+    /// that carries credentials (`Authorization`, cookies, API-key headers) is recorded
+    /// as its keyed digest, never as it is; the same holds for the tenant header.
     pub fn subject_header(mut self, name: HeaderName) -> Self {
         self.subject_header = Some(name);
         self
@@ -93,11 +99,14 @@ impl CallerPolicy {
     }
 
     pub(crate) fn caller(&self, headers: &HeaderMap) -> Caller {
+        // A header that carries credentials is never recorded as it is, even when it is
+        // configured as the subject or tenant: its keyed digest stands in.
         let text = |h: &Option<HeaderName>| {
-            h.as_ref().and_then(|n| headers.get(n)).and_then(|v| v.to_str().ok()).map(str::to_owned)
+            let name = h.as_ref()?;
+            let v = headers.get(name)?.to_str().ok()?;
+            Some(if CREDENTIAL_HEADERS.contains(&name.as_str()) { self.digest(v)? } else { v.to_owned() })
         };
         let subject = text(&self.subject_header).or_else(|| {
-            let key = self.key_digest?;
             let secret = headers
                 .get(AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
@@ -105,10 +114,15 @@ impl CallerPolicy {
                 .map(|(_, token)| token)
                 .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
                 .or_else(|| headers.get("api-key").and_then(|v| v.to_str().ok()))?;
-            let d = blake3::keyed_hash(&key, secret.trim().as_bytes());
-            Some(format!("key:{}", to_hex(&d.as_bytes()[..16])))
+            self.digest(secret)
         });
         Caller { subject, tenant: text(&self.tenant_header), client_addr: None }
+    }
+
+    /// `key:<keyed blake3>` of a credential; `None` when key digests are off.
+    fn digest(&self, secret: &str) -> Option<String> {
+        let d = blake3::keyed_hash(&self.key_digest?, secret.trim().as_bytes());
+        Some(format!("key:{}", to_hex(&d.as_bytes()[..16])))
     }
 
     /// What the record says of the client's address: its keyed digest, or nothing.
@@ -210,6 +224,20 @@ mod tests {
         assert_ne!(secret.client_addr(v4), Some(a), "a secret changes the digest");
         assert_eq!(CallerPolicy::default().no_client_addr().client_addr(v4), None);
         assert_eq!(CallerPolicy::default().no_client_addr().key_digest_secret([7; 32]).client_addr(v4), None);
+    }
+
+    #[test]
+    fn a_credential_header_configured_as_subject_is_digested_not_recorded() {
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, "Bearer sk-secret-123".parse().unwrap());
+        h.insert("cookie", "session=COOKIE".parse().unwrap());
+        let p = CallerPolicy::default().subject_header(AUTHORIZATION).tenant_header(HeaderName::from_static("cookie"));
+        let c = p.caller(&h);
+        let (subject, tenant) = (c.subject.unwrap(), c.tenant.unwrap());
+        assert!(subject.starts_with("key:") && !subject.contains("secret"), "{subject}");
+        assert!(tenant.starts_with("key:") && !tenant.contains("COOKIE"), "{tenant}");
+        // With key digests off, nothing at all.
+        assert_eq!(p.no_key_digest().caller(&h).subject, None);
     }
 
     #[test]
