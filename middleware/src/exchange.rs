@@ -159,6 +159,10 @@ pub(crate) struct ResponseSeen {
 /// stream extraction dropped: the record's stream-derived fields may miss what they held.
 pub(crate) const SSE_DROPPED: &str = "kiroku.sse_dropped";
 
+/// The attribute that says which body was too large to be read for extraction (over
+/// the layer's keep limit): the fields extractors fill may be missing for that reason.
+pub(crate) const NOT_EXTRACTED: &str = "kiroku.not_extracted";
+
 /// A future that completes once the record is queued (and durable under `Sync`).
 pub(crate) type CommitFuture = Pin<Box<dyn Future<Output = Result<(), JournalError>> + Send>>;
 
@@ -345,6 +349,7 @@ impl FinalizerInner {
                 if let Some(v) = parse(&req, req_complete && !req_overflow) {
                     ex.request(&route, &v, rec);
                 }
+                let whole_response = stream.is_some();
                 match stream {
                     Some(s) => s.finish(rec),
                     None => {
@@ -352,6 +357,18 @@ impl FinalizerInner {
                             ex.response(&route, &v, rec);
                         }
                     }
+                }
+                // A body too large to keep is hashed and counted but not read: say so, or
+                // its missing model, usage or output digest would look like the API's.
+                let over: Vec<&str> = [(req_overflow, "request"), (resp_overflow && !whole_response, "response")]
+                    .into_iter()
+                    .filter_map(|(over, which)| over.then_some(which))
+                    .collect();
+                if !over.is_empty() {
+                    let bodies = if over.len() == 2 { "bodies" } else { "body" };
+                    let note =
+                        format!("{} {bodies} over the keep limit of {} bytes", over.join(" and "), cfg.keep_limit);
+                    rec.attributes.insert(NOT_EXTRACTED.into(), note);
                 }
             }
             capture(&cfg, cfg.request_capture, &req, req_overflow, &mut rec.http.request);

@@ -96,6 +96,14 @@ async fn oversized_non_utf8_and_invalid_bodies_are_recorded() {
         "the digest covers the whole body"
     );
     assert!(r[0].http.request.truncated && r[0].http.request.captured.as_ref().unwrap().len() <= 1024);
+    assert_eq!(
+        r[0].attributes.get("kiroku.not_extracted").map(String::as_str),
+        Some("request and response bodies over the keep limit of 65536 bytes"),
+        "bodies too large to read say so (the sample model's answer quotes the prompt)"
+    );
+    assert!(r[0].http.response.bytes > 64 << 10, "{}", r[0].http.response.bytes);
+    assert_eq!(r[0].gen_ai.request.model, None, "and was indeed not read");
+    assert!(!r[5].attributes.contains_key("kiroku.not_extracted"));
     assert_eq!(r[1].http.request.bytes, 3000);
     assert_eq!(r[1].http.status, Some(400));
     assert!(
