@@ -85,10 +85,22 @@ impl Annotations {
 ///     handle.update(|a| a.provenance.model_version = Some("2026-10-01".into()));
 /// }
 /// ```
+///
+/// Annotations reach the record until it is finalised (the response's end, an error,
+/// or the client going away). One made later is not in the record: it is logged as lost
+/// (`kiroku::layer`, warning), and [`is_recorded`](Self::is_recorded) says beforehand
+/// whether there is still time.
 #[derive(Debug, Clone)]
 pub struct AuditHandle {
     record_id: Arc<str>,
-    inner: Arc<Mutex<Annotations>>,
+    inner: Arc<Mutex<Slot>>,
+}
+
+/// The annotations so far, and whether the record has taken them.
+#[derive(Debug, Default)]
+struct Slot {
+    annotations: Annotations,
+    recorded: bool,
 }
 
 impl AuditHandle {
@@ -96,9 +108,21 @@ impl AuditHandle {
         Self { record_id: record_id.into(), inner: Arc::default() }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Annotations> {
+    fn lock(&self) -> MutexGuard<'_, Slot> {
         // A panic while annotating leaves plain data behind; keep using it.
         self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Apply `f` to the annotations, or log it as lost once the record is final.
+    fn annotate(&self, what: &str, f: impl FnOnce(&mut Annotations)) {
+        let mut slot = self.lock();
+        if slot.recorded {
+            drop(slot);
+            tracing::warn!(target: "kiroku::layer", record_id = %self.record_id,
+                "annotation ({what}) made after the record was finalised: not recorded");
+            return;
+        }
+        f(&mut slot.annotations);
     }
 
     /// The id the record will have (UUIDv7), e.g. to return it to the client.
@@ -106,32 +130,63 @@ impl AuditHandle {
         &self.record_id
     }
 
+    /// True once the record has been finalised: annotations made from then on are not
+    /// in it.
+    pub fn is_recorded(&self) -> bool {
+        self.lock().recorded
+    }
+
     /// Change the annotations.
     pub fn update(&self, f: impl FnOnce(&mut Annotations)) {
-        f(&mut self.lock());
+        self.annotate("update", f);
     }
 
     /// Add a source the output is based on.
     pub fn add_source(&self, s: OutputSource) {
-        self.lock().output_sources.push(s);
+        self.annotate("source", |a| a.output_sources.push(s));
     }
 
     /// Add a watermark or content credential.
     pub fn add_watermark(&self, w: Watermark) {
-        self.lock().watermarks.push(w);
+        self.annotate("watermark", |a| a.watermarks.push(w));
     }
 
     /// Add a safeguard decision.
     pub fn add_safeguard(&self, d: SafeguardDecision) {
-        self.lock().safeguards.push(d);
+        self.annotate("safeguard", |a| a.safeguards.push(d));
     }
 
     /// Set a free attribute.
     pub fn set_attribute(&self, key: impl Into<String>, value: impl Into<String>) {
-        self.lock().attributes.insert(key.into(), value.into());
+        let (key, value) = (key.into(), value.into());
+        self.annotate("attribute", |a| {
+            a.attributes.insert(key, value);
+        });
     }
 
+    /// The annotations, for the record being finalised; later ones are refused.
     pub(crate) fn take(&self) -> Annotations {
-        std::mem::take(&mut self.lock())
+        let mut slot = self.lock();
+        slot.recorded = true;
+        std::mem::take(&mut slot.annotations)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn annotations_after_the_record_is_final_are_refused_not_kept_for_nobody() {
+        let h = AuditHandle::new("r1");
+        let copy = h.clone();
+        copy.set_attribute("k", "v");
+        assert!(!h.is_recorded());
+        let taken = h.take();
+        assert_eq!(taken.attributes.get("k").map(String::as_str), Some("v"));
+        assert!(copy.is_recorded(), "every clone sees it");
+        copy.add_source(OutputSource { uri: "late".into(), ..Default::default() });
+        copy.update(|a| a.error = Some("late".into()));
+        assert_eq!(h.take(), Annotations::default(), "nothing gathers after the end");
     }
 }
