@@ -43,6 +43,15 @@ pub struct ChainCols {
     pub payload: Vec<u8>,
 }
 
+impl ChainCols {
+    /// Whether the payload's bytes hash to the row's hash (an edited payload whose hash
+    /// column was kept does not); an unreadable chain id is corruption.
+    pub fn payload_matches_hash(&self) -> Result<bool, CliError> {
+        let chain = chain_id(&self.chain_id)?;
+        Ok(kiroku_schemas::segment::record_hash(&chain, self.seq, &self.prev, &self.payload) == self.hash)
+    }
+}
+
 /// A filter for `find`.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {

@@ -172,7 +172,6 @@ fn write_bundle_files(
             )));
         }
         write(&out.join("checkpoints").join(format!("{chain}.note")), note.as_bytes())?;
-        let chain_id = crate::archive::chain_id(chain)?;
         for r in rows {
             let rec = AuditRecord::from_json(&r.payload)
                 .map_err(|e| CliError::Corrupt(format!("chain {chain} seq {}: {e}", r.seq)))?;
@@ -183,7 +182,7 @@ fn write_bundle_files(
                 )));
             }
             // A bundle that cannot verify is worse than none: refuse an altered record.
-            if record_hash(&chain_id, r.seq, &r.prev, &r.payload) != r.hash {
+            if !r.payload_matches_hash()? {
                 return Err(CliError::Corrupt(format!(
                     "record {} (chain {chain} seq {}): its bytes in the archive do not match its hash (the archive was altered; see kiroku verify --archive)",
                     rec.record_id, r.seq

@@ -61,6 +61,22 @@ fn start_proxy(dir: &Path, name: &str, upstream: &str, key: &Path) -> Proxy {
     Proxy { child, addr, admin: admin.unwrap() }
 }
 
+/// A fresh checkpoint signer named `name`, saved (0600) as `dir/signer.key`.
+fn signing_key(dir: &Path, name: &str) -> (NoteSigner, PathBuf) {
+    let signer = NoteSigner::generate(name).unwrap();
+    let key = dir.join("signer.key");
+    signer.save(&key).unwrap();
+    (signer, key)
+}
+
+/// The sample model, unaudited, on an ephemeral loopback port: its address.
+async fn sample_upstream() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(kiroku_examples::sample::serve(listener, kiroku_examples::sample::router(), std::future::pending()));
+    addr
+}
+
 fn terminate(mut p: Proxy) {
     let st = Command::new("kill").args(["-TERM", &p.child.id().to_string()]).status().unwrap();
     assert!(st.success());
@@ -85,14 +101,10 @@ async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openai_sdk_through_the_proxy_sees_what_it_sees_directly_and_every_call_is_recorded() {
     let dir = tempfile::tempdir().unwrap();
-    let signer = NoteSigner::generate("kiroku-proxy-test").unwrap();
-    let key = dir.path().join("signer.key");
-    signer.save(&key).unwrap();
+    let (signer, key) = signing_key(dir.path(), "kiroku-proxy-test");
 
     // The upstream: the sample model, unaudited.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let upstream = listener.local_addr().unwrap();
-    tokio::spawn(kiroku_examples::sample::serve(listener, kiroku_examples::sample::router(), std::future::pending()));
+    let upstream = sample_upstream().await;
     // An upstream that is down: a port nobody listens on.
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
 
@@ -231,12 +243,8 @@ async fn otlp_receiver() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<(St
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_and_metrics_go_to_an_otlp_endpoint_without_bodies_or_secrets() {
     let dir = tempfile::tempdir().unwrap();
-    let signer = NoteSigner::generate("kiroku-otel-test").unwrap();
-    let key = dir.path().join("signer.key");
-    signer.save(&key).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let upstream = listener.local_addr().unwrap();
-    tokio::spawn(kiroku_examples::sample::serve(listener, kiroku_examples::sample::router(), std::future::pending()));
+    let (signer, key) = signing_key(dir.path(), "kiroku-otel-test");
+    let upstream = sample_upstream().await;
     let (otlp, got) = otlp_receiver().await;
 
     let (up, ot) = (format!("http://{upstream}"), format!("http://{otlp}"));
@@ -339,9 +347,7 @@ async fn no_secret_key_or_personal_data_anywhere_in_the_pipeline() {
     );
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let upstream = listener.local_addr().unwrap();
-    tokio::spawn(kiroku_examples::sample::serve(listener, kiroku_examples::sample::router(), std::future::pending()));
+    let upstream = sample_upstream().await;
     let (otlp, got) = otlp_receiver().await;
     let spool = dir.path().join("spool");
     let log = dir.path().join("proxy.log");
@@ -447,9 +453,7 @@ async fn no_secret_key_or_personal_data_anywhere_in_the_pipeline() {
 async fn an_upstream_that_sends_garbage_or_hangs_is_answered_and_recorded() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().unwrap();
-    let signer = NoteSigner::generate("kiroku-edge").unwrap();
-    let key = dir.path().join("signer.key");
-    signer.save(&key).unwrap();
+    let (signer, key) = signing_key(dir.path(), "kiroku-edge");
     // An upstream that answers with bytes that are not HTTP, and one that never answers.
     let garbage = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let garbage_addr = garbage.local_addr().unwrap();
@@ -507,12 +511,8 @@ async fn an_upstream_that_sends_garbage_or_hangs_is_answered_and_recorded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disk_that_fills_up_gives_a_clear_refusal_not_a_crash_or_a_gap() {
     let dir = tempfile::tempdir().unwrap();
-    let signer = NoteSigner::generate("kiroku-full").unwrap();
-    let key = dir.path().join("signer.key");
-    signer.save(&key).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let upstream = listener.local_addr().unwrap();
-    tokio::spawn(kiroku_examples::sample::serve(listener, kiroku_examples::sample::router(), std::future::pending()));
+    let (signer, key) = signing_key(dir.path(), "kiroku-full");
+    let upstream = sample_upstream().await;
     let spool = dir.path().join("spool");
     let log = dir.path().join("proxy.log");
     // Files may not grow beyond 48 KiB: the segment fills up after a few dozen records.
@@ -570,15 +570,11 @@ async fn a_disk_that_fills_up_gives_a_clear_refusal_not_a_crash_or_a_gap() {
 async fn client_addresses_are_keyed_by_the_caller_secret_or_left_out() {
     use std::os::unix::fs::PermissionsExt as _;
     let dir = tempfile::tempdir().unwrap();
-    let signer = NoteSigner::generate("kiroku-caller").unwrap();
-    let key = dir.path().join("signer.key");
-    signer.save(&key).unwrap();
+    let (signer, key) = signing_key(dir.path(), "kiroku-caller");
     let secret = dir.path().join("caller.secret");
     std::fs::write(&secret, b"0123456789abcdef-not-random-but-long-enough\n").unwrap();
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let upstream = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(kiroku_examples::sample::serve(listener, kiroku_examples::sample::router(), std::future::pending()));
+    let upstream = format!("http://{}", sample_upstream().await);
 
     // The caller's subject and address as each configuration records them.
     let run = |name: &str, extra: &[&str]| {

@@ -13,9 +13,12 @@ use kiroku_schemas::record::{Caller, TraceContext};
 pub struct CallerPolicy {
     subject_header: Option<HeaderName>,
     tenant_header: Option<HeaderName>,
-    key_digest: Option<[u8; 32]>,
-    /// The key of client address digests; `None`: addresses are not recorded.
-    addr_digest: Option<[u8; 32]>,
+    /// The key of every digest: public unless a secret was set.
+    key: [u8; 32],
+    /// API keys become the subject (as digests).
+    key_digests: bool,
+    /// Client addresses are recorded (as digests).
+    client_addrs: bool,
 }
 
 impl std::fmt::Debug for CallerPolicy {
@@ -23,8 +26,9 @@ impl std::fmt::Debug for CallerPolicy {
         f.debug_struct("CallerPolicy")
             .field("subject_header", &self.subject_header)
             .field("tenant_header", &self.tenant_header)
-            .field("key_digest", &self.key_digest.map(|_| "<keyed>"))
-            .field("addr_digest", &self.addr_digest.map(|_| "<keyed>"))
+            .field("key", &"<keyed>")
+            .field("key_digests", &self.key_digests)
+            .field("client_addrs", &self.client_addrs)
             .finish()
     }
 }
@@ -46,12 +50,7 @@ impl Default for CallerPolicy {
     /// anyone without the secret, or drop addresses with
     /// [`no_client_addr`](Self::no_client_addr).
     fn default() -> Self {
-        Self {
-            subject_header: None,
-            tenant_header: None,
-            key_digest: Some(public_key()),
-            addr_digest: Some(public_key()),
-        }
+        Self { subject_header: None, tenant_header: None, key: public_key(), key_digests: true, client_addrs: true }
     }
 }
 
@@ -72,10 +71,8 @@ impl CallerPolicy {
 
     /// Digest API keys and client addresses with this secret (keyed blake3).
     pub fn key_digest_secret(mut self, key: [u8; 32]) -> Self {
-        self.key_digest = Some(key);
-        if self.addr_digest.is_some() {
-            self.addr_digest = Some(key);
-        }
+        self.key = key;
+        self.key_digests = true;
         self
     }
 
@@ -88,13 +85,13 @@ impl CallerPolicy {
 
     /// Do not record client addresses at all.
     pub fn no_client_addr(mut self) -> Self {
-        self.addr_digest = None;
+        self.client_addrs = false;
         self
     }
 
     /// Do not derive a subject from API keys.
     pub fn no_key_digest(mut self) -> Self {
-        self.key_digest = None;
+        self.key_digests = false;
         self
     }
 
@@ -121,18 +118,20 @@ impl CallerPolicy {
 
     /// `key:<keyed blake3>` of a credential; `None` when key digests are off.
     fn digest(&self, secret: &str) -> Option<String> {
-        let d = blake3::keyed_hash(&self.key_digest?, secret.trim().as_bytes());
-        Some(format!("key:{}", to_hex(&d.as_bytes()[..16])))
+        self.key_digests.then(|| keyed_digest("key", &self.key, secret.trim()))
     }
 
     /// What the record says of the client's address: its keyed digest, or nothing.
     pub(crate) fn client_addr(&self, ip: std::net::IpAddr) -> Option<String> {
-        let key = self.addr_digest?;
         // One form per address: an IPv4 client seen over an IPv6 socket is that IPv4 address.
-        let ip = ip.to_canonical();
-        let d = blake3::keyed_hash(&key, ip.to_string().as_bytes());
-        Some(format!("ip:{}", to_hex(&d.as_bytes()[..16])))
+        self.client_addrs.then(|| keyed_digest("ip", &self.key, &ip.to_canonical().to_string()))
     }
+}
+
+/// `<kind>:<first 16 bytes of keyed blake3 of text, hex>`: how callers are recorded.
+fn keyed_digest(kind: &str, key: &[u8; 32], text: &str) -> String {
+    let d = blake3::keyed_hash(key, text.as_bytes());
+    format!("{kind}:{}", to_hex(&d.as_bytes()[..16]))
 }
 
 /// A W3C `traceparent` header that passed validation.

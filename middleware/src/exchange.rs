@@ -349,7 +349,7 @@ impl FinalizerInner {
                 if let Some(v) = parse(&req, req_complete && !req_overflow) {
                     ex.request(&route, &v, rec);
                 }
-                let whole_response = stream.is_some();
+                let streamed = stream.is_some();
                 match stream {
                     Some(s) => s.finish(rec),
                     None => {
@@ -359,15 +359,16 @@ impl FinalizerInner {
                     }
                 }
                 // A body too large to keep is hashed and counted but not read: say so, or
-                // its missing model, usage or output digest would look like the API's.
-                let over: Vec<&str> = [(req_overflow, "request"), (resp_overflow && !whole_response, "response")]
-                    .into_iter()
-                    .filter_map(|(over, which)| over.then_some(which))
-                    .collect();
-                if !over.is_empty() {
-                    let bodies = if over.len() == 2 { "bodies" } else { "body" };
-                    let note =
-                        format!("{} {bodies} over the keep limit of {} bytes", over.join(" and "), cfg.keep_limit);
+                // its missing model, usage or output digest would look like the API's. (A
+                // stream is read event by event, whatever is kept of it.)
+                let skipped = match (req_overflow, resp_overflow && !streamed) {
+                    (true, true) => Some("request and response bodies"),
+                    (true, false) => Some("request body"),
+                    (false, true) => Some("response body"),
+                    (false, false) => None,
+                };
+                if let Some(which) = skipped {
+                    let note = format!("{which} over the keep limit of {} bytes", cfg.keep_limit);
                     rec.attributes.insert(NOT_EXTRACTED.into(), note);
                 }
             }

@@ -115,7 +115,7 @@ impl SseParser {
                 let data = std::mem::take(&mut self.data);
                 on_event(SseEvent { event: self.event.take(), data });
             }
-            self.data.clear();
+            // The data buffer is empty here: taken, or cleared when its event was dropped.
             self.has_data = false;
             self.dropping_event = false;
             self.event = None;

@@ -254,14 +254,8 @@ impl NoteSigner {
     /// Read a signer key file, refusing one that group or others can read.
     pub fn load(path: &Path) -> Result<Self, KeyFileError> {
         let p = path.display().to_string();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            let meta = std::fs::metadata(path).map_err(|source| KeyFileError::Io { path: p.clone(), source })?;
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                return Err(KeyFileError::TooOpen { path: p, mode });
-            }
+        if let Some(mode) = open_mode(path).map_err(|source| KeyFileError::Io { path: p.clone(), source })? {
+            return Err(KeyFileError::TooOpen { path: p, mode });
         }
         let text = std::fs::read_to_string(path).map_err(|source| KeyFileError::Io { path: p.clone(), source })?;
         Self::from_key_text(&text).map_err(|source| KeyFileError::Invalid { path: p, source })
@@ -386,6 +380,23 @@ impl NoteVerifier {
             });
         }
         Checkpoint::parse_body(body)
+    }
+}
+
+/// The permission bits of a secret file (a signing key, a caller secret) when its group
+/// or others may access it, `None` when only its owner may (always `None` where file
+/// modes do not exist).
+pub fn open_mode(path: &Path) -> std::io::Result<Option<u32>> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
+        Ok((mode & 0o077 != 0).then_some(mode))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        Ok(None)
     }
 }
 

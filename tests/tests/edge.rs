@@ -16,6 +16,19 @@ async fn raw(addr: std::net::SocketAddr, head: &str, body: &[u8]) -> Vec<u8> {
     out
 }
 
+/// An inner service answering every chat completion with `body()` as `content_type`.
+fn answering(
+    content_type: &'static str,
+    body: impl Fn() -> axum::body::Body + Clone + Send + Sync + 'static,
+) -> axum::Router {
+    axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(move || async move {
+            axum::response::Response::builder().header("content-type", content_type).body(body()).unwrap()
+        }),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_non_utf8_and_invalid_bodies_are_recorded() {
     let srv = AuditedServer::start(|c| c, |l| l.capture_cap(1024).keep_limit(64 << 10)).await;
@@ -129,27 +142,21 @@ async fn a_huge_server_sent_event_passes_and_its_drop_is_stated_in_the_record() 
             "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": finish}]});
         bytes::Bytes::from(format!("data: {c}\n\n"))
     };
-    let app = axum::Router::new().route(
-        "/v1/chat/completions",
-        axum::routing::post(move || async move {
-            let (mut tx, body) = Channel::<bytes::Bytes, std::convert::Infallible>::new(4);
-            tokio::spawn(async move {
-                let line = bytes::Bytes::from(format!("data: {}\n", "x".repeat(64 << 10)));
-                let mut parts = vec![chunk("Hello", None)];
-                parts.extend(std::iter::repeat_n(line, 24));
-                parts.extend([bytes::Bytes::from("\n"), chunk(" world", Some("stop")), "data: [DONE]\n\n".into()]);
-                for p in parts {
-                    if tx.send_data(p).await.is_err() {
-                        return;
-                    }
+    let app = answering("text/event-stream", move || {
+        let (mut tx, body) = Channel::<bytes::Bytes, std::convert::Infallible>::new(4);
+        tokio::spawn(async move {
+            let line = bytes::Bytes::from(format!("data: {}\n", "x".repeat(64 << 10)));
+            let mut parts = vec![chunk("Hello", None)];
+            parts.extend(std::iter::repeat_n(line, 24));
+            parts.extend([bytes::Bytes::from("\n"), chunk(" world", Some("stop")), "data: [DONE]\n\n".into()]);
+            for p in parts {
+                if tx.send_data(p).await.is_err() {
+                    return;
                 }
-            });
-            axum::response::Response::builder()
-                .header("content-type", "text/event-stream")
-                .body(axum::body::Body::new(body))
-                .unwrap()
-        }),
-    );
+            }
+        });
+        axum::body::Body::new(body)
+    });
     let srv = AuditedServer::start_with(|c| c, |l| l, app).await;
     let mut conn = Conn::connect(srv.addr).await.unwrap();
     let got = conn.post_json("/v1/chat/completions", &kiroku_tests::chat("huge", true), &[]).await.unwrap();
@@ -203,15 +210,7 @@ async fn a_client_that_leaves_mid_upload_is_recorded_with_the_request_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_stream_is_recognised_whatever_the_case_of_its_media_type() {
     let body = "data: {\"id\":\"c1\",\"model\":\"sample-1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
-    let app = axum::Router::new().route(
-        "/v1/chat/completions",
-        axum::routing::post(move || async move {
-            axum::response::Response::builder()
-                .header("content-type", "Text/Event-Stream; charset=utf-8")
-                .body(axum::body::Body::from(body))
-                .unwrap()
-        }),
-    );
+    let app = answering("Text/Event-Stream; charset=utf-8", move || axum::body::Body::from(body));
     let srv = AuditedServer::start_with(|c| c, |l| l, app).await;
     let mut conn = Conn::connect(srv.addr).await.unwrap();
     let got = conn.post_json("/v1/chat/completions", &kiroku_tests::chat("case", true), &[]).await.unwrap();

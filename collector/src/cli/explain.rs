@@ -34,8 +34,7 @@ pub(crate) fn proof_status(
     c: &ChainCols,
     key: Option<&kiroku_schemas::checkpoint::NoteVerifier>,
 ) -> Result<String, CliError> {
-    let chain = crate::archive::chain_id(&c.chain_id)?;
-    if kiroku_schemas::segment::record_hash(&chain, c.seq, &c.prev, &c.payload) != c.hash {
+    if !c.payload_matches_hash()? {
         return Ok("FAILS: the record's bytes do not match its hash (the archive was altered)".into());
     }
     if !archive.manifest.chains.contains_key(&c.chain_id) {

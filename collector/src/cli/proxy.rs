@@ -165,13 +165,8 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
 /// The caller secret's bytes: owner-only, and long enough to be a secret.
 fn read_secret(path: &std::path::Path) -> Result<Vec<u8>, CliError> {
     let usage = |why: String| CliError::Usage(format!("--caller-secret {}: {why}", path.display()));
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        let mode = std::fs::metadata(path).map_err(|e| usage(e.to_string()))?.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(usage(format!("mode {mode:o}: a secret must be readable by its owner only (chmod 600)")));
-        }
+    if let Some(mode) = kiroku_schemas::checkpoint::open_mode(path).map_err(|e| usage(e.to_string()))? {
+        return Err(usage(format!("mode {mode:o}: a secret must be readable by its owner only (chmod 600)")));
     }
     let bytes = std::fs::read(path).map_err(|e| usage(e.to_string()))?;
     let material = bytes.trim_ascii();
