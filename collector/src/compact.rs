@@ -355,6 +355,8 @@ struct ChainWork {
     state: ChainState,
     /// Sealed segments, then the open ones of a writer that is gone.
     segs: Vec<SegmentRef>,
+    /// Segments its journal found corrupt: quarantined before the others are handled.
+    corrupt: Vec<SegmentRef>,
     /// Holds a gone writer's lock while its open segments are compacted.
     _orphans: Option<OrphanGuard>,
     /// Tells the reader to stop reading this chain.
@@ -369,6 +371,7 @@ struct Listing {
     state: ChainState,
     known: Vec<SegmentEntry>,
     segs: Vec<SegmentRef>,
+    corrupt: Vec<SegmentRef>,
     orphans: Option<OrphanGuard>,
 }
 
@@ -412,14 +415,14 @@ impl Run<'_> {
                 continue;
             };
             match self.list(chain) {
-                Ok(Listing { state, known, segs, orphans }) => {
+                Ok(Listing { state, known, segs, corrupt, orphans }) => {
                     let cancel = Arc::new(AtomicBool::new(false));
                     let job = Job { id, segs: segs.clone(), start: state.clone(), known, cancel: cancel.clone() };
                     if jobs.send(Work::Chain(job)).is_err() {
                         self.archive.release(lease);
                         return Err(CliError::Io("the compaction reader stopped".into()));
                     }
-                    let work = ChainWork { id, lease, state, segs, _orphans: orphans, cancel, tail: None };
+                    let work = ChainWork { id, lease, state, segs, corrupt, _orphans: orphans, cancel, tail: None };
                     return Ok(Some(work));
                 }
                 Err(e) => {
@@ -450,7 +453,8 @@ impl Run<'_> {
             segs.extend(opens);
             guard
         });
-        Ok(Listing { state, known, segs, orphans })
+        let corrupt = self.spool.corrupt(chain)?;
+        Ok(Listing { state, known, segs, corrupt, orphans })
     }
 }
 
@@ -528,15 +532,31 @@ fn quarantine_overlap(
     state: &ChainState,
     report: &mut CompactReport,
 ) -> Result<(), CliError> {
-    let chain = seg.chain_id;
     let problem = format!(
         "{}: starts at seq {} but the archive already holds this chain up to seq {} (exclusive), from a different file: a fork of the chain, or an altered or replayed copy",
         seg.name, seg.first_seq, state.next_seq
     );
-    let text = format!("kiroku quarantine report\nsegment: {chain}/{}\nproblem: {problem}\n", seg.name);
+    quarantine(spool, seg, problem, None, report)
+}
+
+/// Move `seg` to quarantine with a report file stating `problem` (and `more`, when
+/// given), log it and count it.
+fn quarantine(
+    spool: &dyn SpoolStore,
+    seg: &SegmentRef,
+    problem: String,
+    more: Option<String>,
+    report: &mut CompactReport,
+) -> Result<(), CliError> {
+    let name = format!("{}/{}", seg.chain_id, seg.name);
+    let mut text = format!("kiroku quarantine report\nsegment: {name}\nproblem: {problem}\n");
+    if let Some(more) = more {
+        text.push_str(&more);
+        text.push('\n');
+    }
     let to = spool.quarantine(seg, &text)?;
     tracing::error!(target: "kiroku::compact", "quarantined {}: {problem}", to.display());
-    report.quarantined.push((format!("{chain}/{}", seg.name), problem));
+    report.quarantined.push((name, problem));
     Ok(())
 }
 
@@ -548,15 +568,11 @@ fn quarantine_bad(
     problem: String,
     report: &mut CompactReport,
 ) -> Result<(), CliError> {
-    let chain = state.chain_id;
-    let text = format!(
-        "kiroku quarantine report\nsegment: {chain}/{}\nproblem: {problem}\nthe archive holds this chain up to seq {} (exclusive); later segments of the chain wait until this is resolved\n",
-        seg.name, state.next_seq
+    let more = format!(
+        "the archive holds this chain up to seq {} (exclusive); later segments of the chain wait until this is resolved",
+        state.next_seq
     );
-    let to = spool.quarantine(seg, &text)?;
-    tracing::error!(target: "kiroku::compact", "quarantined {}: {problem}", to.display());
-    report.quarantined.push((format!("{chain}/{}", seg.name), problem));
-    Ok(())
+    quarantine(spool, seg, problem, Some(more), report)
 }
 
 /// A segment that passed verification, and its records' rows.
@@ -823,7 +839,7 @@ impl Run<'_> {
     ) -> Result<(), CliError> {
         // The lease was taken while the previous chain was processed: renew it first.
         let done = match self.archive.renew(&mut chain.lease) {
-            Ok(true) => self.segments(chain, steps, spent_tx),
+            Ok(true) => self.quarantine_corrupt(chain).and_then(|()| self.segments(chain, steps, spent_tx)),
             Ok(false) => {
                 self.report.elsewhere.push(format!("{}: lease lost to another compactor", chain.state.chain_id));
                 Ok(false)
@@ -834,6 +850,27 @@ impl Run<'_> {
             chain.cancel.store(true, Ordering::Release);
         }
         done.map(|_| ())
+    }
+
+    /// Quarantine the chain's segments that its journal found corrupt (it never appends
+    /// to them, and ended the chain there). Verified again here only to say where.
+    fn quarantine_corrupt(&mut self, chain: &ChainWork) -> Result<(), CliError> {
+        for seg in &chain.corrupt {
+            let opts = self.opts.verify_options(seg, None);
+            let found = match verify_segment(std::io::BufReader::with_capacity(1 << 20, self.spool.read(seg)?), &opts) {
+                Err(e) => e.in_file(&seg.name).to_string(),
+                Ok(r) => format!("{}: verifies now as an open segment of {} records", seg.name, r.records),
+            };
+            let problem = format!(
+                "the journal found this open segment corrupt when it recovered the chain, and ended the chain there: {found}"
+            );
+            let more = format!(
+                "its records, from seq {} on, are not in the archive; the chain's writer went on in a new chain",
+                seg.first_seq
+            );
+            quarantine(self.spool, seg, problem, Some(more), &mut self.report)?;
+        }
+        Ok(())
     }
 
     /// Handle each segment's step; false when the chain stopped early.

@@ -63,6 +63,12 @@ impl SpoolStore for ObjectSpool {
         Ok(None)
     }
 
+    /// None: shippers upload sealed segments only. A segment its journal found corrupt
+    /// stays on the writer's machine, where the journal logged it.
+    fn corrupt(&self, _chain: ChainId) -> Result<Vec<SegmentRef>, CliError> {
+        Ok(Vec::new())
+    }
+
     fn read(&self, seg: &SegmentRef) -> Result<Box<dyn Read + Send>, CliError> {
         let rel = Self::rel("spool", seg);
         let v =

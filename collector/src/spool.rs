@@ -6,6 +6,7 @@
 //! ```text
 //! <spool>/<chain>/<first seq>.seg      sealed: ready to compact
 //! <spool>/<chain>/<first seq>.open     open: compacted only when the chain's lock is free
+//! <spool>/<chain>/<first seq>.corrupt  an open segment the journal found corrupt: quarantined
 //! <spool>/compacted/<chain>/...        compacted segments (deleted only by retention)
 //! <spool>/quarantine/<chain>/...       segments that failed verification, with a report
 //! ```
@@ -30,7 +31,8 @@ pub struct SegmentRef {
     pub first_seq: u64,
     /// File name.
     pub name: String,
-    /// Sealed (`.seg`) or open (`.open`).
+    /// Sealed (`.seg`), or not (`.open`, or `.corrupt`: an open segment the journal
+    /// found corrupt when it recovered the chain).
     pub sealed: bool,
 }
 
@@ -44,6 +46,10 @@ pub trait SpoolStore: Sync {
     /// returned guard lives, no writer can take the chain back, so segments listed
     /// after this call are all the chain has: call it before [`sealed`](Self::sealed).
     fn orphaned(&self, chain: ChainId) -> Result<Option<(OrphanGuard, Vec<SegmentRef>)>, CliError>;
+    /// Segments of a chain that its journal found corrupt when it recovered the chain
+    /// (`*.corrupt`: open segments corrupt before their tail), by first seq. Never
+    /// compacted; the compactor quarantines them with a report.
+    fn corrupt(&self, chain: ChainId) -> Result<Vec<SegmentRef>, CliError>;
     /// Read a segment.
     fn read(&self, seg: &SegmentRef) -> Result<Box<dyn Read + Send>, CliError>;
     /// Move a segment out of the way once its records are durable in the archive.
@@ -88,7 +94,9 @@ impl LocalSpool {
         self.root.join(chain.to_string())
     }
 
-    fn list(&self, chain: ChainId, ext: &str) -> Result<Vec<SegmentRef>, CliError> {
+    /// The segments of a chain whose files end in `.<ext>` (`seg`, `open`, `corrupt`),
+    /// by first seq.
+    pub fn list(&self, chain: ChainId, ext: &str) -> Result<Vec<SegmentRef>, CliError> {
         let dir = self.chain_dir(chain);
         let mut out = Vec::new();
         for e in fs::read_dir(&dir).map_err(|e| CliError::io(&dir, e))? {
@@ -159,6 +167,10 @@ impl SpoolStore for LocalSpool {
         // opened another between the first listing and its end; now nothing changes.
         let open = self.list(chain, "open")?;
         Ok((!open.is_empty()).then_some((guard, open)))
+    }
+
+    fn corrupt(&self, chain: ChainId) -> Result<Vec<SegmentRef>, CliError> {
+        self.list(chain, "corrupt")
     }
 
     fn read(&self, seg: &SegmentRef) -> Result<Box<dyn Read + Send>, CliError> {

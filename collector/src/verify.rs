@@ -59,21 +59,18 @@ impl VerifyReport {
 }
 
 /// Verify every segment in a spool: sealed ones sealed and signed, open ones up to
-/// their tail, continuity between consecutive segments of a chain.
+/// their tail, continuity between consecutive segments of a chain. Segments the
+/// journal set aside as corrupt (`*.corrupt`) are verified too, and fail.
 pub fn verify_spool(spool: &LocalSpool, verifier: Option<&NoteVerifier>) -> Result<VerifyReport, CliError> {
     let mut rep = VerifyReport { signatures_checked: verifier.is_some(), ..Default::default() };
     for chain in spool.chains()? {
         rep.chains += 1;
         let dir = spool.root().join(chain.to_string());
         let mut segs = spool.sealed(chain)?;
-        if let Ok(rd) = fs::read_dir(&dir) {
-            for e in rd.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if let Some(first_seq) = name.strip_suffix(".open").and_then(|s| s.parse().ok()) {
-                    segs.push(crate::spool::SegmentRef { chain_id: chain, first_seq, name, sealed: false });
-                }
-            }
-        }
+        // Open segments up to their tail; those the journal found corrupt, too (they
+        // fail, and are listed).
+        segs.extend(spool.list(chain, "open")?);
+        segs.extend(spool.list(chain, "corrupt")?);
         segs.sort_by_key(|s| (s.first_seq, !s.sealed));
         let mut prev: Option<ChainState> = None;
         for seg in segs {

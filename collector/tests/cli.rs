@@ -651,6 +651,58 @@ async fn an_open_segment_whose_writer_is_gone_reaches_the_archive() {
     assert_eq!(h.header().first_seq, 5);
 }
 
+/// A writer that died left an open segment corrupt in its middle; the next process
+/// with its name found it so, kept it as `*.corrupt` and started a new chain. Its
+/// records (acknowledged once) must not vanish from the collector's view: `verify
+/// --spool` names the file, and `compact` quarantines it with a report and exits 1,
+/// while the new chain is compacted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_the_journal_found_corrupt_is_reported_and_quarantined() {
+    let HandMade { dir, signer, vkey, chain, chain_dir } = hand_made("corrupt-open");
+    std::fs::write(chain_dir.join("lock"), b"").unwrap();
+    std::fs::write(chain_dir.join("writer"), b"node-a\n").unwrap();
+    let mut w = SegmentWriter::new(Vec::new(), SegmentHeader::genesis(chain)).unwrap();
+    for seq in 0..6u64 {
+        let mut r = AuditRecord::new(format!("lost-{seq}"), Timestamp::now());
+        (r.chain_id, r.seq) = (chain, seq);
+        w.append_record(&r.to_json()).unwrap();
+    }
+    let mut bytes = w.into_inner();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x20;
+    std::fs::write(chain_dir.join("00000000000000000000.open"), bytes).unwrap();
+    let spool = dir.path().join("spool");
+    let j = kiroku::Journal::open(kiroku::JournalConfig::new(&spool, signer.clone()).writer_name("node-a")).unwrap();
+    assert_ne!(j.chain_id(), chain, "the corrupt chain is not taken back");
+    assert!(j.recovery().is_some_and(|r| r.corrupt.is_some()));
+    for i in 0..3 {
+        let mut r = AuditRecord::new(format!("after-{i}"), Timestamp::now());
+        r.gen_ai.request.model = Some("next-chain".into());
+        j.append(r).await.unwrap();
+    }
+    j.shutdown().await.unwrap();
+    let corrupt = chain_dir.join("00000000000000000000.corrupt");
+    assert!(corrupt.exists());
+    let (spool, archive, vkey) =
+        (spool.display().to_string(), dir.path().join("archive").display().to_string(), vkey.display().to_string());
+    let v = kiroku(&["verify", "--spool", &spool, "--pubkey", &vkey]);
+    assert_eq!(v.status.code(), Some(1), "{}", text(&v));
+    assert!(text(&v).contains("00000000000000000000.corrupt"), "{}", text(&v));
+    let out = kiroku(&["compact", "--spool", &spool, "--archive", &archive, "--pubkey", &vkey]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("QUARANTINED") && text(&out).contains("3 record(s)"), "{}", text(&out));
+    let q = dir.path().join("spool").join("quarantine").join(chain.to_string());
+    assert!(q.join("00000000000000000000.corrupt").exists(), "moved to quarantine, never dropped");
+    let report = std::fs::read_to_string(q.join("00000000000000000000.corrupt.report.txt")).unwrap();
+    assert!(report.contains("byte offset") && report.contains("corrupt"), "{report}");
+    assert!(!corrupt.exists());
+    let found = kiroku(&["find", "--archive", &archive, "--model", "next-chain"]);
+    assert_eq!(String::from_utf8_lossy(&found.stdout).lines().count(), 3);
+    // Reported once: the next run has nothing left to say about it.
+    let again = kiroku(&["compact", "--spool", &spool, "--archive", &archive, "--pubkey", &vkey]);
+    assert!(again.status.success(), "{}", text(&again));
+}
+
 /// A spool whose listing of sealed segments, taken while the chain's writer may still be
 /// alive, misses the newest one: the writer sealed it (and opened the next) after the
 /// listing and before it died. Once the dead writer's lock is held, listings are true.
@@ -684,6 +736,12 @@ impl kiroku_collector::spool::SpoolStore for ListedTooEarly {
         let got = self.inner.orphaned(chain)?;
         self.locked.store(got.is_some(), std::sync::atomic::Ordering::SeqCst);
         Ok(got)
+    }
+    fn corrupt(
+        &self,
+        chain: ChainId,
+    ) -> Result<Vec<kiroku_collector::spool::SegmentRef>, kiroku_collector::error::CliError> {
+        self.inner.corrupt(chain)
     }
     fn read(
         &self,

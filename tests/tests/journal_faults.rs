@@ -80,3 +80,61 @@ async fn write_fsync_and_rename_failures_are_reported_refused_and_recovered() {
         assert!(after.is_some_and(|r| r.record.records_lost_before >= 1), "{fault}: the loss is stated");
     }
 }
+
+/// The open segment is found corrupt in the middle when the journal recovers from a
+/// failed write (the disk returned other bytes than were written). Its records hold
+/// seqs that were acknowledged: the chain must never hand those seqs out again. The
+/// journal stays failed (its reason says why and what to do), and the next process
+/// with the same writer name starts a new chain instead of taking this one back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_found_corrupt_while_recovering_ends_the_chain_and_no_seq_is_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = NoteSigner::generate("kiroku-faults").unwrap();
+    let faults = Faults::new();
+    let cfg = JournalConfig::new(dir.path(), signer.clone())
+        .writer_name("node-a")
+        .durability(Durability::Sync)
+        .on_failure(FailurePolicy::FailClosed)
+        .fault_injection(faults.clone());
+    let j = Journal::open(cfg.clone()).unwrap();
+    let first_chain = j.chain_id();
+    for i in 0..5 {
+        j.append(rec(&format!("before-{i}"))).await.unwrap();
+    }
+    faults.fail_writes.store(true, Ordering::SeqCst);
+    assert!(j.append(rec("during")).await.is_err(), "the failed write is reported");
+    // While the journal is failed, a byte in the middle of the open segment changes.
+    let open = std::fs::read_dir(j.chain_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "open"))
+        .expect("the open segment");
+    let mut bytes = std::fs::read(&open).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x20;
+    std::fs::write(&open, &bytes).unwrap();
+    faults.clear();
+    // Recovery is retried every second: give it several chances.
+    for i in 0..4 {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert!(j.append(rec(&format!("after-{i}"))).await.is_err(), "attempt {i}: nothing is appended to this chain");
+    }
+    assert!(!j.is_healthy());
+    let reason = j.failure_reason().unwrap();
+    assert!(reason.contains("corrupt") && reason.contains("restart"), "{reason}");
+    let files: Vec<String> = std::fs::read_dir(j.chain_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".seg") || n.ends_with(".open") || n.ends_with(".corrupt"))
+        .collect();
+    assert_eq!(files, vec![format!("{:020}.corrupt", 0)], "only the corrupt segment is left in the chain");
+    drop(j);
+    // The next process with this writer name does not take the chain back.
+    let j = Journal::open(cfg).unwrap();
+    assert_ne!(j.chain_id(), first_chain, "a new chain");
+    j.append(rec("next-process")).await.unwrap();
+    j.shutdown().await.unwrap();
+    let records: Vec<_> =
+        all_records(dir.path(), &signer.verifier()).into_iter().filter(|r| r.chain_id == first_chain).collect();
+    assert!(records.is_empty(), "no record of the first chain outside its corrupt segment: {}", records.len());
+}

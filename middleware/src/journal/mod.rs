@@ -10,7 +10,10 @@
 //! name whose lock is free: it validates that chain's open segment to its tail, cuts
 //! only a torn last frame (and says so), seals it, and continues the chain. A segment
 //! corrupt in the middle is never appended to: it is renamed `*.corrupt` for the
-//! collector to quarantine, and the journal starts a new chain.
+//! collector to quarantine, and the journal starts a new chain. Found so while the
+//! journal recovers from a failed write, it ends the chain: the journal stays failed
+//! (its records hold seqs that were handed out, which no other record may take), and
+//! the next process with this writer name starts a new chain.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {

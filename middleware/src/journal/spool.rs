@@ -132,7 +132,7 @@ pub(crate) fn open_chain(cfg: &JournalConfig) -> Result<OpenedChain, JournalErro
                 return Ok(OpenedChain { chain_id: id, dir, _lock: lock, state, recovery: Some(report) });
             }
             Recovered::Abandoned(report) => {
-                let _ = fs::rename(dir.join(WRITER_FILE), dir.join(ABANDONED_FILE));
+                abandon(&dir)?;
                 let mut fresh = new_chain(cfg)?;
                 fresh.recovery = Some(report);
                 return Ok(fresh);
@@ -140,6 +140,18 @@ pub(crate) fn open_chain(cfg: &JournalConfig) -> Result<OpenedChain, JournalErro
         }
     }
     new_chain(cfg)
+}
+
+/// Give up a chain for good: no process takes it back (its writer name is set aside).
+/// Its segments stay for the collector; recovery also refuses a chain directory that
+/// holds a `*.corrupt` segment, so this holds even if the name was restored by hand.
+pub(crate) fn abandon(dir: &Path) -> Result<(), JournalError> {
+    let from = dir.join(WRITER_FILE);
+    match fs::rename(&from, dir.join(ABANDONED_FILE)) {
+        Ok(()) => sync_dir(dir),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(JournalError::io(&from, &e)),
+    }
 }
 
 fn new_chain(cfg: &JournalConfig) -> Result<OpenedChain, JournalError> {
@@ -175,6 +187,13 @@ fn files_with_ext(dir: &Path, ext: &str) -> Result<Vec<PathBuf>, JournalError> {
 /// segment validated, its torn tail cut, sealed and renamed; the chain state known.
 pub(crate) fn recover(cfg: &JournalConfig, id: ChainId, dir: &Path) -> Result<Recovered, JournalError> {
     let mut report = RecoveryReport { chain_id: Some(id), ..RecoveryReport::default() };
+    if let Some(bad) = files_with_ext(dir, "corrupt")?.into_iter().next() {
+        // Its records hold seqs that were handed out: continuing from the head would
+        // give the same seqs to other records.
+        let why = "found by an earlier recovery; the chain ended there".to_owned();
+        report.corrupt = Some((bad, why));
+        return Ok(Recovered::Abandoned(report));
+    }
     let mut state = read_head(dir)?.unwrap_or_else(|| ChainState::genesis(id));
     for open in files_with_ext(dir, "open")? {
         match recover_open_segment(cfg, id, &open)? {

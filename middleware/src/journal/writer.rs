@@ -50,6 +50,9 @@ struct Writer {
     last_checkpoint: Instant,
     records_since_checkpoint: u64,
     failed_at: Option<Instant>,
+    /// The chain cannot continue (recovery found its open segment corrupt): failed for
+    /// good, no more recovery attempts.
+    abandoned: bool,
     /// Reused for every record's JSON (no allocation per record).
     json: Vec<u8>,
     /// Buffers of this batch's encoded records, to hand back to `append`'s callers.
@@ -76,6 +79,7 @@ pub(super) fn run(cfg: JournalConfig, chain: OpenedChain, mut rx: mpsc::Receiver
         last_checkpoint: now,
         records_since_checkpoint: 0,
         failed_at: None,
+        abandoned: false,
         json: Vec::with_capacity(8192),
         spent: Vec::new(),
     };
@@ -127,7 +131,9 @@ impl Writer {
         let mut d: Option<Instant> = None;
         let mut at = |t: Instant| d = Some(d.map_or(t, |x| x.min(t)));
         if let Some(f) = self.failed_at {
-            at(f + RETRY_EVERY);
+            if !self.abandoned {
+                at(f + RETRY_EVERY);
+            }
             return d;
         }
         if let (Durability::Batched(iv), true) = (self.cfg.durability, self.dirty) {
@@ -454,7 +460,7 @@ impl Writer {
     /// that were accepted but never reached the file are counted as lost.
     fn try_recover(&mut self) {
         let Some(failed) = self.failed_at else { return };
-        if failed.elapsed() < RETRY_EVERY {
+        if self.abandoned || failed.elapsed() < RETRY_EVERY {
             return;
         }
         self.failed_at = Some(Instant::now());
@@ -472,11 +478,32 @@ impl Writer {
                 self.chain.state = state;
                 self.recovered(expected_next, next);
             }
-            Ok(spool::Recovered::Abandoned(report)) => {
-                tracing::error!(target: "kiroku::journal", "chain cannot continue: {report}");
-            }
+            Ok(spool::Recovered::Abandoned(report)) => self.abandon(&report),
             Err(e) => tracing::warn!(target: "kiroku::journal", "journal still failing: {e}"),
         }
+    }
+
+    /// End the chain: its open segment is corrupt, and its records hold seqs that
+    /// were handed out, so no record may be appended to the chain again. This process
+    /// stays failed; the next one with this writer name starts a new chain.
+    fn abandon(&mut self, report: &spool::RecoveryReport) {
+        self.abandoned = true;
+        let (file, why) = match &report.corrupt {
+            Some((p, why)) => (p.display().to_string(), why.as_str()),
+            None => (self.chain.dir.display().to_string(), "no reason given"),
+        };
+        let mut reason = format!(
+            "chain {} cannot continue: its open segment is corrupt ({why}), kept as {file} for the collector to quarantine; restart the process to start a new chain",
+            self.chain.chain_id
+        );
+        if let Err(e) = spool::abandon(&self.chain.dir) {
+            reason.push_str(&format!(" (setting the chain aside failed: {e}; recovery still refuses it)"));
+        }
+        tracing::error!(target: "kiroku::journal", "{reason}");
+        if let Ok(mut last) = self.shared.last_error.lock() {
+            *last = Some(reason);
+        }
+        self.shared.healthy.store(false, Ordering::Release);
     }
 
     fn recovered(&mut self, expected_next: u64, next: u64) {
