@@ -54,7 +54,9 @@ pub trait SpoolStore: Sync {
     fn read(&self, seg: &SegmentRef) -> Result<Box<dyn Read + Send>, CliError>;
     /// Move a segment out of the way once its records are durable in the archive.
     fn mark_compacted(&self, seg: &SegmentRef) -> Result<(), CliError>;
-    /// Move a segment that failed verification aside, with a report.
+    /// Move a segment that failed verification aside, with a report. For a segment
+    /// that is not sealed, the chain ends there: its writer, coming back, starts a new
+    /// chain ([`kiroku::journal::abandon_chain`]).
     fn quarantine(&self, seg: &SegmentRef, report: &str) -> Result<PathBuf, CliError>;
     /// Tell a writer that restarts on this chain where the chain stands (after its open
     /// segment was compacted by the collector).
@@ -184,6 +186,12 @@ impl SpoolStore for LocalSpool {
     }
 
     fn quarantine(&self, seg: &SegmentRef, report: &str) -> Result<PathBuf, CliError> {
+        if !seg.sealed {
+            // An open segment's seqs were handed out and are now out of the chain: its
+            // writer, coming back, must start a new chain rather than continue this one
+            // from its last sealed head (the lock is held: no writer has it now).
+            kiroku::journal::abandon_chain(&self.chain_dir(seg.chain_id)).map_err(|e| CliError::Io(e.to_string()))?;
+        }
         let to = self.move_to(seg, "quarantine")?;
         let rp = to.with_file_name(format!("{}.report.txt", seg.name));
         kiroku::journal::write_atomic(&rp, report.as_bytes()).map_err(|e| CliError::Io(e.to_string()))?;

@@ -703,6 +703,38 @@ async fn a_segment_the_journal_found_corrupt_is_reported_and_quarantined() {
     assert!(again.status.success(), "{}", text(&again));
 }
 
+/// A writer that died left an open segment corrupt in its middle, and the collector got
+/// to it first: quarantined. Its seqs were handed out, so the writer that comes back
+/// with the same name must not take the chain up again from its last sealed head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarantined_open_segment_ends_its_chain() {
+    let HandMade { dir, signer, vkey, chain, chain_dir } = hand_made("quarantined-open");
+    std::fs::write(chain_dir.join("lock"), b"").unwrap();
+    std::fs::write(chain_dir.join("writer"), b"node-b\n").unwrap();
+    let mut w = SegmentWriter::new(Vec::new(), SegmentHeader::genesis(chain)).unwrap();
+    for seq in 0..6u64 {
+        let mut r = AuditRecord::new(format!("held-{seq}"), Timestamp::now());
+        (r.chain_id, r.seq) = (chain, seq);
+        w.append_record(&r.to_json()).unwrap();
+    }
+    let mut bytes = w.into_inner();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x20;
+    std::fs::write(chain_dir.join("00000000000000000000.open"), bytes).unwrap();
+    let spool = dir.path().join("spool");
+    let (s, archive, vkey) =
+        (spool.display().to_string(), dir.path().join("archive").display().to_string(), vkey.display().to_string());
+    let out = kiroku(&["compact", "--spool", &s, "--archive", &archive, "--pubkey", &vkey]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("QUARANTINED"), "{}", text(&out));
+    let j = kiroku::Journal::open(kiroku::JournalConfig::new(&spool, signer.clone()).writer_name("node-b")).unwrap();
+    assert_ne!(j.chain_id(), chain, "the chain whose open segment was quarantined is not taken back");
+    j.append(AuditRecord::new("next", Timestamp::now())).await.unwrap();
+    j.shutdown().await.unwrap();
+    let again = kiroku(&["compact", "--spool", &s, "--archive", &archive, "--pubkey", &vkey]);
+    assert!(again.status.success() && text(&again).contains("1 record(s)"), "{}", text(&again));
+}
+
 /// A spool whose listing of sealed segments, taken while the chain's writer may still be
 /// alive, misses the newest one: the writer sealed it (and opened the next) after the
 /// listing and before it died. Once the dead writer's lock is held, listings are true.

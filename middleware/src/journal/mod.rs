@@ -43,7 +43,7 @@ use kiroku_schemas::{AuditRecord, ChainId};
 use tokio::sync::{mpsc, oneshot};
 
 pub use faults::Faults;
-pub use spool::{CHAIN_LOCK_FILE, HEAD_FILE, RecoveryReport, segment_name, sync_dir, write_atomic};
+pub use spool::{CHAIN_LOCK_FILE, HEAD_FILE, RecoveryReport, abandon_chain, segment_name, sync_dir, write_atomic};
 pub use writeback::Writeback;
 
 /// When a record counts as durable.

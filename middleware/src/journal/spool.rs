@@ -132,7 +132,7 @@ pub(crate) fn open_chain(cfg: &JournalConfig) -> Result<OpenedChain, JournalErro
                 return Ok(OpenedChain { chain_id: id, dir, _lock: lock, state, recovery: Some(report) });
             }
             Recovered::Abandoned(report) => {
-                abandon(&dir)?;
+                abandon_chain(&dir)?;
                 let mut fresh = new_chain(cfg)?;
                 fresh.recovery = Some(report);
                 return Ok(fresh);
@@ -142,10 +142,13 @@ pub(crate) fn open_chain(cfg: &JournalConfig) -> Result<OpenedChain, JournalErro
     new_chain(cfg)
 }
 
-/// Give up a chain for good: no process takes it back (its writer name is set aside).
-/// Its segments stay for the collector; recovery also refuses a chain directory that
-/// holds a `*.corrupt` segment, so this holds even if the name was restored by hand.
-pub(crate) fn abandon(dir: &Path) -> Result<(), JournalError> {
+/// Give up the chain in directory `dir` for good: no journal takes it back (its writer
+/// name is set aside), and the next one with that name starts a new chain. For a chain
+/// whose open segment is lost to corruption: its records hold seqs that were handed
+/// out, and continuing the chain from its last sealed head would hand them out again.
+/// Its segments stay for the collector. Recovery also refuses a chain directory that
+/// holds a `*.corrupt` segment.
+pub fn abandon_chain(dir: &Path) -> Result<(), JournalError> {
     let from = dir.join(WRITER_FILE);
     match fs::rename(&from, dir.join(ABANDONED_FILE)) {
         Ok(()) => sync_dir(dir),

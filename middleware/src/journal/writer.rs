@@ -496,7 +496,7 @@ impl Writer {
             "chain {} cannot continue: its open segment is corrupt ({why}), kept as {file} for the collector to quarantine; restart the process to start a new chain",
             self.chain.chain_id
         );
-        if let Err(e) = spool::abandon(&self.chain.dir) {
+        if let Err(e) = spool::abandon_chain(&self.chain.dir) {
             reason.push_str(&format!(" (setting the chain aside failed: {e}; recovery still refuses it)"));
         }
         tracing::error!(target: "kiroku::journal", "{reason}");
