@@ -55,3 +55,47 @@ async fn restart_after_sigkill_resumes_the_same_chain() {
     }
     assert!(records[7].record.http.request.captured.as_deref().unwrap_or_default().contains("after restart 0"));
 }
+
+/// An open segment that does not continue where the chain's head says the chain stands
+/// (here: it links to another record than the chain's last) is not sealed into the
+/// chain on restart: the journal would sign a segment its collector must refuse, and
+/// every later segment of the chain would wait behind it. The chain ends there, and the
+/// restarted writer starts a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_segment_that_does_not_continue_the_head_ends_the_chain() {
+    use kiroku::{Journal, JournalConfig};
+    use kiroku_schemas::segment::{ChainState, SegmentReader, SegmentWriter};
+    use kiroku_schemas::{AuditRecord, Timestamp};
+
+    let dir = tempfile::tempdir().unwrap();
+    let signer = NoteSigner::generate("kiroku-restart").unwrap();
+    let cfg = JournalConfig::new(dir.path(), signer.clone()).writer_name("node-c");
+    let j = Journal::open(cfg.clone()).unwrap();
+    let chain = j.chain_id();
+    for i in 0..3 {
+        j.append(AuditRecord::new(format!("sealed-{i}"), Timestamp::now())).await.unwrap();
+    }
+    j.shutdown().await.unwrap();
+    let chain_dir = dir.path().join(chain.to_string());
+    let head = std::fs::read(chain_dir.join("head")).unwrap();
+    let at = ChainState::from_header(SegmentReader::open(&head[..]).unwrap().header());
+    assert_eq!(at.next_seq, 3);
+    // Seqs 3 and 4, linked to a record the chain does not have.
+    let elsewhere = ChainState { last_hash: [7; 32], ..at };
+    let mut w = SegmentWriter::new(Vec::new(), elsewhere.next_header()).unwrap();
+    for seq in 3..5u64 {
+        let mut r = AuditRecord::new(format!("foreign-{seq}"), Timestamp::now());
+        (r.chain_id, r.seq) = (chain, seq);
+        w.append_record(&r.to_json()).unwrap();
+    }
+    std::fs::write(chain_dir.join("00000000000000000003.open"), w.into_inner()).unwrap();
+
+    let j = Journal::open(cfg).unwrap();
+    assert_ne!(j.chain_id(), chain, "a new chain");
+    let corrupt = j.recovery().and_then(|r| r.corrupt.clone()).expect("reported as corrupt");
+    assert!(corrupt.0.ends_with("00000000000000000003.corrupt"), "{corrupt:?}");
+    j.shutdown().await.unwrap();
+    assert!(!chain_dir.join("00000000000000000003.seg").exists(), "not sealed into the chain");
+    let spool = read_spool(dir.path(), &signer.verifier());
+    assert_eq!(spool[&chain].len(), 3, "the chain holds its three sealed records and nothing else");
+}

@@ -199,7 +199,7 @@ pub(crate) fn recover(cfg: &JournalConfig, id: ChainId, dir: &Path) -> Result<Re
     }
     let mut state = read_head(dir)?.unwrap_or_else(|| ChainState::genesis(id));
     for open in files_with_ext(dir, "open")? {
-        match recover_open_segment(cfg, id, &open)? {
+        match recover_open_segment(cfg, &state, &open)? {
             OpenOutcome::Empty => {}
             OpenOutcome::Sealed { end, records, torn_tail } => {
                 report.segment = Some(open.with_extension("seg"));
@@ -242,18 +242,35 @@ pub(crate) enum OpenOutcome {
     Corrupt(String),
 }
 
-/// Validate an open segment to its tail, cut only a torn last frame, seal it, rename it.
-pub(crate) fn recover_open_segment(cfg: &JournalConfig, id: ChainId, path: &Path) -> Result<OpenOutcome, JournalError> {
-    let file = File::open(path).map_err(io(path))?;
-    let opts = VerifyOptions { chain_id: Some(id), ..VerifyOptions::open() };
-    let report = match verify_segment(BufReader::with_capacity(1 << 20, file), &opts) {
+/// Validate an open segment to its tail, as the continuation of the chain at `from`
+/// (where its head says it stands), cut only a torn last frame, seal it, rename it.
+pub(crate) fn recover_open_segment(
+    cfg: &JournalConfig,
+    from: &ChainState,
+    path: &Path,
+) -> Result<OpenOutcome, JournalError> {
+    let verify = |opts: &VerifyOptions| {
+        let file = File::open(path).map_err(io(path))?;
+        Ok::<_, JournalError>(verify_segment(BufReader::with_capacity(1 << 20, file), opts))
+    };
+    let report = match verify(&VerifyOptions::open().continuing(from.clone()))? {
         Ok(r) => r,
         Err(e) if e.is_torn_tail() && e.offset == 0 => {
             // Not even a complete header: the process died creating the file.
             fs::remove_file(path).map_err(io(path))?;
             return Ok(OpenOutcome::Empty);
         }
-        Err(e) => return Ok(OpenOutcome::Corrupt(e.in_file(path).to_string())),
+        Err(e) => {
+            // Or the head already says where the segment ends: sealing writes the head
+            // before the rename, and a writer that died between the two left a sealed
+            // segment; the collector sets the head after it compacted a dead writer's
+            // open segment, and may have died before it moved the file.
+            let alone = VerifyOptions { chain_id: Some(from.chain_id), ..VerifyOptions::open() };
+            match verify(&alone)? {
+                Ok(r) if r.end == *from => r,
+                _ => return Ok(OpenOutcome::Corrupt(e.in_file(path).to_string())),
+            }
+        }
     };
     if let Some((off, n)) = report.torn_tail {
         tracing::warn!(target: "kiroku::journal", file = %path.display(), offset = off, bytes = n, "cutting torn final frame");
