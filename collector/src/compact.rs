@@ -469,18 +469,25 @@ enum Identity {
     OtherKey(String),
 }
 
-/// Whether this file is one the manifest records as compacted: the same name, and it
-/// verifies (signatures by the configured key included: a copy in `compacted/` is
-/// replaced by it) and its records end where that segment's ended, so it holds exactly
-/// the records compacted from it. Manifests before version 3 recorded the file's blake3
-/// instead, which is compared then.
+/// Whether this file is one the manifest records as compacted: the same name (or the
+/// same first seq: a dead writer's open segment, committed by a compactor that died
+/// before it moved it, then sealed by its writer coming back), and it verifies
+/// (signatures by the configured key included: a copy in `compacted/` is replaced by
+/// it) and its records end where that segment's ended, so it holds exactly the records
+/// compacted from it. Manifests before version 3 recorded the file's blake3 instead,
+/// which is compared then (same name only).
 fn identity(
     spool: &dyn SpoolStore,
     known: &[SegmentEntry],
     seg: &SegmentRef,
     opts: &CompactOptions,
 ) -> Result<Identity, CliError> {
-    let Some(k) = known.iter().find(|s| s.name == seg.name) else { return Ok(Identity::Different) };
+    let first_seq = |name: &str| name.split_once('.').and_then(|(stem, _)| stem.parse::<u64>().ok());
+    let k = known
+        .iter()
+        .find(|s| s.name == seg.name)
+        .or_else(|| known.iter().find(|s| s.end.is_some() && first_seq(&s.name) == Some(seg.first_seq)));
+    let Some(k) = k else { return Ok(Identity::Different) };
     let same = match (&k.end, &k.blake3) {
         (Some(end), _) => return ends_at(spool, seg, opts, end),
         (None, Some(digest)) => segment_digest(spool, seg)? == *digest,
@@ -644,6 +651,7 @@ fn commit(
     if !seg.sealed {
         // A writer that restarts on this chain must continue after these records.
         run.spool.set_head(chain, &v.end)?;
+        pause_point("after_head");
     }
     run.spool.mark_compacted(seg)?;
     pause_point("after_move");
@@ -977,7 +985,8 @@ impl Run<'_> {
 /// Crash-test hook: with `KIROKU_TEST_PAUSE_AT=<step>[:<n>]` in the environment, the
 /// compactor announces the n-th time (default 1st) it reaches `step` on stderr
 /// (`kiroku-test-pause: <step>`) and stops there, so a test can SIGKILL it at exactly
-/// that point. Steps: `before_parquet`, `after_parquet`, `after_manifest`, `after_move`.
+/// that point. Steps: `before_parquet`, `after_parquet`, `after_manifest`, `after_head`
+/// (a dead writer's open segment only), `after_move`.
 fn pause_point(step: &str) {
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};

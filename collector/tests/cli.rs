@@ -433,8 +433,13 @@ async fn archive_tampering_is_reported_with_exit_1() {
 
 /// Run the compactor until it reaches `step`, then SIGKILL it; false if it finished first.
 fn pause_and_kill(f: &Fixture, step: &str) -> bool {
+    pause_and_kill_at(&f.spool(), &f.archive(), &f.vkey(), step)
+}
+
+/// [`pause_and_kill`] on any spool and archive.
+fn pause_and_kill_at(spool: &str, archive: &str, vkey: &str, step: &str) -> bool {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kiroku"))
-        .args(["compact", "--spool", &f.spool(), "--archive", &f.archive(), "--pubkey", &f.vkey()])
+        .args(["compact", "--spool", spool, "--archive", archive, "--pubkey", vkey])
         .env("KIROKU_TEST_PAUSE_AT", step)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -733,6 +738,50 @@ async fn a_quarantined_open_segment_ends_its_chain() {
     j.shutdown().await.unwrap();
     let again = kiroku(&["compact", "--spool", &s, "--archive", &archive, "--pubkey", &vkey]);
     assert!(again.status.success() && text(&again).contains("1 record(s)"), "{}", text(&again));
+}
+
+/// The compactor is killed after it committed a dead writer's open segment and before
+/// it moved it (before or after telling the chain's head), and the writer comes back
+/// first: it seals that segment and continues the chain. The next compaction run sees
+/// the sealed file of a segment it already holds: the same records, moved, not a fork.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_back_before_the_compactor_reruns_continues_its_chain_once() {
+    for step in ["after_manifest", "after_head"] {
+        let HandMade { dir, signer, vkey, chain, chain_dir } = hand_made("orphan-crash");
+        std::fs::write(chain_dir.join("lock"), b"").unwrap();
+        std::fs::write(chain_dir.join("writer"), b"node-d\n").unwrap();
+        kiroku::journal::write_atomic(&chain_dir.join("head"), &SegmentHeader::genesis(chain).encode()).unwrap();
+        let mut w = SegmentWriter::new(Vec::new(), SegmentHeader::genesis(chain)).unwrap();
+        for seq in 0..5u64 {
+            let mut r = AuditRecord::new(format!("orphan-{seq}"), Timestamp::now());
+            (r.chain_id, r.seq) = (chain, seq);
+            r.gen_ai.request.model = Some("m".into());
+            w.append_record(&r.to_json()).unwrap();
+        }
+        let mut bytes = w.into_inner();
+        bytes.extend_from_slice(&[9, 9, 9]); // torn final frame
+        std::fs::write(chain_dir.join("00000000000000000000.open"), bytes).unwrap();
+        let spool = dir.path().join("spool");
+        let (s, archive, vkey) =
+            (spool.display().to_string(), dir.path().join("archive").display().to_string(), vkey.display().to_string());
+        assert!(pause_and_kill_at(&s, &archive, &vkey, step), "{step}: reached");
+        let j =
+            kiroku::Journal::open(kiroku::JournalConfig::new(&spool, signer.clone()).writer_name("node-d")).unwrap();
+        assert_eq!(j.chain_id(), chain, "{step}: the chain is taken back");
+        for i in 0..2 {
+            let mut r = AuditRecord::new(format!("back-{i}"), Timestamp::now());
+            r.gen_ai.request.model = Some("m".into());
+            assert_eq!(j.append(r).await.unwrap(), None);
+        }
+        j.shutdown().await.unwrap();
+        let out = kiroku(&["compact", "--spool", &s, "--archive", &archive, "--pubkey", &vkey]);
+        assert!(out.status.success(), "{step}: {}", text(&out));
+        assert!(!text(&out).contains("QUARANTINED"), "{step}: {}", text(&out));
+        let v = kiroku(&["verify", "--archive", &archive, "--pubkey", &vkey]);
+        assert!(v.status.success(), "{step}: {}", text(&v));
+        let found = kiroku(&["find", "--archive", &archive, "--model", "m"]);
+        assert_eq!(String::from_utf8_lossy(&found.stdout).lines().count(), 7, "{step}: every record once");
+    }
 }
 
 /// A spool whose listing of sealed segments, taken while the chain's writer may still be
