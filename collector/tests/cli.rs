@@ -612,6 +612,21 @@ fn hand_made(key_name: &str) -> HandMade {
     HandMade { dir, signer, vkey, chain, chain_dir }
 }
 
+/// The leavings of writer `writer` that died in `chain_dir`: a lock nobody holds, its
+/// name, and the bytes of an open segment of `n` records (model "m") from genesis.
+fn dead_writer(chain_dir: &Path, chain: ChainId, writer: &str, n: u64) -> Vec<u8> {
+    std::fs::write(chain_dir.join("lock"), b"").unwrap();
+    std::fs::write(chain_dir.join("writer"), format!("{writer}\n")).unwrap();
+    let mut w = SegmentWriter::new(Vec::new(), SegmentHeader::genesis(chain)).unwrap();
+    for seq in 0..n {
+        let mut r = AuditRecord::new(format!("{writer}-{seq}"), Timestamp::now());
+        (r.chain_id, r.seq) = (chain, seq);
+        r.gen_ai.request.model = Some("m".into());
+        w.append_record(&r.to_json()).unwrap();
+    }
+    w.into_inner()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_segment_whose_writer_is_gone_reaches_the_archive() {
     let HandMade { dir, signer, vkey, chain, chain_dir } = hand_made("orphan");
@@ -664,15 +679,7 @@ async fn an_open_segment_whose_writer_is_gone_reaches_the_archive() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_segment_the_journal_found_corrupt_is_reported_and_quarantined() {
     let HandMade { dir, signer, vkey, chain, chain_dir } = hand_made("corrupt-open");
-    std::fs::write(chain_dir.join("lock"), b"").unwrap();
-    std::fs::write(chain_dir.join("writer"), b"node-a\n").unwrap();
-    let mut w = SegmentWriter::new(Vec::new(), SegmentHeader::genesis(chain)).unwrap();
-    for seq in 0..6u64 {
-        let mut r = AuditRecord::new(format!("lost-{seq}"), Timestamp::now());
-        (r.chain_id, r.seq) = (chain, seq);
-        w.append_record(&r.to_json()).unwrap();
-    }
-    let mut bytes = w.into_inner();
+    let mut bytes = dead_writer(&chain_dir, chain, "node-a", 6);
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x20;
     std::fs::write(chain_dir.join("00000000000000000000.open"), bytes).unwrap();
@@ -714,15 +721,7 @@ async fn a_segment_the_journal_found_corrupt_is_reported_and_quarantined() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quarantined_open_segment_ends_its_chain() {
     let HandMade { dir, signer, vkey, chain, chain_dir } = hand_made("quarantined-open");
-    std::fs::write(chain_dir.join("lock"), b"").unwrap();
-    std::fs::write(chain_dir.join("writer"), b"node-b\n").unwrap();
-    let mut w = SegmentWriter::new(Vec::new(), SegmentHeader::genesis(chain)).unwrap();
-    for seq in 0..6u64 {
-        let mut r = AuditRecord::new(format!("held-{seq}"), Timestamp::now());
-        (r.chain_id, r.seq) = (chain, seq);
-        w.append_record(&r.to_json()).unwrap();
-    }
-    let mut bytes = w.into_inner();
+    let mut bytes = dead_writer(&chain_dir, chain, "node-b", 6);
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x20;
     std::fs::write(chain_dir.join("00000000000000000000.open"), bytes).unwrap();
@@ -748,17 +747,8 @@ async fn a_quarantined_open_segment_ends_its_chain() {
 async fn a_writer_back_before_the_compactor_reruns_continues_its_chain_once() {
     for step in ["after_manifest", "after_head"] {
         let HandMade { dir, signer, vkey, chain, chain_dir } = hand_made("orphan-crash");
-        std::fs::write(chain_dir.join("lock"), b"").unwrap();
-        std::fs::write(chain_dir.join("writer"), b"node-d\n").unwrap();
+        let mut bytes = dead_writer(&chain_dir, chain, "node-d", 5);
         kiroku::journal::write_atomic(&chain_dir.join("head"), &SegmentHeader::genesis(chain).encode()).unwrap();
-        let mut w = SegmentWriter::new(Vec::new(), SegmentHeader::genesis(chain)).unwrap();
-        for seq in 0..5u64 {
-            let mut r = AuditRecord::new(format!("orphan-{seq}"), Timestamp::now());
-            (r.chain_id, r.seq) = (chain, seq);
-            r.gen_ai.request.model = Some("m".into());
-            w.append_record(&r.to_json()).unwrap();
-        }
-        let mut bytes = w.into_inner();
         bytes.extend_from_slice(&[9, 9, 9]); // torn final frame
         std::fs::write(chain_dir.join("00000000000000000000.open"), bytes).unwrap();
         let spool = dir.path().join("spool");
