@@ -96,6 +96,33 @@ fn the_report_shows_what_the_archive_holds() {
     let one = kiroku(&["report", "--archive", &archive, "--json", "--model", "sample-2"]);
     let o: serde_json::Value = serde_json::from_slice(&one.stdout).unwrap();
     assert_eq!(o["models"].as_array().unwrap().len(), 1);
+
+    // A page that cannot be written whole (here a file-size limit of half the page)
+    // leaves the page written before as it was, and nothing else.
+    let before = std::fs::read(&page).unwrap();
+    let listing = || {
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let files = listing();
+    let limit_kib = before.len() / 2 / 1024;
+    let cut = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "trap '' XFSZ; ulimit -f {limit_kib}; exec {} report --archive {archive} --model sample-2 --out {}",
+            env!("CARGO_BIN_EXE_kiroku"),
+            page.display()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(cut.status.code(), Some(2), "{}", String::from_utf8_lossy(&cut.stderr));
+    assert!(String::from_utf8_lossy(&cut.stderr).contains("too large"), "{}", String::from_utf8_lossy(&cut.stderr));
+    assert!(std::fs::read(&page).unwrap() == before, "the earlier page is kept whole");
+    assert_eq!(listing(), files, "no partial file left");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
