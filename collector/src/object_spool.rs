@@ -3,12 +3,14 @@
 //!
 //! ```text
 //! <location>/spool/<chain>/<first seq>.seg        shipped, ready to compact
+//! <location>/spool/<chain>/<first seq>.corrupt    found corrupt by its journal: quarantined
 //! <location>/compacted/<chain>/<first seq>.seg    compacted (deleted only by retention)
 //! <location>/quarantine/<chain>/...               failed verification, with a report
 //! ```
 //!
-//! Only sealed segments are shipped: a writer that dies leaves its open segment in its
-//! local spool, where its restart (or a collector on that machine) recovers it.
+//! Only sealed segments (and those a journal found corrupt) are shipped: a writer that
+//! dies leaves its open segment in its local spool, where its restart (or a collector on
+//! that machine) recovers it.
 
 use std::io::{Cursor, Read};
 use std::path::PathBuf;
@@ -37,6 +39,23 @@ impl ObjectSpool {
     fn rel(area: &str, seg: &SegmentRef) -> String {
         format!("{area}/{}/{}", seg.chain_id, seg.name)
     }
+
+    /// The segments of a chain shipped as `.<ext>` (`seg`, `corrupt`), by first seq.
+    fn listed(&self, chain: ChainId, ext: &str) -> Result<Vec<SegmentRef>, CliError> {
+        let suffix = format!(".{ext}");
+        let mut out: Vec<SegmentRef> = self
+            .remote
+            .list(&format!("spool/{chain}"))?
+            .into_iter()
+            .filter_map(|o| {
+                let name = o.rel.rsplit('/').next()?.to_owned();
+                let first_seq = name.strip_suffix(&suffix)?.parse().ok()?;
+                Some(SegmentRef { chain_id: chain, first_seq, name, sealed: ext == "seg" })
+            })
+            .collect();
+        out.sort_by_key(|s| s.first_seq);
+        Ok(out)
+    }
 }
 
 impl SpoolStore for ObjectSpool {
@@ -45,28 +64,15 @@ impl SpoolStore for ObjectSpool {
     }
 
     fn sealed(&self, chain: ChainId) -> Result<Vec<SegmentRef>, CliError> {
-        let mut out: Vec<SegmentRef> = self
-            .remote
-            .list(&format!("spool/{chain}"))?
-            .into_iter()
-            .filter_map(|o| {
-                let name = o.rel.rsplit('/').next()?.to_owned();
-                let first_seq = name.strip_suffix(".seg")?.parse().ok()?;
-                Some(SegmentRef { chain_id: chain, first_seq, name, sealed: true })
-            })
-            .collect();
-        out.sort_by_key(|s| s.first_seq);
-        Ok(out)
+        self.listed(chain, "seg")
     }
 
     fn orphaned(&self, _chain: ChainId) -> Result<Option<(OrphanGuard, Vec<SegmentRef>)>, CliError> {
         Ok(None)
     }
 
-    /// None: shippers upload sealed segments only. A segment its journal found corrupt
-    /// stays on the writer's machine, where the journal logged it.
-    fn corrupt(&self, _chain: ChainId) -> Result<Vec<SegmentRef>, CliError> {
-        Ok(Vec::new())
+    fn corrupt(&self, chain: ChainId) -> Result<Vec<SegmentRef>, CliError> {
+        self.listed(chain, "corrupt")
     }
 
     fn read(&self, seg: &SegmentRef) -> Result<Box<dyn Read + Send>, CliError> {

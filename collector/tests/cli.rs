@@ -715,6 +715,45 @@ async fn a_segment_the_journal_found_corrupt_is_reported_and_quarantined() {
     assert!(again.status.success(), "{}", text(&again));
 }
 
+/// In a fleet, the segment a restarted writer found corrupt is shipped with the rest,
+/// so that the compactor that reads the store reports and quarantines it: the writer's
+/// machine is not where anyone looks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_found_corrupt_is_shipped_and_quarantined_by_the_fleet_compactor() {
+    let HandMade { dir, signer, vkey, chain, chain_dir } = hand_made("corrupt-shipped");
+    let mut bytes = dead_writer(&chain_dir, chain, "node-e", 6);
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x20;
+    std::fs::write(chain_dir.join("00000000000000000000.open"), bytes).unwrap();
+    let store = dir.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let url = format!("file://{}", store.display());
+    let to = kiroku::ship::ObjectLocation::open(&url).unwrap();
+    let cfg = kiroku::JournalConfig::new(dir.path().join("spool"), signer.clone())
+        .writer_name("node-e")
+        .ship_to(to, kiroku::ship::ShipperConfig::default());
+    let j = kiroku::Journal::open(cfg).unwrap();
+    assert_ne!(j.chain_id(), chain);
+    for i in 0..2 {
+        let mut r = AuditRecord::new(format!("after-{i}"), Timestamp::now());
+        r.gen_ai.request.model = Some("shipped".into());
+        j.append(r).await.unwrap();
+    }
+    j.shutdown().await.unwrap();
+    assert!(!chain_dir.join("00000000000000000000.corrupt").exists(), "shipped, then removed here");
+    let (archive, vkey) = (dir.path().join("archive").display().to_string(), vkey.display().to_string());
+    let out = kiroku(&["compact", "--spool", &url, "--archive", &archive, "--pubkey", &vkey]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("QUARANTINED {chain}/00000000000000000000.corrupt"))
+            && text(&out).contains("2 record(s)"),
+        "{}",
+        text(&out)
+    );
+    let report = store.join(format!("quarantine/{chain}/00000000000000000000.corrupt.report.txt"));
+    assert!(std::fs::read_to_string(&report).unwrap().contains("byte offset"));
+}
+
 /// A writer that died left an open segment corrupt in its middle, and the collector got
 /// to it first: quarantined. Its seqs were handed out, so the writer that comes back
 /// with the same name must not take the chain up again from its last sealed head.

@@ -369,12 +369,11 @@ impl Journal {
         #[cfg(feature = "ship")]
         let shipper = match config.ship.take() {
             Some((location, ship_config)) => {
-                let shipper = crate::ship::Shipper::spawn(
-                    crate::ship::ShipScope::Chain(opened.dir.clone()),
-                    location,
-                    ship_config,
-                )
-                .map_err(|e| JournalError::Failed(e.to_string()))?;
+                // A chain recovery ended (its open segment corrupt) still has segments to ship.
+                let ended = opened.recovery.as_ref().and_then(|r| r.corrupt.as_ref()).and_then(|(p, _)| p.parent());
+                let dirs = std::iter::once(opened.dir.clone()).chain(ended.map(Path::to_owned)).collect();
+                let shipper = crate::ship::Shipper::spawn(crate::ship::ShipScope::Chains(dirs), location, ship_config)
+                    .map_err(|e| JournalError::Failed(e.to_string()))?;
                 let shipper = Arc::new(shipper);
                 let wake = shipper.clone();
                 config.on_seal = Some(Arc::new(move || wake.wake()));

@@ -1,7 +1,9 @@
 //! Shipping sealed segments to an object store (feature `ship`), for fleets whose
 //! collectors do not run next to the writers.
 //!
-//! A sealed segment `<spool>/<chain>/<name>.seg` goes to `<location>/spool/<chain>/<name>.seg`:
+//! A sealed segment `<spool>/<chain>/<name>.seg` goes to `<location>/spool/<chain>/<name>.seg`
+//! (and one the journal found corrupt, `<name>.corrupt`, likewise, for the compactor to
+//! quarantine and report):
 //!
 //! - **idempotent**: a conditional create (put-if-absent). If the name is taken, the
 //!   object is read back: the same bytes are fine (an upload repeated after a crash),

@@ -12,8 +12,9 @@ use super::{ObjectLocation, ShipError, ship_segment};
 /// What a shipper watches.
 #[derive(Debug, Clone)]
 pub enum ShipScope {
-    /// One chain directory (`<spool>/<chain>/`): what a journal ships.
-    Chain(PathBuf),
+    /// These chain directories (`<spool>/<chain>/`): what a journal ships (its chain,
+    /// and one its recovery ended).
+    Chains(Vec<PathBuf>),
     /// Every chain directory of a spool: what `kiroku ship` ships.
     Spool(PathBuf),
 }
@@ -137,15 +138,18 @@ struct Worker {
     conflicted: HashSet<PathBuf>,
 }
 
-/// Sealed segments of one chain directory, oldest first.
+/// Segments of one chain directory to ship, oldest first: the sealed ones, and those
+/// the journal found corrupt (`*.corrupt`, for the compactor to quarantine and report).
 fn sealed_in(dir: &Path) -> Result<Vec<PathBuf>, ShipError> {
     let rd = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(ShipError::Io { path: dir.to_owned(), message: e.to_string() }),
     };
-    let mut out: Vec<PathBuf> =
-        rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "seg")).collect();
+    let mut out: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "seg" || x == "corrupt"))
+        .collect();
     out.sort();
     Ok(out)
 }
@@ -210,7 +214,7 @@ impl Worker {
 
     fn pending(&self) -> Result<Vec<(String, PathBuf)>, ShipError> {
         let dirs = match &self.scope {
-            ShipScope::Chain(dir) => vec![dir.clone()],
+            ShipScope::Chains(dirs) => dirs.clone(),
             ShipScope::Spool(spool) => chain_dirs(spool)?,
         };
         let mut out = Vec::new();
