@@ -99,3 +99,35 @@ async fn an_open_segment_that_does_not_continue_the_head_ends_the_chain() {
     let spool = read_spool(dir.path(), &signer.verifier());
     assert_eq!(spool[&chain].len(), 3, "the chain holds its three sealed records and nothing else");
 }
+
+/// A chain whose head file cannot be read (here: overwritten with other bytes) cannot
+/// be continued: nothing says where it stands. The writer starts a new chain instead of
+/// refusing to start, and says why; the old chain's sealed segments are left as they
+/// are, for the collector (they need no head).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_head_ends_the_chain_and_the_writer_starts_a_new_one() {
+    use kiroku::{Journal, JournalConfig};
+    use kiroku_schemas::{AuditRecord, Timestamp};
+
+    let dir = tempfile::tempdir().unwrap();
+    let signer = NoteSigner::generate("kiroku-restart").unwrap();
+    let cfg = JournalConfig::new(dir.path(), signer.clone()).writer_name("node-f");
+    let j = Journal::open(cfg.clone()).unwrap();
+    let chain = j.chain_id();
+    for i in 0..3 {
+        j.append(AuditRecord::new(format!("sealed-{i}"), Timestamp::now())).await.unwrap();
+    }
+    j.shutdown().await.unwrap();
+    let chain_dir = dir.path().join(chain.to_string());
+    std::fs::write(chain_dir.join("head"), b"not a segment header").unwrap();
+
+    let j = Journal::open(cfg).unwrap();
+    assert_ne!(j.chain_id(), chain, "a new chain");
+    let (file, why) = j.recovery().and_then(|r| r.corrupt.clone()).expect("reported");
+    assert!(file.ends_with("head") && !why.is_empty(), "{file:?}: {why}");
+    j.append(AuditRecord::new("next", Timestamp::now())).await.unwrap();
+    j.shutdown().await.unwrap();
+    let spool = read_spool(dir.path(), &signer.verifier());
+    assert_eq!(spool[&chain].len(), 3, "the old chain's records are where they were");
+    assert_eq!(spool[&j.chain_id()].len(), 1);
+}

@@ -38,8 +38,9 @@ pub struct RecoveryReport {
     pub records: u64,
     /// A torn final frame that was cut: its byte offset and how many bytes it had.
     pub torn_tail: Option<(u64, u64)>,
-    /// An open segment found corrupt (renamed `*.corrupt`) and why; the journal then
-    /// started a new chain.
+    /// What ended the chain, and why: an open segment found corrupt (renamed
+    /// `*.corrupt`), or a head file that cannot be read. The journal then started a
+    /// new chain.
     pub corrupt: Option<(PathBuf, String)>,
 }
 
@@ -48,7 +49,7 @@ impl fmt::Display for RecoveryReport {
         match (&self.segment, &self.corrupt) {
             (_, Some((p, why))) => write!(
                 f,
-                "open segment {} is corrupt ({why}); renamed to *.corrupt for quarantine and started a new chain",
+                "{} is corrupt ({why}); the chain cannot continue and is left for the collector; started a new chain",
                 p.display()
             ),
             (Some(p), None) => {
@@ -197,7 +198,23 @@ pub(crate) fn recover(cfg: &JournalConfig, id: ChainId, dir: &Path) -> Result<Re
         report.corrupt = Some((bad, why));
         return Ok(Recovered::Abandoned(report));
     }
-    let mut state = read_head(dir)?.unwrap_or_else(|| ChainState::genesis(id));
+    // Where the chain stands. Without it (an unreadable head, or none while segments
+    // exist) the chain cannot be continued without risking seqs handed out before.
+    let head = dir.join(HEAD_FILE);
+    let mut state = match read_head(&head) {
+        Ok(Some(state)) => state,
+        // A process that died creating the chain, before it wrote the head (an open
+        // segment is then checked against the genesis state like any other).
+        Ok(None) if files_with_ext(dir, "seg")?.is_empty() => ChainState::genesis(id),
+        Ok(None) => {
+            report.corrupt = Some((head, "missing, while the chain has sealed segments".into()));
+            return Ok(Recovered::Abandoned(report));
+        }
+        Err(why) => {
+            report.corrupt = Some((head, why));
+            return Ok(Recovered::Abandoned(report));
+        }
+    };
     for open in files_with_ext(dir, "open")? {
         match recover_open_segment(cfg, &state, &open)? {
             OpenOutcome::Empty => {}
@@ -220,16 +237,16 @@ pub(crate) fn recover(cfg: &JournalConfig, id: ChainId, dir: &Path) -> Result<Re
     Ok(Recovered::Continue(state, report))
 }
 
-fn read_head(dir: &Path) -> Result<Option<ChainState>, JournalError> {
-    let path = dir.join(HEAD_FILE);
-    match fs::read(&path) {
-        Ok(bytes) => {
-            let r = SegmentReader::open(&bytes[..])
-                .map_err(|e| JournalError::Failed(format!("{}: {e}", path.display())))?;
-            Ok(Some(ChainState::from_header(r.header())))
-        }
+/// The chain state a head file holds; `None` when there is none; `Err` says why it
+/// cannot be read.
+fn read_head(path: &Path) -> Result<Option<ChainState>, String> {
+    match fs::read(path) {
+        Ok(bytes) => match SegmentReader::open(&bytes[..]) {
+            Ok(r) => Ok(Some(ChainState::from_header(r.header()))),
+            Err(e) => Err(format!("unreadable: {e}")),
+        },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(JournalError::io(&path, &e)),
+        Err(e) => Err(format!("unreadable: {e}")),
     }
 }
 

@@ -50,7 +50,7 @@ struct Writer {
     last_checkpoint: Instant,
     records_since_checkpoint: u64,
     failed_at: Option<Instant>,
-    /// The chain cannot continue (recovery found its open segment corrupt): failed for
+    /// The chain cannot continue (recovery found its open segment or head corrupt): failed for
     /// good, no more recovery attempts.
     abandoned: bool,
     /// Reused for every record's JSON (no allocation per record).
@@ -483,7 +483,7 @@ impl Writer {
         }
     }
 
-    /// End the chain: its open segment is corrupt, and its records hold seqs that
+    /// End the chain: its open segment (or head) is corrupt, and its records hold seqs that
     /// were handed out, so no record may be appended to the chain again. This process
     /// stays failed; the next one with this writer name starts a new chain.
     fn abandon(&mut self, report: &spool::RecoveryReport) {
@@ -493,7 +493,7 @@ impl Writer {
             None => (self.chain.dir.display().to_string(), "no reason given"),
         };
         let mut reason = format!(
-            "chain {} cannot continue: its open segment is corrupt ({why}), kept as {file} for the collector to quarantine; restart the process to start a new chain",
+            "chain {} cannot continue: {file} is corrupt ({why}) and is left for the collector; restart the process to start a new chain",
             self.chain.chain_id
         );
         if let Err(e) = spool::abandon_chain(&self.chain.dir) {
