@@ -204,6 +204,11 @@ impl Finalizer {
         self.inner.as_ref().map_or("", |i| i.record.http.route.as_str())
     }
 
+    /// The request's method.
+    pub(crate) fn method(&self) -> &str {
+        self.inner.as_ref().map_or("", |i| i.record.http.method.as_str())
+    }
+
     /// Annotations the inner service put in the response extensions.
     pub(crate) fn set_response_annotations(&mut self, a: Annotations) {
         if let Some(i) = self.inner.as_mut() {

@@ -79,11 +79,23 @@ where
                     .as_deref()
                     .and_then(|c| c.get(..SSE.len()))
                     .is_some_and(|c| c.eq_ignore_ascii_case(SSE));
-                let content_length = headers
-                    .get(http::header::CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse().ok())
-                    .or_else(|| resp.body().size_hint().exact());
+                // A response to HEAD, and a 1xx, 204 or 304 response, has no content
+                // (RFC 9110 6.4.1) whatever its Content-Length says: the server never
+                // reads its body, and it is complete once its head is sent.
+                let status = resp.status();
+                let bodiless = fin.method() == "HEAD"
+                    || status.is_informational()
+                    || status == http::StatusCode::NO_CONTENT
+                    || status == http::StatusCode::NOT_MODIFIED;
+                let content_length = if bodiless {
+                    Some(0)
+                } else {
+                    headers
+                        .get(http::header::CONTENT_LENGTH)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse().ok())
+                        .or_else(|| resp.body().size_hint().exact())
+                };
                 let route = fin.route().to_owned();
                 let stream = if is_sse {
                     cfg.extractor_for(&route).map(|e| e.stream(&route)).or_else(|| Some(Box::new(NoStream::default())))

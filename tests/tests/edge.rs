@@ -221,3 +221,41 @@ async fn an_event_stream_is_recognised_whatever_the_case_of_its_media_type() {
     assert_eq!(r.gen_ai.response.finish_reasons, ["stop"]);
     assert_eq!(r.provenance.output_digest.as_deref(), Some(kiroku_schemas::digest::blake3_hex(b"Hi").as_str()));
 }
+
+/// Responses without a body (a HEAD request, 204 No Content, 304 Not Modified) are
+/// complete when their head is sent: hyper never reads their body, and they must not
+/// be recorded as aborted by a client that went away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_without_a_body_are_recorded_as_completed() {
+    use axum::http::StatusCode;
+    let app = axum::Router::new()
+        .route(
+            "/v1/models",
+            axum::routing::get(|| async {
+                axum::response::Response::builder()
+                    .header("content-type", "application/json")
+                    .body(axum::body::Body::from("{\"data\":[]}"))
+                    .unwrap()
+            }),
+        )
+        .route("/v1/files/f1", axum::routing::delete(|| async { StatusCode::NO_CONTENT }))
+        .route("/v1/cached", axum::routing::get(|| async { StatusCode::NOT_MODIFIED }));
+    let srv = AuditedServer::start_with(|c| c, |l| l, app).await;
+    for (method, path, status) in
+        [("HEAD", "/v1/models", 200), ("DELETE", "/v1/files/f1", 204), ("GET", "/v1/cached", 304)]
+    {
+        let r = raw(srv.addr, &format!("{method} {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"), b"").await;
+        assert!(
+            String::from_utf8_lossy(&r).starts_with(&format!("HTTP/1.1 {status}")),
+            "{}",
+            String::from_utf8_lossy(&r)
+        );
+    }
+    let (records, _dir) = srv.finish().await;
+    assert_eq!(records.len(), 3);
+    for s in &records {
+        let r = &s.record;
+        assert_eq!(r.http.outcome, Outcome::Completed, "{} {}: {:?}", r.http.method, r.http.route, r.http.error);
+        assert_eq!(r.http.error, None);
+    }
+}
