@@ -33,9 +33,21 @@ impl std::fmt::Debug for CallerPolicy {
     }
 }
 
-/// Headers that carry credentials (lowercase, as `HeaderName` keeps them).
-const CREDENTIAL_HEADERS: [&str; 6] =
-    ["authorization", "proxy-authorization", "cookie", "x-api-key", "api-key", "anthropic-api-key"];
+/// Headers that carry an API key on their own: Anthropic's and others' `x-api-key`,
+/// Azure OpenAI's `api-key`, the Gemini API's `x-goog-api-key` (lowercase, as
+/// `HeaderName` keeps them).
+const KEY_HEADERS: [&str; 3] = ["x-api-key", "api-key", "x-goog-api-key"];
+
+/// Headers that carry credentials.
+const CREDENTIAL_HEADERS: [&str; 7] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "anthropic-api-key",
+    KEY_HEADERS[0],
+    KEY_HEADERS[1],
+    KEY_HEADERS[2],
+];
 
 /// The fixed, public key of digests when no secret is set.
 fn public_key() -> [u8; 32] {
@@ -43,7 +55,7 @@ fn public_key() -> [u8; 32] {
 }
 
 impl Default for CallerPolicy {
-    /// API keys (`Authorization: Bearer`, `x-api-key`, `api-key`) and client addresses
+    /// API keys (`Authorization: Bearer`, `x-api-key`, `api-key`, `x-goog-api-key`) and client addresses
     /// are digested with a fixed public key. That is safe for random API keys, but not
     /// for addresses: anyone can hash every IPv4 address and look a digest up. Set
     /// [`key_digest_secret`](Self::key_digest_secret) to make both unlinkable to
@@ -109,8 +121,7 @@ impl CallerPolicy {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.split_once(' ').filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer")))
                 .map(|(_, token)| token)
-                .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
-                .or_else(|| headers.get("api-key").and_then(|v| v.to_str().ok()))?;
+                .or_else(|| KEY_HEADERS.iter().find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok())))?;
             self.digest(secret)
         });
         Caller { subject, tenant: text(&self.tenant_header), client_addr: None }
@@ -208,6 +219,12 @@ mod tests {
         for header in ["bearer sk-secret-123", "BEARER  sk-secret-123"] {
             h.insert(AUTHORIZATION, header.parse().unwrap());
             assert_eq!(CallerPolicy::default().caller(&h).subject.as_deref(), Some(s.as_str()), "{header}");
+        }
+        // The same key in any of the API-key headers.
+        for name in KEY_HEADERS {
+            let mut h = HeaderMap::new();
+            h.insert(name, "sk-secret-123".parse().unwrap());
+            assert_eq!(CallerPolicy::default().caller(&h).subject.as_deref(), Some(s.as_str()), "{name}");
         }
     }
 
