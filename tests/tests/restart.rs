@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
+use kiroku::{Journal, JournalConfig};
 use kiroku_schemas::checkpoint::NoteSigner;
+use kiroku_schemas::{AuditRecord, ChainId, Timestamp};
 use kiroku_tests::process::SampleProcess;
 use kiroku_tests::{Conn, chat, read_spool};
 
@@ -56,6 +58,19 @@ async fn restart_after_sigkill_resumes_the_same_chain() {
     assert!(records[7].record.http.request.captured.as_deref().unwrap_or_default().contains("after restart 0"));
 }
 
+/// A spool holding one chain of writer `writer`: three records, sealed, shut down.
+async fn three_sealed_records(writer: &str) -> (tempfile::TempDir, NoteSigner, JournalConfig, ChainId) {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = NoteSigner::generate("kiroku-restart").unwrap();
+    let cfg = JournalConfig::new(dir.path(), signer.clone()).writer_name(writer);
+    let j = Journal::open(cfg.clone()).unwrap();
+    for i in 0..3 {
+        j.append(AuditRecord::new(format!("sealed-{i}"), Timestamp::now())).await.unwrap();
+    }
+    j.shutdown().await.unwrap();
+    (dir, signer, cfg, j.chain_id())
+}
+
 /// An open segment that does not continue where the chain's head says the chain stands
 /// (here: it links to another record than the chain's last) is not sealed into the
 /// chain on restart: the journal would sign a segment its collector must refuse, and
@@ -63,19 +78,9 @@ async fn restart_after_sigkill_resumes_the_same_chain() {
 /// restarted writer starts a new one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_segment_that_does_not_continue_the_head_ends_the_chain() {
-    use kiroku::{Journal, JournalConfig};
     use kiroku_schemas::segment::{ChainState, SegmentReader, SegmentWriter};
-    use kiroku_schemas::{AuditRecord, Timestamp};
 
-    let dir = tempfile::tempdir().unwrap();
-    let signer = NoteSigner::generate("kiroku-restart").unwrap();
-    let cfg = JournalConfig::new(dir.path(), signer.clone()).writer_name("node-c");
-    let j = Journal::open(cfg.clone()).unwrap();
-    let chain = j.chain_id();
-    for i in 0..3 {
-        j.append(AuditRecord::new(format!("sealed-{i}"), Timestamp::now())).await.unwrap();
-    }
-    j.shutdown().await.unwrap();
+    let (dir, signer, cfg, chain) = three_sealed_records("node-c").await;
     let chain_dir = dir.path().join(chain.to_string());
     let head = std::fs::read(chain_dir.join("head")).unwrap();
     let at = ChainState::from_header(SegmentReader::open(&head[..]).unwrap().header());
@@ -106,18 +111,7 @@ async fn an_open_segment_that_does_not_continue_the_head_ends_the_chain() {
 /// are, for the collector (they need no head).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_head_ends_the_chain_and_the_writer_starts_a_new_one() {
-    use kiroku::{Journal, JournalConfig};
-    use kiroku_schemas::{AuditRecord, Timestamp};
-
-    let dir = tempfile::tempdir().unwrap();
-    let signer = NoteSigner::generate("kiroku-restart").unwrap();
-    let cfg = JournalConfig::new(dir.path(), signer.clone()).writer_name("node-f");
-    let j = Journal::open(cfg.clone()).unwrap();
-    let chain = j.chain_id();
-    for i in 0..3 {
-        j.append(AuditRecord::new(format!("sealed-{i}"), Timestamp::now())).await.unwrap();
-    }
-    j.shutdown().await.unwrap();
+    let (dir, signer, cfg, chain) = three_sealed_records("node-f").await;
     let chain_dir = dir.path().join(chain.to_string());
     std::fs::write(chain_dir.join("head"), b"not a segment header").unwrap();
 
