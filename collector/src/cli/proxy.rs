@@ -135,13 +135,16 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
         // with EFBIG, not kill the process: take SIGXFSZ (25 on Linux) ourselves.
         #[cfg(target_os = "linux")]
         let _xfsz = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(25)).ok();
-        let shutdown = async {
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(t) => t,
-                Err(_) => return std::future::pending().await,
-            };
+        // The handlers are in place before the listening line is printed: a SIGTERM sent
+        // as soon as the proxy says it is up drains and seals instead of killing it.
+        use tokio::signal::unix::{SignalKind, signal};
+        let (mut term, mut int) = (
+            signal(SignalKind::terminate()).map_err(|e| CliError::Io(format!("cannot handle SIGTERM: {e}")))?,
+            signal(SignalKind::interrupt()).map_err(|e| CliError::Io(format!("cannot handle SIGINT: {e}")))?,
+        );
+        let shutdown = async move {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
+                _ = int.recv() => {}
                 _ = term.recv() => {}
             }
         };

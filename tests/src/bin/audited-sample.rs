@@ -43,13 +43,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let app = kiroku_examples::sample::router().layer(AuditLayer::new(journal.clone()));
     let listener = tokio::net::TcpListener::bind(&listen).await?;
+    // The handlers are in place before anyone is told where to connect: a SIGTERM sent
+    // right after the banner drains and seals instead of killing the process.
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut int) = (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?);
     println!("listening on {}", listener.local_addr()?);
     println!("chain {}", journal.chain_id());
-    let shutdown = async {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+    let shutdown = async move {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
+            _ = int.recv() => {}
             _ = term.recv() => {}
         }
     };
