@@ -52,6 +52,7 @@ async fn write_fsync_and_rename_failures_are_reported_refused_and_recovered() {
         assert!(failed, "{fault}: the journal reports the failure");
         assert!(!j.is_healthy(), "{fault}: FailClosed refuses while failed");
         assert!(j.failure_reason().unwrap().contains("injected"), "{fault}: {:?}", j.failure_reason());
+        assert!(j.flush().await.is_err(), "{fault}: a flush while failed says so");
         faults.clear();
         tokio::time::sleep(Duration::from_millis(1300)).await;
         let mut recovered = false;
@@ -120,6 +121,7 @@ async fn a_segment_found_corrupt_while_recovering_ends_the_chain_and_no_seq_is_r
         assert!(j.append(rec(&format!("after-{i}"))).await.is_err(), "attempt {i}: nothing is appended to this chain");
     }
     assert!(!j.is_healthy());
+    assert!(j.flush().await.is_err(), "a flush of an ended chain says so");
     let reason = j.failure_reason().unwrap();
     assert!(reason.contains("corrupt") && reason.contains("restart"), "{reason}");
     let files: Vec<String> = std::fs::read_dir(j.chain_dir())

@@ -548,6 +548,8 @@ impl Journal {
     }
 
     /// Make everything queued so far durable (fsync), whatever the durability policy.
+    /// An error while the journal is failed (and cannot recover yet): what was queued
+    /// meanwhile was not written.
     pub async fn flush(&self) -> Result<(), JournalError> {
         let (tx, rx) = oneshot::channel();
         self.inner.tx.send(Msg::Flush(tx)).await.map_err(|_| JournalError::Closed)?;

@@ -200,6 +200,10 @@ impl Writer {
             }
         }
         self.shared.buffers.recycle(&mut self.spent);
+        if !flushes.is_empty() && self.failed_at.is_some() {
+            // A flush is a question about the disk: ask it again (at most every RETRY_EVERY).
+            self.try_recover();
+        }
         let must_sync = !acks.is_empty() || !flushes.is_empty() || shutdown.is_some();
         let durable = match seal_failed {
             Some(e) => Err(e),
@@ -211,8 +215,14 @@ impl Writer {
                 for (a, seq) in acks {
                     let _ = a.send(Ok(Written { seq }));
                 }
+                // Failed, what was queued meanwhile was not written: a flush cannot say
+                // that everything is durable.
+                let flushed = match self.failed_at {
+                    None => Ok(()),
+                    Some(_) => Err(JournalError::Failed(self.last_error())),
+                };
                 for f in flushes {
-                    let _ = f.send(Ok(()));
+                    let _ = f.send(flushed.clone());
                 }
             }
             Err(e) => {
@@ -251,8 +261,7 @@ impl Writer {
             self.try_recover();
         }
         if self.failed_at.is_some() {
-            let why = self.shared.last_error.lock().ok().and_then(|e| e.clone()).unwrap_or_default();
-            return Err(JournalError::Failed(why));
+            return Err(JournalError::Failed(self.last_error()));
         }
         let seq = self.state().next_seq;
         let lost = self.shared.lost_pending.swap(0, Ordering::AcqRel);
@@ -447,6 +456,11 @@ impl Writer {
             *last = Some(e.to_string());
         }
         self.shared.healthy.store(false, Ordering::Release);
+    }
+
+    /// Why the journal failed, as last recorded.
+    fn last_error(&self) -> String {
+        self.shared.last_error.lock().ok().and_then(|e| e.clone()).unwrap_or_default()
     }
 
     fn lost(&self, n: u64, why: &str) {
