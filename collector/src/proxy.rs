@@ -4,7 +4,9 @@
 //! It is the same [`AuditLayer`] as in Rust services, wrapped around a forwarding
 //! service: bodies stream through chunk by chunk (no buffering), hop-by-hop headers are
 //! dropped per RFC 9110 section 7.6.1, the client's `Authorization` goes to the upstream
-//! and never into a record, and upstream failures are answered with 502 or 504 and
+//! and never into a record, the upstream is asked for uncompressed bodies
+//! (`Accept-Encoding: identity`: a gzip body could be neither read for provenance nor
+//! redacted), and upstream failures are answered with 502 or 504 and
 //! recorded with what went wrong. Clients speak HTTP/1.1 or h2c; the upstream is
 //! reached over HTTP/1.1 or HTTPS (rustls, webpki roots plus an optional CA file).
 //! A separate admin address serves `/healthz` and Prometheus `/metrics`. On SIGTERM or
@@ -164,6 +166,9 @@ impl Forward {
         *req.uri_mut() = target;
         *req.version_mut() = http::Version::HTTP_11;
         strip_hop_by_hop(req.headers_mut());
+        // A compressed body cannot be read for provenance nor redacted: the upstream is
+        // asked for bodies as they are (clients that asked for gzip get them so too).
+        req.headers_mut().insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
         if let Some(a) = self.upstream.authority()
             && let Ok(v) = HeaderValue::from_str(a.as_str())
         {

@@ -639,3 +639,51 @@ async fn client_addresses_are_keyed_by_the_caller_secret_or_left_out() {
     let err = String::from_utf8_lossy(&short_run.stderr);
     assert!(err.contains("4 bytes; at least 16"), "{err}");
 }
+
+/// Clients ask for compressed responses (the OpenAI and Anthropic SDKs send
+/// `Accept-Encoding: gzip`); a compressed body cannot be read for provenance or
+/// redacted. The proxy asks the upstream for bodies as they are (`identity`), so what
+/// it records is read from the same bytes the client receives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_asks_the_upstream_for_bodies_it_can_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (signer, key) = signing_key(dir.path(), "kiroku-encoding");
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = asked.clone();
+    // An upstream that compresses when asked (its "gzip" here is opaque bytes).
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(move |headers: http::HeaderMap| {
+            let seen = seen.clone();
+            async move {
+                let ae = headers.get("accept-encoding").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+                seen.lock().unwrap().push(ae.clone());
+                let json = r#"{"id":"c1","object":"chat.completion","model":"sample-1","choices":[{"index":0,"message":{"role":"assistant","content":"Hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
+                let b = axum::response::Response::builder().header("content-type", "application/json");
+                if ae.contains("gzip") {
+                    b.header("content-encoding", "gzip").body(axum::body::Body::from(&b"\x1f\x8b\x08\x00compressed"[..])).unwrap()
+                } else {
+                    b.body(axum::body::Body::from(json)).unwrap()
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    tokio::spawn(kiroku_examples::sample::serve(listener, app, std::future::pending()));
+    let p = start_proxy(dir.path(), "spool", &format!("http://{up}"), &key);
+    let r = kiroku_tests::Conn::connect(p.addr)
+        .await
+        .unwrap()
+        .post_json("/v1/chat/completions", &kiroku_tests::chat("x", false), &[("accept-encoding", "gzip, deflate, br")])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    terminate(p);
+    assert_eq!(*asked.lock().unwrap(), ["identity"], "what the upstream was asked for");
+    let recs: Vec<_> = read_spool(&dir.path().join("spool"), &signer.verifier()).into_values().flatten().collect();
+    let rec = &recs[0].record;
+    assert_eq!(rec.gen_ai.response.model.as_deref(), Some("sample-1"));
+    assert_eq!(rec.provenance.output_digest.as_deref(), Some(kiroku_schemas::digest::blake3_hex(b"Hi").as_str()));
+    assert_eq!(rec.http.response.blake3.as_deref(), Some(kiroku_schemas::digest::blake3_hex(&r.body).as_str()));
+}
