@@ -24,6 +24,9 @@ pub(crate) struct BodyTap {
     keep_limit: usize,
     pub(crate) overflow: bool,
     pub(crate) first_at: Option<Timestamp>,
+    /// The body's `Content-Encoding` (gzip, br, ...): nothing of it is kept, as its
+    /// bytes can be neither read for extraction nor redacted; it is hashed and counted.
+    encoding: Option<String>,
 }
 
 impl BodyTap {
@@ -35,7 +38,23 @@ impl BodyTap {
             keep_limit,
             overflow: false,
             first_at: None,
+            encoding: None,
         }
+    }
+
+    /// A tap for a body sent with these headers: one with a content coding keeps nothing.
+    pub(crate) fn for_headers(mode: CaptureMode, keep_limit: usize, headers: &http::HeaderMap) -> Self {
+        let mut tap = Self::new(mode, keep_limit);
+        tap.encoding = content_coding(headers);
+        if tap.encoding.is_some() {
+            tap.keep_limit = 0;
+        }
+        tap
+    }
+
+    /// The body's content coding, when it has one.
+    pub(crate) fn encoding(&self) -> Option<&str> {
+        self.encoding.as_deref()
     }
 
     pub(crate) fn observe(&mut self, data: &Bytes) {
@@ -111,6 +130,12 @@ impl BodyTap {
     }
 }
 
+/// A `Content-Encoding` other than `identity`, as sent.
+fn content_coding(headers: &http::HeaderMap) -> Option<String> {
+    let v = headers.get(http::header::CONTENT_ENCODING)?.to_str().unwrap_or("?").trim();
+    (!v.is_empty() && !v.eq_ignore_ascii_case("identity")).then(|| v.to_owned())
+}
+
 /// A body's blake3: not taken (capture `none`); still derivable from the kept bytes,
 /// which are the whole body so far (no hasher held: about 2 KiB less per exchange in
 /// flight); running, once the body outgrew the keep limit; or final.
@@ -133,10 +158,8 @@ pub(crate) struct RequestSide {
 }
 
 impl Exchange {
-    pub(crate) fn new(mode: CaptureMode, keep_limit: usize) -> Arc<Self> {
-        Arc::new(Self {
-            request: Mutex::new(RequestSide { tap: BodyTap::new(mode, keep_limit), complete: false, error: None }),
-        })
+    pub(crate) fn new(tap: BodyTap) -> Arc<Self> {
+        Arc::new(Self { request: Mutex::new(RequestSide { tap, complete: false, error: None }) })
     }
 
     pub(crate) fn with_request<R>(&self, f: impl FnOnce(&mut RequestSide) -> R) -> R {
@@ -159,8 +182,9 @@ pub(crate) struct ResponseSeen {
 /// stream extraction dropped: the record's stream-derived fields may miss what they held.
 pub(crate) const SSE_DROPPED: &str = "kiroku.sse_dropped";
 
-/// The attribute that says which body was too large to be read for extraction (over
-/// the layer's keep limit): the fields extractors fill may be missing for that reason.
+/// The attribute that says which body was not read for extraction, and why (over the
+/// layer's keep limit, or compressed): the fields extractors fill may be missing for
+/// that reason.
 pub(crate) const NOT_EXTRACTED: &str = "kiroku.not_extracted";
 
 /// A future that completes once the record is queued (and durable under `Sync`).
@@ -297,8 +321,10 @@ impl FinalizerInner {
         record.http.request =
             summary(&req_tap, req_digest, cfg.request_capture, record.http.request.content_type.take());
         let (req_kept, req_overflow) = (std::mem::take(&mut req_tap.kept), req_tap.overflow);
+        let req_coding = req_tap.encoding.take();
         let mut resp_kept = Vec::new();
         let mut resp_overflow = false;
+        let mut resp_coding = None;
         let mut stream = None;
         let mut resp_complete = outcome == Outcome::Completed;
         let mut sse_dropped = 0;
@@ -310,6 +336,7 @@ impl FinalizerInner {
             record.http.response = summary(&s.tap, resp_digest, cfg.response_capture, s.content_type.take());
             resp_kept = std::mem::take(&mut s.tap.kept);
             resp_overflow = s.tap.overflow;
+            resp_coding = s.tap.encoding.take();
             stream = s.stream;
             resp_complete &= !s.tap.overflow;
         } else {
@@ -363,22 +390,34 @@ impl FinalizerInner {
                         }
                     }
                 }
-                // A body too large to keep is hashed and counted but not read: say so, or
-                // its missing model, usage or output digest would look like the API's. (A
-                // stream is read event by event, whatever is kept of it.)
-                let skipped = match (req_overflow, resp_overflow && !streamed) {
-                    (true, true) => Some("request and response bodies"),
-                    (true, false) => Some("request body"),
-                    (false, true) => Some("response body"),
-                    (false, false) => None,
+                // A body that is compressed, or too large to keep, is hashed and counted
+                // but not read: say so, or its missing model, usage or output digest would
+                // look like the API's. (A stream is read event by event, whatever is kept
+                // of it.)
+                let why = |side: &str, coding: &Option<String>, overflow: bool| match coding {
+                    Some(c) => Some(format!(
+                        "{side} body is content-encoded ({c}): the audit layer reads bodies as they pass it, so it belongs inside any compression layer"
+                    )),
+                    None => overflow.then(|| format!("{side} body over the keep limit of {} bytes", cfg.keep_limit)),
                 };
-                if let Some(which) = skipped {
-                    let note = format!("{which} over the keep limit of {} bytes", cfg.keep_limit);
-                    rec.attributes.insert(NOT_EXTRACTED.into(), note);
+                let notes: Vec<String> = [
+                    why("request", &req_coding, req_overflow),
+                    why("response", &resp_coding, resp_overflow && !streamed),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                if !notes.is_empty() {
+                    rec.attributes.insert(NOT_EXTRACTED.into(), notes.join("; "));
                 }
             }
-            capture(&cfg, cfg.request_capture, &req, req_overflow, &mut rec.http.request);
-            capture(&cfg, cfg.response_capture, &resp, resp_overflow, &mut rec.http.response);
+            // A compressed body cannot be redacted: only its digest and size are kept.
+            if req_coding.is_none() {
+                capture(&cfg, cfg.request_capture, &req, req_overflow, &mut rec.http.request);
+            }
+            if resp_coding.is_none() {
+                capture(&cfg, cfg.response_capture, &resp, resp_overflow, &mut rec.http.response);
+            }
             #[cfg(feature = "otel")]
             if let Some(span) = span {
                 crate::telemetry::end_span(span, rec);

@@ -97,20 +97,18 @@ where
                         .or_else(|| resp.body().size_hint().exact())
                 };
                 let route = fin.route().to_owned();
-                let stream = if is_sse {
+                let tap = BodyTap::for_headers(
+                    cfg.response_capture,
+                    if is_sse { cfg.capture_cap } else { cfg.keep_limit },
+                    headers,
+                );
+                // Compressed events cannot be parsed: the stream is hashed and counted only.
+                let stream = if is_sse && tap.encoding().is_none() {
                     cfg.extractor_for(&route).map(|e| e.stream(&route)).or_else(|| Some(Box::new(NoStream::default())))
                 } else {
                     None
                 };
-                let keep = if is_sse { cfg.capture_cap } else { cfg.keep_limit };
-                let tap = ResponseTap::new(
-                    BodyTap::new(cfg.response_capture, keep),
-                    stream,
-                    content_length,
-                    resp.status().as_u16(),
-                    content_type,
-                    fin,
-                );
+                let tap = ResponseTap::new(tap, stream, content_length, resp.status().as_u16(), content_type, fin);
                 Poll::Ready(Ok(resp.map(|inner| AuditBody::tapped(inner, tap))))
             }
             Err(e) => {

@@ -13,7 +13,7 @@ use tower_service::Service;
 
 use crate::body::{AuditBody, BoxError, RequestBody};
 use crate::caller::trace_context;
-use crate::exchange::{Exchange, Finalizer, new_record};
+use crate::exchange::{BodyTap, Exchange, Finalizer, new_record};
 use crate::future::ResponseFuture;
 use crate::handle::AuditHandle;
 use crate::journal::FailurePolicy;
@@ -97,7 +97,8 @@ where
             req.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
 
         let handle = AuditHandle::new(&record.record_id);
-        let exchange = Exchange::new(self.cfg.request_capture, self.cfg.keep_limit);
+        let exchange =
+            Exchange::new(BodyTap::for_headers(self.cfg.request_capture, self.cfg.keep_limit, req.headers()));
         let (mut parts, body) = req.into_parts();
         parts.extensions.insert(handle.clone());
         let req = Request::from_parts(parts, RequestBody::new(body, exchange.clone()));

@@ -95,8 +95,9 @@ pub struct AuditRecord {
     /// Free attributes set by the application. Keys under `kiroku.` are kiroku's own
     /// notes about the record: `kiroku.sse_dropped` (how many server-sent lines or
     /// events of over 1 MiB the stream extraction dropped, so stream-derived fields may
-    /// be incomplete), `kiroku.not_extracted` (a body over the layer's keep limit was
-    /// hashed and counted but not read for extraction) and `kiroku.finisher_error`
+    /// be incomplete), `kiroku.not_extracted` (a body over the layer's keep limit, or
+    /// one with a content coding such as gzip, was hashed and counted but not read for
+    /// extraction; a compressed one is not captured either) and `kiroku.finisher_error`
     /// (extraction or redaction failed; the record was kept without them).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub attributes: BTreeMap<String, String>,

@@ -111,7 +111,7 @@ async fn oversized_non_utf8_and_invalid_bodies_are_recorded() {
     assert!(r[0].http.request.truncated && r[0].http.request.captured.as_ref().unwrap().len() <= 1024);
     assert_eq!(
         r[0].attributes.get("kiroku.not_extracted").map(String::as_str),
-        Some("request and response bodies over the keep limit of 65536 bytes"),
+        Some("request body over the keep limit of 65536 bytes; response body over the keep limit of 65536 bytes"),
         "bodies too large to read say so (the sample model's answer quotes the prompt)"
     );
     assert!(r[0].http.response.bytes > 64 << 10, "{}", r[0].http.response.bytes);
@@ -258,4 +258,37 @@ async fn responses_without_a_body_are_recorded_as_completed() {
         assert_eq!(r.http.outcome, Outcome::Completed, "{} {}: {:?}", r.http.method, r.http.route, r.http.error);
         assert_eq!(r.http.error, None);
     }
+}
+
+/// A compressed body (a compression layer outside the audit layer, or a client that
+/// compresses its request) can be neither read for provenance nor redacted: the record
+/// keeps its digest and size, captures none of it, and says why its model, usage and
+/// output digest are missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compressed_body_is_hashed_but_neither_read_nor_captured_and_the_record_says_so() {
+    let compressed: &'static [u8] = b"\x1f\x8b\x08\x00 alice@example.com in a stored block";
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(move |_request: String| async move {
+            axum::response::Response::builder()
+                .header("content-type", "application/json")
+                .header("content-encoding", "gzip")
+                .body(axum::body::Body::from(compressed))
+                .unwrap()
+        }),
+    );
+    let srv = AuditedServer::start_with(|c| c, |l| l, app).await;
+    let mut conn = Conn::connect(srv.addr).await.unwrap();
+    let got = conn.post_json("/v1/chat/completions", &kiroku_tests::chat("hello", false), &[]).await.unwrap();
+    assert_eq!(got.body, compressed);
+    let (records, _dir) = srv.finish().await;
+    let r = &records[0].record;
+    assert_eq!(r.http.response.bytes, compressed.len() as u64);
+    assert_eq!(r.http.response.blake3.as_deref(), Some(kiroku_schemas::digest::blake3_hex(compressed).as_str()));
+    assert_eq!(r.http.response.captured, None, "nothing of a body that cannot be redacted");
+    assert!(r.http.request.captured.is_some(), "the plain request is captured as before");
+    assert_eq!(r.gen_ai.request.model.as_deref(), Some(kiroku_examples::sample::DEFAULT_MODEL), "the request is read");
+    let note = r.attributes.get("kiroku.not_extracted").map(String::as_str).unwrap_or_default();
+    assert!(note.contains("response body is content-encoded (gzip)"), "{note}");
+    assert!(!records[0].payload.windows(5).any(|w| w == b"alice"), "no byte of it in the segment");
 }
