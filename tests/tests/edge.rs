@@ -292,3 +292,23 @@ async fn a_compressed_body_is_hashed_but_neither_read_nor_captured_and_the_recor
     assert!(note.contains("response body is content-encoded (gzip)"), "{note}");
     assert!(!records[0].payload.windows(5).any(|w| w == b"alice"), "no byte of it in the segment");
 }
+
+/// An API that fails mid-answer sends an error inside a stream that began with 200 OK
+/// (`data: {"error": ...}`, Anthropic's `event: error`, a Responses `response.failed`):
+/// the inference failed, and the record says so, with the API's reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_inside_a_stream_makes_the_record_an_error_with_the_apis_reason() {
+    let body = "data: {\"id\":\"c1\",\"model\":\"sample-1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hal\"}}]}\n\n\
+data: {\"error\":{\"message\":\"The server had an error while processing your request.\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n";
+    let app = answering("text/event-stream", move || axum::body::Body::from(body));
+    let srv = AuditedServer::start_with(|c| c, |l| l, app).await;
+    let mut conn = Conn::connect(srv.addr).await.unwrap();
+    let got = conn.post_json("/v1/chat/completions", &kiroku_tests::chat("x", true), &[]).await.unwrap();
+    assert_eq!((got.status, got.body.as_slice()), (200, body.as_bytes()), "passed through as it came");
+    let (records, _dir) = srv.finish().await;
+    let r = &records[0].record;
+    assert_eq!(r.http.outcome, Outcome::Error);
+    let error = r.http.error.as_deref().unwrap_or_default();
+    assert!(error.contains("server_error") && error.contains("while processing your request"), "{error}");
+    assert_eq!(r.gen_ai.response.model.as_deref(), Some("sample-1"), "what came before the error is kept");
+}

@@ -116,6 +116,8 @@ struct AnthropicStream {
     tools: std::collections::BTreeMap<u64, StreamedToolUse>,
     /// Bytes of tool input held, all calls together.
     tool_input_held: usize,
+    /// An `error` event (the API ends the stream after it).
+    error: Option<Value>,
     done: bool,
 }
 
@@ -169,6 +171,10 @@ impl StreamExtractor for AnthropicStream {
                 }
             }
             Some("message_stop") => self.done = true,
+            Some("error") => {
+                self.error = Some(v.get("error").cloned().unwrap_or(Value::Null));
+                self.done = true;
+            }
             _ => {}
         }
     }
@@ -188,6 +194,9 @@ impl StreamExtractor for AnthropicStream {
         }
         fill_vec(&mut rec.provenance.tool_calls, s.tools.into_values().map(StreamedToolUse::into_call).collect());
         fill(&mut rec.provenance.output_digest, s.text.hex());
+        if let Some(e) = &s.error {
+            super::stream_error(rec, e);
+        }
     }
 }
 
@@ -274,5 +283,19 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
         assert_eq!(calls[0].arguments_digest, Some(input_digest(&v)), "the first fits");
         assert_eq!(calls[1].arguments_digest, None, "the second would pass 1 MiB held in all");
         assert_eq!(calls[1].name, "big");
+    }
+
+    #[test]
+    fn an_error_event_ends_the_stream_and_makes_the_record_an_error() {
+        let sse = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_3\",\"model\":\"claude-x\"}}\n\n\
+event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
+        let mut s = AnthropicExtractor.stream("/v1/messages");
+        SseParser::default().feed(sse.as_bytes(), &mut |e| s.event(&e));
+        assert!(s.is_done(), "the API sends nothing after it");
+        let mut r = AuditRecord::new("r", Timestamp::from_unix_nanos(0));
+        s.finish(&mut r);
+        assert_eq!(r.http.outcome, kiroku_schemas::record::Outcome::Error);
+        assert_eq!(r.http.error.as_deref(), Some("the stream carried an error: overloaded_error: Overloaded"));
+        assert_eq!(r.gen_ai.response.model.as_deref(), Some("claude-x"));
     }
 }

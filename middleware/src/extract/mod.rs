@@ -51,6 +51,29 @@ pub fn defaults() -> Vec<std::sync::Arc<dyn Extractor>> {
     vec![std::sync::Arc::new(OpenAiExtractor), std::sync::Arc::new(AnthropicExtractor)]
 }
 
+/// An error the API sent inside a stream that began with `200 OK` (an overloaded model,
+/// a server error mid-answer): the inference failed, though its HTTP status and the
+/// stream's end look fine. `err` is the API's error object (`type` or `code`, `message`).
+pub(crate) fn stream_error(rec: &mut AuditRecord, err: &Value) {
+    let field = |k: &str| {
+        err.get(k).and_then(|v| v.as_str().map(str::to_owned).or_else(|| (!v.is_null()).then(|| v.to_string())))
+    };
+    // Anthropic and chat completions name the kind in `type`; the Responses API's
+    // `error` event is of type "error" and names it in `code`.
+    let kind = field("type").filter(|t| t != "error").or_else(|| field("code")).unwrap_or_else(|| "error".into());
+    let mut text = format!("the stream carried an error: {kind}");
+    if let Some(m) = field("message") {
+        text.push_str(": ");
+        // The API's message is kept short: it is a reason, not a body.
+        text.extend(m.chars().take(512));
+    }
+    rec.http.outcome = kiroku_schemas::record::Outcome::Error;
+    rec.http.error = Some(match rec.http.error.take() {
+        Some(e) => format!("{e}; {text}"),
+        None => text,
+    });
+}
+
 pub(crate) fn fill<T>(slot: &mut Option<T>, v: Option<T>) {
     if slot.is_none() {
         *slot = v;

@@ -178,6 +178,9 @@ struct OpenAiStream {
     usage: Option<Value>,
     completed: Option<Value>,
     citations: Vec<Value>,
+    /// An error object the stream carried (a chat completion chunk's `error`, a
+    /// Responses API `error` event or failed response).
+    error: Option<Value>,
     done: bool,
 }
 
@@ -201,12 +204,24 @@ impl StreamExtractor for OpenAiStream {
                 }
                 "response.completed" | "response.failed" | "response.incomplete" => {
                     self.completed = v.get("response").cloned();
+                    if t == "response.failed" {
+                        let e = v.pointer("/response/error").filter(|e| !e.is_null());
+                        self.error = Some(e.cloned().unwrap_or_else(|| serde_json::json!({"type": "response.failed"})));
+                    }
                     self.done = true;
+                    return;
+                }
+                "error" => {
+                    self.error = Some(v.clone());
                     return;
                 }
                 _ if t.starts_with("response.") => return,
                 _ => {}
             }
+        }
+        if let Some(e) = v.get("error").filter(|e| e.is_object()) {
+            self.error = Some(e.clone());
+            return;
         }
         if self.id.is_none() {
             self.id = str_of(&v, "id");
@@ -281,6 +296,9 @@ impl StreamExtractor for OpenAiStream {
             citation(a, rec);
         }
         fill(&mut rec.provenance.output_digest, s.text.hex());
+        if let Some(e) = &s.error {
+            super::stream_error(rec, e);
+        }
     }
 }
 
@@ -465,5 +483,36 @@ data: [DONE]\n\n";
         );
         assert_eq!(e.gen_ai.operation.name.as_deref(), Some("embeddings"));
         assert_eq!(e.gen_ai.usage.input_tokens, Some(1));
+    }
+
+    #[test]
+    fn responses_api_stream_errors_make_the_record_an_error() {
+        use kiroku_schemas::record::Outcome;
+        let events = [
+            // The `error` event: its kind is in `code`.
+            (
+                r#"{"type":"error","code":"rate_limit_exceeded","message":"Slow down","sequence_number":3}"#,
+                "rate_limit_exceeded: Slow down",
+            ),
+            // A failed response, with its error object.
+            (
+                r#"{"type":"response.failed","response":{"id":"resp_1","status":"failed","error":{"code":"server_error","message":"Boom"}}}"#,
+                "server_error: Boom",
+            ),
+        ];
+        for (data, want) in events {
+            let mut s = OpenAiExtractor.stream("/v1/responses");
+            s.event(&SseEvent { event: None, data: data.into() });
+            let mut r = rec();
+            s.finish(&mut r);
+            assert_eq!(r.http.outcome, Outcome::Error, "{data}");
+            assert_eq!(r.http.error.as_deref(), Some(format!("the stream carried an error: {want}").as_str()));
+        }
+        // A stream without one is not made an error.
+        let mut s = OpenAiExtractor.stream("/v1/chat/completions");
+        s.event(&SseEvent { event: None, data: "[DONE]".into() });
+        let mut r = rec();
+        s.finish(&mut r);
+        assert_eq!((r.http.outcome, r.http.error), (Outcome::Completed, None));
     }
 }

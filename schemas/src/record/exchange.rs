@@ -90,7 +90,9 @@ pub struct HttpExchange {
     pub outcome: Outcome,
     /// What went wrong: for outcomes `error` and `aborted`, and for any exchange whose
     /// request body failed (`request body error: ...`, e.g. a client that left
-    /// mid-upload, with the status the service answered).
+    /// mid-upload, with the status the service answered). An error the API sent inside
+    /// a stream that began with 200 (`the stream carried an error: ...`) makes the
+    /// outcome `error` too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// True when the response was streamed (server-sent events).
