@@ -85,7 +85,10 @@ pub struct AuditRecord {
     /// How the user was told the output is AI-generated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disclosure: Option<Disclosure>,
-    /// Safeguard decisions taken on input or output.
+    /// Safeguard decisions taken on input or output: the application's, or, when it
+    /// records none, those the model provider states in its bodies (policy ids
+    /// `provider.content_filter`: a `content_filter` finish reason, Azure OpenAI's
+    /// content filter results; `provider.refusal`: Anthropic's `refusal` stop reason).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub safeguards: Vec<SafeguardDecision>,
     /// Records the journal could not write between the previous record of this chain and

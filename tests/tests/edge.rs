@@ -312,3 +312,38 @@ data: {\"error\":{\"message\":\"The server had an error while processing your re
     assert!(error.contains("server_error") && error.contains("while processing your request"), "{error}");
     assert_eq!(r.gen_ai.response.model.as_deref(), Some("sample-1"), "what came before the error is kept");
 }
+
+/// The provider's own content filter (Azure OpenAI's results, a `content_filter` finish
+/// reason) is recorded as safeguard decisions when the application records none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_providers_content_filter_is_recorded_as_safeguard_decisions() {
+    let body = r#"{"id":"c1","object":"chat.completion","model":"gpt-4o","prompt_filter_results":[{"prompt_index":0,"content_filter_results":{"jailbreak":{"filtered":false,"detected":true}}}],"choices":[{"index":0,"message":{"role":"assistant","content":""},"finish_reason":"content_filter","content_filter_results":{"violence":{"filtered":true,"severity":"medium"}}}]}"#;
+    let srv =
+        AuditedServer::start_with(|c| c, |l| l, answering("application/json", move || axum::body::Body::from(body)))
+            .await;
+    let mut conn = Conn::connect(srv.addr).await.unwrap();
+    conn.post_json("/v1/chat/completions", &kiroku_tests::chat("x", false), &[]).await.unwrap();
+    let (records, _dir) = srv.finish().await;
+    let got: Vec<String> = records[0]
+        .record
+        .safeguards
+        .iter()
+        .map(|d| {
+            format!(
+                "{} {} {} {}",
+                d.policy_id,
+                d.action.as_str(),
+                d.stage.as_deref().unwrap_or("-"),
+                d.category.as_deref().unwrap_or("-")
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "provider.content_filter flagged input jailbreak",
+            "provider.content_filter filtered output violence",
+            "provider.content_filter filtered output -",
+        ]
+    );
+}

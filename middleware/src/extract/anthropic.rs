@@ -93,11 +93,20 @@ impl StreamedToolUse {
     }
 }
 
+/// Why the message stopped: its finish reason, and a refusal as the provider's
+/// safeguard decision.
+fn stopped(reason: String, rec: &mut AuditRecord) {
+    let mut safeguards = super::safeguards::ProviderSafeguards::default();
+    safeguards.reason(&reason);
+    safeguards.fill(rec);
+    fill_vec(&mut rec.gen_ai.response.finish_reasons, vec![reason]);
+}
+
 fn message(m: &Value, rec: &mut AuditRecord) {
     fill(&mut rec.gen_ai.response.id, str_of(m, "id"));
     fill(&mut rec.gen_ai.response.model, str_of(m, "model"));
     if let Some(r) = str_of(m, "stop_reason") {
-        fill_vec(&mut rec.gen_ai.response.finish_reasons, vec![r]);
+        stopped(r, rec);
     }
     if let Some(u) = m.get("usage") {
         fill(&mut rec.gen_ai.usage.input_tokens, u64_of(u, "input_tokens"));
@@ -187,7 +196,7 @@ impl StreamExtractor for AnthropicStream {
         let s = *self;
         fill(&mut rec.gen_ai.usage.output_tokens, s.output_tokens);
         if let Some(r) = s.stop_reason {
-            fill_vec(&mut rec.gen_ai.response.finish_reasons, vec![r]);
+            stopped(r, rec);
         }
         if let Some(m) = &s.start {
             message(m, rec);
@@ -283,6 +292,27 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
         assert_eq!(calls[0].arguments_digest, Some(input_digest(&v)), "the first fits");
         assert_eq!(calls[1].arguments_digest, None, "the second would pass 1 MiB held in all");
         assert_eq!(calls[1].name, "big");
+    }
+
+    #[test]
+    fn a_refusal_is_the_providers_safeguard_decision_streamed_or_not() {
+        let full = serde_json::json!({"id": "msg_4", "type": "message", "model": "claude-x", "stop_reason": "refusal",
+            "content": [{"type": "text", "text": "I"}]});
+        let mut a = AuditRecord::new("a", Timestamp::from_unix_nanos(0));
+        AnthropicExtractor.response("/v1/messages", &full, &mut a);
+        assert_eq!(a.safeguards.len(), 1);
+        assert_eq!(
+            (a.safeguards[0].policy_id.as_str(), a.safeguards[0].action, a.safeguards[0].stage.as_deref()),
+            ("provider.refusal", kiroku_schemas::record::SafeguardAction::Blocked, Some("output"))
+        );
+        let sse = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_4\",\"model\":\"claude-x\",\"stop_reason\":null}}\n\n\
+event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"refusal\"}}\n\n\
+event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+        let mut s = AnthropicExtractor.stream("/v1/messages");
+        SseParser::default().feed(sse.as_bytes(), &mut |e| s.event(&e));
+        let mut b = AuditRecord::new("b", Timestamp::from_unix_nanos(0));
+        s.finish(&mut b);
+        assert_eq!(b.safeguards, a.safeguards);
     }
 
     #[test]

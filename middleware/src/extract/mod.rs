@@ -13,6 +13,7 @@
 
 mod anthropic;
 mod openai;
+mod safeguards;
 
 pub use anthropic::AnthropicExtractor;
 pub use openai::OpenAiExtractor;

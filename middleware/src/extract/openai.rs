@@ -6,6 +6,7 @@ use kiroku_schemas::AuditRecord;
 use kiroku_schemas::record::ToolCall;
 use serde_json::Value;
 
+use super::safeguards::ProviderSafeguards;
 use super::{Extractor, StreamExtractor, TextDigest, common_request, fill, fill_vec, str_of, text_digest, u64_of};
 use crate::sse::SseEvent;
 
@@ -51,7 +52,13 @@ impl Extractor for OpenAiExtractor {
         fill(&mut r.id, str_of(body, "id"));
         fill(&mut r.model, str_of(body, "model"));
         usage(body.get("usage"), rec);
+        let mut safeguards = ProviderSafeguards::default();
+        safeguards.azure(body);
         if body.get("object").and_then(Value::as_str) == Some("response") || body.get("output").is_some() {
+            if let Some(r) = body.pointer("/incomplete_details/reason").and_then(Value::as_str) {
+                safeguards.reason(r);
+            }
+            safeguards.fill(rec);
             responses_api(body, rec);
             return;
         }
@@ -60,6 +67,7 @@ impl Extractor for OpenAiExtractor {
         let mut tool_calls = Vec::new();
         for c in &choices {
             if let Some(f) = c.get("finish_reason").and_then(Value::as_str) {
+                safeguards.reason(f);
                 reasons.push(f.to_owned());
             }
             if let Some(tcs) = c.pointer("/message/tool_calls").and_then(Value::as_array) {
@@ -77,6 +85,7 @@ impl Extractor for OpenAiExtractor {
         }
         fill_vec(&mut rec.gen_ai.response.finish_reasons, reasons);
         fill_vec(&mut rec.provenance.tool_calls, tool_calls);
+        safeguards.fill(rec);
         let text =
             choices.first().and_then(|c| c.pointer("/message/content").or_else(|| c.get("text"))).map(content_text);
         fill(&mut rec.provenance.output_digest, text.map(|t| text_digest(&t)));
@@ -181,6 +190,8 @@ struct OpenAiStream {
     /// An error object the stream carried (a chat completion chunk's `error`, a
     /// Responses API `error` event or failed response).
     error: Option<Value>,
+    /// The provider's content filter results, as the chunks carry them.
+    safeguards: ProviderSafeguards,
     done: bool,
 }
 
@@ -219,6 +230,7 @@ impl StreamExtractor for OpenAiStream {
                 _ => {}
             }
         }
+        self.safeguards.azure(&v);
         if let Some(e) = v.get("error").filter(|e| e.is_object()) {
             self.error = Some(e.clone());
             return;
@@ -285,6 +297,11 @@ impl StreamExtractor for OpenAiStream {
         fill(&mut rec.gen_ai.response.id, s.id);
         fill(&mut rec.gen_ai.response.model, s.model);
         usage(s.usage.as_ref(), rec);
+        let mut safeguards = s.safeguards;
+        for r in s.reasons.values() {
+            safeguards.reason(r);
+        }
+        safeguards.fill(rec);
         fill_vec(&mut rec.gen_ai.response.finish_reasons, s.reasons.into_values().collect());
         let calls = s
             .tool_names
@@ -483,6 +500,53 @@ data: [DONE]\n\n";
         );
         assert_eq!(e.gen_ai.operation.name.as_deref(), Some("embeddings"));
         assert_eq!(e.gen_ai.usage.input_tokens, Some(1));
+    }
+
+    #[test]
+    fn the_providers_content_filter_is_a_safeguard_decision_streamed_or_not() {
+        use kiroku_schemas::record::SafeguardAction;
+        let filter = serde_json::json!({"hate": {"filtered": false, "severity": "safe"}, "violence": {"filtered": true, "severity": "medium"}});
+        let prompt = serde_json::json!([{"prompt_index": 0, "content_filter_results": {"jailbreak": {"filtered": false, "detected": true}}}]);
+        let full = serde_json::json!({"id": "c1", "object": "chat.completion", "model": "gpt-4o", "prompt_filter_results": prompt,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "I"}, "finish_reason": "content_filter",
+                "content_filter_results": filter}]});
+        let mut a = rec();
+        OpenAiExtractor.response("/v1/chat/completions", &full, &mut a);
+        let got: Vec<_> = a.safeguards.iter().map(|d| (d.action, d.stage.as_deref(), d.category.as_deref())).collect();
+        assert_eq!(
+            got,
+            [
+                (SafeguardAction::Flagged, Some("input"), Some("jailbreak")),
+                (SafeguardAction::Filtered, Some("output"), Some("violence")),
+                (SafeguardAction::Filtered, Some("output"), None),
+            ]
+        );
+        assert!(a.safeguards.iter().all(|d| d.policy_id == "provider.content_filter"));
+        // The same as a stream: the prompt's results first, the choice's with each delta.
+        let chunks = [
+            serde_json::json!({"id": "c1", "model": "", "choices": [], "prompt_filter_results": prompt}),
+            serde_json::json!({"id": "c1", "model": "gpt-4o", "choices": [{"index": 0, "delta": {"content": "I"}, "content_filter_results": filter}]}),
+            serde_json::json!({"id": "c1", "model": "gpt-4o", "choices": [{"index": 0, "delta": {}, "finish_reason": "content_filter", "content_filter_results": filter}]}),
+        ];
+        let mut st = OpenAiExtractor.stream("/v1/chat/completions");
+        for c in &chunks {
+            st.event(&SseEvent { event: None, data: c.to_string() });
+        }
+        let mut b = rec();
+        st.finish(&mut b);
+        assert_eq!(b.safeguards, a.safeguards);
+        // What the application recorded wins.
+        let mut c = rec();
+        c.safeguards.push(kiroku_schemas::record::SafeguardDecision {
+            policy_id: "app".into(),
+            policy_version: None,
+            action: SafeguardAction::Allowed,
+            stage: None,
+            category: None,
+            score: None,
+        });
+        OpenAiExtractor.response("/v1/chat/completions", &full, &mut c);
+        assert_eq!(c.safeguards.len(), 1);
     }
 
     #[test]
