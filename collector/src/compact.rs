@@ -355,7 +355,7 @@ struct ChainWork {
     state: ChainState,
     /// Sealed segments, then the open ones of a writer that is gone.
     segs: Vec<SegmentRef>,
-    /// Segments its journal found corrupt: quarantined before the others are handled.
+    /// Segments its journal found corrupt: quarantined once the others are handled.
     corrupt: Vec<SegmentRef>,
     /// Holds a gone writer's lock while its open segments are compacted.
     _orphans: Option<OrphanGuard>,
@@ -456,6 +456,18 @@ impl Run<'_> {
         let corrupt = self.spool.corrupt(chain)?;
         Ok(Listing { state, known, segs, corrupt, orphans })
     }
+}
+
+/// How the handling of a chain's segments ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// Every segment handled.
+    All,
+    /// A segment stopped the chain (quarantined, or not verifiable with the key); the
+    /// later ones wait.
+    Stopped,
+    /// Another compactor has the chain now (its lease, or a commit first).
+    Elsewhere,
 }
 
 /// Whether a segment whose seqs the archive already holds is the one compacted.
@@ -847,14 +859,20 @@ impl Run<'_> {
     ) -> Result<(), CliError> {
         // The lease was taken while the previous chain was processed: renew it first.
         let done = match self.archive.renew(&mut chain.lease) {
-            Ok(true) => self.quarantine_corrupt(chain).and_then(|()| self.segments(chain, steps, spent_tx)),
+            Ok(true) => self.segments(chain, steps, spent_tx),
             Ok(false) => {
                 self.report.elsewhere.push(format!("{}: lease lost to another compactor", chain.state.chain_id));
-                Ok(false)
+                Ok(Ended::Elsewhere)
             }
             Err(e) => Err(e),
         };
-        if !matches!(done, Ok(true)) {
+        // With the chain still this run's, once its segments are handled (so that the
+        // archive's head is where the corrupt segment should have continued it).
+        let done = match done {
+            Ok(Ended::All | Ended::Stopped) => self.quarantine_corrupt(chain).and(done),
+            other => other,
+        };
+        if !matches!(done, Ok(Ended::All)) {
             chain.cancel.store(true, Ordering::Release);
         }
         done.map(|_| ())
@@ -864,7 +882,10 @@ impl Run<'_> {
     /// to them, and ended the chain there). Verified again here only to say where.
     fn quarantine_corrupt(&mut self, chain: &ChainWork) -> Result<(), CliError> {
         for seg in &chain.corrupt {
-            let opts = self.opts.verify_options(seg, None);
+            // Against where the archive holds the chain when it starts there (a segment
+            // that does not continue the chain is refused for that), else on its own.
+            let at = Some(&chain.state).filter(|st| st.next_seq == seg.first_seq);
+            let opts = self.opts.verify_options(seg, at);
             let found = match verify_segment(std::io::BufReader::with_capacity(1 << 20, self.spool.read(seg)?), &opts) {
                 Err(e) => e.in_file(&seg.name).to_string(),
                 Ok(r) => format!("{}: verifies now as an open segment of {} records", seg.name, r.records),
@@ -881,13 +902,13 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Handle each segment's step; false when the chain stopped early.
+    /// Handle each segment's step, until the chain's end or the first that stops it.
     fn segments(
         &mut self,
         chain: &mut ChainWork,
         steps: &Receiver<Msg>,
         spent_tx: &Sender<Spent>,
-    ) -> Result<bool, CliError> {
+    ) -> Result<Ended, CliError> {
         let ChainWork { id, lease, state, segs, tail, .. } = chain;
         for (i, seg) in segs.iter().enumerate() {
             let step = loop {
@@ -948,7 +969,7 @@ impl Run<'_> {
                             drop(mine);
                             let _ = spent_tx.send((s, theirs));
                             if !committed {
-                                return Ok(false);
+                                return Ok(Ended::Elsewhere);
                             }
                             if !seg.sealed {
                                 self.report.orphans += 1;
@@ -975,10 +996,10 @@ impl Run<'_> {
                 self.report
                     .blocked
                     .extend(segs[i + 1..].iter().filter(|s| s.sealed).map(|s| format!("{}/{}", s.chain_id, s.name)));
-                return Ok(false);
+                return Ok(Ended::Stopped);
             }
         }
-        Ok(true)
+        Ok(Ended::All)
     }
 }
 

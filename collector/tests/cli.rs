@@ -715,6 +715,48 @@ async fn a_segment_the_journal_found_corrupt_is_reported_and_quarantined() {
     assert!(again.status.success(), "{}", text(&again));
 }
 
+/// A segment the journal set aside because it does not continue the chain (it links to
+/// a record the chain does not have) is reported for that: checked against where the
+/// archive holds the chain once the chain's sealed segments are compacted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_that_does_not_continue_its_chain_is_quarantined_for_that() {
+    use kiroku_schemas::segment::{ChainState, SegmentReader};
+    let dir = tempfile::tempdir().unwrap();
+    let signer = kiroku_schemas::checkpoint::NoteSigner::generate("discontinuous").unwrap();
+    let vkey = dir.path().join("signer.vkey");
+    std::fs::write(&vkey, signer.verifier().to_key_text()).unwrap();
+    let spool = dir.path().join("spool");
+    let cfg = kiroku::JournalConfig::new(&spool, signer.clone()).writer_name("node-g");
+    let j = kiroku::Journal::open(cfg.clone()).unwrap();
+    let chain = j.chain_id();
+    for i in 0..3 {
+        j.append(AuditRecord::new(format!("sealed-{i}"), Timestamp::now())).await.unwrap();
+    }
+    j.shutdown().await.unwrap();
+    let chain_dir = spool.join(chain.to_string());
+    let head = std::fs::read(chain_dir.join("head")).unwrap();
+    let at = ChainState::from_header(SegmentReader::open(&head[..]).unwrap().header());
+    let mut w = SegmentWriter::new(Vec::new(), ChainState { last_hash: [7; 32], ..at }.next_header()).unwrap();
+    for seq in 3..5u64 {
+        let mut r = AuditRecord::new(format!("foreign-{seq}"), Timestamp::now());
+        (r.chain_id, r.seq) = (chain, seq);
+        w.append_record(&r.to_json()).unwrap();
+    }
+    std::fs::write(chain_dir.join("00000000000000000003.open"), w.into_inner()).unwrap();
+    let j = kiroku::Journal::open(cfg).unwrap();
+    j.shutdown().await.unwrap();
+    let (s, archive, vkey) =
+        (spool.display().to_string(), dir.path().join("archive").display().to_string(), vkey.display().to_string());
+    let out = kiroku(&["compact", "--spool", &s, "--archive", &archive, "--pubkey", &vkey]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("3 record(s)"), "the sealed records are compacted: {}", text(&out));
+    let report = std::fs::read_to_string(
+        spool.join("quarantine").join(chain.to_string()).join("00000000000000000003.corrupt.report.txt"),
+    )
+    .unwrap();
+    assert!(report.contains("byte offset 0 (seq 3): discontinuity"), "{report}");
+}
+
 /// In a fleet, the segment a restarted writer found corrupt is shipped with the rest,
 /// so that the compactor that reads the store reports and quarantines it: the writer's
 /// machine is not where anyone looks.
