@@ -88,7 +88,8 @@ pub struct AuditRecord {
     /// Safeguard decisions taken on input or output: the application's, or, when it
     /// records none, those the model provider states in its bodies (policy ids
     /// `provider.content_filter`: a `content_filter` finish reason, Azure OpenAI's
-    /// content filter results; `provider.refusal`: Anthropic's `refusal` stop reason).
+    /// content filter results; `provider.refusal`: Anthropic's `refusal` stop reason;
+    /// `provider.moderation`: a moderation endpoint's verdict).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub safeguards: Vec<SafeguardDecision>,
     /// Records the journal could not write between the previous record of this chain and

@@ -347,3 +347,32 @@ async fn the_providers_content_filter_is_recorded_as_safeguard_decisions() {
         ]
     );
 }
+
+/// A call to a moderation endpoint records its verdict as safeguard decisions: the
+/// flagged categories with their scores, the moderation model as the policy version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moderation_call_records_its_verdict() {
+    let body = r#"{"id":"modr-1","model":"omni-moderation-2024-09-26","results":[{"flagged":true,"categories":{"harassment":true,"violence":false},"category_scores":{"harassment":0.91,"violence":0.02}}]}"#;
+    let app = axum::Router::new().route(
+        "/v1/moderations",
+        axum::routing::post(move |_request: String| async move {
+            axum::response::Response::builder()
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(body))
+                .unwrap()
+        }),
+    );
+    let srv = AuditedServer::start_with(|c| c, |l| l, app).await;
+    let mut conn = Conn::connect(srv.addr).await.unwrap();
+    let input = serde_json::json!({"model": "omni-moderation-latest", "input": "some text"});
+    assert_eq!(conn.post_json("/v1/moderations", &input, &[]).await.unwrap().status, 200);
+    let (records, _dir) = srv.finish().await;
+    let r = &records[0].record;
+    assert_eq!(r.gen_ai.operation.name.as_deref(), Some("moderation"));
+    assert_eq!(r.safeguards.len(), 1);
+    let d = &r.safeguards[0];
+    assert_eq!(
+        (d.policy_id.as_str(), d.policy_version.as_deref(), d.action.as_str(), d.category.as_deref(), d.score),
+        ("provider.moderation", Some("omni-moderation-2024-09-26"), "flagged", Some("harassment"), Some(0.91))
+    );
+}

@@ -8,8 +8,10 @@
 //! (one small JSON document per event), so a streamed completion yields the same
 //! provenance as a non-streamed one.
 //!
-//! Built in: [`OpenAiExtractor`] (chat completions, completions, embeddings, responses)
-//! and [`AnthropicExtractor`] (messages). Implement [`Extractor`] for other APIs.
+//! Built in: [`OpenAiExtractor`] (chat completions, completions, embeddings, responses,
+//! moderations) and [`AnthropicExtractor`] (messages). Both also record the provider's
+//! own safeguard decisions (content filters, refusals, moderation verdicts) when the
+//! application records none. Implement [`Extractor`] for other APIs.
 
 mod anthropic;
 mod openai;

@@ -11,8 +11,8 @@ use super::{Extractor, StreamExtractor, TextDigest, common_request, fill, fill_v
 use crate::sse::SseEvent;
 
 /// Extracts provenance from OpenAI-compatible requests and responses
-/// (`/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/responses`),
-/// streamed or not.
+/// (`/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/responses`,
+/// `/v1/moderations`), streamed or not.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct OpenAiExtractor;
 
@@ -23,6 +23,8 @@ fn operation(route: &str) -> &'static str {
         "text_completion"
     } else if route.ends_with("/embeddings") {
         "embeddings"
+    } else if route.ends_with("/moderations") {
+        "moderation"
     } else {
         "chat"
     }
@@ -30,7 +32,9 @@ fn operation(route: &str) -> &'static str {
 
 impl Extractor for OpenAiExtractor {
     fn handles(&self, route: &str) -> bool {
-        ["/chat/completions", "/completions", "/embeddings", "/responses"].iter().any(|s| route.ends_with(s))
+        ["/chat/completions", "/completions", "/embeddings", "/responses", "/moderations"]
+            .iter()
+            .any(|s| route.ends_with(s))
     }
 
     fn request(&self, route: &str, body: &Value, rec: &mut AuditRecord) {
@@ -54,6 +58,9 @@ impl Extractor for OpenAiExtractor {
         usage(body.get("usage"), rec);
         let mut safeguards = ProviderSafeguards::default();
         safeguards.azure(body);
+        if let Some(results) = body.get("results").and_then(Value::as_array) {
+            safeguards.moderation(results, str_of(body, "model"));
+        }
         if body.get("object").and_then(Value::as_str) == Some("response") || body.get("output").is_some() {
             if let Some(r) = body.pointer("/incomplete_details/reason").and_then(Value::as_str) {
                 safeguards.reason(r);

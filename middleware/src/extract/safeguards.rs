@@ -2,7 +2,8 @@
 //! application records none: a choice that ended with `finish_reason: "content_filter"`,
 //! Azure OpenAI's `content_filter_results` (on the prompt and on each choice, whole or
 //! streamed, and in the error that refuses a prompt), Anthropic's `stop_reason:
-//! "refusal"`.
+//! "refusal"`, and the verdict of a moderation endpoint (`/v1/moderations`: each flagged
+//! category with its score, or `allowed`; the moderation model is the policy version).
 //!
 //! Each decision is recorded once (streams repeat the results in every chunk), and only
 //! what the provider did or found: a category that was filtered is `filtered` (on the
@@ -17,6 +18,8 @@ use serde_json::Value;
 pub(crate) const CONTENT_FILTER: &str = "provider.content_filter";
 /// The policy id of a provider's refusal to answer.
 pub(crate) const REFUSAL: &str = "provider.refusal";
+/// The policy id of a moderation endpoint's verdict (`/v1/moderations`).
+pub(crate) const MODERATION: &str = "provider.moderation";
 
 /// How many decisions one response may add (a stream cannot make it hold more).
 const MOST: usize = 64;
@@ -29,21 +32,52 @@ pub(crate) struct ProviderSafeguards {
 
 impl ProviderSafeguards {
     fn add(&mut self, policy: &str, action: SafeguardAction, stage: &str, category: Option<&str>) {
-        let same = |d: &SafeguardDecision| {
-            d.policy_id == policy
-                && d.action == action
-                && d.stage.as_deref() == Some(stage)
-                && d.category.as_deref() == category
+        self.push(SafeguardDecision {
+            policy_id: policy.to_owned(),
+            policy_version: None,
+            action,
+            stage: Some(stage.to_owned()),
+            category: category.map(str::to_owned),
+            score: None,
+        });
+    }
+
+    fn push(&mut self, d: SafeguardDecision) {
+        let same = |e: &SafeguardDecision| {
+            e.policy_id == d.policy_id && e.action == d.action && e.stage == d.stage && e.category == d.category
         };
         if self.found.len() < MOST && !self.found.iter().any(same) {
-            self.found.push(SafeguardDecision {
-                policy_id: policy.to_owned(),
-                policy_version: None,
+            self.found.push(d);
+        }
+    }
+
+    /// A moderation endpoint's `results`: each flagged category with its score, or
+    /// `allowed` when nothing was flagged; `model` (the moderation model) is the policy
+    /// version.
+    pub(crate) fn moderation(&mut self, results: &[Value], model: Option<String>) {
+        for r in results {
+            let flagged: Vec<&String> = r
+                .get("categories")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+                .filter(|(_, v)| v.as_bool() == Some(true))
+                .map(|(k, _)| k)
+                .collect();
+            let decision = |action, category: Option<&String>| SafeguardDecision {
+                policy_id: MODERATION.to_owned(),
+                policy_version: model.clone(),
                 action,
-                stage: Some(stage.to_owned()),
-                category: category.map(str::to_owned),
-                score: None,
-            });
+                stage: Some("input".to_owned()),
+                category: category.cloned(),
+                score: category.and_then(|c| r.get("category_scores")?.get(c.as_str())?.as_f64()),
+            };
+            if flagged.is_empty() && r.get("flagged").and_then(Value::as_bool) == Some(false) {
+                self.push(decision(SafeguardAction::Allowed, None));
+            }
+            for c in flagged {
+                self.push(decision(SafeguardAction::Flagged, Some(c)));
+            }
         }
     }
 
@@ -128,6 +162,29 @@ mod tests {
                 (SafeguardAction::Filtered, Some("output"), None),
             ]
         );
+    }
+
+    #[test]
+    fn a_moderation_verdict_names_the_flagged_categories_or_allows() {
+        let results = serde_json::json!([
+            {"flagged": true, "categories": {"harassment": true, "violence": false, "self-harm/intent": true},
+             "category_scores": {"harassment": 0.91, "violence": 0.02, "self-harm/intent": 0.7}},
+            {"flagged": false, "categories": {"harassment": false}, "category_scores": {"harassment": 0.01}}]);
+        let mut s = ProviderSafeguards::default();
+        s.moderation(results.as_array().unwrap(), Some("omni-moderation-2024-09-26".into()));
+        let got: Vec<(SafeguardAction, Option<&str>, Option<f64>)> =
+            s.found.iter().map(|d| (d.action, d.category.as_deref(), d.score)).collect();
+        assert_eq!(
+            got,
+            [
+                (SafeguardAction::Flagged, Some("harassment"), Some(0.91)),
+                (SafeguardAction::Flagged, Some("self-harm/intent"), Some(0.7)),
+                (SafeguardAction::Allowed, None, None),
+            ]
+        );
+        assert!(s.found.iter().all(|d| d.policy_id == MODERATION
+            && d.policy_version.as_deref() == Some("omni-moderation-2024-09-26")
+            && d.stage.as_deref() == Some("input")));
     }
 
     #[test]
