@@ -627,6 +627,15 @@ fn dead_writer(chain_dir: &Path, chain: ChainId, writer: &str, n: u64) -> Vec<u8
     w.into_inner()
 }
 
+/// [`dead_writer`]'s leavings with six records, and its open segment written with a
+/// byte flipped in the middle: corrupt before its tail.
+fn dead_writer_corrupt(chain_dir: &Path, chain: ChainId, writer: &str) {
+    let mut bytes = dead_writer(chain_dir, chain, writer, 6);
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x20;
+    std::fs::write(chain_dir.join("00000000000000000000.open"), bytes).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_segment_whose_writer_is_gone_reaches_the_archive() {
     let HandMade { dir, signer, vkey, chain, chain_dir } = hand_made("orphan");
@@ -679,10 +688,7 @@ async fn an_open_segment_whose_writer_is_gone_reaches_the_archive() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_segment_the_journal_found_corrupt_is_reported_and_quarantined() {
     let HandMade { dir, signer, vkey, chain, chain_dir } = hand_made("corrupt-open");
-    let mut bytes = dead_writer(&chain_dir, chain, "node-a", 6);
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x20;
-    std::fs::write(chain_dir.join("00000000000000000000.open"), bytes).unwrap();
+    dead_writer_corrupt(&chain_dir, chain, "node-a");
     let spool = dir.path().join("spool");
     let j = kiroku::Journal::open(kiroku::JournalConfig::new(&spool, signer.clone()).writer_name("node-a")).unwrap();
     assert_ne!(j.chain_id(), chain, "the corrupt chain is not taken back");
@@ -720,7 +726,6 @@ async fn a_segment_the_journal_found_corrupt_is_reported_and_quarantined() {
 /// archive holds the chain once the chain's sealed segments are compacted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_segment_that_does_not_continue_its_chain_is_quarantined_for_that() {
-    use kiroku_schemas::segment::{ChainState, SegmentReader};
     let dir = tempfile::tempdir().unwrap();
     let signer = kiroku_schemas::checkpoint::NoteSigner::generate("discontinuous").unwrap();
     let vkey = dir.path().join("signer.vkey");
@@ -734,15 +739,7 @@ async fn a_segment_that_does_not_continue_its_chain_is_quarantined_for_that() {
     }
     j.shutdown().await.unwrap();
     let chain_dir = spool.join(chain.to_string());
-    let head = std::fs::read(chain_dir.join("head")).unwrap();
-    let at = ChainState::from_header(SegmentReader::open(&head[..]).unwrap().header());
-    let mut w = SegmentWriter::new(Vec::new(), ChainState { last_hash: [7; 32], ..at }.next_header()).unwrap();
-    for seq in 3..5u64 {
-        let mut r = AuditRecord::new(format!("foreign-{seq}"), Timestamp::now());
-        (r.chain_id, r.seq) = (chain, seq);
-        w.append_record(&r.to_json()).unwrap();
-    }
-    std::fs::write(chain_dir.join("00000000000000000003.open"), w.into_inner()).unwrap();
+    assert_eq!(kiroku_tests::write_discontinuous_open_segment(&chain_dir, chain), 3);
     let j = kiroku::Journal::open(cfg).unwrap();
     j.shutdown().await.unwrap();
     let (s, archive, vkey) =
@@ -763,10 +760,7 @@ async fn a_segment_that_does_not_continue_its_chain_is_quarantined_for_that() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_segment_found_corrupt_is_shipped_and_quarantined_by_the_fleet_compactor() {
     let HandMade { dir, signer, vkey, chain, chain_dir } = hand_made("corrupt-shipped");
-    let mut bytes = dead_writer(&chain_dir, chain, "node-e", 6);
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x20;
-    std::fs::write(chain_dir.join("00000000000000000000.open"), bytes).unwrap();
+    dead_writer_corrupt(&chain_dir, chain, "node-e");
     let store = dir.path().join("store");
     std::fs::create_dir_all(&store).unwrap();
     let url = format!("file://{}", store.display());
@@ -802,10 +796,7 @@ async fn a_segment_found_corrupt_is_shipped_and_quarantined_by_the_fleet_compact
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quarantined_open_segment_ends_its_chain() {
     let HandMade { dir, signer, vkey, chain, chain_dir } = hand_made("quarantined-open");
-    let mut bytes = dead_writer(&chain_dir, chain, "node-b", 6);
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x20;
-    std::fs::write(chain_dir.join("00000000000000000000.open"), bytes).unwrap();
+    dead_writer_corrupt(&chain_dir, chain, "node-b");
     let spool = dir.path().join("spool");
     let (s, archive, vkey) =
         (spool.display().to_string(), dir.path().join("archive").display().to_string(), vkey.display().to_string());

@@ -25,6 +25,24 @@ pub struct Stored {
     pub record: AuditRecord,
 }
 
+/// Write into `chain_dir` an open segment of two records that starts where the chain's
+/// head says the chain stands but links to a record the chain does not have (another
+/// chain's segment, a stale copy). Returns the seq it starts at.
+pub fn write_discontinuous_open_segment(chain_dir: &Path, chain: ChainId) -> u64 {
+    let head = fs::read(chain_dir.join("head")).expect("the chain's head");
+    let at = ChainState::from_header(SegmentReader::open(&head[..]).expect("a head").header());
+    let first = at.next_seq;
+    let elsewhere = ChainState { last_hash: [7; 32], ..at };
+    let mut w = kiroku_schemas::segment::SegmentWriter::new(Vec::new(), elsewhere.next_header()).expect("header");
+    for seq in first..first + 2 {
+        let mut r = AuditRecord::new(format!("foreign-{seq}"), kiroku_schemas::Timestamp::now());
+        (r.chain_id, r.seq) = (chain, seq);
+        w.append_record(&r.to_json()).expect("record");
+    }
+    fs::write(chain_dir.join(format!("{first:020}.open")), w.into_inner()).expect("write the segment");
+    first
+}
+
 /// Segment files of a chain directory in seq order: sealed ones, then the open one.
 pub fn segment_files(chain_dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> =

@@ -78,22 +78,10 @@ async fn three_sealed_records(writer: &str) -> (tempfile::TempDir, NoteSigner, J
 /// restarted writer starts a new one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_segment_that_does_not_continue_the_head_ends_the_chain() {
-    use kiroku_schemas::segment::{ChainState, SegmentReader, SegmentWriter};
-
     let (dir, signer, cfg, chain) = three_sealed_records("node-c").await;
     let chain_dir = dir.path().join(chain.to_string());
-    let head = std::fs::read(chain_dir.join("head")).unwrap();
-    let at = ChainState::from_header(SegmentReader::open(&head[..]).unwrap().header());
-    assert_eq!(at.next_seq, 3);
     // Seqs 3 and 4, linked to a record the chain does not have.
-    let elsewhere = ChainState { last_hash: [7; 32], ..at };
-    let mut w = SegmentWriter::new(Vec::new(), elsewhere.next_header()).unwrap();
-    for seq in 3..5u64 {
-        let mut r = AuditRecord::new(format!("foreign-{seq}"), Timestamp::now());
-        (r.chain_id, r.seq) = (chain, seq);
-        w.append_record(&r.to_json()).unwrap();
-    }
-    std::fs::write(chain_dir.join("00000000000000000003.open"), w.into_inner()).unwrap();
+    assert_eq!(kiroku_tests::write_discontinuous_open_segment(&chain_dir, chain), 3);
 
     let j = Journal::open(cfg).unwrap();
     assert_ne!(j.chain_id(), chain, "a new chain");
