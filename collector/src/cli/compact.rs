@@ -72,7 +72,7 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
     let mut opts = CompactOptions::new(pubkey);
     opts.retain = a.retain.map(|period| Retention { period, dry_run: a.retain_dry_run });
     if let Some(r) = a.retain.filter(|r| *r < SIX_MONTHS) {
-        eprintln!(
+        say!(
             "kiroku: warning: --retain {} days is shorter than six months, the minimum the EU AI Act sets for the logs of high-risk AI systems (Art. 19, 26)",
             r.as_secs() / 86_400
         );

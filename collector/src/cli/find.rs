@@ -55,11 +55,11 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
         filter.output_digest = Some(kiroku_schemas::digest::blake3_hex(t));
         n = print_matches(&archive, &filter, a.json)?;
         if n > 0 {
-            eprintln!("no exact match for the file; these match its text without the trailing whitespace");
+            say!("no exact match for the file; these match its text without the trailing whitespace");
         }
     }
     if !a.json {
-        eprintln!("{n} record(s)");
+        say!("{n} record(s)");
     }
     Ok(ExitCode::SUCCESS)
 }

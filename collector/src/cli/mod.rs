@@ -5,6 +5,16 @@
 //! seqs or failed checkpoints in a report; a file the manifest lists gone); 2 usage,
 //! configuration or I/O error. A command whose output pipe closes ends by SIGPIPE.
 
+/// `eprintln!` that cannot panic: when stderr cannot be written (a log file on the disk
+/// that just filled up, a closed pipe), the message is dropped instead of the process
+/// panicking and its exit status turning into 101.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod compact;
 mod demo;
 mod evidence;
@@ -142,7 +152,7 @@ pub fn main() -> ExitCode {
             Err(e) => e.exit(),
         },
         Err(e) => {
-            eprintln!("kiroku: error: {e}");
+            say!("kiroku: error: {e}");
             return ExitCode::from(e.exit_code());
         }
     };
@@ -177,7 +187,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("kiroku: error: {e}");
+            say!("kiroku: error: {e}");
             ExitCode::from(e.exit_code())
         }
     }
@@ -203,6 +213,11 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
+        // A log line that cannot be written is dropped. By default the subscriber
+        // reports the failure with `eprintln!`, which panics when stderr itself is the
+        // problem (a log file on a full disk): inside a request, that drops the client's
+        // connection, the opposite of what FailOpen promises.
+        .log_internal_errors(false)
         .try_init();
 }
 

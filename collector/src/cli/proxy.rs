@@ -118,7 +118,7 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
         }
         let journal = Journal::open(config).map_err(|e| CliError::Io(e.to_string()))?;
         if let Some(r) = journal.recovery() {
-            eprintln!("kiroku proxy: {r}");
+            say!("kiroku proxy: {r}");
         }
         let chain = journal.chain_id();
         #[cfg(feature = "otlp")]

@@ -84,8 +84,8 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
         return Ok(ExitCode::SUCCESS);
     }
     for f in &failed {
-        eprintln!("kiroku: integrity problem: {f}");
+        say!("kiroku: integrity problem: {f}");
     }
-    eprintln!("kiroku: run `kiroku verify --archive` for every problem and where it is");
+    say!("kiroku: run `kiroku verify --archive` for every problem and where it is");
     Ok(ExitCode::from(1))
 }

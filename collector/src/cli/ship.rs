@@ -37,7 +37,7 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
     let conflicts = match result {
         Ok(c) => c,
         Err(e) if a.watch => {
-            eprintln!("kiroku ship: {e} (retrying in the background)");
+            say!("kiroku ship: {e} (retrying in the background)");
             Vec::new()
         }
         Err(e) => {
