@@ -14,6 +14,11 @@ pub enum CliError {
     /// Tampering or corruption was found (exit 1).
     #[error("{0}")]
     Corrupt(String),
+    /// The command ran to its end, but audit records were lost on the way (exit 3):
+    /// inferences `kiroku proxy` passed on that have no record (served under
+    /// `FailOpen`, or answered upstream while the journal failed under `FailClosed`).
+    #[error("{0}")]
+    Incomplete(String),
 }
 
 impl CliError {
@@ -22,11 +27,13 @@ impl CliError {
         Self::Io(format!("{}: {e}", path.display()))
     }
 
-    /// The process exit code: 1 for integrity problems, 2 for usage and I/O errors.
+    /// The process exit code: 1 for integrity problems, 2 for usage and I/O errors, 3
+    /// for records lost.
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Corrupt(_) => 1,
             Self::Usage(_) | Self::Io(_) => 2,
+            Self::Incomplete(_) => 3,
         }
     }
 }

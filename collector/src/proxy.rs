@@ -235,6 +235,12 @@ pub fn metrics_text(journal: &Journal, stats: &ProxyStats) -> String {
         "Audit records that could not be written (FailOpen).",
         m.records_lost as f64,
     );
+    metric(
+        "kiroku_records_lost_unstated",
+        "gauge",
+        "Lost audit records no record in the chain states yet (the next record written states them).",
+        m.records_lost_unstated as f64,
+    );
     metric("kiroku_bytes_written_total", "counter", "Bytes appended to segment files.", m.bytes_written as f64);
     metric("kiroku_queue_depth", "gauge", "Records waiting for the journal writer.", m.queue_depth as f64);
     metric("kiroku_fsyncs_total", "counter", "fsync calls by the journal.", m.fsyncs as f64);
@@ -378,7 +384,33 @@ pub async fn run(
         tracing::warn!(target: "kiroku::proxy", "in-flight requests still open after 30s; sealing anyway (their records are finalised as aborted)");
     }
     let _ = stop_tx.send(true);
-    let report = journal.shutdown().await.map_err(|e| CliError::Io(e.to_string()))?;
+    let sealed = journal.shutdown().await;
+    // Read after the writer stopped: records submitted during the drain count too.
+    let losses = losses(&journal.metrics());
+    let report = sealed
+        .map_err(|e| CliError::Io(format!("{e}{}", losses.as_deref().map_or(String::new(), |l| format!("; {l}")))))?;
     tracing::info!(target: "kiroku::proxy", "journal sealed: chain {} next seq {}", report.chain_id, report.next_seq);
-    Ok(())
+    match losses {
+        Some(l) => Err(CliError::Incomplete(format!("chain {}: {l}", report.chain_id))),
+        None => Ok(()),
+    }
+}
+
+/// What the run lost, if anything: how many records, and how many of them no record in
+/// the chain states (lost after the last record written).
+fn losses(m: &kiroku::journal::JournalMetrics) -> Option<String> {
+    if m.records_lost == 0 {
+        return None;
+    }
+    let unstated = match m.records_lost_unstated {
+        0 => "the chain states each loss (records_lost_before)".to_owned(),
+        n if n == m.records_lost => {
+            format!("no record in the chain states them ({n} lost after the last record written)")
+        }
+        n => format!("{n} of them after the last record written, which no record in the chain states"),
+    };
+    Some(format!(
+        "{} audit record(s) lost during this run (inferences that have no record); {unstated}",
+        m.records_lost
+    ))
 }

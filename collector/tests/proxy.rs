@@ -554,11 +554,17 @@ async fn a_disk_that_fills_up_gives_a_clear_refusal_not_a_crash_or_a_gap() {
     assert!(refusal.contains("audit journal unavailable") && refusal.contains("File too large"), "{refusal}");
     assert!(child.try_wait().unwrap().is_none(), "still running");
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
-    // The journal cannot seal on a full disk: the proxy says so and exits 2.
-    assert_eq!(child.wait().unwrap().code(), Some(2));
+    // At shutdown the journal recovers the segment the limit cut off and seals it: exit
+    // 3, since the record whose write hit the limit is lost (its response was
+    // withheld); or 2, when even the seal cannot be written.
+    let code = child.wait().unwrap().code();
     let text = std::fs::read_to_string(&log).unwrap();
+    assert!(matches!(code, Some(2 | 3)), "exit {code:?}: {text}");
     assert!(text.contains("journal failed") && text.contains("File too large"), "a clear log line: {text}");
     assert!(text.contains("kiroku: error"), "{text}");
+    if code == Some(3) {
+        assert!(text.contains("audit record(s) lost during this run"), "{text}");
+    }
     // What was acknowledged before the disk filled is in the log and verifies; the
     // segment the limit cut off verifies up to its last complete frame.
     let records: Vec<_> = read_spool(&spool, &signer.verifier()).into_values().flatten().collect();
@@ -686,4 +692,126 @@ async fn the_proxy_asks_the_upstream_for_bodies_it_can_read() {
     assert_eq!(rec.gen_ai.response.model.as_deref(), Some("sample-1"));
     assert_eq!(rec.provenance.output_digest.as_deref(), Some(kiroku_schemas::digest::blake3_hex(b"Hi").as_str()));
     assert_eq!(rec.http.response.blake3.as_deref(), Some(kiroku_schemas::digest::blake3_hex(&r.body).as_str()));
+}
+
+/// `FailOpen` on a disk that fills up, with the proxy's log on that disk too: every
+/// request is still served (writing a log line to a full disk used to panic inside the
+/// request and drop the client's connection), the exit status stays one that says what
+/// happened (3: records lost, or 2: and the journal could not seal; a panic made it
+/// 101), and the proxy says how many records it lost: as many as served requests have
+/// none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_under_fail_open_serves_every_request_and_says_what_was_lost() {
+    let upstream = sample_upstream().await;
+    for log_on_the_full_disk in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let (signer, key) = signing_key(dir.path(), "kiroku-open");
+        let spool = dir.path().join("spool");
+        let log = dir.path().join("proxy.log");
+        let redirect = if log_on_the_full_disk { format!("2> {}", log.display()) } else { String::new() };
+        let cmd = format!(
+            "ulimit -f 48; exec {} proxy --listen 127.0.0.1:0 --upstream http://{upstream} --durability sync --on-journal-failure open --spool {} --key {} {redirect}",
+            env!("CARGO_BIN_EXE_kiroku"),
+            spool.display(),
+            key.display()
+        );
+        let mut child =
+            Command::new("bash").arg("-c").arg(cmd).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut stderr, &mut s).unwrap();
+            s
+        });
+        let (addr, _, _) = read_addrs(&mut child, false);
+        let served = 400;
+        for i in 0..served {
+            let mut conn = kiroku_tests::Conn::connect(addr).await.unwrap();
+            let r = conn
+                .post_json("/v1/chat/completions", &kiroku_tests::chat(&format!("filling the disk {i}"), false), &[])
+                .await
+                .unwrap_or_else(|e| panic!("log on the full disk {log_on_the_full_disk}: request {i}: {e}"));
+            assert_eq!(r.status, 200, "FailOpen serves");
+        }
+        assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+        // 3: stopped cleanly, records lost; 2: and the journal could not seal either.
+        let code = child.wait().unwrap().code();
+        assert!(matches!(code, Some(2 | 3)), "log on the full disk {log_on_the_full_disk}: exit {code:?}");
+        let records = read_spool(&spool, &signer.verifier()).into_values().flatten().count();
+        assert!(records < served, "the disk filled up: {records} records");
+        let said = stderr.join().unwrap();
+        if !log_on_the_full_disk {
+            let lost = served - records;
+            assert!(
+                said.contains("kiroku: error: ")
+                    && said.contains(&format!(" {lost} audit record(s) lost during this run")),
+                "{records} records for {served} requests: {said}"
+            );
+        }
+    }
+}
+
+/// A proxy that lost records under `FailOpen` and stopped cleanly ends with exit
+/// status 3 and says how many, and whether the chain states them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_lost_records_ends_with_its_own_exit_status() {
+    use kiroku::journal::Faults;
+    use kiroku::{AuditLayer, Durability, FailurePolicy, Journal, JournalConfig};
+    use std::sync::atomic::Ordering;
+    let upstream = sample_upstream().await;
+    for writes_on in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = NoteSigner::generate("kiroku-lost").unwrap();
+        let faults = Faults::new();
+        let journal = Journal::open(
+            JournalConfig::new(dir.path(), signer.clone())
+                .durability(Durability::Sync)
+                .on_failure(FailurePolicy::FailOpen)
+                .fault_injection(faults.clone()),
+        )
+        .unwrap();
+        let cfg = kiroku_collector::proxy::ProxyConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            admin: None,
+            upstream: format!("http://{upstream}").parse().unwrap(),
+            upstream_timeout: std::time::Duration::from_secs(30),
+            upstream_ca: None,
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready, bound) = tokio::sync::oneshot::channel();
+        let proxy = tokio::spawn(kiroku_collector::proxy::run(
+            cfg,
+            AuditLayer::new(journal),
+            async {
+                let _ = stopped.await;
+            },
+            move |addr, _| {
+                let _ = ready.send(addr);
+            },
+        ));
+        let addr = bound.await.unwrap();
+        let ask = |what: &'static str| async move {
+            let mut conn = kiroku_tests::Conn::connect(addr).await.unwrap();
+            let r = conn.post_json("/v1/chat/completions", &kiroku_tests::chat(what, false), &[]).await.unwrap();
+            assert_eq!(r.status, 200, "{what}: FailOpen serves");
+        };
+        ask("before").await;
+        faults.fail_writes.store(true, Ordering::SeqCst);
+        ask("while the disk fails").await;
+        ask("still failing").await;
+        faults.clear();
+        if writes_on {
+            tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+            ask("after").await;
+        }
+        stop.send(()).unwrap();
+        let err = proxy.await.unwrap().expect_err("records were lost");
+        let said = err.to_string();
+        assert_eq!(err.exit_code(), 3, "{said}");
+        let records: Vec<_> = read_spool(dir.path(), &signer.verifier()).into_values().flatten().collect();
+        let lost = 2 + usize::from(writes_on) + 1 - records.len();
+        assert!(said.contains(&format!("{lost} audit record(s) lost during this run")), "{said}");
+        let states = if writes_on { "the chain states each loss" } else { "no record in the chain states them" };
+        assert!(said.contains(states), "{said}");
+    }
 }

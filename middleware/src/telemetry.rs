@@ -117,7 +117,7 @@ pub(crate) fn end_span(mut span: BoxedSpan, rec: &AuditRecord) {
 pub struct JournalInstruments {
     counters: Vec<ObservableCounter<u64>>,
     fsync: ObservableCounter<f64>,
-    queue: ObservableGauge<u64>,
+    gauges: Vec<ObservableGauge<u64>>,
 }
 
 impl std::fmt::Debug for JournalInstruments {
@@ -127,8 +127,8 @@ impl std::fmt::Debug for JournalInstruments {
 }
 
 /// Report the journal's counters through the global meter provider: records written,
-/// bytes, records lost, queue depth, fsync count and time, segments sealed, requests
-/// refused.
+/// bytes, records lost (and of those, the ones no record states yet), queue depth, fsync
+/// count and time, segments sealed, requests refused.
 pub fn register_journal_metrics(journal: &Journal) -> JournalInstruments {
     let meter = global::meter("kiroku");
     let counter =
@@ -163,12 +163,22 @@ pub fn register_journal_metrics(journal: &Journal) -> JournalInstruments {
         .with_description("Time spent in fsync.")
         .with_callback(move |o| o.observe(j.metrics().fsync_nanos as f64 / 1e9, &[]))
         .build();
-    let j = journal.clone();
-    let queue = meter
-        .u64_observable_gauge("kiroku.journal.queue_depth")
-        .with_unit("{record}")
-        .with_description("Records waiting for the writer.")
-        .with_callback(move |o| o.observe(j.metrics().queue_depth, &[]))
-        .build();
-    JournalInstruments { counters, fsync, queue }
+    let gauge = |name: &'static str, desc: &'static str, f: fn(&crate::journal::JournalMetrics) -> u64| {
+        let j = journal.clone();
+        meter
+            .u64_observable_gauge(name)
+            .with_unit("{record}")
+            .with_description(desc)
+            .with_callback(move |o| o.observe(f(&j.metrics()), &[]))
+            .build()
+    };
+    let gauges = vec![
+        gauge("kiroku.journal.queue_depth", "Records waiting for the writer.", |m| m.queue_depth),
+        gauge(
+            "kiroku.journal.records_lost_unstated",
+            "Lost audit records no record in the chain states yet (it is the next record's records_lost_before).",
+            |m| m.records_lost_unstated,
+        ),
+    ];
+    JournalInstruments { counters, fsync, gauges }
 }

@@ -74,3 +74,14 @@ impl SampleProcess {
         Ok(self.lines.try_iter().collect())
     }
 }
+
+impl Drop for SampleProcess {
+    /// A test that panics before stopping its server does not leave it running (holding
+    /// the test harness's output pipe open, so the run never ends).
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

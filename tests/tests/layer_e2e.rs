@@ -312,7 +312,9 @@ async fn fail_closed_refuses_before_the_model_and_fail_open_counts_the_loss() {
             FailurePolicy::FailOpen => {
                 assert_eq!(during.unwrap().status, 200);
                 assert_eq!(refused.status, 200, "fail-open keeps serving");
-                assert!(srv.journal.metrics().records_lost >= 2, "{:?}", srv.journal.metrics());
+                // The record that came while the journal was failed. The one whose write
+                // failed is counted once recovery knows whether it reached the disk.
+                assert!(srv.journal.metrics().records_lost >= 1, "{:?}", srv.journal.metrics());
             }
         }
         // The disk comes back: the journal recovers and records again.
@@ -337,7 +339,7 @@ async fn fail_closed_refuses_before_the_model_and_fail_open_counts_the_loss() {
         assert!(last.record.http.request.captured.as_deref().unwrap_or_default().contains("recovered"));
         if policy == FailurePolicy::FailOpen {
             let lost: u64 = records.iter().map(|r| r.record.records_lost_before).sum();
-            assert!(lost >= 2, "the gap is stated in the chain itself");
+            assert!(lost >= 2, "the gap is stated in the chain itself: both records ({lost})");
         }
     }
 }

@@ -32,10 +32,22 @@ async fn restart_after_sigkill_resumes_the_same_chain() {
         );
     }
     first.kill();
+    // The open segment the dead writer left, and a copy a recovery that died would
+    // leave beside it.
+    use std::os::unix::fs::MetadataExt as _;
+    let open = walk(&spool).into_iter().find(|p| p.extension().is_some_and(|x| x == "open")).expect("an open segment");
+    let open_inode = std::fs::metadata(&open).unwrap().ino();
+    let stray = open.with_extension("rewrite");
+    std::fs::write(&stray, b"half a copy").unwrap();
 
     let second = SampleProcess::start(&exe(), &spool, &key, "sync").unwrap();
     let banner = second.banner.join("\n");
     assert!(banner.contains("recovered open segment") && banner.contains("7 records"), "{banner}");
+    // Recovery sealed a fresh, fsynced copy of what verified (the dead writer's pages
+    // may never have reached the disk), and removed the stray copy.
+    let sealed = open.with_extension("seg");
+    assert_ne!(std::fs::metadata(&sealed).unwrap().ino(), open_inode, "the sealed segment is a new file");
+    assert!(!stray.exists() && !open.exists(), "{:?}", walk(&spool));
     let mut conn = Conn::connect(second.addr).await.unwrap();
     for i in 0..5 {
         assert_eq!(
@@ -59,6 +71,15 @@ async fn restart_after_sigkill_resumes_the_same_chain() {
 }
 
 /// A spool holding one chain of writer `writer`: three records, sealed, shut down.
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+    }
+    out
+}
+
 async fn three_sealed_records(writer: &str) -> (tempfile::TempDir, NoteSigner, JournalConfig, ChainId) {
     let dir = tempfile::tempdir().unwrap();
     let signer = NoteSigner::generate("kiroku-restart").unwrap();

@@ -3,7 +3,8 @@
 //! Exit codes: 0 all good; 1 tampering or corruption found (segments quarantined, or
 //! left in place because the configured key did not sign them; a chain with missing
 //! seqs or failed checkpoints in a report; a file the manifest lists gone); 2 usage,
-//! configuration or I/O error. A command whose output pipe closes ends by SIGPIPE.
+//! configuration or I/O error; 3 `kiroku proxy` stopped cleanly but lost audit records
+//! on the way. A command whose output pipe closes ends by SIGPIPE.
 
 /// `eprintln!` that cannot panic: when stderr cannot be written (a log file on the disk
 /// that just filled up, a closed pipe), the message is dropped instead of the process

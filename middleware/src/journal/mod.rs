@@ -301,6 +301,11 @@ pub struct JournalMetrics {
     pub bytes_written: u64,
     /// Records that could not be written (FailOpen).
     pub records_lost: u64,
+    /// Of `records_lost`, those no record in the chain states yet: each record written
+    /// carries the losses since the previous one in `records_lost_before`, so losses
+    /// after the last record written are known only here (and in the log) until the next
+    /// record is written.
+    pub records_lost_unstated: u64,
     /// Records waiting in the queue.
     pub queue_depth: u64,
     /// fsync calls.
@@ -467,6 +472,7 @@ impl Journal {
             records_written: s.written.load(Ordering::Relaxed),
             bytes_written: s.bytes.load(Ordering::Relaxed),
             records_lost: s.lost_total.load(Ordering::Relaxed),
+            records_lost_unstated: s.lost_pending.load(Ordering::Relaxed),
             queue_depth: (self.inner.tx.max_capacity() - self.inner.tx.capacity()) as u64,
             fsyncs: s.fsyncs.load(Ordering::Relaxed),
             fsync_nanos: s.fsync_nanos.load(Ordering::Relaxed),

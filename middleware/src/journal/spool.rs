@@ -187,10 +187,44 @@ fn files_with_ext(dir: &Path, ext: &str) -> Result<Vec<PathBuf>, JournalError> {
     Ok(out)
 }
 
+/// Put a fresh copy of the first `len` bytes of `path` (what verified) in its place,
+/// durable before it replaces the file. The segment being recovered may be the one a
+/// write or fsync just failed on, and after a failed fsync the kernel may have marked the
+/// pages it could not write clean: they read back fine from the cache and are still not
+/// on disk, and fsyncing the same file again does not write them. A new file's pages are
+/// written by its own fsync. This also cuts a torn tail. A copy left by a crash
+/// (`*.rewrite`) is removed by the next recovery; until the rename the old file stands.
+fn rewrite_durably(path: &Path, len: u64) -> Result<(), JournalError> {
+    use std::io::Read as _;
+    let tmp = path.with_extension("rewrite");
+    let copy = || {
+        let mut src = File::open(path).map_err(io(path))?;
+        let mut dst = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).map_err(io(&tmp))?;
+        let copied = std::io::copy(&mut (&mut src).take(len), &mut dst).map_err(io(&tmp))?;
+        if copied != len {
+            return Err(JournalError::Write(format!(
+                "{}: only {copied} of its {len} verified bytes could be read back",
+                path.display()
+            )));
+        }
+        dst.sync_all().map_err(io(&tmp))
+    };
+    if let Err(e) = copy() {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    fs::rename(&tmp, path).map_err(io(&tmp))?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
 /// Bring a chain directory whose lock we hold back to a clean state: every open
 /// segment validated, its torn tail cut, sealed and renamed; the chain state known.
 pub(crate) fn recover(cfg: &JournalConfig, id: ChainId, dir: &Path) -> Result<Recovered, JournalError> {
     let mut report = RecoveryReport { chain_id: Some(id), ..RecoveryReport::default() };
+    for stale in files_with_ext(dir, "rewrite")? {
+        // A copy a recovery was making when it died; the segment it copied still stands.
+        fs::remove_file(&stale).map_err(io(&stale))?;
+    }
     if let Some(bad) = files_with_ext(dir, "corrupt")?.into_iter().next() {
         // Its records hold seqs that were handed out: continuing from the head would
         // give the same seqs to other records.
@@ -291,14 +325,22 @@ pub(crate) fn recover_open_segment(
     };
     if let Some((off, n)) = report.torn_tail {
         tracing::warn!(target: "kiroku::journal", file = %path.display(), offset = off, bytes = n, "cutting torn final frame");
-        let f = OpenOptions::new().write(true).open(path).map_err(io(path))?;
-        f.set_len(report.valid_len).and_then(|()| f.sync_all()).map_err(io(path))?;
     }
     let dir = path.parent().unwrap_or(Path::new("."));
     if report.records == 0 && !report.sealed {
         fs::remove_file(path).map_err(io(path))?;
         sync_dir(dir)?;
         return Ok(OpenOutcome::Empty);
+    }
+    if let Err(e) = rewrite_durably(path, report.valid_len) {
+        // No room for a copy (a full disk): cut and seal in place, as the journal did
+        // before it made copies. The pages a failed write left are not the ones a
+        // failed fsync leaves behind.
+        tracing::warn!(target: "kiroku::journal", file = %path.display(), "cannot rewrite the segment into a fresh file ({e}); cutting and sealing it in place");
+        if report.torn_tail.is_some() {
+            let f = OpenOptions::new().write(true).open(path).map_err(io(path))?;
+            f.set_len(report.valid_len).and_then(|()| f.sync_all()).map_err(io(path))?;
+        }
     }
     if !report.sealed {
         let mut f = OpenOptions::new().append(true).open(path).map_err(io(path))?;

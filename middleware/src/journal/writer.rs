@@ -50,6 +50,10 @@ struct Writer {
     last_checkpoint: Instant,
     records_since_checkpoint: u64,
     failed_at: Option<Instant>,
+    /// Seq after the last record known to be durable (fsynced, sealed, or found on disk
+    /// by recovery). Records from here to the chain's next seq are lost if the journal
+    /// stops failed.
+    durable_next: u64,
     /// The chain cannot continue (recovery found its open segment or head corrupt): failed for
     /// good, no more recovery attempts.
     abandoned: bool,
@@ -69,6 +73,7 @@ pub(super) fn run(cfg: JournalConfig, chain: OpenedChain, mut rx: mpsc::Receiver
         }
     };
     let now = Instant::now();
+    let durable_next = chain.state.next_seq;
     let mut w = Writer {
         cfg,
         chain,
@@ -79,6 +84,7 @@ pub(super) fn run(cfg: JournalConfig, chain: OpenedChain, mut rx: mpsc::Receiver
         last_checkpoint: now,
         records_since_checkpoint: 0,
         failed_at: None,
+        durable_next,
         abandoned: false,
         json: Vec::with_capacity(8192),
         spent: Vec::new(),
@@ -95,7 +101,7 @@ pub(super) fn run(cfg: JournalConfig, chain: OpenedChain, mut rx: mpsc::Receiver
             };
             let Some(first) = msg else {
                 // Every handle was dropped without shutdown: still seal what we have.
-                let _ = w.seal_open();
+                let _ = w.finish();
                 return;
             };
             batch.push(first);
@@ -226,11 +232,10 @@ impl Writer {
                 }
             }
             Err(e) => {
-                let n = acks.len() as u64;
+                // Not counted as lost yet: the records may have reached the disk all the
+                // same. Recovery counts the ones it does not find there, and a journal
+                // that stops failed counts all that are not known to be durable.
                 self.fail(e.clone());
-                if n > 0 {
-                    self.lost(n, "fsync failed before the records were durable");
-                }
                 for (a, _) in acks {
                     let _ = a.send(Err(e.clone()));
                 }
@@ -245,7 +250,7 @@ impl Writer {
             self.fail(e);
         }
         if let Some(tx) = shutdown {
-            let r = self.seal_open().map(|sealed| ShutdownReport {
+            let r = self.finish().map(|sealed| ShutdownReport {
                 chain_id: self.chain.chain_id,
                 next_seq: self.state().next_seq,
                 sealed,
@@ -254,6 +259,28 @@ impl Writer {
             return true;
         }
         false
+    }
+
+    /// The end of this writer: seal the open segment. A failed journal first recovers
+    /// (at once, not at the next retry): sealing the segment it failed on would sign
+    /// whatever its buffers still hold, records already reported lost among them. If
+    /// it cannot recover, nothing is sealed (the open segment is left to the next
+    /// process's recovery, or to the collector) and the records not known to be
+    /// durable are counted lost.
+    fn finish(&mut self) -> Result<Option<PathBuf>, JournalError> {
+        let mut sealed = None;
+        if self.failed_at.is_some() && !self.abandoned {
+            sealed = self.recover_now();
+        }
+        if self.failed_at.is_some() {
+            let doubtful = self.state().next_seq.saturating_sub(self.durable_next);
+            if doubtful > 0 {
+                self.lost(doubtful, "not known to be durable when the journal stopped, failed");
+                self.durable_next = self.state().next_seq;
+            }
+            return Err(JournalError::Failed(self.last_error()));
+        }
+        Ok(self.seal_open()?.or(sealed))
     }
 
     fn write_record(&mut self, rec: Incoming) -> Result<u64, JournalError> {
@@ -382,6 +409,7 @@ impl Writer {
         }
         self.dirty = false;
         self.last_sync = Instant::now();
+        self.durable_next = s.w.state().next_seq;
         Ok(())
     }
 
@@ -436,6 +464,7 @@ impl Writer {
         Faults::check(&self.cfg.faults, Op::Rename).map_err(|e| JournalError::io(&path, &e))?;
         fs::rename(&path, &sealed).map_err(|e| JournalError::io(&path, &e))?;
         spool::sync_dir(&self.chain.dir)?;
+        self.durable_next = state.next_seq;
         self.dirty = false;
         self.records_since_checkpoint = 0;
         self.last_checkpoint = Instant::now();
@@ -477,6 +506,12 @@ impl Writer {
         if self.abandoned || failed.elapsed() < RETRY_EVERY {
             return;
         }
+        self.recover_now();
+    }
+
+    /// [`Self::try_recover`] without waiting for the retry interval. Returns the segment
+    /// recovery sealed, if any.
+    fn recover_now(&mut self) -> Option<PathBuf> {
         self.failed_at = Some(Instant::now());
         let expected_next = self.state().next_seq;
         if let Some(s) = self.seg.take() {
@@ -491,9 +526,16 @@ impl Writer {
                 let next = state.next_seq;
                 self.chain.state = state;
                 self.recovered(expected_next, next);
+                report.segment.map(|p| p.with_extension("seg"))
             }
-            Ok(spool::Recovered::Abandoned(report)) => self.abandon(&report),
-            Err(e) => tracing::warn!(target: "kiroku::journal", "journal still failing: {e}"),
+            Ok(spool::Recovered::Abandoned(report)) => {
+                self.abandon(&report);
+                None
+            }
+            Err(e) => {
+                tracing::warn!(target: "kiroku::journal", "journal still failing: {e}");
+                None
+            }
         }
     }
 
@@ -524,6 +566,7 @@ impl Writer {
         if expected_next > next {
             self.lost(expected_next - next, "accepted but not on disk when the journal failed");
         }
+        self.durable_next = next;
         self.failed_at = None;
         self.dirty = false;
         self.shared.healthy.store(true, Ordering::Release);
