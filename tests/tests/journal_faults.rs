@@ -211,3 +211,35 @@ async fn every_record_is_either_in_the_chain_or_counted_lost_never_both() {
         }
     }
 }
+
+/// The disk still fails when the journal retries and when it stops: the record whose
+/// write failed had a seq, and is counted lost when the journal stops, though the
+/// failed retry dropped its segment writer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_of_a_journal_that_stops_failed_are_counted_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = NoteSigner::generate("kiroku-faults").unwrap();
+    let faults = Faults::new();
+    let cfg = JournalConfig::new(dir.path(), signer.clone())
+        .durability(Durability::Sync)
+        .on_failure(FailurePolicy::FailOpen)
+        .fault_injection(faults.clone());
+    let j = Journal::open(cfg.clone()).unwrap();
+    j.append(rec("before")).await.unwrap();
+    faults.fail_writes.store(true, Ordering::SeqCst);
+    faults.fail_recoveries.store(true, Ordering::SeqCst);
+    assert!(j.append(rec("during")).await.is_err());
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // A retry, which fails.
+    assert!(j.append(rec("retry")).await.is_err());
+    faults.fail_writes.store(false, Ordering::SeqCst);
+    assert!(j.shutdown().await.is_err(), "a journal that cannot recover does not say it sealed");
+    let m = j.metrics();
+    drop(j);
+    // The next process recovers what is on disk.
+    faults.clear();
+    Journal::open(cfg).unwrap().shutdown().await.unwrap();
+    let stored = all_records(dir.path(), &signer.verifier()).len() as u64;
+    assert_eq!(m.records_lost, 3 - stored, "{stored} of 3 in the chain; {m:?}");
+    assert_eq!(m.records_lost_unstated, m.records_lost);
+}

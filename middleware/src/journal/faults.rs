@@ -18,6 +18,9 @@ pub struct Faults {
     pub fail_syncs: AtomicBool,
     /// Fail every rename (sealing) of a segment file.
     pub fail_renames: AtomicBool,
+    /// Fail every recovery of the chain directory (the disk still failing when the
+    /// journal retries, or when it stops).
+    pub fail_recoveries: AtomicBool,
 }
 
 /// Which operation.
@@ -25,6 +28,7 @@ pub struct Faults {
 pub(crate) enum Op {
     Sync,
     Rename,
+    Recover,
 }
 
 impl Faults {
@@ -35,7 +39,7 @@ impl Faults {
 
     /// Turn every switch off.
     pub fn clear(&self) {
-        for f in [&self.fail_writes, &self.fail_syncs, &self.fail_renames] {
+        for f in [&self.fail_writes, &self.fail_syncs, &self.fail_renames, &self.fail_recoveries] {
             f.store(false, Ordering::SeqCst);
         }
     }
@@ -45,6 +49,7 @@ impl Faults {
         let on = match op {
             Op::Sync => f.fail_syncs.load(Ordering::Relaxed),
             Op::Rename => f.fail_renames.load(Ordering::Relaxed),
+            Op::Recover => f.fail_recoveries.load(Ordering::Relaxed),
         };
         if on { Err(io::Error::other(format!("injected {op:?} failure"))) } else { Ok(()) }
     }

@@ -220,6 +220,7 @@ fn rewrite_durably(path: &Path, len: u64) -> Result<(), JournalError> {
 /// Bring a chain directory whose lock we hold back to a clean state: every open
 /// segment validated, its torn tail cut, sealed and renamed; the chain state known.
 pub(crate) fn recover(cfg: &JournalConfig, id: ChainId, dir: &Path) -> Result<Recovered, JournalError> {
+    super::faults::Faults::check(&cfg.faults, super::faults::Op::Recover).map_err(io(dir))?;
     let mut report = RecoveryReport { chain_id: Some(id), ..RecoveryReport::default() };
     for stale in files_with_ext(dir, "rewrite")? {
         // A copy a recovery was making when it died; the segment it copied still stands.

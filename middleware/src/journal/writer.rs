@@ -515,6 +515,9 @@ impl Writer {
         self.failed_at = Some(Instant::now());
         let expected_next = self.state().next_seq;
         if let Some(s) = self.seg.take() {
+            // What was accepted stays the state to compare the disk against, at this
+            // attempt and any later one.
+            self.chain.state = s.w.state().clone();
             // Drop the writer without flushing what it buffered: the file's tail is unknown.
             drop(s.w.into_inner().into_parts());
         }
