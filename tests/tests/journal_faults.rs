@@ -243,3 +243,34 @@ async fn records_of_a_journal_that_stops_failed_are_counted_lost() {
     assert_eq!(m.records_lost, 3 - stored, "{stored} of 3 in the chain; {m:?}");
     assert_eq!(m.records_lost_unstated, m.records_lost);
 }
+
+/// No room for recovery's fresh copy (a full disk): it seals the segment in place
+/// (cutting a torn tail there, if any) instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_room_for_a_copy_recovery_seals_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = NoteSigner::generate("kiroku-faults").unwrap();
+    let faults = Faults::new();
+    let cfg =
+        JournalConfig::new(dir.path(), signer.clone()).durability(Durability::Sync).fault_injection(faults.clone());
+    let j = Journal::open(cfg).unwrap();
+    for i in 0..3 {
+        j.append(rec(&format!("before-{i}"))).await.unwrap();
+    }
+    let open = kiroku_tests::segment_files(j.chain_dir())
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|x| x == "open"))
+        .expect("the open segment");
+    faults.fail_syncs.store(true, Ordering::SeqCst);
+    assert!(j.append(rec("during")).await.is_err());
+    faults.fail_syncs.store(false, Ordering::SeqCst);
+    faults.fail_copies.store(true, Ordering::SeqCst);
+    let report = j.shutdown().await.expect("recovered in place");
+    assert_eq!(report.sealed, Some(open.with_extension("seg")));
+    let tags: Vec<String> = all_records(dir.path(), &signer.verifier())
+        .into_iter()
+        .filter_map(|r| r.record.attributes.get("tag").cloned())
+        .collect();
+    assert_eq!(&tags[..3], ["before-0", "before-1", "before-2"]);
+    assert!(!open.with_extension("rewrite").exists());
+}

@@ -21,6 +21,8 @@ pub struct Faults {
     /// Fail every recovery of the chain directory (the disk still failing when the
     /// journal retries, or when it stops).
     pub fail_recoveries: AtomicBool,
+    /// Fail recovery's fresh copy of a segment (no room for it on the disk).
+    pub fail_copies: AtomicBool,
 }
 
 /// Which operation.
@@ -29,6 +31,7 @@ pub(crate) enum Op {
     Sync,
     Rename,
     Recover,
+    Copy,
 }
 
 impl Faults {
@@ -39,7 +42,7 @@ impl Faults {
 
     /// Turn every switch off.
     pub fn clear(&self) {
-        for f in [&self.fail_writes, &self.fail_syncs, &self.fail_renames, &self.fail_recoveries] {
+        for f in [&self.fail_writes, &self.fail_syncs, &self.fail_renames, &self.fail_recoveries, &self.fail_copies] {
             f.store(false, Ordering::SeqCst);
         }
     }
@@ -50,6 +53,7 @@ impl Faults {
             Op::Sync => f.fail_syncs.load(Ordering::Relaxed),
             Op::Rename => f.fail_renames.load(Ordering::Relaxed),
             Op::Recover => f.fail_recoveries.load(Ordering::Relaxed),
+            Op::Copy => f.fail_copies.load(Ordering::Relaxed),
         };
         if on { Err(io::Error::other(format!("injected {op:?} failure"))) } else { Ok(()) }
     }

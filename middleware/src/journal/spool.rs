@@ -194,10 +194,11 @@ fn files_with_ext(dir: &Path, ext: &str) -> Result<Vec<PathBuf>, JournalError> {
 /// on disk, and fsyncing the same file again does not write them. A new file's pages are
 /// written by its own fsync. This also cuts a torn tail. A copy left by a crash
 /// (`*.rewrite`) is removed by the next recovery; until the rename the old file stands.
-fn rewrite_durably(path: &Path, len: u64) -> Result<(), JournalError> {
+fn rewrite_durably(cfg: &JournalConfig, path: &Path, len: u64) -> Result<(), JournalError> {
     use std::io::Read as _;
     let tmp = path.with_extension("rewrite");
     let copy = || {
+        super::faults::Faults::check(&cfg.faults, super::faults::Op::Copy).map_err(io(&tmp))?;
         let mut src = File::open(path).map_err(io(path))?;
         let mut dst = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).map_err(io(&tmp))?;
         let copied = std::io::copy(&mut (&mut src).take(len), &mut dst).map_err(io(&tmp))?;
@@ -333,7 +334,7 @@ pub(crate) fn recover_open_segment(
         sync_dir(dir)?;
         return Ok(OpenOutcome::Empty);
     }
-    if let Err(e) = rewrite_durably(path, report.valid_len) {
+    if let Err(e) = rewrite_durably(cfg, path, report.valid_len) {
         // No room for a copy (a full disk): cut and seal in place, as the journal did
         // before it made copies. The pages a failed write left are not the ones a
         // failed fsync leaves behind.
