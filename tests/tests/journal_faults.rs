@@ -3,6 +3,7 @@
 //! (`FailClosed`), damages nothing written before, and the journal recovers once the
 //! disk works again.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -11,6 +12,22 @@ use kiroku::{Durability, FailurePolicy, Journal, JournalConfig};
 use kiroku_schemas::checkpoint::NoteSigner;
 use kiroku_schemas::{AuditRecord, Timestamp};
 use kiroku_tests::all_records;
+
+/// A fresh spool and signer, and a journal config whose file operations go through
+/// `faults`.
+fn faulty(
+    durability: Durability,
+    policy: FailurePolicy,
+) -> (tempfile::TempDir, NoteSigner, Arc<Faults>, JournalConfig) {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = NoteSigner::generate("kiroku-faults").unwrap();
+    let faults = Faults::new();
+    let cfg = JournalConfig::new(dir.path(), signer.clone())
+        .durability(durability)
+        .on_failure(policy)
+        .fault_injection(faults.clone());
+    (dir, signer, faults, cfg)
+}
 
 fn rec(tag: &str) -> AuditRecord {
     let mut r = AuditRecord::new(tag, Timestamp::now());
@@ -21,15 +38,9 @@ fn rec(tag: &str) -> AuditRecord {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_fsync_and_rename_failures_are_reported_refused_and_recovered() {
     for fault in ["write", "fsync", "rename"] {
-        let dir = tempfile::tempdir().unwrap();
-        let signer = NoteSigner::generate("kiroku-faults").unwrap();
-        let faults = Faults::new();
+        let (dir, signer, faults, cfg) = faulty(Durability::Sync, FailurePolicy::FailClosed);
         // Small segments so that every few records a seal (and its rename) happens.
-        let cfg = JournalConfig::new(dir.path(), signer.clone())
-            .durability(Durability::Sync)
-            .on_failure(FailurePolicy::FailClosed)
-            .segment_max_bytes(2048)
-            .fault_injection(faults.clone());
+        let cfg = cfg.segment_max_bytes(2048);
         let j = Journal::open(cfg).unwrap();
         let mut acked = Vec::new();
         for i in 0..5 {
@@ -99,14 +110,8 @@ async fn write_fsync_and_rename_failures_are_reported_refused_and_recovered() {
 /// with the same writer name starts a new chain instead of taking this one back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_segment_found_corrupt_while_recovering_ends_the_chain_and_no_seq_is_reused() {
-    let dir = tempfile::tempdir().unwrap();
-    let signer = NoteSigner::generate("kiroku-faults").unwrap();
-    let faults = Faults::new();
-    let cfg = JournalConfig::new(dir.path(), signer.clone())
-        .writer_name("node-a")
-        .durability(Durability::Sync)
-        .on_failure(FailurePolicy::FailClosed)
-        .fault_injection(faults.clone());
+    let (dir, signer, faults, cfg) = faulty(Durability::Sync, FailurePolicy::FailClosed);
+    let cfg = cfg.writer_name("node-a");
     let j = Journal::open(cfg.clone()).unwrap();
     let first_chain = j.chain_id();
     for i in 0..5 {
@@ -161,13 +166,7 @@ async fn every_record_is_either_in_the_chain_or_counted_lost_never_both() {
     for durability in [Durability::Sync, Durability::Batched(Duration::from_millis(100))] {
         for writes_on in [false, true] {
             let case = format!("{durability:?}, writes on after recovering: {writes_on}");
-            let dir = tempfile::tempdir().unwrap();
-            let signer = NoteSigner::generate("kiroku-faults").unwrap();
-            let faults = Faults::new();
-            let cfg = JournalConfig::new(dir.path(), signer.clone())
-                .durability(durability)
-                .on_failure(FailurePolicy::FailOpen)
-                .fault_injection(faults.clone());
+            let (dir, signer, faults, cfg) = faulty(durability, FailurePolicy::FailOpen);
             let j = Journal::open(cfg).unwrap();
             let mut submitted = 0;
             for i in 0..3 {
@@ -217,13 +216,7 @@ async fn every_record_is_either_in_the_chain_or_counted_lost_never_both() {
 /// failed retry dropped its segment writer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_of_a_journal_that_stops_failed_are_counted_lost() {
-    let dir = tempfile::tempdir().unwrap();
-    let signer = NoteSigner::generate("kiroku-faults").unwrap();
-    let faults = Faults::new();
-    let cfg = JournalConfig::new(dir.path(), signer.clone())
-        .durability(Durability::Sync)
-        .on_failure(FailurePolicy::FailOpen)
-        .fault_injection(faults.clone());
+    let (dir, signer, faults, cfg) = faulty(Durability::Sync, FailurePolicy::FailOpen);
     let j = Journal::open(cfg.clone()).unwrap();
     j.append(rec("before")).await.unwrap();
     faults.fail_writes.store(true, Ordering::SeqCst);
@@ -248,11 +241,7 @@ async fn records_of_a_journal_that_stops_failed_are_counted_lost() {
 /// (cutting a torn tail there, if any) instead of failing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_room_for_a_copy_recovery_seals_in_place() {
-    let dir = tempfile::tempdir().unwrap();
-    let signer = NoteSigner::generate("kiroku-faults").unwrap();
-    let faults = Faults::new();
-    let cfg =
-        JournalConfig::new(dir.path(), signer.clone()).durability(Durability::Sync).fault_injection(faults.clone());
+    let (dir, signer, faults, cfg) = faulty(Durability::Sync, FailurePolicy::FailClosed);
     let j = Journal::open(cfg).unwrap();
     for i in 0..3 {
         j.append(rec(&format!("before-{i}"))).await.unwrap();
