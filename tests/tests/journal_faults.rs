@@ -263,3 +263,117 @@ async fn without_room_for_a_copy_recovery_seals_in_place() {
     assert_eq!(&tags[..3], ["before-0", "before-1", "before-2"]);
     assert!(!open.with_extension("rewrite").exists());
 }
+
+/// A record that states earlier losses (`records_lost_before`) and is itself lost takes
+/// that statement with it: the count goes to the next record written. Here the journal
+/// fails twice in a row: the record refused while it was failed, and the one whose
+/// write failed, are stated by the record that first carried them (and was lost with
+/// the second failure) and then by the one written after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_record_does_not_take_the_losses_it_stated_with_it() {
+    let (dir, signer, faults, cfg) = faulty(Durability::Sync, FailurePolicy::FailOpen);
+    let j = Journal::open(cfg).unwrap();
+    for i in 0..2 {
+        j.append(rec(&format!("before-{i}"))).await.unwrap();
+    }
+    faults.fail_writes.store(true, Ordering::SeqCst);
+    // Given seq 2; its write fails: the journal fails.
+    assert!(j.append(rec("first-failure")).await.is_err());
+    // Refused while failed (before the retry interval): counted lost at once.
+    assert!(j.append(rec("refused")).await.is_err());
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Recovery finds seq 2 missing; this record takes seq 2, states both losses, and
+    // its own write fails.
+    assert!(j.append(rec("carrier")).await.is_err());
+    faults.clear();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    j.append(rec("after")).await.unwrap();
+    j.shutdown().await.unwrap();
+    let m = j.metrics();
+    let records = all_records(dir.path(), &signer.verifier());
+    let tags: Vec<&str> = records.iter().filter_map(|r| r.record.attributes.get("tag").map(String::as_str)).collect();
+    assert_eq!(tags, ["before-0", "before-1", "after"]);
+    assert_eq!(m.records_lost, 3, "{m:?}");
+    assert_eq!(records[2].record.records_lost_before, 3, "the record written after states all three");
+    assert_eq!(m.records_lost_unstated, 0, "{m:?}");
+}
+
+/// Losses after a process's last record are stated by the next process of the chain:
+/// the journal keeps them in the chain's `lost` file when it stops, and the journal that
+/// takes the chain back states them in its first record. A journal that stops failed
+/// does not know whether its last record reached the disk; the next one counts it from
+/// the disk, so a record is again either in the chain or stated lost, never both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losses_after_the_last_record_are_stated_by_the_next_process_of_the_chain() {
+    // (fault, the journal recovers before it stops, records the disk keeps of the one
+    // whose write or fsync failed)
+    for (fault, recovers, kept) in [("write", false, 0), ("fsync", false, 1), ("write", true, 0)] {
+        let case = format!("{fault} failure, recovered before stopping: {recovers}");
+        let (dir, signer, faults, cfg) = faulty(Durability::Sync, FailurePolicy::FailOpen);
+        let j = Journal::open(cfg.clone()).unwrap();
+        for i in 0..2 {
+            j.append(rec(&format!("before-{i}"))).await.unwrap();
+        }
+        match fault {
+            "write" => faults.fail_writes.store(true, Ordering::SeqCst),
+            _ => faults.fail_syncs.store(true, Ordering::SeqCst),
+        }
+        assert!(j.append(rec("in-doubt")).await.is_err(), "{case}");
+        assert!(j.append(rec("refused")).await.is_err(), "{case}");
+        if recovers {
+            faults.clear();
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+            j.flush().await.unwrap_or_else(|e| panic!("{case}: recovered: {e}"));
+            j.shutdown().await.unwrap_or_else(|e| panic!("{case}: {e}"));
+        } else {
+            faults.fail_recoveries.store(true, Ordering::SeqCst);
+            assert!(j.shutdown().await.is_err(), "{case}");
+        }
+        let m = j.metrics();
+        assert_eq!(m.records_lost, 2, "{case}: {m:?}");
+        assert_eq!((m.records_lost_unstated, m.records_lost_kept), (2, 2), "{case}: {m:?}");
+        let lost_file = j.chain_dir().join(kiroku::journal::LOST_FILE);
+        assert!(lost_file.exists(), "{case}");
+        drop(j);
+
+        // The next process of this writer.
+        faults.clear();
+        let j = Journal::open(cfg.clone()).unwrap();
+        assert_eq!(j.metrics().records_lost_unstated, 2 - kept, "{case}: owed from the disk");
+        j.append(rec("next")).await.unwrap();
+        assert!(!lost_file.exists(), "{case}: removed once the record that states it is durable");
+        j.shutdown().await.unwrap();
+        assert_eq!(j.metrics().records_lost_kept, 0, "{case}");
+        drop(j);
+        let j = Journal::open(cfg).unwrap();
+        j.append(rec("third")).await.unwrap();
+        j.shutdown().await.unwrap();
+
+        let records = all_records(dir.path(), &signer.verifier());
+        let tags: Vec<&str> =
+            records.iter().filter_map(|r| r.record.attributes.get("tag").map(String::as_str)).collect();
+        let lost_before: Vec<u64> = records.iter().map(|r| r.record.records_lost_before).collect();
+        if kept == 1 {
+            assert_eq!(tags, ["before-0", "before-1", "in-doubt", "next", "third"], "{case}");
+            assert_eq!(lost_before, [0, 0, 0, 1, 0], "{case}: only the refused record is stated lost");
+        } else {
+            assert_eq!(tags, ["before-0", "before-1", "next", "third"], "{case}");
+            assert_eq!(lost_before, [0, 0, 2, 0], "{case}: both stated by the next process's first record");
+        }
+    }
+}
+
+/// A `lost` file that cannot be read is refused when the journal opens, naming the file
+/// and the line: the count it holds would otherwise vanish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_lost_file_is_refused_with_where_it_is() {
+    let (_dir, _signer, _faults, cfg) = faulty(Durability::Sync, FailurePolicy::FailOpen);
+    let j = Journal::open(cfg.clone()).unwrap();
+    j.append(rec("one")).await.unwrap();
+    j.shutdown().await.unwrap();
+    let lost_file = j.chain_dir().join(kiroku::journal::LOST_FILE);
+    drop(j);
+    std::fs::write(&lost_file, "kiroku-lost 1\nlost three\n").unwrap();
+    let err = Journal::open(cfg).unwrap_err().to_string();
+    assert!(err.contains(&lost_file.display().to_string()) && err.contains("line 2"), "{err}");
+}

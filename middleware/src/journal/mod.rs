@@ -29,6 +29,7 @@
 
 mod encoded;
 mod faults;
+mod lost;
 mod spool;
 mod writeback;
 mod writer;
@@ -43,6 +44,7 @@ use kiroku_schemas::{AuditRecord, ChainId};
 use tokio::sync::{mpsc, oneshot};
 
 pub use faults::Faults;
+pub use lost::{LOST_FILE, UnstatedLosses, read_lost_file};
 pub use spool::{CHAIN_LOCK_FILE, HEAD_FILE, RecoveryReport, abandon_chain, segment_name, sync_dir, write_atomic};
 pub use writeback::Writeback;
 
@@ -281,6 +283,7 @@ pub(crate) struct Shared {
     pub(crate) closed: AtomicBool,
     pub(crate) lost_pending: AtomicU64,
     pub(crate) lost_total: AtomicU64,
+    pub(crate) lost_kept: AtomicU64,
     pub(crate) written: AtomicU64,
     pub(crate) bytes: AtomicU64,
     pub(crate) fsyncs: AtomicU64,
@@ -301,11 +304,17 @@ pub struct JournalMetrics {
     pub bytes_written: u64,
     /// Records that could not be written (FailOpen).
     pub records_lost: u64,
-    /// Of `records_lost`, those no record in the chain states yet: each record written
-    /// carries the losses since the previous one in `records_lost_before`, so losses
-    /// after the last record written are known only here (and in the log) until the next
-    /// record is written.
+    /// Losses no record in the chain states yet: each record written carries the losses
+    /// since the previous one in `records_lost_before`, so losses after the last record
+    /// written are known only here (and in the log) until the next record is written.
+    /// This process's (part of `records_lost`), and those an earlier process of the
+    /// chain left in its `lost` file, until a record states them.
     pub records_lost_unstated: u64,
+    /// Of `records_lost_unstated`, those the journal kept in its chain's `lost` file
+    /// when it stopped: the next process of this writer takes the chain back and its
+    /// first record states them (exactly: it counts the records in doubt from the disk).
+    /// Zero while the journal runs.
+    pub records_lost_kept: u64,
     /// Records waiting in the queue.
     pub queue_depth: u64,
     /// fsync calls.
@@ -391,7 +400,14 @@ impl Journal {
         if let Some(r) = &opened.recovery {
             tracing::warn!(target: "kiroku::journal", chain = %opened.chain_id, "{r}");
         }
-        let shared = Arc::new(Shared { healthy: AtomicBool::new(true), ..Shared::default() });
+        if opened.owed_losses > 0 {
+            tracing::warn!(target: "kiroku::journal", chain = %opened.chain_id, "an earlier process of this chain lost {} audit record(s) after its last record; the next record states them", opened.owed_losses);
+        }
+        let shared = Arc::new(Shared {
+            healthy: AtomicBool::new(true),
+            lost_pending: AtomicU64::new(opened.owed_losses),
+            ..Shared::default()
+        });
         let (tx, rx) = mpsc::channel(config.queue_capacity);
         let chain_id = opened.chain_id;
         let chain_dir = opened.dir.clone();
@@ -473,6 +489,7 @@ impl Journal {
             bytes_written: s.bytes.load(Ordering::Relaxed),
             records_lost: s.lost_total.load(Ordering::Relaxed),
             records_lost_unstated: s.lost_pending.load(Ordering::Relaxed),
+            records_lost_kept: s.lost_kept.load(Ordering::Relaxed),
             queue_depth: (self.inner.tx.max_capacity() - self.inner.tx.capacity()) as u64,
             fsyncs: s.fsyncs.load(Ordering::Relaxed),
             fsync_nanos: s.fsync_nanos.load(Ordering::Relaxed),

@@ -8,6 +8,7 @@
 //! <spool>/<chain id>/<first seq>.open      the segment being written
 //! <spool>/<chain id>/<first seq>.seg       sealed segments (the collector's input)
 //! <spool>/<chain id>/<first seq>.corrupt   an open segment found corrupt on recovery
+//! <spool>/<chain id>/lost                  losses no record states yet (see `lost.rs`)
 //! ```
 
 use std::fmt;
@@ -72,6 +73,9 @@ pub(crate) struct OpenedChain {
     pub(crate) _lock: File,
     pub(crate) state: ChainState,
     pub(crate) recovery: Option<RecoveryReport>,
+    /// Losses an earlier process of the chain left in its `lost` file: the next record
+    /// states them.
+    pub(crate) owed_losses: u64,
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> JournalError + '_ {
@@ -130,7 +134,8 @@ pub(crate) fn open_chain(cfg: &JournalConfig) -> Result<OpenedChain, JournalErro
         };
         match recover(cfg, id, &dir)? {
             Recovered::Continue(state, report) => {
-                return Ok(OpenedChain { chain_id: id, dir, _lock: lock, state, recovery: Some(report) });
+                let owed_losses = super::lost::take_back(&dir, state.next_seq)?;
+                return Ok(OpenedChain { chain_id: id, dir, _lock: lock, state, recovery: Some(report), owed_losses });
             }
             Recovered::Abandoned(report) => {
                 abandon_chain(&dir)?;
@@ -169,7 +174,7 @@ fn new_chain(cfg: &JournalConfig) -> Result<OpenedChain, JournalError> {
     let state = ChainState::genesis(id);
     write_atomic(&dir.join(HEAD_FILE), &state.next_header().encode())?;
     sync_dir(&cfg.spool)?;
-    Ok(OpenedChain { chain_id: id, dir, _lock: lock, state, recovery: None })
+    Ok(OpenedChain { chain_id: id, dir, _lock: lock, state, recovery: None, owed_losses: 0 })
 }
 
 pub(crate) enum Recovered {

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::encoded::Encoded;
 use super::faults::{Faults, Op, SegmentFile};
+use super::lost::{self, UnstatedLosses};
 use super::spool::{self, OpenedChain};
 use super::writeback::Writeback;
 use super::{Durability, Finisher, JournalConfig, JournalError, Msg, PendingRecord, Shared, ShutdownReport, Written};
@@ -54,6 +55,13 @@ struct Writer {
     /// by recovery). Records from here to the chain's next seq are lost if the journal
     /// stops failed.
     durable_next: u64,
+    /// Records from `durable_next` on that state earlier losses: (seq, records_lost_before).
+    /// A record lost to a failure takes its statement with it, so its count goes back
+    /// to the next record written. Empty unless losses happened.
+    stating: Vec<(u64, u64)>,
+    /// The chain's `lost` file, left by an earlier process, is owed until the record at
+    /// this seq (which states what it held) is durable.
+    lost_file_until: Option<u64>,
     /// The chain cannot continue (recovery found its open segment or head corrupt): failed for
     /// good, no more recovery attempts.
     abandoned: bool,
@@ -74,6 +82,7 @@ pub(super) fn run(cfg: JournalConfig, chain: OpenedChain, mut rx: mpsc::Receiver
     };
     let now = Instant::now();
     let durable_next = chain.state.next_seq;
+    let lost_file_until = (chain.owed_losses > 0).then_some(durable_next);
     let mut w = Writer {
         cfg,
         chain,
@@ -85,6 +94,8 @@ pub(super) fn run(cfg: JournalConfig, chain: OpenedChain, mut rx: mpsc::Receiver
         records_since_checkpoint: 0,
         failed_at: None,
         durable_next,
+        stating: Vec::new(),
+        lost_file_until,
         abandoned: false,
         json: Vec::with_capacity(8192),
         spent: Vec::new(),
@@ -266,21 +277,47 @@ impl Writer {
     /// whatever its buffers still hold, records already reported lost among them. If
     /// it cannot recover, nothing is sealed (the open segment is left to the next
     /// process's recovery, or to the collector) and the records not known to be
-    /// durable are counted lost.
+    /// durable are counted lost. What the chain is still owed (losses no record states,
+    /// records in doubt) is kept in its `lost` file for the next process of the chain.
     fn finish(&mut self) -> Result<Option<PathBuf>, JournalError> {
         let mut sealed = None;
         if self.failed_at.is_some() && !self.abandoned {
             sealed = self.recover_now();
         }
-        if self.failed_at.is_some() {
-            let doubtful = self.state().next_seq.saturating_sub(self.durable_next);
+        let result = match self.failed_at {
+            Some(_) => Err(JournalError::Failed(self.last_error())),
+            None => self.seal_open().map(|s| s.or(sealed)),
+        };
+        let next = self.state().next_seq;
+        let owed = UnstatedLosses {
+            lost: self.shared.lost_pending.load(Ordering::Acquire),
+            durable: self.durable_next,
+            next,
+            stating: self.stating.clone(),
+        };
+        if result.is_err() {
+            // This process cannot know which of them reached the disk: it counts them
+            // all; the next one counts from the disk.
+            let doubtful = next.saturating_sub(self.durable_next);
             if doubtful > 0 {
                 self.lost(doubtful, "not known to be durable when the journal stopped, failed");
-                self.durable_next = self.state().next_seq;
             }
-            return Err(JournalError::Failed(self.last_error()));
+            self.restate_lost_statements(0);
+            self.durable_next = next;
         }
-        Ok(self.seal_open()?.or(sealed))
+        if !owed.is_nothing() && !self.abandoned {
+            match lost::keep(&self.chain.dir, &owed) {
+                Ok(()) => {
+                    self.lost_file_until = None;
+                    let kept = self.shared.lost_pending.load(Ordering::Acquire);
+                    self.shared.lost_kept.store(kept, Ordering::Release);
+                }
+                Err(e) => {
+                    tracing::error!(target: "kiroku::journal", chain = %self.chain.chain_id, "cannot keep the losses no record states for the next process of this chain: {e}")
+                }
+            }
+        }
+        result
     }
 
     fn write_record(&mut self, rec: Incoming) -> Result<u64, JournalError> {
@@ -327,6 +364,9 @@ impl Writer {
         let before = seg.w.len();
         match seg.w.append_record(&self.json) {
             Ok(a) => {
+                if lost > 0 {
+                    self.stating.push((a.seq, lost));
+                }
                 self.dirty = true;
                 self.records_since_checkpoint += 1;
                 self.shared.written.fetch_add(1, Ordering::Relaxed);
@@ -409,7 +449,8 @@ impl Writer {
         }
         self.dirty = false;
         self.last_sync = Instant::now();
-        self.durable_next = s.w.state().next_seq;
+        let next = s.w.state().next_seq;
+        self.durable_up_to(next);
         Ok(())
     }
 
@@ -464,7 +505,7 @@ impl Writer {
         Faults::check(&self.cfg.faults, Op::Rename).map_err(|e| JournalError::io(&path, &e))?;
         fs::rename(&path, &sealed).map_err(|e| JournalError::io(&path, &e))?;
         spool::sync_dir(&self.chain.dir)?;
-        self.durable_next = state.next_seq;
+        self.durable_up_to(state.next_seq);
         self.dirty = false;
         self.records_since_checkpoint = 0;
         self.last_checkpoint = Instant::now();
@@ -490,6 +531,36 @@ impl Writer {
     /// Why the journal failed, as last recorded.
     fn last_error(&self) -> String {
         self.shared.last_error.lock().ok().and_then(|e| e.clone()).unwrap_or_default()
+    }
+
+    /// Every record below `next` is durable: their statements of losses stand, and the
+    /// `lost` file an earlier process left goes once the record that states it is
+    /// durable.
+    fn durable_up_to(&mut self, next: u64) {
+        self.durable_next = next;
+        if !self.stating.is_empty() {
+            self.stating.retain(|&(seq, _)| seq >= next);
+        }
+        if let Some(until) = self.lost_file_until
+            && next > until
+        {
+            match lost::remove(&self.chain.dir) {
+                Ok(()) => self.lost_file_until = None,
+                // Harmless: the next process finds the record that stated it, and removes it.
+                Err(e) => tracing::warn!(target: "kiroku::journal", "{e}"),
+            }
+        }
+    }
+
+    /// Records from seq `from` on are gone: the losses they stated go to the next record
+    /// written (they were counted in `records_lost` when they happened).
+    fn restate_lost_statements(&mut self, from: u64) {
+        let gone: u64 = self.stating.iter().filter(|&&(seq, _)| seq >= from).map(|&(_, n)| n).sum();
+        self.stating.retain(|&(seq, _)| seq < from);
+        if gone > 0 {
+            self.shared.lost_pending.fetch_add(gone, Ordering::AcqRel);
+            tracing::warn!(target: "kiroku::journal", chain = %self.chain.chain_id, "{gone} earlier loss(es) stated by records that were lost go to the next record");
+        }
     }
 
     fn lost(&self, n: u64, why: &str) {
@@ -569,7 +640,8 @@ impl Writer {
         if expected_next > next {
             self.lost(expected_next - next, "accepted but not on disk when the journal failed");
         }
-        self.durable_next = next;
+        self.restate_lost_statements(next);
+        self.durable_up_to(next);
         self.failed_at = None;
         self.dirty = false;
         self.shared.healthy.store(true, Ordering::Release);
