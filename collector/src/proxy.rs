@@ -409,6 +409,13 @@ fn losses(m: &kiroku::journal::JournalMetrics) -> Option<String> {
         }
         n => format!("{n} of them after the last record written, which no record in the chain states"),
     };
+    let unstated = match m.records_lost_kept {
+        0 if m.records_lost_unstated > 0 => format!("{unstated}; they could not be kept in the chain's `lost` file"),
+        0 => unstated,
+        _ => format!(
+            "{unstated}; the chain's `lost` file keeps them, and the next record this writer appends to the chain states them"
+        ),
+    };
     Some(format!(
         "{} audit record(s) lost during this run (inferences that have no record); {unstated}",
         m.records_lost

@@ -66,6 +66,13 @@ pub fn verify_spool(spool: &LocalSpool, verifier: Option<&NoteVerifier>) -> Resu
     for chain in spool.chains()? {
         rep.chains += 1;
         let dir = spool.root().join(chain.to_string());
+        // Losses a stopped writer could not state in a record yet: not a problem of the
+        // log (they will be stated), but an investigator reading the spool must see them.
+        match kiroku::journal::read_lost_file(&dir) {
+            Ok(Some(owed)) => rep.notes.push(format!("{}: {owed}", dir.join(kiroku::journal::LOST_FILE).display())),
+            Ok(None) => {}
+            Err(e) => rep.problems.push(e.to_string()),
+        }
         let mut segs = spool.sealed(chain)?;
         // Open segments up to their tail; those the journal found corrupt, too (they
         // fail, and are listed).

@@ -721,6 +721,57 @@ async fn a_segment_the_journal_found_corrupt_is_reported_and_quarantined() {
     assert!(again.status.success(), "{}", text(&again));
 }
 
+/// A writer that stopped after losses no record of its chain states yet keeps them in
+/// the chain's `lost` file. `verify --spool` shows them as a note: the log is not
+/// damaged (exit 0), but an investigator reading the spool sees the count. Compaction
+/// leaves the file to the writer's next process, whose first record states them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losses_a_stopped_writer_could_not_state_yet_are_shown_by_verify_spool() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let signer = kiroku_schemas::checkpoint::NoteSigner::generate("lost-note").unwrap();
+    let vkey = dir.path().join("signer.vkey");
+    std::fs::write(&vkey, signer.verifier().to_key_text()).unwrap();
+    let spool = dir.path().join("spool");
+    let faults = kiroku::journal::Faults::new();
+    let cfg = kiroku::JournalConfig::new(&spool, signer.clone())
+        .durability(Durability::Sync)
+        .on_failure(kiroku::FailurePolicy::FailOpen)
+        .fault_injection(faults.clone());
+    let j = kiroku::Journal::open(cfg.clone()).unwrap();
+    j.append(AuditRecord::new("kept", Timestamp::now())).await.unwrap();
+    faults.fail_writes.store(true, Ordering::SeqCst);
+    assert!(j.append(AuditRecord::new("lost", Timestamp::now())).await.is_err());
+    faults.clear();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    j.flush().await.unwrap();
+    j.shutdown().await.unwrap();
+    assert_eq!(j.metrics().records_lost_kept, 1);
+    let lost_file = j.chain_dir().join(kiroku::journal::LOST_FILE);
+    drop(j);
+    let (spool_s, vkey_s) = (spool.display().to_string(), vkey.display().to_string());
+    let v = kiroku(&["verify", "--spool", &spool_s, "--pubkey", &vkey_s]);
+    assert_eq!(v.status.code(), Some(0), "{}", text(&v));
+    let note = format!("note: {}: 1 audit record(s) lost after the chain's last record", lost_file.display());
+    assert!(text(&v).contains(&note), "{}", text(&v));
+    let archive = dir.path().join("archive").display().to_string();
+    let c = kiroku(&["compact", "--spool", &spool_s, "--archive", &archive, "--pubkey", &vkey_s]);
+    assert!(c.status.success(), "{}", text(&c));
+    assert!(lost_file.exists(), "left for the writer's next process");
+    let j = kiroku::Journal::open(cfg).unwrap();
+    j.append(AuditRecord::new("next", Timestamp::now())).await.unwrap();
+    j.shutdown().await.unwrap();
+    assert!(!lost_file.exists());
+    let c = kiroku(&["compact", "--spool", &spool_s, "--archive", &archive, "--pubkey", &vkey_s]);
+    assert!(c.status.success(), "{}", text(&c));
+    let found = kiroku(&["find", "--archive", &archive, "--from", "2000-01-01", "--json"]);
+    let lost_before: Vec<u64> = String::from_utf8_lossy(&found.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["records_lost_before"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(lost_before, [0, 1], "the next process's first record states the loss");
+}
+
 /// A segment the journal set aside because it does not continue the chain (it links to
 /// a record the chain does not have) is reported for that: checked against where the
 /// archive holds the chain once the chain's sealed segments are compacted.

@@ -813,5 +813,7 @@ async fn a_proxy_that_lost_records_ends_with_its_own_exit_status() {
         assert!(said.contains(&format!("{lost} audit record(s) lost during this run")), "{said}");
         let states = if writes_on { "the chain states each loss" } else { "no record in the chain states them" };
         assert!(said.contains(states), "{said}");
+        // Losses no record states are kept for the next process of the chain.
+        assert_eq!(said.contains("the chain's `lost` file keeps them"), !writes_on, "{said}");
     }
 }
