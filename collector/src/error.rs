@@ -27,6 +27,11 @@ impl CliError {
         Self::Io(format!("{}: {e}", path.display()))
     }
 
+    /// Standard output could not be written.
+    pub fn stdout(e: std::io::Error) -> Self {
+        Self::Io(format!("cannot write to standard output: {e}"))
+    }
+
     /// The process exit code: 1 for integrity problems, 2 for usage and I/O errors, 3
     /// for records lost.
     pub fn exit_code(&self) -> u8 {

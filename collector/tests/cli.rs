@@ -249,6 +249,33 @@ async fn a_reader_that_goes_away_ends_find_quietly() {
     }
 }
 
+/// Standard output on a full disk (`/dev/full` answers every write with ENOSPC): each
+/// command says it cannot write its output and exits 2. It used to panic (exit 101),
+/// which a script cannot tell from a crash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_to_a_full_disk_is_an_io_error_with_exit_2_not_a_panic() {
+    let f = fixture(5).await;
+    assert!(f.compact().status.success());
+    let id = f.records[2].record.record_id.clone();
+    let (archive, spool, vkey) = (f.archive(), f.spool(), f.vkey());
+    let runs: [&[&str]; 6] = [
+        &["find", "--archive", &archive, "--from", "2000-01-01"],
+        &["find", "--archive", &archive, "--record-id", &id, "--json"],
+        &["explain", &id, "--archive", &archive, "--pubkey", &vkey],
+        &["verify", "--archive", &archive, "--pubkey", &vkey],
+        &["verify", "--spool", &spool, "--json"],
+        &["compact", "--spool", &spool, "--archive", &archive, "--pubkey", &vkey],
+    ];
+    for args in runs {
+        let full = std::fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full (Linux)");
+        let out = Command::new(env!("CARGO_BIN_EXE_kiroku")).args(args).stdout(full).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("cannot write to standard output"), "{args:?}: {stderr}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn evidence_bundles_verify_with_kiroku_and_with_python() {
     let f = fixture(20).await;

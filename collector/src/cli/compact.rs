@@ -109,47 +109,54 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
         let pb = super::progress(None, "compacting");
         let report = compact(store.as_ref(), archive.as_ref(), &opts, &mut |n| pb.set_position(n))?;
         pb.finish_and_clear();
-        print_report(&report);
+        let printed = print_report(&report);
         if !a.watch {
+            printed?;
             return Ok(if report.has_problems() { ExitCode::from(1) } else { ExitCode::SUCCESS });
+        }
+        if let Err(e) = printed {
+            // A watching compactor goes on: what it did is in the archive and the spool.
+            say!("kiroku: {e}");
         }
         std::thread::sleep(Duration::from_secs(a.interval.max(1)));
     }
 }
 
-pub(crate) fn print_report(r: &CompactReport) {
-    println!(
+/// What a pass did, on standard output.
+pub(crate) fn print_report(r: &CompactReport) -> Result<(), CliError> {
+    out!(
         "compacted {} segment(s), {} record(s), {} file(s){}",
         r.segments,
         r.records,
         r.files.len(),
         if r.orphans > 0 { format!(", {} from writers that are gone", r.orphans) } else { String::new() }
-    );
+    )?;
     for t in &r.torn_tails {
-        println!("torn tail: {t}");
+        out!("torn tail: {t}")?;
     }
     for (seg, why) in &r.quarantined {
-        println!("QUARANTINED {seg}: {why}");
+        out!("QUARANTINED {seg}: {why}")?;
     }
     for (seg, why) in &r.unverifiable {
-        println!("NOT VERIFIABLE WITH THE CONFIGURED KEY, left in place {seg}: {why}; check --pubkey");
+        out!("NOT VERIFIABLE WITH THE CONFIGURED KEY, left in place {seg}: {why}; check --pubkey")?;
     }
     for b in &r.blocked {
-        println!("waiting behind an earlier segment of its chain: {b}");
+        out!("waiting behind an earlier segment of its chain: {b}")?;
     }
     for e in &r.elsewhere {
-        println!("left to another compactor: {e}");
+        out!("left to another compactor: {e}")?;
     }
     for line in &r.retired {
-        println!("retention: {line}");
+        out!("retention: {line}")?;
     }
     if r.removed_files > 0 || r.removed_segments > 0 {
-        println!("retention: deleted {} archive file(s), {} compacted segment(s)", r.removed_files, r.removed_segments);
+        out!("retention: deleted {} archive file(s), {} compacted segment(s)", r.removed_files, r.removed_segments)?;
     }
     for k in &r.retention_kept {
-        println!("retention: kept for now: {k}");
+        out!("retention: kept for now: {k}")?;
     }
     for why in &r.retention_refused {
-        println!("RETENTION REFUSED {why}");
+        out!("RETENTION REFUSED {why}")?;
     }
+    Ok(())
 }

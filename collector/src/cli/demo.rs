@@ -147,7 +147,7 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
     let (key_path, vkey_path) = super::keygen::generate(&keys, "kiroku-demo")?;
     let signer = NoteSigner::load(&key_path).map_err(|e| CliError::Io(e.to_string()))?;
     let verifier = signer.verifier();
-    println!("kiroku demo in {}", dir.display());
+    out!("kiroku demo in {}", dir.display())?;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -163,7 +163,7 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
             .await
             .map_err(|e| CliError::Io(format!("binding 127.0.0.1: {e}")))?;
         let addr = listener.local_addr().map_err(|e| CliError::Io(e.to_string()))?;
-        println!("  1. sample OpenAI-compatible model behind the audit layer on http://{addr}");
+        out!("  1. sample OpenAI-compatible model behind the audit layer on http://{addr}")?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(kiroku_examples::sample::serve(listener, app, async {
             let _ = stopped.await;
@@ -172,41 +172,46 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
         let _ = stop.send(());
         let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
         let shut = journal.shutdown().await.map_err(|e| CliError::Io(e.to_string()))?;
-        println!("  2. journal sealed: chain {} with {} records", shut.chain_id, shut.next_seq);
+        out!("  2. journal sealed: chain {} with {} records", shut.chain_id, shut.next_seq)?;
         sent
     })?;
-    println!(
+    out!(
         "     sent {} requests: {} completed, {} streamed, {} embeddings, {} failing, {} aborted mid-stream",
-        a.requests, sent.completed, sent.streamed, sent.embeddings, sent.failed, sent.aborted
-    );
+        a.requests,
+        sent.completed,
+        sent.streamed,
+        sent.embeddings,
+        sent.failed,
+        sent.aborted
+    )?;
 
     let spool_check = verify_spool(&LocalSpool::new(&spool), Some(&verifier))?;
-    println!(
+    out!(
         "  3. spool verified: {} segment(s), {} records, {} checkpoint(s): {}",
         spool_check.units,
         spool_check.records,
         spool_check.checkpoints,
         verdict(spool_check.ok())
-    );
+    )?;
     let report = compact(
         &LocalSpool::new(&spool),
         &LocalArchive::open(&archive)?,
         &CompactOptions::new(verifier.clone()),
         &mut |_| {},
     )?;
-    println!("  4. compacted {} records into {} Parquet file(s)", report.records, report.files.len());
+    out!("  4. compacted {} records into {} Parquet file(s)", report.records, report.files.len())?;
     let archive_check = verify_archive(&archive, Some(&verifier))?;
-    println!(
+    out!(
         "  5. archive verified: {} records, {} checkpoint(s), payloads re-hashed, columns re-derived: {}",
         archive_check.records,
         archive_check.checkpoints,
         verdict(archive_check.ok())
-    );
+    )?;
     for p in spool_check.problems.iter().chain(&archive_check.problems) {
-        println!("     PROBLEM {p}");
+        out!("     PROBLEM {p}")?;
     }
     summary(&archive, &dir, &vkey_path)?;
-    println!("done in {:.1}s", t0.elapsed().as_secs_f64());
+    out!("done in {:.1}s", t0.elapsed().as_secs_f64())?;
     Ok(if spool_check.ok() && archive_check.ok() && !report.has_problems() {
         ExitCode::SUCCESS
     } else {
@@ -238,35 +243,35 @@ fn summary(archive: &Path, dir: &Path, vkey: &Path) -> Result<(), CliError> {
         }
     }
     let fmt = |m: &BTreeMap<String, u64>| m.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", ");
-    println!();
-    println!("records   {total}");
-    println!("models    {}", fmt(&models));
-    println!("outcomes  {}", fmt(&outcomes));
-    println!("explainability  {sources} of {total} with output sources, {marked} watermarked");
-    println!();
-    println!("where things are");
-    println!("  spool    {}/spool      (segments moved to spool/compacted after compaction)", dir.display());
-    println!("  archive  {}", archive.display());
-    println!("  keys     {}/keys  (signer.key stays private; signer.vkey is for verifiers)", dir.display());
-    println!();
-    println!("next");
+    out!()?;
+    out!("records   {total}")?;
+    out!("models    {}", fmt(&models))?;
+    out!("outcomes  {}", fmt(&outcomes))?;
+    out!("explainability  {sources} of {total} with output sources, {marked} watermarked")?;
+    out!()?;
+    out!("where things are")?;
+    out!("  spool    {}/spool      (segments moved to spool/compacted after compaction)", dir.display())?;
+    out!("  archive  {}", archive.display())?;
+    out!("  keys     {}/keys  (signer.key stays private; signer.vkey is for verifiers)", dir.display())?;
+    out!()?;
+    out!("next")?;
     // The binary that ran the demo (target/release/kiroku after `cargo run`), so the
     // commands work as printed; `cargo install --path collector` puts `kiroku` on PATH.
     let k = std::env::current_exe().map_or_else(|_| "kiroku".to_owned(), |p| p.display().to_string());
     let a = archive.display();
     if let Some(id) = &example {
-        println!("  {k} explain {id} --archive {a} --pubkey {}", vkey.display());
-        println!("  {k} find --archive {a} --record-id {id}");
-        println!(
+        out!("  {k} explain {id} --archive {a} --pubkey {}", vkey.display())?;
+        out!("  {k} find --archive {a} --record-id {id}")?;
+        out!(
             "  {k} evidence --archive {a} --record-id {id} --pubkey {} --out {}/evidence",
             vkey.display(),
             dir.display()
-        );
+        )?;
     }
-    println!("  {k} find --archive {a} --model sample-2");
-    println!("  {k} verify --archive {a} --pubkey {}", vkey.display());
-    println!(
+    out!("  {k} find --archive {a} --model sample-2")?;
+    out!("  {k} verify --archive {a} --pubkey {}", vkey.display())?;
+    out!(
         "  duckdb -c \"SELECT model, outcome, count(*) FROM read_parquet('{a}/records/*/*.parquet', hive_partitioning = true) GROUP BY ALL ORDER BY ALL\""
-    );
+    )?;
     Ok(())
 }

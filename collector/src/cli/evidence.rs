@@ -45,10 +45,10 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
         return Err(CliError::Usage("choose records with --record-id ... or --from/--to [--model]".into()));
     }
     let n = crate::evidence::write_bundle(&archive, &rows, &key, &a.out)?;
-    println!("wrote {n} record(s) with inclusion proofs to {}", a.out.display());
-    println!(
+    out!("wrote {n} record(s) with inclusion proofs to {}", a.out.display())?;
+    out!(
         "verify with: kiroku verify --bundle {} --pubkey <trusted key>   (or without kiroku: see README.txt inside)",
         a.out.display()
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }

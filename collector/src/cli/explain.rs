@@ -76,12 +76,12 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
     if a.json {
         let record: serde_json::Value =
             serde_json::from_slice(&c.payload).map_err(|e| CliError::Corrupt(e.to_string()))?;
-        println!(
+        out!(
             "{}",
             serde_json::json!({"record": record, "chain_id": c.chain_id, "seq": c.seq, "hash": kiroku_schemas::digest::to_hex(&c.hash), "inclusion_proof": status})
-        );
+        )?;
     } else {
-        print!("{}", super::output::explain(c, &r, &status));
+        out!("{}", super::output::explain(c, &r, &status).trim_end_matches('\n'))?;
     }
     Ok(if status.starts_with("FAILS") { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }

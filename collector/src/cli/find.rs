@@ -74,10 +74,10 @@ fn print_matches(archive: &Archive, filter: &Filter, json: bool) -> Result<u64, 
         if json {
             // The exact bytes, once they are known to be a record.
             RecordView::parse(&c.payload).map_err(|e| corrupt(&c, &e))?;
-            println!("{}", String::from_utf8_lossy(&c.payload));
+            out!("{}", String::from_utf8_lossy(&c.payload))?;
         } else {
             let r = AuditRecord::from_json(&c.payload).map_err(|e| corrupt(&c, &e))?;
-            println!("{}", super::output::line(&c, &r));
+            out!("{}", super::output::line(&c, &r))?;
         }
         Ok(())
     })

@@ -20,8 +20,8 @@ pub struct Args {
 
 pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
     let (key, vkey) = generate(&a.out, &a.name)?;
-    println!("signing key: {} (keep it away from the logs; mode 0600)", key.display());
-    println!("public key:  {} (give it to verifiers)", vkey.display());
+    out!("signing key: {} (keep it away from the logs; mode 0600)", key.display())?;
+    out!("public key:  {} (give it to verifiers)", vkey.display())?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -4,7 +4,8 @@
 //! left in place because the configured key did not sign them; a chain with missing
 //! seqs or failed checkpoints in a report; a file the manifest lists gone); 2 usage,
 //! configuration or I/O error; 3 `kiroku proxy` stopped cleanly but lost audit records
-//! on the way. A command whose output pipe closes ends by SIGPIPE.
+//! on the way. A command whose output pipe closes ends by SIGPIPE; one whose output cannot
+//! be written (a full disk) ends with 2 and says so.
 
 /// `eprintln!` that cannot panic: when stderr cannot be written (a log file on the disk
 /// that just filled up, a closed pipe), the message is dropped instead of the process
@@ -13,6 +14,17 @@ macro_rules! say {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
         let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// `println!` that cannot panic: `out!(...)?` returns the error when standard output
+/// cannot be written (redirected to a full disk), so the command ends with exit 2 and a
+/// message naming standard output instead of a panic (exit 101). A closed pipe ends the
+/// listing commands by SIGPIPE before this sees it.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*).map_err(crate::error::CliError::stdout)
     }};
 }
 

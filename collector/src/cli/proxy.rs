@@ -149,9 +149,10 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
             }
         };
         run_proxy(cfg, layer, shutdown, |addr, admin| {
-            println!("kiroku proxy listening on {addr} -> {} (chain {chain})", a.upstream);
+            // A proxy serves on whether or not its stdout can be written.
+            let _ = out!("kiroku proxy listening on {addr} -> {} (chain {chain})", a.upstream);
             if let Some(ad) = admin {
-                println!("admin on {ad} (/healthz, /metrics)");
+                let _ = out!("admin on {ad} (/healthz, /metrics)");
             }
         })
         .await

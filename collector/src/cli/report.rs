@@ -67,10 +67,10 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
     };
     let summary = summarize(&archive, &opts)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&summary).map_err(|e| CliError::Io(e.to_string()))?);
+        out!("{}", serde_json::to_string_pretty(&summary).map_err(|e| CliError::Io(e.to_string()))?)?;
     } else {
         write_whole(&a.out, html(&summary, &root.display().to_string()).as_bytes())?;
-        println!("wrote {} ({} records)", a.out.display(), summary.records);
+        out!("wrote {} ({} records)", a.out.display(), summary.records)?;
     }
     // The page shows them; the exit status says them too, as `kiroku verify` does (a
     // CI gate on `--json` should not have to parse the integrity section to fail).

@@ -41,12 +41,12 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
             Vec::new()
         }
         Err(e) => {
-            println!("shipped {} segment(s), {} byte(s); {} left in the spool", m.shipped, m.bytes, m.backlog);
+            out!("shipped {} segment(s), {} byte(s); {} left in the spool", m.shipped, m.bytes, m.backlog)?;
             return Err(CliError::Io(e.to_string()));
         }
     };
     for c in &conflicts {
-        println!("CONFLICT {c}");
+        out!("CONFLICT {c}")?;
     }
     if a.watch {
         // The shipper's own timer ships what is sealed from now on (with backoff on
@@ -55,10 +55,13 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
             std::thread::park();
         }
     }
-    println!(
+    out!(
         "shipped {} segment(s), {} byte(s) to {to}; {} conflict(s); {} left in the spool",
-        m.shipped, m.bytes, m.conflicts, m.backlog
-    );
+        m.shipped,
+        m.bytes,
+        m.conflicts,
+        m.backlog
+    )?;
     shipper.stop();
     Ok(if m.conflicts > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }

@@ -42,7 +42,7 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
     } else {
         return Err(CliError::Usage("one of --spool, --archive, --bundle is required".into()));
     };
-    print(&what, &rep, a.json);
+    print(&what, &rep, a.json)?;
     Ok(if rep.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
@@ -67,23 +67,25 @@ fn verify_archive_at(
     Ok(rep)
 }
 
-pub(crate) fn print(what: &str, r: &VerifyReport, json: bool) {
+pub(crate) fn print(what: &str, r: &VerifyReport, json: bool) -> Result<(), CliError> {
     if json {
         let v = serde_json::json!({"target": what, "ok": r.ok(), "chains": r.chains, "units": r.units, "records": r.records,
             "checkpoints": r.checkpoints, "signatures_checked": r.signatures_checked, "problems": r.problems, "notes": r.notes});
-        println!("{v}");
-        return;
+        return out!("{v}");
     }
     for n in &r.notes {
-        println!("note: {n}");
+        out!("note: {n}")?;
     }
     for p in &r.problems {
-        println!("PROBLEM {p}");
+        out!("PROBLEM {p}")?;
     }
     let sig = if r.signatures_checked { "signatures checked" } else { "signatures NOT checked (no --pubkey)" };
     let verdict = if r.ok() { "OK".to_owned() } else { format!("FAILED: {} problem(s)", r.problems.len()) };
-    println!(
+    out!(
         "{what}: {verdict}: {} chain(s), {} file(s)/segment(s), {} record(s), {} checkpoint(s), {sig}",
-        r.chains, r.units, r.records, r.checkpoints
-    );
+        r.chains,
+        r.units,
+        r.records,
+        r.checkpoints
+    )
 }
