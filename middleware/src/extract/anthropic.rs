@@ -57,11 +57,47 @@ impl Extractor for AnthropicExtractor {
     }
 }
 
-/// The digest of a tool call's input: of its compact JSON as serde_json writes it, so a
-/// streamed input (its JSON text in pieces, spaced as the model wrote it) and the same
-/// input in a whole message agree.
+/// The digest of a tool call's input: of its compact JSON with every object's keys in
+/// sorted order, so a streamed input (its JSON text in pieces, spaced and ordered as the
+/// model wrote it) and the same input in a whole message agree. The keys are sorted here,
+/// not left to serde_json's map: with its `preserve_order` feature, which any crate in
+/// an application's build may turn on, the map keeps the order the model wrote, and the
+/// same input would get another digest.
 fn input_digest(input: &Value) -> String {
-    text_digest(&input.to_string())
+    let mut text = String::new();
+    sorted_json(input, &mut text);
+    text_digest(&text)
+}
+
+/// `v` as compact JSON, objects' keys sorted (by their UTF-8 bytes).
+fn sorted_json(v: &Value, out: &mut String) {
+    match v {
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.push('{');
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                sorted_json(v, out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                sorted_json(v, out);
+            }
+            out.push(']');
+        }
+        leaf => out.push_str(&leaf.to_string()),
+    }
 }
 
 /// How much streamed tool input (all of a stream's tool calls together) is held to
@@ -214,6 +250,17 @@ mod tests {
     use super::*;
     use crate::sse::SseParser;
     use kiroku_schemas::Timestamp;
+
+    #[test]
+    fn a_tool_inputs_digest_does_not_depend_on_key_order() {
+        // Keys out of order, nested, with escapes and non-ASCII text: the digest is of
+        // the sorted compact form, whatever order the map keeps.
+        let input: Value =
+            serde_json::from_str(r#"{"z": {"b": [1, {"y": true, "x": null}], "a": 1.5}, "q": "\"引用\"\n", "a": []}"#)
+                .unwrap();
+        let sorted = r#"{"a":[],"q":"\"引用\"\n","z":{"a":1.5,"b":[1,{"x":null,"y":true}]}}"#;
+        assert_eq!(input_digest(&input), text_digest(sorted));
+    }
 
     #[test]
     fn streamed_and_non_streamed_agree() {

@@ -159,7 +159,9 @@ pub struct ToolCall {
     pub id: Option<String>,
     /// Tool name (`gen_ai.tool.name`).
     pub name: String,
-    /// blake3 (hex) of the arguments text.
+    /// blake3 (hex) of the arguments text: as the model sent it where the API carries
+    /// arguments as a string (OpenAI); as compact JSON with every object's keys sorted
+    /// where it carries a JSON object (Anthropic's `input`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arguments_digest: Option<String>,
 }
