@@ -320,6 +320,9 @@ async fn losses_after_the_last_record_are_stated_by_the_next_process_of_the_chai
         }
         assert!(j.append(rec("in-doubt")).await.is_err(), "{case}");
         assert!(j.append(rec("refused")).await.is_err(), "{case}");
+        // Answered once the writer is done with the refused record's batch: the disk
+        // works again only after that.
+        assert!(j.flush().await.is_err(), "{case}");
         if recovers {
             faults.clear();
             tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -376,4 +379,102 @@ async fn an_unreadable_lost_file_is_refused_with_where_it_is() {
     std::fs::write(&lost_file, "kiroku-lost 1\nlost three\n").unwrap();
     let err = Journal::open(cfg).unwrap_err().to_string();
     assert!(err.contains(&lost_file.display().to_string()) && err.contains("line 2"), "{err}");
+}
+
+/// `to` as a copy of the directory tree `from`.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A process killed before it writes another record does not take the losses no record
+/// states with it: the journal keeps them in the chain's `lost` file as they happen (at
+/// most every second), not only when it stops. The kill is a copy of the spool taken
+/// while the journal runs: what SIGKILL leaves (written files are in the page cache),
+/// with no shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losses_no_record_states_outlive_a_killed_process() {
+    let (dir, signer, faults, cfg) = faulty(Durability::Sync, FailurePolicy::FailOpen);
+    let j = Journal::open(cfg).unwrap();
+    for i in 0..2 {
+        j.append(rec(&format!("before-{i}"))).await.unwrap();
+    }
+    faults.fail_writes.store(true, Ordering::SeqCst);
+    assert!(j.append(rec("in-doubt")).await.is_err());
+    assert!(j.append(rec("refused")).await.is_err());
+    // Answered once the writer is done with the refused record's batch (which tries to
+    // write what it holds of seq 2 again): the disk works again only after that.
+    assert!(j.flush().await.is_err());
+    faults.clear();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    j.flush().await.unwrap();
+    assert_eq!(j.metrics().records_lost_unstated, 2);
+    let image = tempfile::tempdir().unwrap();
+    copy_tree(dir.path(), image.path());
+
+    let next = Journal::open(JournalConfig::new(image.path(), signer.clone()).durability(Durability::Sync)).unwrap();
+    assert_eq!(next.metrics().records_lost_unstated, 2, "taken back from the killed process's lost file");
+    next.append(rec("next")).await.unwrap();
+    next.shutdown().await.unwrap();
+    let lost_before: Vec<u64> =
+        all_records(image.path(), &signer.verifier()).iter().map(|r| r.record.records_lost_before).collect();
+    assert_eq!(lost_before, [0, 0, 2]);
+
+    // The process that was not killed: its next record states them, and the file goes.
+    j.append(rec("after")).await.unwrap();
+    assert!(!j.chain_dir().join(kiroku::journal::LOST_FILE).exists());
+    let second = tempfile::tempdir().unwrap();
+    copy_tree(dir.path(), second.path());
+    let again = Journal::open(JournalConfig::new(second.path(), signer.clone())).unwrap();
+    assert_eq!(again.metrics().records_lost_unstated, 0, "killed now, nothing is owed twice");
+    again.shutdown().await.unwrap();
+    j.shutdown().await.unwrap();
+    let lost_before: Vec<u64> =
+        all_records(dir.path(), &signer.verifier()).iter().map(|r| r.record.records_lost_before).collect();
+    assert_eq!(lost_before, [0, 0, 2]);
+}
+
+/// A retry that finds records missing hands their seqs out again. A `lost` file kept
+/// before it, which says those seqs are in doubt, is rewritten at once, even within a
+/// second of the last write: left as it was, the file would not go when the record that
+/// states it is durable, and a kill then would count the losses twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_that_hands_seqs_out_again_rewrites_the_lost_file_at_once() {
+    let (dir, signer, faults, cfg) = faulty(Durability::Sync, FailurePolicy::FailOpen);
+    let j = Journal::open(cfg).unwrap();
+    j.append(rec("before")).await.unwrap();
+    faults.fail_writes.store(true, Ordering::SeqCst);
+    faults.fail_recoveries.store(true, Ordering::SeqCst);
+    // Seq 1 in doubt; a refused record is kept in the file (1 lost, seq 1 in doubt).
+    assert!(j.append(rec("in-doubt")).await.is_err());
+    assert!(j.append(rec("refused-1")).await.is_err());
+    // The retry a second later fails (and drops what the writer held of seq 1).
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    faults.fail_writes.store(false, Ordering::SeqCst);
+    // Refused again before the next retry: the file is written anew (2 lost).
+    assert!(j.append(rec("refused-2")).await.is_err());
+    faults.fail_recoveries.store(false, Ordering::SeqCst);
+    // The next retry, less than a second after that write, finds seq 1 missing.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    j.flush().await.unwrap();
+    assert_eq!(j.metrics().records_lost_unstated, 3);
+    j.append(rec("after")).await.unwrap();
+    assert!(!j.chain_dir().join(kiroku::journal::LOST_FILE).exists(), "stated by the record at seq 1, and gone");
+    let image = tempfile::tempdir().unwrap();
+    copy_tree(dir.path(), image.path());
+    let next = Journal::open(JournalConfig::new(image.path(), signer.clone())).unwrap();
+    assert_eq!(next.metrics().records_lost_unstated, 0, "nothing owed twice");
+    next.shutdown().await.unwrap();
+    j.shutdown().await.unwrap();
+    let lost_before: Vec<u64> =
+        all_records(dir.path(), &signer.verifier()).iter().map(|r| r.record.records_lost_before).collect();
+    assert_eq!(lost_before, [0, 3]);
 }

@@ -2,9 +2,12 @@
 //!
 //! Each record states the losses since the record before it (`records_lost_before`), so
 //! losses after a process's last record can only be stated by the next record of the
-//! chain, which the next process writes. A journal that stops owing such a statement
-//! writes this file; the journal that takes the chain back reads it, and its first record
-//! states the count. Once that record is durable, the file is removed.
+//! chain, which the next process writes. A journal that owes such a statement writes this
+//! file: as losses happen (at most every second, so a process killed before its next
+//! record leaves all but the last second's), at once when a retry hands out again seqs
+//! the file says are in doubt, and when it stops. The journal that takes the chain back
+//! reads it, and its first record states the count. Once the record that states it is
+//! durable, the file is removed.
 //!
 //! A journal that stops failed does not know whether its last records reached the disk.
 //! The file says which seqs were in doubt, and the next process, which finds out from the

@@ -25,6 +25,9 @@ use super::{Durability, Finisher, JournalConfig, JournalError, Msg, PendingRecor
 
 const MAX_BATCH: usize = 4096;
 const RETRY_EVERY: Duration = Duration::from_secs(1);
+/// How often, at most, the losses no record states yet are written to the chain's `lost`
+/// file while the journal runs.
+const KEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// A record as the writer receives it.
 enum Incoming {
@@ -59,9 +62,13 @@ struct Writer {
     /// A record lost to a failure takes its statement with it, so its count goes back
     /// to the next record written. Empty unless losses happened.
     stating: Vec<(u64, u64)>,
-    /// The chain's `lost` file, left by an earlier process, is owed until the record at
-    /// this seq (which states what it held) is durable.
-    lost_file_until: Option<u64>,
+    /// What the chain's `lost` file holds (as taken back from an earlier process, or as
+    /// this writer last kept it); `None` when there is none. It is removed once the
+    /// record at its `next` seq, which states what it holds, is durable.
+    kept: Option<UnstatedLosses>,
+    /// When the file was last written, and whether a newer count waits for KEEP_EVERY.
+    kept_at: Option<Instant>,
+    keep_due: bool,
     /// The chain cannot continue (recovery found its open segment or head corrupt): failed for
     /// good, no more recovery attempts.
     abandoned: bool,
@@ -82,7 +89,12 @@ pub(super) fn run(cfg: JournalConfig, chain: OpenedChain, mut rx: mpsc::Receiver
     };
     let now = Instant::now();
     let durable_next = chain.state.next_seq;
-    let lost_file_until = (chain.owed_losses > 0).then_some(durable_next);
+    let kept = (chain.owed_losses > 0).then(|| UnstatedLosses {
+        lost: chain.owed_losses,
+        durable: durable_next,
+        next: durable_next,
+        stating: Vec::new(),
+    });
     let mut w = Writer {
         cfg,
         chain,
@@ -95,7 +107,9 @@ pub(super) fn run(cfg: JournalConfig, chain: OpenedChain, mut rx: mpsc::Receiver
         failed_at: None,
         durable_next,
         stating: Vec::new(),
-        lost_file_until,
+        kept,
+        kept_at: None,
+        keep_due: false,
         abandoned: false,
         json: Vec::with_capacity(8192),
         spent: Vec::new(),
@@ -147,6 +161,9 @@ impl Writer {
     fn next_deadline(&self) -> Option<Instant> {
         let mut d: Option<Instant> = None;
         let mut at = |t: Instant| d = Some(d.map_or(t, |x| x.min(t)));
+        if let (true, Some(t)) = (self.keep_due, self.kept_at) {
+            at(t + KEEP_EVERY);
+        }
         if let Some(f) = self.failed_at {
             if !self.abandoned {
                 at(f + RETRY_EVERY);
@@ -166,6 +183,7 @@ impl Writer {
     }
 
     fn on_timer(&mut self) {
+        self.keep_unstated(false);
         if self.failed_at.is_some() {
             self.try_recover();
             return;
@@ -269,6 +287,7 @@ impl Writer {
             let _ = tx.send(r);
             return true;
         }
+        self.keep_unstated(false);
         false
     }
 
@@ -289,12 +308,7 @@ impl Writer {
             None => self.seal_open().map(|s| s.or(sealed)),
         };
         let next = self.state().next_seq;
-        let owed = UnstatedLosses {
-            lost: self.shared.lost_pending.load(Ordering::Acquire),
-            durable: self.durable_next,
-            next,
-            stating: self.stating.clone(),
-        };
+        let owed = self.owed();
         if result.is_err() {
             // This process cannot know which of them reached the disk: it counts them
             // all; the next one counts from the disk.
@@ -308,7 +322,7 @@ impl Writer {
         if !owed.is_nothing() && !self.abandoned {
             match lost::keep(&self.chain.dir, &owed) {
                 Ok(()) => {
-                    self.lost_file_until = None;
+                    self.kept = None;
                     let kept = self.shared.lost_pending.load(Ordering::Acquire);
                     self.shared.lost_kept.store(kept, Ordering::Release);
                 }
@@ -541,15 +555,55 @@ impl Writer {
         if !self.stating.is_empty() {
             self.stating.retain(|&(seq, _)| seq >= next);
         }
-        if let Some(until) = self.lost_file_until
-            && next > until
-        {
+        if self.kept.as_ref().is_some_and(|k| next > k.next) {
             match lost::remove(&self.chain.dir) {
-                Ok(()) => self.lost_file_until = None,
+                Ok(()) => self.kept = None,
                 // Harmless: the next process finds the record that stated it, and removes it.
                 Err(e) => tracing::warn!(target: "kiroku::journal", "{e}"),
             }
         }
+    }
+
+    /// What the chain is owed now: losses no record states, records not known durable.
+    fn owed(&self) -> UnstatedLosses {
+        UnstatedLosses {
+            lost: self.shared.lost_pending.load(Ordering::Acquire),
+            durable: self.durable_next,
+            next: self.state().next_seq,
+            stating: self.stating.clone(),
+        }
+    }
+
+    /// Keep the losses no record states yet in the chain's `lost` file, at most every
+    /// KEEP_EVERY, so that a process killed before its next record leaves them to the
+    /// next process of the chain (all but the last second's). `force`: the chain's next
+    /// seq was just set from the disk, and a file kept before it counted seqs that are
+    /// handed out again.
+    fn keep_unstated(&mut self, force: bool) {
+        self.keep_due = false;
+        if self.abandoned || (self.shared.lost_pending.load(Ordering::Acquire) == 0 && !(force && self.kept.is_some()))
+        {
+            return;
+        }
+        if !force && self.kept_at.is_some_and(|t| t.elapsed() < KEEP_EVERY) {
+            self.keep_due = true;
+            return;
+        }
+        let owed = self.owed();
+        if self.kept.as_ref() == Some(&owed) {
+            return;
+        }
+        let kept = if owed.is_nothing() {
+            lost::remove(&self.chain.dir).map(|()| None)
+        } else {
+            lost::keep(&self.chain.dir, &owed).map(|()| Some(owed))
+        };
+        match kept {
+            Ok(k) => self.kept = k,
+            // The disk is failing too, most likely: the journal's own failure says so.
+            Err(e) => tracing::debug!(target: "kiroku::journal", "cannot keep the losses no record states yet: {e}"),
+        }
+        self.kept_at = Some(Instant::now());
     }
 
     /// Records from seq `from` on are gone: the losses they stated go to the next record
@@ -642,6 +696,7 @@ impl Writer {
         }
         self.restate_lost_statements(next);
         self.durable_up_to(next);
+        self.keep_unstated(true);
         self.failed_at = None;
         self.dirty = false;
         self.shared.healthy.store(true, Ordering::Release);
