@@ -15,6 +15,12 @@
 //! (its records hold seqs that were handed out, which no other record may take), and
 //! the next process with this writer name starts a new chain.
 //!
+//! Each record states the losses since the record before it (`records_lost_before`).
+//! Losses no record states yet are kept in the chain directory's `lost` file (within a
+//! second, and when the journal stops), and the journal that takes the chain back states
+//! them in its first record, counting from the disk the records a failed journal was in
+//! doubt about ([`UnstatedLosses`]).
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use kiroku::journal::{Durability, Journal, JournalConfig};
