@@ -9,7 +9,7 @@
 //! reads it, and its first record states the count. Once the record that states it is
 //! durable, the file is removed.
 //!
-//! A journal that stops failed does not know whether its last records reached the disk.
+//! A journal that is failed does not know whether its last records reached the disk.
 //! The file says which seqs were in doubt, and the next process, which finds out from the
 //! disk, counts exactly the ones that are missing, with the losses those missing records
 //! stated:
@@ -17,15 +17,15 @@
 //! ```text
 //! kiroku-lost 1
 //! lost 2          losses that never had a seq (refused, dropped from a full queue)
-//! durable 17      every record below this seq was durable when the journal stopped
-//! next 20         the seq the journal would have given next
+//! durable 17      every record below this seq was durable when the file was written
+//! next 20         the seq the journal would give next
 //! stating 18 3    a record in doubt that states 3 earlier losses (zero or more lines)
 //! ```
 //!
 //! Taken back at seq `n` (the chain's next seq on disk), the file owes
 //! `lost + (next - n)` plus what the missing records (seq `n` and above) stated. When
-//! `n > next`, a record at `next` is on disk: a later process wrote it and stated the
-//! count, so the file is stale and removed. The journal that takes the chain back rewrites
+//! `n > next`, a record at `next` is on disk, and it states the count (the first record
+//! written after the file carries what the file holds), so the file is stale and removed. The journal that takes the chain back rewrites
 //! the file as what it owes at `n` before it writes anything, so a crash before its first
 //! record is durable leaves the count to the process after it, and never counts it twice.
 
