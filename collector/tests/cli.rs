@@ -628,11 +628,19 @@ struct HandMade {
     chain_dir: PathBuf,
 }
 
-fn hand_made(key_name: &str) -> HandMade {
+/// A temporary directory with a fresh signing key named `key_name`, its public key in
+/// `signer.vkey`, and the path of a spool in it (`spool/`, not created).
+fn keyed_dir(key_name: &str) -> (tempfile::TempDir, kiroku_schemas::checkpoint::NoteSigner, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let signer = kiroku_schemas::checkpoint::NoteSigner::generate(key_name).unwrap();
     let vkey = dir.path().join("signer.vkey");
     std::fs::write(&vkey, signer.verifier().to_key_text()).unwrap();
+    let spool = dir.path().join("spool");
+    (dir, signer, vkey, spool)
+}
+
+fn hand_made(key_name: &str) -> HandMade {
+    let (dir, signer, vkey, _) = keyed_dir(key_name);
     let chain = ChainId::new_v7();
     let chain_dir = dir.path().join("spool").join(chain.to_string());
     std::fs::create_dir_all(&chain_dir).unwrap();
@@ -755,11 +763,7 @@ async fn a_segment_the_journal_found_corrupt_is_reported_and_quarantined() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losses_a_stopped_writer_could_not_state_yet_are_shown_by_verify_spool() {
     use std::sync::atomic::Ordering;
-    let dir = tempfile::tempdir().unwrap();
-    let signer = kiroku_schemas::checkpoint::NoteSigner::generate("lost-note").unwrap();
-    let vkey = dir.path().join("signer.vkey");
-    std::fs::write(&vkey, signer.verifier().to_key_text()).unwrap();
-    let spool = dir.path().join("spool");
+    let (dir, signer, vkey, spool) = keyed_dir("lost-note");
     let faults = kiroku::journal::Faults::new();
     let cfg = kiroku::JournalConfig::new(&spool, signer.clone())
         .durability(Durability::Sync)
@@ -804,11 +808,7 @@ async fn losses_a_stopped_writer_could_not_state_yet_are_shown_by_verify_spool()
 /// archive holds the chain once the chain's sealed segments are compacted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_segment_that_does_not_continue_its_chain_is_quarantined_for_that() {
-    let dir = tempfile::tempdir().unwrap();
-    let signer = kiroku_schemas::checkpoint::NoteSigner::generate("discontinuous").unwrap();
-    let vkey = dir.path().join("signer.vkey");
-    std::fs::write(&vkey, signer.verifier().to_key_text()).unwrap();
-    let spool = dir.path().join("spool");
+    let (dir, signer, vkey, spool) = keyed_dir("discontinuous");
     let cfg = kiroku::JournalConfig::new(&spool, signer.clone()).writer_name("node-g");
     let j = kiroku::Journal::open(cfg.clone()).unwrap();
     let chain = j.chain_id();

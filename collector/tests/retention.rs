@@ -12,17 +12,7 @@ use kiroku_schemas::Timestamp;
 mod support;
 use support::{dated_spool, days_ago, files_under, kiroku, repo, text};
 
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let target = to.join(e.file_name());
-        if e.path().is_dir() {
-            copy_tree(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
-}
+use kiroku_tests::copy_tree;
 
 fn manifest(archive: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(archive.join("_kiroku/manifest.json")).unwrap()).unwrap()

@@ -94,6 +94,20 @@ pub fn all_records(spool: &Path, verifier: &NoteVerifier) -> Vec<Stored> {
     read_spool(spool, verifier).into_values().flatten().collect()
 }
 
+/// `to` made a copy of the directory tree `from` (a crash image of a running spool, a
+/// scratch archive to damage).
+pub fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("create the copy's directory");
+    for e in fs::read_dir(from).expect("read the directory to copy").flatten() {
+        let target = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_tree(&e.path(), &target);
+        } else {
+            fs::copy(e.path(), target).expect("copy a file");
+        }
+    }
+}
+
 pub use kiroku_examples::client::{Conn, Received};
 
 use kiroku::{AuditLayer, Journal, JournalConfig};

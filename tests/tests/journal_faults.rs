@@ -11,7 +11,7 @@ use kiroku::journal::Faults;
 use kiroku::{Durability, FailurePolicy, Journal, JournalConfig};
 use kiroku_schemas::checkpoint::NoteSigner;
 use kiroku_schemas::{AuditRecord, Timestamp};
-use kiroku_tests::all_records;
+use kiroku_tests::{all_records, copy_tree};
 
 /// A fresh spool and signer, and a journal config whose file operations go through
 /// `faults`.
@@ -27,6 +27,11 @@ fn faulty(
         .on_failure(policy)
         .fault_injection(faults.clone());
     (dir, signer, faults, cfg)
+}
+
+/// Each record's `records_lost_before`, in chain order.
+fn lost_before(spool: &std::path::Path, signer: &NoteSigner) -> Vec<u64> {
+    all_records(spool, &signer.verifier()).iter().map(|r| r.record.records_lost_before).collect()
 }
 
 fn rec(tag: &str) -> AuditRecord {
@@ -381,20 +386,6 @@ async fn an_unreadable_lost_file_is_refused_with_where_it_is() {
     assert!(err.contains(&lost_file.display().to_string()) && err.contains("line 2"), "{err}");
 }
 
-/// `to` as a copy of the directory tree `from`.
-fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).unwrap();
-        }
-    }
-}
-
 /// A process killed before it writes another record does not take the losses no record
 /// states with it: the journal keeps them in the chain's `lost` file as they happen (at
 /// most every second), not only when it stops. The kill is a copy of the spool taken
@@ -424,9 +415,7 @@ async fn losses_no_record_states_outlive_a_killed_process() {
     assert_eq!(next.metrics().records_lost_unstated, 2, "taken back from the killed process's lost file");
     next.append(rec("next")).await.unwrap();
     next.shutdown().await.unwrap();
-    let lost_before: Vec<u64> =
-        all_records(image.path(), &signer.verifier()).iter().map(|r| r.record.records_lost_before).collect();
-    assert_eq!(lost_before, [0, 0, 2]);
+    assert_eq!(lost_before(image.path(), &signer), [0, 0, 2]);
 
     // The process that was not killed: its next record states them, and the file goes.
     j.append(rec("after")).await.unwrap();
@@ -437,9 +426,7 @@ async fn losses_no_record_states_outlive_a_killed_process() {
     assert_eq!(again.metrics().records_lost_unstated, 0, "killed now, nothing is owed twice");
     again.shutdown().await.unwrap();
     j.shutdown().await.unwrap();
-    let lost_before: Vec<u64> =
-        all_records(dir.path(), &signer.verifier()).iter().map(|r| r.record.records_lost_before).collect();
-    assert_eq!(lost_before, [0, 0, 2]);
+    assert_eq!(lost_before(dir.path(), &signer), [0, 0, 2]);
 }
 
 /// A retry that finds records missing hands their seqs out again. A `lost` file kept
@@ -474,7 +461,5 @@ async fn a_retry_that_hands_seqs_out_again_rewrites_the_lost_file_at_once() {
     assert_eq!(next.metrics().records_lost_unstated, 0, "nothing owed twice");
     next.shutdown().await.unwrap();
     j.shutdown().await.unwrap();
-    let lost_before: Vec<u64> =
-        all_records(dir.path(), &signer.verifier()).iter().map(|r| r.record.records_lost_before).collect();
-    assert_eq!(lost_before, [0, 3]);
+    assert_eq!(lost_before(dir.path(), &signer), [0, 3]);
 }

@@ -175,14 +175,14 @@ pub(crate) fn take_back(dir: &Path, n: u64) -> Result<u64, JournalError> {
     let Some(owed) = read_lost_file(dir)? else {
         return Ok(0);
     };
-    let Some(count) = owed.at(n) else {
-        remove(dir)?;
-        return Ok(0);
+    let count = match owed.at(n) {
+        // Stated by the record at `next`, or nothing owed at all.
+        None | Some(0) => {
+            remove(dir)?;
+            return Ok(0);
+        }
+        Some(count) => count,
     };
-    if count == 0 {
-        remove(dir)?;
-        return Ok(0);
-    }
     if n < owed.durable {
         tracing::warn!(target: "kiroku::journal", file = %path(dir).display(), durable = owed.durable, found = n, "records the previous process knew durable are missing from the chain; counted lost");
     }

@@ -307,17 +307,16 @@ impl Writer {
             Some(_) => Err(JournalError::Failed(self.last_error())),
             None => self.seal_open().map(|s| s.or(sealed)),
         };
-        let next = self.state().next_seq;
         let owed = self.owed();
         if result.is_err() {
             // This process cannot know which of them reached the disk: it counts them
             // all; the next one counts from the disk.
-            let doubtful = next.saturating_sub(self.durable_next);
+            let doubtful = owed.next.saturating_sub(owed.durable);
             if doubtful > 0 {
                 self.lost(doubtful, "not known to be durable when the journal stopped, failed");
             }
             self.restate_lost_statements(0);
-            self.durable_next = next;
+            self.durable_next = owed.next;
         }
         if !owed.is_nothing() && !self.abandoned {
             match lost::keep(&self.chain.dir, &owed) {
