@@ -429,6 +429,36 @@ async fn losses_no_record_states_outlive_a_killed_process() {
     assert_eq!(lost_before(dir.path(), &signer), [0, 0, 2]);
 }
 
+/// A failed journal that gets no more records keeps the seq it holds in doubt in the
+/// `lost` file, though nothing is known lost yet: killed before a retry can tell, its
+/// next process counts the record the disk did not keep. Without the file the record
+/// would be gone without a word, its seq handed out again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_in_doubt_outlives_a_failed_journal_that_is_killed() {
+    let (dir, signer, faults, cfg) = faulty(Durability::Sync, FailurePolicy::FailOpen);
+    let j = Journal::open(cfg).unwrap();
+    j.append(rec("before")).await.unwrap();
+    faults.fail_writes.store(true, Ordering::SeqCst);
+    faults.fail_recoveries.store(true, Ordering::SeqCst);
+    assert!(j.append(rec("in-doubt")).await.is_err());
+    assert!(j.flush().await.is_err());
+    assert_eq!(j.metrics().records_lost_unstated, 0, "in doubt, not known lost");
+    let image = tempfile::tempdir().unwrap();
+    copy_tree(dir.path(), image.path());
+
+    let next = Journal::open(JournalConfig::new(image.path(), signer.clone()).durability(Durability::Sync)).unwrap();
+    assert_eq!(next.metrics().records_lost_unstated, 1, "the disk did not keep the record in doubt");
+    next.append(rec("next")).await.unwrap();
+    next.shutdown().await.unwrap();
+    assert_eq!(lost_before(image.path(), &signer), [0, 1]);
+    faults.clear();
+    j.shutdown().await.unwrap();
+    // Not killed, the first process writes the record once the disk works again: in
+    // the chain, so not lost, and the file goes.
+    assert_eq!(lost_before(dir.path(), &signer), [0, 0]);
+    assert_eq!(kiroku::journal::read_lost_file(j.chain_dir()).unwrap(), None);
+}
+
 /// A retry that finds records missing hands their seqs out again. A `lost` file kept
 /// before it, which says those seqs are in doubt, is rewritten at once, even within a
 /// second of the last write: left as it was, the file would not go when the record that

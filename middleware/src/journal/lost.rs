@@ -4,7 +4,8 @@
 //! losses after a process's last record can only be stated by the next record of the
 //! chain, which the next process writes. A journal that owes such a statement writes this
 //! file: as losses happen (at most every second, so a process killed before its next
-//! record leaves all but the last second's), at once when a retry hands out again seqs
+//! record leaves all but the last second's), while it is failed and holds records in
+//! doubt (the same), at once when a retry hands out again seqs
 //! the file says are in doubt, and when it stops. The journal that takes the chain back
 //! reads it, and its first record states the count. Once the record that states it is
 //! durable, the file is removed.

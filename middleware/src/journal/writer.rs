@@ -575,12 +575,16 @@ impl Writer {
 
     /// Keep the losses no record states yet in the chain's `lost` file, at most every
     /// KEEP_EVERY, so that a process killed before its next record leaves them to the
-    /// next process of the chain (all but the last second's). `force`: the chain's next
-    /// seq was just set from the disk, and a file kept before it counted seqs that are
+    /// next process of the chain (all but the last second's). A failed journal keeps
+    /// the records it holds in doubt too, lost or not: killed before a retry tells, its
+    /// next process counts those the disk did not keep. `force`: the chain's next seq
+    /// was just set from the disk, and a file kept before it counted seqs that are
     /// handed out again.
     fn keep_unstated(&mut self, force: bool) {
         self.keep_due = false;
-        if self.abandoned || (self.shared.lost_pending.load(Ordering::Acquire) == 0 && !(force && self.kept.is_some()))
+        let in_doubt = self.failed_at.is_some() && self.durable_next < self.state().next_seq;
+        if self.abandoned
+            || (self.shared.lost_pending.load(Ordering::Acquire) == 0 && !in_doubt && !(force && self.kept.is_some()))
         {
             return;
         }
