@@ -41,9 +41,10 @@ use parquet::schema::types::ColumnPath;
 use crate::archive_store::{ArchiveStore, Lease, ManifestState};
 use crate::columns;
 use crate::error::CliError;
-use crate::manifest::{ChainEntry, FileEntry, SegmentEnd, SegmentEntry};
+use crate::manifest::{ChainEntry, FileEntry, SegmentEnd, SegmentEntry, Unstated};
 use crate::spool::{OrphanGuard, SegmentRef, SpoolStore};
 use file::FileEncoder;
+use kiroku::journal::UnstatedLosses;
 use reading::{Pending, Refusal, Segment, Verdict};
 use records::{Chunk, Frame, Rows, Side};
 
@@ -99,6 +100,11 @@ pub struct CompactReport {
     pub unverifiable: Vec<(String, String)>,
     /// Torn tails found in orphaned open segments (reported, not compacted).
     pub torn_tails: Vec<String>,
+    /// Losses that writers which are gone left stated by no record, noted in the
+    /// manifest, one line per chain.
+    pub unstated: Vec<String>,
+    /// `lost` files of writers that are gone that could not be read, with the problem.
+    pub unreadable_lost: Vec<String>,
     /// Orphaned open segments recovered.
     pub orphans: u64,
     /// Chains left to another compactor (its lease was live, or it committed first).
@@ -119,6 +125,7 @@ impl CompactReport {
     /// True when something needs a person's attention.
     pub fn has_problems(&self) -> bool {
         !self.quarantined.is_empty()
+            || !self.unreadable_lost.is_empty()
             || !self.unverifiable.is_empty()
             || !self.blocked.is_empty()
             || !self.retention_refused.is_empty()
@@ -359,6 +366,9 @@ struct ChainWork {
     corrupt: Vec<SegmentRef>,
     /// Holds a gone writer's lock while its open segments are compacted.
     _orphans: Option<OrphanGuard>,
+    /// The losses a gone writer left in the chain's `lost` file (or why it cannot be
+    /// read): noted in the manifest once every segment is archived.
+    lost: Option<Result<UnstatedLosses, String>>,
     /// Tells the reader to stop reading this chain.
     cancel: Arc<AtomicBool>,
     /// The reader's work queue, when no chain comes after this one: the reader is idle
@@ -373,6 +383,7 @@ struct Listing {
     segs: Vec<SegmentRef>,
     corrupt: Vec<SegmentRef>,
     orphans: Option<OrphanGuard>,
+    lost: Option<Result<UnstatedLosses, String>>,
 }
 
 /// The reader's work, in the order it is given.
@@ -415,14 +426,15 @@ impl Run<'_> {
                 continue;
             };
             match self.list(chain) {
-                Ok(Listing { state, known, segs, corrupt, orphans }) => {
+                Ok(Listing { state, known, segs, corrupt, orphans, lost }) => {
                     let cancel = Arc::new(AtomicBool::new(false));
                     let job = Job { id, segs: segs.clone(), start: state.clone(), known, cancel: cancel.clone() };
                     if jobs.send(Work::Chain(job)).is_err() {
                         self.archive.release(lease);
                         return Err(CliError::Io("the compaction reader stopped".into()));
                     }
-                    let work = ChainWork { id, lease, state, segs, corrupt, _orphans: orphans, cancel, tail: None };
+                    let work =
+                        ChainWork { id, lease, state, segs, corrupt, _orphans: orphans, lost, cancel, tail: None };
                     return Ok(Some(work));
                 }
                 Err(e) => {
@@ -447,14 +459,17 @@ impl Run<'_> {
         // so that the listing holds every segment it sealed. (Listed first, a segment it
         // sealed just before it died could be missed, and its open segment, which
         // continues that one, quarantined as a discontinuity.)
-        let orphans = self.spool.orphaned(chain)?;
+        let orphan = self.spool.orphaned(chain)?;
         let mut segs = self.spool.sealed(chain)?;
-        let orphans = orphans.map(|(guard, opens)| {
-            segs.extend(opens);
-            guard
-        });
+        let (orphans, lost) = match orphan {
+            Some(o) => {
+                segs.extend(o.open);
+                (Some(o.guard), o.lost.transpose())
+            }
+            None => (None, None),
+        };
         let corrupt = self.spool.corrupt(chain)?;
-        Ok(Listing { state, known, segs, corrupt, orphans })
+        Ok(Listing { state, known, segs, corrupt, orphans, lost })
     }
 }
 
@@ -650,6 +665,10 @@ fn commit(
     let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
     entry.files.extend(files);
     entry.set_state(&v.end);
+    if entry.unstated.as_ref().is_some_and(|u| v.end.next_seq > u.at_seq) {
+        // Its writer came back: the record at `at_seq`, archived now, states them.
+        entry.unstated = None;
+    }
     if let Some(note) = &v.last_checkpoint {
         entry.checkpoints.push(note.clone());
     }
@@ -872,10 +891,54 @@ impl Run<'_> {
             Ok(Ended::All | Ended::Stopped) => self.quarantine_corrupt(chain).and(done),
             other => other,
         };
+        let done = match done {
+            Ok(Ended::All) if chain.corrupt.is_empty() => self.note_unstated(chain).map(|()| Ended::All),
+            other => other,
+        };
         if !matches!(done, Ok(Ended::All)) {
             chain.cancel.store(true, Ordering::Release);
         }
         done.map(|_| ())
+    }
+
+    /// Note in the manifest the losses a writer that is gone left in the chain's `lost`
+    /// file, once every segment of the chain is archived (the chain's head is then
+    /// where the writer stopped). No record states them: without the note the archive
+    /// would not say they happened. A chain its journal ended at a corrupt segment is
+    /// left out: its quarantine report says where the chain ended.
+    fn note_unstated(&mut self, chain: &mut ChainWork) -> Result<(), CliError> {
+        let id = chain.state.chain_id;
+        let owed = match chain.lost.take() {
+            None => return Ok(()),
+            Some(Ok(owed)) => owed,
+            Some(Err(problem)) => {
+                tracing::error!(target: "kiroku::compact", "{id}: {problem}");
+                self.report.unreadable_lost.push(format!("{id}: {problem}"));
+                return Ok(());
+            }
+        };
+        let at_seq = chain.state.next_seq;
+        let note = owed.at(at_seq).filter(|&n| n > 0).map(|records_lost| Unstated { records_lost, at_seq });
+        let base = self.m.manifest.chains.get(&id.to_string()).cloned();
+        if base.as_ref().and_then(|e| e.unstated.as_ref()) == note.as_ref() {
+            return Ok(());
+        }
+        if !self.archive.renew(&mut chain.lease)? {
+            self.report.elsewhere.push(format!("{id}: lease lost to another compactor"));
+            return Ok(());
+        }
+        let mut entry = base.clone().unwrap_or_else(|| ChainEntry::genesis(id));
+        entry.unstated = note.clone();
+        if !self.m.commit_chain(self.archive, id, base.as_ref(), entry)? {
+            self.report.elsewhere.push(format!("{id}: another compactor committed first"));
+            return Ok(());
+        }
+        if let Some(u) = note {
+            let line = format!("{id}: {}; noted in the manifest", u.describe());
+            tracing::warn!(target: "kiroku::compact", "{line}");
+            self.report.unstated.push(line);
+        }
+        Ok(())
     }
 
     /// Quarantine the chain's segments that its journal found corrupt (it never appends

@@ -32,6 +32,12 @@ pub const MANIFEST_VERSION_RETIRED: u32 = 2;
 /// ones too, retired chains included.
 pub const MANIFEST_VERSION_SEGMENT_ENDS: u32 = 3;
 
+/// Manifest format version written once a chain holds losses no record states
+/// ([`Unstated`]), so that a kiroku from before refuses the archive clearly instead of
+/// dropping the note when it rewrites the manifest. Readers of this version read the
+/// earlier ones too.
+pub const MANIFEST_VERSION_UNSTATED: u32 = 4;
+
 /// One Parquet file of the archive.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileEntry {
@@ -112,6 +118,24 @@ pub struct ChainEntry {
     /// The oldest records, removed by retention (absent while nothing was removed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retired: Option<Retired>,
+    /// Losses after the chain's last archived record that no record states: its writer
+    /// is gone and left them in the chain's `lost` file (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unstated: Option<Unstated>,
+}
+
+/// Records a chain's writer lost after the chain's last record and could not state in
+/// a record: it stopped or died first, and no process of it came back. The journal
+/// counted them in the chain's `lost` file; the compactor notes them here so that the
+/// archive says they happened. A writer that comes back states them in its first
+/// record (`records_lost_before` of the record at `at_seq`); the note goes once that
+/// record is archived.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unstated {
+    /// Records lost.
+    pub records_lost: u64,
+    /// The seq of the record that would state them: the chain's next seq.
+    pub at_seq: u64,
 }
 
 /// Where a chain's archived records now begin, after retention removed the oldest
@@ -159,6 +183,7 @@ impl ChainEntry {
             files: Vec::new(),
             segments: Vec::new(),
             retired: None,
+            unstated: None,
         }
     }
 
@@ -182,6 +207,16 @@ impl ChainEntry {
             None => Ok(ChainState::genesis(chain)),
             Some(r) => chain_state(chain, r.next_seq, &r.last_hash, &r.frontier, "retired cut"),
         }
+    }
+}
+
+impl Unstated {
+    /// What the note says, for reports.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} audit record(s) lost after the chain's last record and stated by no record: its writer is gone (the record at seq {} would state them)",
+            self.records_lost, self.at_seq
+        )
     }
 }
 
@@ -232,7 +267,7 @@ impl Manifest {
     /// Parse a stored manifest; `what` names it in errors.
     pub fn parse(bytes: &[u8], what: &str) -> Result<Self, CliError> {
         let m: Self = serde_json::from_slice(bytes).map_err(|e| CliError::Corrupt(format!("{what}: {e}")))?;
-        if !(MANIFEST_VERSION..=MANIFEST_VERSION_SEGMENT_ENDS).contains(&m.version) {
+        if !(MANIFEST_VERSION..=MANIFEST_VERSION_UNSTATED).contains(&m.version) {
             return Err(CliError::Usage(format!("{what}: manifest version {} is not supported", m.version)));
         }
         Ok(m)
@@ -266,7 +301,10 @@ impl Manifest {
         }
         let ends = self.chains.values().flat_map(|e| &e.segments).any(|s| s.blake3.is_none());
         let cut = self.chains.values().any(|e| e.retired.is_some());
-        let version = if ends {
+        let unstated = self.chains.values().any(|e| e.unstated.is_some());
+        let version = if unstated {
+            MANIFEST_VERSION_UNSTATED
+        } else if ends {
             MANIFEST_VERSION_SEGMENT_ENDS
         } else if cut {
             MANIFEST_VERSION_RETIRED
@@ -331,10 +369,14 @@ mod tests {
         m.chains.values_mut().for_each(|e| e.segments.push(new.clone()));
         assert_eq!(version_of(&m), 3, "a segment recorded by its end");
         assert_eq!(version_of(&with_segment(new)), 3);
+        m.chains.values_mut().for_each(|e| e.unstated = Some(Unstated { records_lost: 2, at_seq: 1 }));
+        assert_eq!(version_of(&m), 4, "losses no record states");
+        let back = Manifest::parse(&m.to_json().unwrap(), "m").unwrap();
+        assert_eq!(back.chains.values().next().unwrap().unstated, Some(Unstated { records_lost: 2, at_seq: 1 }));
     }
 
     #[test]
-    fn every_version_up_to_three_is_read_and_a_newer_one_refused() {
+    fn every_version_up_to_four_is_read_and_a_newer_one_refused() {
         let stored = with_segment(SegmentEntry {
             name: "a.seg".into(),
             blake3: None,
@@ -350,9 +392,9 @@ mod tests {
         let seg = &m.chains["x"].segments[0];
         assert_eq!((seg.blake3.as_deref(), &seg.end), (Some("ab"), &None));
         assert!(String::from_utf8(m.to_json().unwrap()).unwrap().contains(r#""blake3": "ab""#));
-        let newer = String::from_utf8(stored).unwrap().replacen("\"version\": 3", "\"version\": 4", 1);
+        let newer = String::from_utf8(stored).unwrap().replacen("\"version\": 3", "\"version\": 5", 1);
         let e = Manifest::parse(newer.as_bytes(), "m").unwrap_err();
-        assert!(e.to_string().contains("manifest version 4 is not supported"), "{e}");
+        assert!(e.to_string().contains("manifest version 5 is not supported"), "{e}");
     }
 
     #[test]

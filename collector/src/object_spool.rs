@@ -22,7 +22,7 @@ use kiroku_schemas::segment::ChainState;
 
 use crate::error::CliError;
 use crate::remote::{PutIf, Remote};
-use crate::spool::{OrphanGuard, SegmentRef, SpoolStore};
+use crate::spool::{Orphan, SegmentRef, SpoolStore};
 
 /// Shipped segments in an object store.
 #[derive(Debug)]
@@ -67,7 +67,9 @@ impl SpoolStore for ObjectSpool {
         self.listed(chain, "seg")
     }
 
-    fn orphaned(&self, _chain: ChainId) -> Result<Option<(OrphanGuard, Vec<SegmentRef>)>, CliError> {
+    fn orphaned(&self, _chain: ChainId) -> Result<Option<Orphan>, CliError> {
+        // Only sealed segments are shipped, and no `lost` file: a writer's open segment
+        // and its unstated losses stay on its machine.
         Ok(None)
     }
 

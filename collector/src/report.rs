@@ -197,6 +197,9 @@ pub struct ChainIntegrity {
     pub gaps: u64,
     /// Records lost by the journal (FailOpen), stated in the chain.
     pub records_lost: u64,
+    /// Records lost after the chain's last record that no record states: its writer is
+    /// gone, and the compactor noted them in the manifest from the chain's `lost` file.
+    pub records_lost_unstated: u64,
     /// Size of the last checkpoint.
     pub last_checkpoint_size: u64,
     /// Time of the last checkpoint.
@@ -515,6 +518,8 @@ pub fn summarize(archive: &Archive, opts: &ReportOptions) -> Result<Summary, Cli
                     Err(e) => status = format!("FAILED: {e}"),
                 }
             }
+            let unstated =
+                archive.manifest.chains.get(&chain).and_then(|e| e.unstated.as_ref()).map_or(0, |u| u.records_lost);
             ChainIntegrity {
                 chain_id: chain,
                 records: n,
@@ -524,6 +529,7 @@ pub fn summarize(archive: &Archive, opts: &ReportOptions) -> Result<Summary, Cli
                     0
                 },
                 records_lost: lost,
+                records_lost_unstated: unstated,
                 last_checkpoint_size: size,
                 last_checkpoint_time: time,
                 checkpoints: status,
@@ -724,12 +730,20 @@ code{{background:#f4f4f4;padding:0 .2em}} section{{margin-bottom:2em}}
     for c in &s.integrity {
         let _ = write!(
             h,
-            r#"<tr data-chain="{}"><td><code>{}</code></td><td class="n" data-k="records">{}</td><td class="n" data-k="gaps">{}</td><td class="n" data-k="lost">{}</td><td class="n">{}</td><td>{}</td><td>{}</td></tr>"#,
+            r#"<tr data-chain="{}"><td><code>{}</code></td><td class="n" data-k="records">{}</td><td class="n" data-k="gaps">{}</td><td class="n" data-k="lost">{}{}</td><td class="n">{}</td><td>{}</td><td>{}</td></tr>"#,
             esc(&c.chain_id),
             esc(&c.chain_id),
             c.records,
             c.gaps,
             c.records_lost,
+            if c.records_lost_unstated > 0 {
+                format!(
+                    r#" + <span data-k="lost-unstated">{}</span> after the last record, stated by no record (its writer is gone)"#,
+                    c.records_lost_unstated
+                )
+            } else {
+                String::new()
+            },
             c.last_checkpoint_size,
             esc(c.last_checkpoint_time.as_deref().unwrap_or("-")),
             esc(&c.checkpoints)

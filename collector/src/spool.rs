@@ -7,6 +7,7 @@
 //! <spool>/<chain>/<first seq>.seg      sealed: ready to compact
 //! <spool>/<chain>/<first seq>.open     open: compacted only when the chain's lock is free
 //! <spool>/<chain>/<first seq>.corrupt  an open segment the journal found corrupt: quarantined
+//! <spool>/<chain>/lost                 losses no record of the chain states yet (the journal's)
 //! <spool>/compacted/<chain>/...        compacted segments (deleted only by retention)
 //! <spool>/quarantine/<chain>/...       segments that failed verification, with a report
 //! ```
@@ -16,7 +17,7 @@ use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use kiroku::journal::{CHAIN_LOCK_FILE, HEAD_FILE};
+use kiroku::journal::{CHAIN_LOCK_FILE, HEAD_FILE, LOST_FILE, UnstatedLosses};
 use kiroku_schemas::ChainId;
 use kiroku_schemas::segment::ChainState;
 
@@ -42,10 +43,12 @@ pub trait SpoolStore: Sync {
     fn chains(&self) -> Result<Vec<ChainId>, CliError>;
     /// Sealed segments of a chain, by first seq.
     fn sealed(&self, chain: ChainId) -> Result<Vec<SegmentRef>, CliError>;
-    /// Open segments of a chain whose writer is gone (its lock is free). While the
-    /// returned guard lives, no writer can take the chain back, so segments listed
-    /// after this call are all the chain has: call it before [`sealed`](Self::sealed).
-    fn orphaned(&self, chain: ChainId) -> Result<Option<(OrphanGuard, Vec<SegmentRef>)>, CliError>;
+    /// What a chain's writer that is gone (its lock is free) left unfinished: its open
+    /// segments and the losses it still owed the chain. `None` while a writer holds the
+    /// chain, or when it left nothing. While the returned guard lives, no writer can
+    /// take the chain back, so segments listed after this call are all the chain has:
+    /// call it before [`sealed`](Self::sealed).
+    fn orphaned(&self, chain: ChainId) -> Result<Option<Orphan>, CliError>;
     /// Segments of a chain that its journal found corrupt when it recovered the chain
     /// (`*.corrupt`: open segments corrupt before their tail), by first seq. Never
     /// compacted; the compactor quarantines them with a report.
@@ -73,6 +76,18 @@ pub trait SpoolStore: Sync {
 #[derive(Debug)]
 pub struct OrphanGuard {
     _lock: Option<File>,
+}
+
+/// What a writer that is gone left of its chain (see [`SpoolStore::orphaned`]).
+#[derive(Debug)]
+pub struct Orphan {
+    /// Holds the chain's lock.
+    pub guard: OrphanGuard,
+    /// Its open segments, by first seq.
+    pub open: Vec<SegmentRef>,
+    /// The losses no record states yet, from the chain's `lost` file (`Ok(None)`: no
+    /// file), or why the file cannot be read.
+    pub lost: Result<Option<UnstatedLosses>, String>,
 }
 
 /// A spool directory on the local file system.
@@ -149,8 +164,10 @@ impl SpoolStore for LocalSpool {
         self.list(chain, "seg")
     }
 
-    fn orphaned(&self, chain: ChainId) -> Result<Option<(OrphanGuard, Vec<SegmentRef>)>, CliError> {
-        if self.list(chain, "open")?.is_empty() {
+    fn orphaned(&self, chain: ChainId) -> Result<Option<Orphan>, CliError> {
+        let dir = self.chain_dir(chain);
+        let has_lost = dir.join(LOST_FILE).symlink_metadata().is_ok();
+        if !has_lost && self.list(chain, "open")?.is_empty() {
             return Ok(None);
         }
         let lock_path = self.chain_dir(chain).join(CHAIN_LOCK_FILE);
@@ -168,7 +185,11 @@ impl SpoolStore for LocalSpool {
         // Listed again under the lock: the writer may have sealed its open segment and
         // opened another between the first listing and its end; now nothing changes.
         let open = self.list(chain, "open")?;
-        Ok((!open.is_empty()).then_some((guard, open)))
+        let lost = kiroku::journal::read_lost_file(&dir).map_err(|e| e.to_string());
+        if open.is_empty() && matches!(lost, Ok(None)) {
+            return Ok(None);
+        }
+        Ok(Some(Orphan { guard, open, lost }))
     }
 
     fn corrupt(&self, chain: ChainId) -> Result<Vec<SegmentRef>, CliError> {

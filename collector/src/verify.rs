@@ -353,6 +353,9 @@ impl ChainWalk {
         verifier: Option<&NoteVerifier>,
         rep: &mut VerifyReport,
     ) -> Self {
+        if let Some(u) = &entry.unstated {
+            rep.notes.push(format!("chain {chain}: {}", u.describe()));
+        }
         if let Some(r) = &entry.retired {
             rep.notes.push(format!(
                 "chain {chain}: seq 0..{} removed by retention (through {}, at {}); verified from seq {}",

@@ -758,8 +758,10 @@ async fn a_segment_the_journal_found_corrupt_is_reported_and_quarantined() {
 
 /// A writer that stopped after losses no record of its chain states yet keeps them in
 /// the chain's `lost` file. `verify --spool` shows them as a note: the log is not
-/// damaged (exit 0), but an investigator reading the spool sees the count. Compaction
-/// leaves the file to the writer's next process, whose first record states them.
+/// damaged (exit 0), but an investigator reading the spool sees the count. Compaction,
+/// the writer being gone, notes them in the manifest, where `verify --archive` and
+/// `report` show them; the writer's next process states them in its first record, and
+/// the note goes once that record is archived, so they are counted once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losses_a_stopped_writer_could_not_state_yet_are_shown_by_verify_spool() {
     use std::sync::atomic::Ordering;
@@ -770,6 +772,7 @@ async fn losses_a_stopped_writer_could_not_state_yet_are_shown_by_verify_spool()
         .on_failure(kiroku::FailurePolicy::FailOpen)
         .fault_injection(faults.clone());
     let j = kiroku::Journal::open(cfg.clone()).unwrap();
+    let chain = j.chain_id();
     j.append(AuditRecord::new("kept", Timestamp::now())).await.unwrap();
     faults.fail_writes.store(true, Ordering::SeqCst);
     assert!(j.append(AuditRecord::new("lost", Timestamp::now())).await.is_err());
@@ -788,7 +791,28 @@ async fn losses_a_stopped_writer_could_not_state_yet_are_shown_by_verify_spool()
     let archive = dir.path().join("archive").display().to_string();
     let c = kiroku(&["compact", "--spool", &spool_s, "--archive", &archive, "--pubkey", &vkey_s]);
     assert!(c.status.success(), "{}", text(&c));
+    let said = format!(
+        "losses: {chain}: 1 audit record(s) lost after the chain's last record and stated by no record: its writer is gone (the record at seq 1 would state them)"
+    );
+    assert!(text(&c).contains(&said), "{}", text(&c));
     assert!(lost_file.exists(), "left for the writer's next process");
+    let shown = |archive: &str| {
+        let v = kiroku(&["verify", "--archive", archive, "--pubkey", &vkey_s]);
+        assert_eq!(v.status.code(), Some(0), "{}", text(&v));
+        let r = kiroku(&["report", "--archive", archive, "--pubkey", &vkey_s, "--json"]);
+        assert!(r.status.success(), "{}", text(&r));
+        let summary: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+        let c = &summary["integrity"][0];
+        (
+            text(&v).contains("lost after the chain's last record"),
+            c["records_lost"].as_u64(),
+            c["records_lost_unstated"].as_u64(),
+        )
+    };
+    assert_eq!(shown(&archive), (true, Some(0), Some(1)), "noted in the manifest, shown by verify and report");
+    let c = kiroku(&["compact", "--spool", &spool_s, "--archive", &archive, "--pubkey", &vkey_s]);
+    assert!(c.status.success() && !text(&c).contains("losses:"), "noted once: {}", text(&c));
+
     let j = kiroku::Journal::open(cfg).unwrap();
     j.append(AuditRecord::new("next", Timestamp::now())).await.unwrap();
     j.shutdown().await.unwrap();
@@ -801,6 +825,54 @@ async fn losses_a_stopped_writer_could_not_state_yet_are_shown_by_verify_spool()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["records_lost_before"].as_u64().unwrap_or(0))
         .collect();
     assert_eq!(lost_before, [0, 1], "the next process's first record states the loss");
+    assert_eq!(shown(&archive), (false, Some(1), Some(0)), "stated by the record, and the note gone: counted once");
+}
+
+/// A writer killed after losses leaves an open segment and its `lost` file, and never
+/// comes back. The compactor archives the segment's records and notes the losses: every
+/// record appended is in the archive or counted there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_losses_of_a_writer_that_died_reach_the_archive() {
+    use std::sync::atomic::Ordering;
+    let (dir, signer, vkey, spool) = keyed_dir("lost-dead");
+    let faults = kiroku::journal::Faults::new();
+    let cfg = kiroku::JournalConfig::new(&spool, signer.clone())
+        .durability(Durability::Sync)
+        .on_failure(kiroku::FailurePolicy::FailOpen)
+        .fault_injection(faults.clone());
+    let j = kiroku::Journal::open(cfg).unwrap();
+    let mut appended = 0;
+    for i in 0..3 {
+        j.append(AuditRecord::new(format!("kept-{i}"), Timestamp::now())).await.unwrap();
+        appended += 1;
+    }
+    faults.fail_writes.store(true, Ordering::SeqCst);
+    for i in 0..2 {
+        assert!(j.append(AuditRecord::new(format!("lost-{i}"), Timestamp::now())).await.is_err());
+        appended += 1;
+    }
+    assert!(j.flush().await.is_err());
+    // The journal keeps its count in the file at most once a second.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    // What SIGKILL leaves now: the spool as it is, and no lock held.
+    let image = dir.path().join("killed");
+    kiroku_tests::copy_tree(&spool, &image);
+    faults.clear();
+    j.shutdown().await.unwrap();
+
+    let (image_s, vkey_s) = (image.display().to_string(), vkey.display().to_string());
+    let archive = dir.path().join("archive").display().to_string();
+    let c = kiroku(&["compact", "--spool", &image_s, "--archive", &archive, "--pubkey", &vkey_s]);
+    assert!(c.status.success(), "{}", text(&c));
+    let r = kiroku(&["report", "--archive", &archive, "--pubkey", &vkey_s, "--json"]);
+    let summary: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    let chain = &summary["integrity"][0];
+    let (records, unstated) = (chain["records"].as_u64().unwrap(), chain["records_lost_unstated"].as_u64().unwrap());
+    assert_eq!(records, 3, "{}", text(&c));
+    assert_eq!(records + unstated, appended, "every record appended is archived or counted: {}", text(&c));
+    let v = kiroku(&["verify", "--archive", &archive, "--pubkey", &vkey_s]);
+    assert_eq!(v.status.code(), Some(0), "{}", text(&v));
+    assert!(text(&v).contains("2 audit record(s) lost after the chain's last record"), "{}", text(&v));
 }
 
 /// A segment the journal set aside because it does not continue the chain (it links to
@@ -950,10 +1022,7 @@ impl kiroku_collector::spool::SpoolStore for ListedTooEarly {
     fn orphaned(
         &self,
         chain: ChainId,
-    ) -> Result<
-        Option<(kiroku_collector::spool::OrphanGuard, Vec<kiroku_collector::spool::SegmentRef>)>,
-        kiroku_collector::error::CliError,
-    > {
+    ) -> Result<Option<kiroku_collector::spool::Orphan>, kiroku_collector::error::CliError> {
         let got = self.inner.orphaned(chain)?;
         self.locked.store(got.is_some(), std::sync::atomic::Ordering::SeqCst);
         Ok(got)

@@ -134,6 +134,12 @@ pub(crate) fn print_report(r: &CompactReport) -> Result<(), CliError> {
     for t in &r.torn_tails {
         out!("torn tail: {t}")?;
     }
+    for u in &r.unstated {
+        out!("losses: {u}")?;
+    }
+    for u in &r.unreadable_lost {
+        out!("UNREADABLE LOST FILE {u}")?;
+    }
     for (seg, why) in &r.quarantined {
         out!("QUARANTINED {seg}: {why}")?;
     }
