@@ -4,13 +4,15 @@
 //! ```text
 //! <location>/spool/<chain>/<first seq>.seg        shipped, ready to compact
 //! <location>/spool/<chain>/<first seq>.corrupt    found corrupt by its journal: quarantined
+//! <location>/spool/<chain>/lost                   losses its writer, now gone, stated in no record
 //! <location>/compacted/<chain>/<first seq>.seg    compacted (deleted only by retention)
 //! <location>/quarantine/<chain>/...               failed verification, with a report
 //! ```
 //!
 //! Only sealed segments (and those a journal found corrupt) are shipped: a writer that
 //! dies leaves its open segment in its local spool, where its restart (or a collector on
-//! that machine) recovers it.
+//! that machine) recovers it. A chain's `lost` file is shipped once its writer is gone
+//! (`<location>/spool/<chain>/lost`): the compactor notes those losses in the manifest.
 
 use std::io::{Cursor, Read};
 use std::path::PathBuf;
@@ -22,7 +24,8 @@ use kiroku_schemas::segment::ChainState;
 
 use crate::error::CliError;
 use crate::remote::{PutIf, Remote};
-use crate::spool::{Orphan, SegmentRef, SpoolStore};
+use crate::spool::{Orphan, OrphanGuard, SegmentRef, SpoolStore};
+use kiroku::journal::UnstatedLosses;
 
 /// Shipped segments in an object store.
 #[derive(Debug)]
@@ -67,10 +70,17 @@ impl SpoolStore for ObjectSpool {
         self.listed(chain, "seg")
     }
 
-    fn orphaned(&self, _chain: ChainId) -> Result<Option<Orphan>, CliError> {
-        // Only sealed segments are shipped, and no `lost` file: a writer's open segment
-        // and its unstated losses stay on its machine.
-        Ok(None)
+    fn orphaned(&self, chain: ChainId) -> Result<Option<Orphan>, CliError> {
+        // A writer's open segment stays on its machine; its `lost` file is shipped once
+        // the writer is gone (its lock free there).
+        let rel = kiroku::ship::lost_key(&chain.to_string());
+        let Some(got) = self.remote.get(&rel)? else { return Ok(None) };
+        let lost = std::str::from_utf8(&got.bytes)
+            .map_err(|_| "not UTF-8 text".to_owned())
+            .and_then(UnstatedLosses::parse)
+            .map(Some)
+            .map_err(|why| format!("{}: {why}", self.remote.url_of(&rel)));
+        Ok(Some(Orphan { guard: OrphanGuard::unlocked(), open: Vec::new(), lost }))
     }
 
     fn corrupt(&self, chain: ChainId) -> Result<Vec<SegmentRef>, CliError> {

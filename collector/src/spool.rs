@@ -78,6 +78,13 @@ pub struct OrphanGuard {
     _lock: Option<File>,
 }
 
+impl OrphanGuard {
+    /// No lock to hold: a store whose writers are elsewhere (a fleet's object store).
+    pub fn unlocked() -> Self {
+        Self { _lock: None }
+    }
+}
+
 /// What a writer that is gone left of its chain (see [`SpoolStore::orphaned`]).
 #[derive(Debug)]
 pub struct Orphan {

@@ -940,6 +940,62 @@ async fn a_segment_found_corrupt_is_shipped_and_quarantined_by_the_fleet_compact
     assert!(std::fs::read_to_string(&report).unwrap().contains("byte offset"));
 }
 
+/// In a fleet, a writer that stops owing its chain a statement of losses ships its
+/// `lost` file with its last segments (its lock is free then), so that the compactor
+/// reading the store notes them: the writer's machine is not where anyone looks. A
+/// writer that comes back states them in a record, and the note goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_losses_a_stopped_writer_left_are_shipped_and_noted_by_the_fleet_compactor() {
+    use std::sync::atomic::Ordering;
+    let (dir, signer, vkey, spool) = keyed_dir("lost-shipped");
+    let store = dir.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let url = format!("file://{}", store.display());
+    let faults = kiroku::journal::Faults::new();
+    let cfg = || {
+        kiroku::JournalConfig::new(&spool, signer.clone())
+            .durability(Durability::Sync)
+            .on_failure(kiroku::FailurePolicy::FailOpen)
+            .fault_injection(faults.clone())
+            .ship_to(kiroku::ship::ObjectLocation::open(&url).unwrap(), kiroku::ship::ShipperConfig::default())
+    };
+    let j = kiroku::Journal::open(cfg()).unwrap();
+    let chain = j.chain_id();
+    j.append(AuditRecord::new("kept", Timestamp::now())).await.unwrap();
+    faults.fail_writes.store(true, Ordering::SeqCst);
+    assert!(j.append(AuditRecord::new("lost", Timestamp::now())).await.is_err());
+    faults.clear();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    j.flush().await.unwrap();
+    j.shutdown().await.unwrap();
+    assert_eq!(j.ship_metrics().map(|m| m.lost_files), Some(1));
+    drop(j);
+    let shipped = store.join(format!("spool/{chain}/lost"));
+    assert!(shipped.exists(), "shipped once the writer stopped");
+    assert!(spool.join(chain.to_string()).join("lost").exists(), "kept here for a writer that comes back");
+
+    let (archive, vkey_s) = (dir.path().join("archive").display().to_string(), vkey.display().to_string());
+    let lost = |archive: &str| {
+        let r = kiroku(&["report", "--archive", archive, "--pubkey", &vkey_s, "--json"]);
+        assert!(r.status.success(), "{}", text(&r));
+        let summary: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+        let c = &summary["integrity"][0];
+        (c["records"].as_u64(), c["records_lost"].as_u64(), c["records_lost_unstated"].as_u64())
+    };
+    let c = kiroku(&["compact", "--spool", &url, "--archive", &archive, "--pubkey", &vkey_s]);
+    assert!(c.status.success(), "{}", text(&c));
+    assert!(text(&c).contains(&format!("losses: {chain}: 1 audit record(s) lost")), "{}", text(&c));
+    assert_eq!(lost(&archive), (Some(1), Some(0), Some(1)));
+
+    let j = kiroku::Journal::open(cfg()).unwrap();
+    assert_eq!(j.chain_id(), chain);
+    j.append(AuditRecord::new("next", Timestamp::now())).await.unwrap();
+    j.shutdown().await.unwrap();
+    let c = kiroku(&["compact", "--spool", &url, "--archive", &archive, "--pubkey", &vkey_s]);
+    assert!(c.status.success() && !text(&c).contains("losses:"), "{}", text(&c));
+    assert_eq!(lost(&archive), (Some(2), Some(1), Some(0)), "stated by the record, the note gone: counted once");
+}
+
 /// A writer that died left an open segment corrupt in its middle, and the collector got
 /// to it first: quarantined. Its seqs were handed out, so the writer that comes back
 /// with the same name must not take the chain up again from its last sealed head.

@@ -81,7 +81,8 @@ impl UnstatedLosses {
         s
     }
 
-    fn parse(text: &str) -> Result<Self, String> {
+    /// The content of a `lost` file; the error says what is wrong, and on which line.
+    pub fn parse(text: &str) -> Result<Self, String> {
         let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l));
         match lines.next() {
             Some((_, MAGIC)) => {}

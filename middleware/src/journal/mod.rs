@@ -51,6 +51,8 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use faults::Faults;
 pub use lost::{LOST_FILE, UnstatedLosses, read_lost_file};
+#[cfg(feature = "ship")]
+pub(crate) use spool::try_lock;
 pub use spool::{CHAIN_LOCK_FILE, HEAD_FILE, RecoveryReport, abandon_chain, segment_name, sync_dir, write_atomic};
 pub use writeback::Writeback;
 

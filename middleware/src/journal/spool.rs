@@ -102,7 +102,8 @@ pub fn segment_name(first_seq: u64, ext: &str) -> String {
     format!("{first_seq:020}.{ext}")
 }
 
-fn try_lock(dir: &Path) -> Result<Option<File>, JournalError> {
+/// The chain directory's lock, when no writer holds it (created if missing).
+pub(crate) fn try_lock(dir: &Path) -> Result<Option<File>, JournalError> {
     let path = dir.join(CHAIN_LOCK_FILE);
     let f = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io(&path))?;
     match f.try_lock() {

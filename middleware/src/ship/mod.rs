@@ -16,6 +16,13 @@
 //!   only after its upload is verified, and never because shipping fell behind: the
 //!   backlog is a metric ([`ShipMetrics::backlog`]) and a log line.
 //!
+//! A chain's `lost` file (losses no record states yet; see
+//! [`UnstatedLosses`](crate::journal::UnstatedLosses)) goes to
+//! `<location>/spool/<chain>/lost` once the chain's writer is gone (its lock is free),
+//! replacing an earlier upload and verified the same way; the local file stays, for a
+//! writer that comes back. Without it, a writer that never comes back would leave the
+//! count on its own machine, where no compactor of the fleet reads it.
+//!
 //! The journal ships its own chain when configured with
 //! [`JournalConfig::ship_to`](crate::journal::JournalConfig::ship_to); `kiroku ship`
 //! ships a whole spool.
@@ -174,6 +181,32 @@ pub async fn put_verified(
         });
     }
     Ok(if created { Upload::Created } else { Upload::AlreadyPresent })
+}
+
+/// Upload `bytes` as `rel` under `loc`, replacing what is there, then read it back
+/// and compare. `local` names the source in messages.
+pub async fn put_replacing(
+    loc: &ObjectLocation,
+    rel: &str,
+    bytes: Bytes,
+    local: &std::path::Path,
+) -> Result<(), ShipError> {
+    let url = loc.url_of(rel);
+    let opts = PutOptions { mode: PutMode::Overwrite, ..PutOptions::default() };
+    loc.store()
+        .put_opts(&loc.key(rel), PutPayload::from_bytes(bytes.clone()), opts)
+        .await
+        .map_err(|e| ShipError::Store { url: url.clone(), message: e.to_string() })?;
+    match get_object(loc, rel).await? {
+        Some(f) if f.bytes == bytes => Ok(()),
+        Some(_) => Err(ShipError::Verify { url, message: format!("read back other bytes than {}", local.display()) }),
+        None => Err(ShipError::Verify { url, message: "object not found after upload".into() }),
+    }
+}
+
+/// The object name of a chain's `lost` file under a location.
+pub fn lost_key(chain: &str) -> String {
+    format!("spool/{chain}/{}", crate::journal::LOST_FILE)
 }
 
 /// The object name of a segment of `chain` under a location.

@@ -1,13 +1,13 @@
 //! The shipper: a background thread that uploads sealed segments as they appear and
 //! removes each local file once its upload is verified.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-use super::{ObjectLocation, ShipError, ship_segment};
+use super::{ObjectLocation, ShipError, lost_key, put_replacing, ship_segment};
 
 /// What a shipper watches.
 #[derive(Debug, Clone)]
@@ -49,6 +49,8 @@ pub struct ShipMetrics {
     pub conflicts: u64,
     /// Failed upload attempts (retried).
     pub failures: u64,
+    /// `lost` files of chains whose writer is gone, uploaded (each content once).
+    pub lost_files: u64,
 }
 
 #[derive(Debug, Default)]
@@ -58,6 +60,7 @@ struct Counters {
     backlog: AtomicU64,
     conflicts: AtomicU64,
     failures: AtomicU64,
+    lost_files: AtomicU64,
 }
 
 enum Cmd {
@@ -79,7 +82,14 @@ impl Shipper {
     pub fn spawn(scope: ShipScope, location: ObjectLocation, config: ShipperConfig) -> Result<Self, ShipError> {
         let (tx, rx) = mpsc::channel();
         let counters = Arc::new(Counters::default());
-        let worker = Worker { scope, location, config, counters: counters.clone(), conflicted: HashSet::new() };
+        let worker = Worker {
+            scope,
+            location,
+            config,
+            counters: counters.clone(),
+            conflicted: HashSet::new(),
+            lost_shipped: HashMap::new(),
+        };
         let thread = std::thread::Builder::new()
             .name("kiroku-shipper".into())
             .spawn(move || worker.run(rx))
@@ -119,6 +129,7 @@ impl Shipper {
             backlog: c.backlog.load(Ordering::Relaxed),
             conflicts: c.conflicts.load(Ordering::Relaxed),
             failures: c.failures.load(Ordering::Relaxed),
+            lost_files: c.lost_files.load(Ordering::Relaxed),
         }
     }
 }
@@ -136,6 +147,8 @@ struct Worker {
     counters: Arc<Counters>,
     /// Local files whose name is taken by other bytes: kept, reported, not retried.
     conflicted: HashSet<PathBuf>,
+    /// The `lost` files uploaded, as they were: not uploaded again while unchanged.
+    lost_shipped: HashMap<PathBuf, blake3::Hash>,
 }
 
 /// Segments of one chain directory to ship, oldest first: the sealed ones, and those
@@ -212,16 +225,19 @@ impl Worker {
         prev.map_or(Duration::from_millis(200), |d| (d * 2).min(self.config.max_backoff))
     }
 
-    fn pending(&self) -> Result<Vec<(String, PathBuf)>, ShipError> {
-        let dirs = match &self.scope {
-            ShipScope::Chains(dirs) => dirs.clone(),
-            ShipScope::Spool(spool) => chain_dirs(spool)?,
-        };
+    fn dirs(&self) -> Result<Vec<PathBuf>, ShipError> {
+        match &self.scope {
+            ShipScope::Chains(dirs) => Ok(dirs.clone()),
+            ShipScope::Spool(spool) => chain_dirs(spool),
+        }
+    }
+
+    fn pending(&self, dirs: &[PathBuf]) -> Result<Vec<(String, PathBuf)>, ShipError> {
         let mut out = Vec::new();
         for dir in dirs {
             let chain = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
             out.extend(
-                sealed_in(&dir)?.into_iter().filter(|p| !self.conflicted.contains(p)).map(|p| (chain.clone(), p)),
+                sealed_in(dir)?.into_iter().filter(|p| !self.conflicted.contains(p)).map(|p| (chain.clone(), p)),
             );
         }
         Ok(out)
@@ -229,7 +245,8 @@ impl Worker {
 
     /// Ship what is pending; conflicts are returned, the first other failure stops the round.
     async fn round(&mut self) -> Result<Vec<ShipError>, ShipError> {
-        let pending = self.pending()?;
+        let dirs = self.dirs()?;
+        let pending = self.pending(&dirs)?;
         let c = &self.counters;
         c.backlog.store(pending.len() as u64, Ordering::Relaxed);
         if pending.len() as u64 >= self.config.backlog_warn {
@@ -263,6 +280,43 @@ impl Worker {
                 }
             }
         }
+        // After the segments: the losses follow the chain's last record.
+        for dir in &dirs {
+            if let Err(e) = self.ship_lost(dir).await {
+                self.counters.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(target: "kiroku::ship", "upload of {}'s lost file failed (will retry): {e}", dir.display());
+                return Err(e);
+            }
+        }
         Ok(conflicts)
+    }
+
+    /// Upload the chain's `lost` file if its writer is gone (the lock is free; held
+    /// while the file is read) and this content was not uploaded yet.
+    async fn ship_lost(&mut self, dir: &Path) -> Result<(), ShipError> {
+        let path = dir.join(crate::journal::LOST_FILE);
+        if path.symlink_metadata().is_err() {
+            return Ok(());
+        }
+        let io = |e: String| ShipError::Io { path: path.clone(), message: e };
+        let bytes = {
+            let Some(_lock) = crate::journal::try_lock(dir).map_err(|e| io(e.to_string()))? else {
+                return Ok(());
+            };
+            match std::fs::read(&path) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(io(e.to_string())),
+            }
+        };
+        let digest = blake3::hash(&bytes);
+        if self.lost_shipped.get(&path) == Some(&digest) {
+            return Ok(());
+        }
+        let chain = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        put_replacing(&self.location, &lost_key(chain), bytes.into(), &path).await?;
+        self.lost_shipped.insert(path, digest);
+        self.counters.lost_files.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 }
