@@ -756,6 +756,19 @@ async fn a_segment_the_journal_found_corrupt_is_reported_and_quarantined() {
     assert!(again.status.success(), "{}", text(&again));
 }
 
+/// Append a record, lose the next one to a failed write, and stop: the journal then
+/// owes its chain a statement of one loss, kept in the chain's `lost` file.
+async fn stop_owing_one_loss(j: &kiroku::Journal, faults: &kiroku::journal::Faults) {
+    use std::sync::atomic::Ordering;
+    j.append(AuditRecord::new("kept", Timestamp::now())).await.unwrap();
+    faults.fail_writes.store(true, Ordering::SeqCst);
+    assert!(j.append(AuditRecord::new("lost", Timestamp::now())).await.is_err());
+    faults.clear();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    j.flush().await.unwrap();
+    j.shutdown().await.unwrap();
+}
+
 /// A writer that stopped after losses no record of its chain states yet keeps them in
 /// the chain's `lost` file. `verify --spool` shows them as a note: the log is not
 /// damaged (exit 0), but an investigator reading the spool sees the count. Compaction,
@@ -764,7 +777,6 @@ async fn a_segment_the_journal_found_corrupt_is_reported_and_quarantined() {
 /// the note goes once that record is archived, so they are counted once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losses_a_stopped_writer_could_not_state_yet_are_shown_by_verify_spool() {
-    use std::sync::atomic::Ordering;
     let (dir, signer, vkey, spool) = keyed_dir("lost-note");
     let faults = kiroku::journal::Faults::new();
     let cfg = kiroku::JournalConfig::new(&spool, signer.clone())
@@ -773,13 +785,7 @@ async fn losses_a_stopped_writer_could_not_state_yet_are_shown_by_verify_spool()
         .fault_injection(faults.clone());
     let j = kiroku::Journal::open(cfg.clone()).unwrap();
     let chain = j.chain_id();
-    j.append(AuditRecord::new("kept", Timestamp::now())).await.unwrap();
-    faults.fail_writes.store(true, Ordering::SeqCst);
-    assert!(j.append(AuditRecord::new("lost", Timestamp::now())).await.is_err());
-    faults.clear();
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    j.flush().await.unwrap();
-    j.shutdown().await.unwrap();
+    stop_owing_one_loss(&j, &faults).await;
     assert_eq!(j.metrics().records_lost_kept, 1);
     let lost_file = j.chain_dir().join(kiroku::journal::LOST_FILE);
     drop(j);
@@ -946,7 +952,6 @@ async fn a_segment_found_corrupt_is_shipped_and_quarantined_by_the_fleet_compact
 /// writer that comes back states them in a record, and the note goes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_losses_a_stopped_writer_left_are_shipped_and_noted_by_the_fleet_compactor() {
-    use std::sync::atomic::Ordering;
     let (dir, signer, vkey, spool) = keyed_dir("lost-shipped");
     let store = dir.path().join("store");
     std::fs::create_dir_all(&store).unwrap();
@@ -961,13 +966,7 @@ async fn the_losses_a_stopped_writer_left_are_shipped_and_noted_by_the_fleet_com
     };
     let j = kiroku::Journal::open(cfg()).unwrap();
     let chain = j.chain_id();
-    j.append(AuditRecord::new("kept", Timestamp::now())).await.unwrap();
-    faults.fail_writes.store(true, Ordering::SeqCst);
-    assert!(j.append(AuditRecord::new("lost", Timestamp::now())).await.is_err());
-    faults.clear();
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    j.flush().await.unwrap();
-    j.shutdown().await.unwrap();
+    stop_owing_one_loss(&j, &faults).await;
     assert_eq!(j.ship_metrics().map(|m| m.lost_files), Some(1));
     drop(j);
     let shipped = store.join(format!("spool/{chain}/lost"));
