@@ -834,6 +834,25 @@ async fn losses_a_stopped_writer_could_not_state_yet_are_shown_by_verify_spool()
     assert_eq!(shown(&archive), (false, Some(1), Some(0)), "stated by the record, and the note gone: counted once");
 }
 
+/// A gone writer's `lost` file that cannot be read is reported with where it is wrong,
+/// and compaction exits 1; the chain's records are archived all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_lost_file_of_a_gone_writer_is_reported_and_the_records_still_archived() {
+    let (dir, signer, vkey, spool) = keyed_dir("lost-unreadable");
+    let j = kiroku::Journal::open(kiroku::JournalConfig::new(&spool, signer.clone())).unwrap();
+    let chain = j.chain_id();
+    j.append(AuditRecord::new("kept", Timestamp::now())).await.unwrap();
+    j.shutdown().await.unwrap();
+    std::fs::write(j.chain_dir().join(kiroku::journal::LOST_FILE), "kiroku-lost 1\nlost many\n").unwrap();
+    let (spool_s, vkey_s) = (spool.display().to_string(), vkey.display().to_string());
+    let archive = dir.path().join("archive").display().to_string();
+    let c = kiroku(&["compact", "--spool", &spool_s, "--archive", &archive, "--pubkey", &vkey_s]);
+    assert_eq!(c.status.code(), Some(1), "{}", text(&c));
+    assert!(text(&c).contains(&format!("UNREADABLE LOST FILE {chain}: ")), "{}", text(&c));
+    assert!(text(&c).contains("line 2: `many` is not a count"), "{}", text(&c));
+    assert!(text(&c).contains("1 record(s)"), "{}", text(&c));
+}
+
 /// A writer killed after losses leaves an open segment and its `lost` file, and never
 /// comes back. The compactor archives the segment's records and notes the losses: every
 /// record appended is in the archive or counted there.
