@@ -380,6 +380,7 @@ struct ChainWork {
 struct Listing {
     state: ChainState,
     known: Vec<SegmentEntry>,
+    quarantined: Vec<u64>,
     segs: Vec<SegmentRef>,
     corrupt: Vec<SegmentRef>,
     orphans: Option<OrphanGuard>,
@@ -400,6 +401,8 @@ struct Job {
     segs: Vec<SegmentRef>,
     start: ChainState,
     known: Vec<SegmentEntry>,
+    /// First seqs of the chain's segments in quarantine.
+    quarantined: Vec<u64>,
     cancel: Arc<AtomicBool>,
 }
 
@@ -426,9 +429,16 @@ impl Run<'_> {
                 continue;
             };
             match self.list(chain) {
-                Ok(Listing { state, known, segs, corrupt, orphans, lost }) => {
+                Ok(Listing { state, known, quarantined, segs, corrupt, orphans, lost }) => {
                     let cancel = Arc::new(AtomicBool::new(false));
-                    let job = Job { id, segs: segs.clone(), start: state.clone(), known, cancel: cancel.clone() };
+                    let job = Job {
+                        id,
+                        segs: segs.clone(),
+                        start: state.clone(),
+                        known,
+                        quarantined,
+                        cancel: cancel.clone(),
+                    };
                     if jobs.send(Work::Chain(job)).is_err() {
                         self.archive.release(lease);
                         return Err(CliError::Io("the compaction reader stopped".into()));
@@ -469,7 +479,8 @@ impl Run<'_> {
             None => (None, None),
         };
         let corrupt = self.spool.corrupt(chain)?;
-        Ok(Listing { state, known, segs, corrupt, orphans, lost })
+        let quarantined = self.spool.quarantined(chain)?;
+        Ok(Listing { state, known, quarantined, segs, corrupt, orphans, lost })
     }
 }
 
@@ -603,7 +614,7 @@ fn quarantine_bad(
     report: &mut CompactReport,
 ) -> Result<(), CliError> {
     let more = format!(
-        "the archive holds this chain up to seq {} (exclusive); later segments of the chain wait until this is resolved",
+        "the archive holds this chain up to seq {} (exclusive); later segments of the chain wait in the spool until a good copy of this segment is put back there",
         state.next_seq
     );
     quarantine(spool, seg, problem, Some(more), report)
@@ -708,6 +719,9 @@ enum Step {
     /// Its header is bad, or does not continue the chain (the chain state it was checked
     /// against, the problem); bad frames are found later, in the verdict.
     Bad(ChainState, String),
+    /// It starts after the chain's head, and the segment that should come between is in
+    /// quarantine (its first seq): it waits in the spool, as do the chain's later ones.
+    Waits(u64),
     /// Could not be read.
     Fail(CliError),
 }
@@ -716,12 +730,20 @@ enum Step {
 /// the reader keeps to check it), or the step that says why not.
 fn examine(
     spool: &dyn SpoolStore,
-    known: &[SegmentEntry],
+    job: &Job,
     seg: &SegmentRef,
     state: &ChainState,
     opts: &CompactOptions,
     buffers: &mut Buffers,
 ) -> Result<(Arc<Segment>, Pending), Step> {
+    let known = &job.known;
+    // The gap between the chain's head and this segment is a segment in quarantine:
+    // this one does not continue the chain, but it is not to blame (quarantined as a
+    // discontinuity, every good segment after a bad one would follow it there, one a
+    // run). It waits for the gap to be filled.
+    if let Some(&q) = job.quarantined.iter().filter(|&&q| (state.next_seq..seg.first_seq).contains(&q)).min() {
+        return Err(Step::Waits(q));
+    }
     if seg.first_seq < state.next_seq {
         return Err(match identity(spool, known, seg, opts) {
             Ok(Identity::Same) => Step::Known,
@@ -813,7 +835,7 @@ fn read_chain(
                 buffers.spare = Some(s.records.into_buffers());
             }
         }
-        let (s, pending) = match examine(spool, &job.known, seg, &at, opts, buffers) {
+        let (s, pending) = match examine(spool, job, seg, &at, opts, buffers) {
             Ok(read) => read,
             Err(step) => {
                 let go_on = matches!(step, Step::Known);
@@ -1063,6 +1085,13 @@ impl Run<'_> {
                 }
                 Step::Bad(st, problem) => {
                     quarantine_bad(self.spool, seg, &st, problem, &mut self.report)?;
+                    true
+                }
+                Step::Waits(q) => {
+                    self.report.blocked.push(format!(
+                        "{}/{} (the chain's segment from seq {q}, before it, is in quarantine: put a good copy of it back in the spool)",
+                        seg.chain_id, seg.name
+                    ));
                     true
                 }
                 Step::Fail(e) => return Err(e),

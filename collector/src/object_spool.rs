@@ -87,6 +87,17 @@ impl SpoolStore for ObjectSpool {
         self.listed(chain, "corrupt")
     }
 
+    fn quarantined(&self, chain: ChainId) -> Result<Vec<u64>, CliError> {
+        let mut out: Vec<u64> = self
+            .remote
+            .list(&format!("quarantine/{chain}"))?
+            .into_iter()
+            .filter_map(|o| crate::spool::quarantined_first_seq(o.rel.rsplit('/').next()?))
+            .collect();
+        out.sort_unstable();
+        Ok(out)
+    }
+
     fn read(&self, seg: &SegmentRef) -> Result<Box<dyn Read + Send>, CliError> {
         let rel = Self::rel("spool", seg);
         let v =

@@ -53,6 +53,9 @@ pub trait SpoolStore: Sync {
     /// (`*.corrupt`: open segments corrupt before their tail), by first seq. Never
     /// compacted; the compactor quarantines them with a report.
     fn corrupt(&self, chain: ChainId) -> Result<Vec<SegmentRef>, CliError>;
+    /// First seqs of the chain's segments in quarantine (any kind), sorted: a later
+    /// segment waits behind one that should come before it.
+    fn quarantined(&self, chain: ChainId) -> Result<Vec<u64>, CliError>;
     /// Read a segment.
     fn read(&self, seg: &SegmentRef) -> Result<Box<dyn Read + Send>, CliError>;
     /// Move a segment out of the way once its records are durable in the archive.
@@ -95,6 +98,13 @@ pub struct Orphan {
     /// The losses no record states yet, from the chain's `lost` file (`Ok(None)`: no
     /// file), or why the file cannot be read.
     pub lost: Result<Option<UnstatedLosses>, String>,
+}
+
+/// The first seq of a quarantined segment from its file name (`<seq>.<ext>`; not its
+/// `.report.txt`).
+pub(crate) fn quarantined_first_seq(name: &str) -> Option<u64> {
+    let (stem, ext) = name.split_once('.')?;
+    matches!(ext, "seg" | "open" | "corrupt").then(|| stem.parse().ok()).flatten()
 }
 
 /// A spool directory on the local file system.
@@ -203,6 +213,24 @@ impl SpoolStore for LocalSpool {
         self.list(chain, "corrupt")
     }
 
+    fn quarantined(&self, chain: ChainId) -> Result<Vec<u64>, CliError> {
+        let dir = self.root.join("quarantine").join(chain.to_string());
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(CliError::io(&dir, e)),
+        };
+        let mut out = Vec::new();
+        for e in rd {
+            let name = e.map_err(|e| CliError::io(&dir, e))?.file_name();
+            if let Some(seq) = quarantined_first_seq(&name.to_string_lossy()) {
+                out.push(seq);
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
     fn read(&self, seg: &SegmentRef) -> Result<Box<dyn Read + Send>, CliError> {
         let p = self.path(seg);
         let f = File::open(&p).map_err(|e| CliError::io(&p, e))?;
@@ -260,5 +288,20 @@ impl SpoolStore for LocalSpool {
         }
         let dir = path.parent().unwrap_or(&self.root);
         kiroku::journal::sync_dir(dir).map_err(|e| CliError::Io(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quarantined_segment_is_named_by_its_first_seq_and_its_report_is_not() {
+        assert_eq!(quarantined_first_seq("00000000000000000016.seg"), Some(16));
+        assert_eq!(quarantined_first_seq("00000000000000000003.corrupt"), Some(3));
+        assert_eq!(quarantined_first_seq("7.open"), Some(7));
+        for not in ["00000000000000000016.seg.report.txt", "x.seg", "16", "16.tmp", ""] {
+            assert_eq!(quarantined_first_seq(not), None, "{not}");
+        }
     }
 }

@@ -596,7 +596,8 @@ async fn a_corrupt_segment_is_quarantined_and_other_chains_go_on() {
     segs.sort();
     assert!(segs.len() >= 2);
     // Flip a byte in the middle of the first segment.
-    let mut bytes = std::fs::read(&segs[0]).unwrap();
+    let original = std::fs::read(&segs[0]).unwrap();
+    let mut bytes = original.clone();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x40;
     std::fs::write(&segs[0], bytes).unwrap();
@@ -617,6 +618,29 @@ async fn a_corrupt_segment_is_quarantined_and_other_chains_go_on() {
     assert!(text(&out).contains("3 record(s)"), "the other chain was compacted: {}", text(&out));
     let found = kiroku(&["find", "--archive", &f.archive(), "--model", "other-model"]);
     assert_eq!(String::from_utf8_lossy(&found.stdout).lines().count(), 3);
+
+    // Later runs (`--watch` passes) leave the later segments waiting, and say why: they
+    // are not quarantined one a run as discontinuities of the chain.
+    for _ in 0..2 {
+        let again = f.compact();
+        assert_eq!(again.status.code(), Some(1), "{}", text(&again));
+        let waits = format!(
+            "waiting behind an earlier segment of its chain: {chain}/{}",
+            segs[1].file_name().unwrap().to_string_lossy()
+        );
+        assert!(text(&again).contains(&waits) && text(&again).contains("is in quarantine"), "{}", text(&again));
+        assert!(!text(&again).contains("QUARANTINED"), "{}", text(&again));
+        assert!(segs[1..].iter().all(|s| s.exists()), "{}", text(&again));
+    }
+    assert_eq!(std::fs::read_dir(&q).unwrap().count(), 2, "the bad segment and its report, nothing more");
+    // A good copy put back in the spool fills the gap: the chain is compacted whole.
+    std::fs::write(&segs[0], &original).unwrap();
+    let healed = f.compact();
+    assert!(healed.status.success(), "{}", text(&healed));
+    let v = kiroku(&["verify", "--archive", &f.archive(), "--pubkey", &f.vkey.display().to_string()]);
+    assert_eq!(v.status.code(), Some(0), "{}", text(&v));
+    let all = kiroku(&["find", "--archive", &f.archive(), "--from", "2000-01-01"]);
+    assert_eq!(String::from_utf8_lossy(&all.stdout).lines().count(), 40 + 3, "every record of both chains");
 }
 
 /// A spool with one empty chain directory, for segments written by hand.
@@ -1106,6 +1130,9 @@ impl kiroku_collector::spool::SpoolStore for ListedTooEarly {
         chain: ChainId,
     ) -> Result<Vec<kiroku_collector::spool::SegmentRef>, kiroku_collector::error::CliError> {
         self.inner.corrupt(chain)
+    }
+    fn quarantined(&self, chain: ChainId) -> Result<Vec<u64>, kiroku_collector::error::CliError> {
+        self.inner.quarantined(chain)
     }
     fn read(
         &self,
