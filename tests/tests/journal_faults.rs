@@ -429,18 +429,25 @@ async fn losses_no_record_states_outlive_a_killed_process() {
     assert_eq!(lost_before(dir.path(), &signer), [0, 0, 2]);
 }
 
-/// A failed journal that gets no more records keeps the seq it holds in doubt in the
-/// `lost` file, though nothing is known lost yet: killed before a retry can tell, its
-/// next process counts the record the disk did not keep. Without the file the record
-/// would be gone without a word, its seq handed out again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_record_in_doubt_outlives_a_failed_journal_that_is_killed() {
+/// A Sync, FailOpen journal with one record (seq 0), whose disk then failed writing the
+/// next (seq 1, in doubt) and fails every retry until the faults are cleared.
+async fn failing_with_seq_1_in_doubt() -> (tempfile::TempDir, NoteSigner, Arc<Faults>, Journal) {
     let (dir, signer, faults, cfg) = faulty(Durability::Sync, FailurePolicy::FailOpen);
     let j = Journal::open(cfg).unwrap();
     j.append(rec("before")).await.unwrap();
     faults.fail_writes.store(true, Ordering::SeqCst);
     faults.fail_recoveries.store(true, Ordering::SeqCst);
     assert!(j.append(rec("in-doubt")).await.is_err());
+    (dir, signer, faults, j)
+}
+
+/// A failed journal that gets no more records keeps the seq it holds in doubt in the
+/// `lost` file, though nothing is known lost yet: killed before a retry can tell, its
+/// next process counts the record the disk did not keep. Without the file the record
+/// would be gone without a word, its seq handed out again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_in_doubt_outlives_a_failed_journal_that_is_killed() {
+    let (dir, signer, faults, j) = failing_with_seq_1_in_doubt().await;
     assert!(j.flush().await.is_err());
     assert_eq!(j.metrics().records_lost_unstated, 0, "in doubt, not known lost");
     let image = tempfile::tempdir().unwrap();
@@ -465,13 +472,8 @@ async fn a_record_in_doubt_outlives_a_failed_journal_that_is_killed() {
 /// states it is durable, and a kill then would count the losses twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_that_hands_seqs_out_again_rewrites_the_lost_file_at_once() {
-    let (dir, signer, faults, cfg) = faulty(Durability::Sync, FailurePolicy::FailOpen);
-    let j = Journal::open(cfg).unwrap();
-    j.append(rec("before")).await.unwrap();
-    faults.fail_writes.store(true, Ordering::SeqCst);
-    faults.fail_recoveries.store(true, Ordering::SeqCst);
-    // Seq 1 in doubt; a refused record is kept in the file (1 lost, seq 1 in doubt).
-    assert!(j.append(rec("in-doubt")).await.is_err());
+    let (dir, signer, faults, j) = failing_with_seq_1_in_doubt().await;
+    // A refused record is kept in the file (1 lost, seq 1 in doubt).
     assert!(j.append(rec("refused-1")).await.is_err());
     // The retry a second later fails (and drops what the writer held of seq 1).
     tokio::time::sleep(Duration::from_millis(1300)).await;
