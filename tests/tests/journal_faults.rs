@@ -387,8 +387,8 @@ async fn an_unreadable_lost_file_is_refused_with_where_it_is() {
 }
 
 /// A process killed before it writes another record does not take the losses no record
-/// states with it: the journal keeps them in the chain's `lost` file as they happen (at
-/// most every second), not only when it stops. The kill is a copy of the spool taken
+/// states with it: the journal keeps them in the chain's `lost` file as they happen, not
+/// only when it stops. The kill is a copy of the spool taken
 /// while the journal runs: what SIGKILL leaves (written files are in the page cache),
 /// with no shutdown.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -427,6 +427,31 @@ async fn losses_no_record_states_outlive_a_killed_process() {
     again.shutdown().await.unwrap();
     j.shutdown().await.unwrap();
     assert_eq!(lost_before(dir.path(), &signer), [0, 0, 2]);
+}
+
+/// A kill a moment after a loss, within a second of the last one, leaves both counted:
+/// a newer count reaches the file within milliseconds (written without fsync; it is in
+/// the OS's cache when the process dies), not only at the next second's durable write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_a_moment_after_a_loss_leaves_it_counted() {
+    let (dir, signer, faults, j) = failing_with_seq_1_in_doubt().await;
+    assert!(j.flush().await.is_err());
+    // The first failure's count is written at once (and made durable): seq 1 in doubt.
+    // Losses follow within the second.
+    for i in 0..3 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(j.append(rec(&format!("refused-{i}"))).await.is_err());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let image = tempfile::tempdir().unwrap();
+    copy_tree(dir.path(), image.path());
+    let owed = kiroku::journal::read_lost_file(&image.path().join(j.chain_id().to_string())).unwrap();
+    assert_eq!(owed.map(|o| o.lost), Some(3), "every refusal is in the file a moment later");
+    let next = Journal::open(JournalConfig::new(image.path(), signer.clone()).durability(Durability::Sync)).unwrap();
+    assert_eq!(next.metrics().records_lost_unstated, 4, "the three refused, and seq 1, which the disk did not keep");
+    next.shutdown().await.unwrap();
+    faults.clear();
+    j.shutdown().await.unwrap();
 }
 
 /// A Sync, FailOpen journal with one record (seq 0), whose disk then failed writing the

@@ -3,9 +3,9 @@
 //! Each record states the losses since the record before it (`records_lost_before`), so
 //! losses after a process's last record can only be stated by the next record of the
 //! chain, which the next process writes. A journal that owes such a statement writes this
-//! file: as losses happen (at most every second, so a process killed before its next
-//! record leaves all but the last second's), while it is failed and holds records in
-//! doubt (the same), at once when a retry hands out again seqs
+//! file: as losses happen (a newer count within 10 ms without fsync, which a killed
+//! process leaves in the OS's cache, and durably at most every second), while it is
+//! failed and holds records in doubt (the same), at once when a retry hands out again seqs
 //! the file says are in doubt, and when it stops. The journal that takes the chain back
 //! reads it, and its first record states the count. Once the record that states it is
 //! durable, the file is removed.
@@ -157,6 +157,16 @@ pub fn read_lost_file(dir: &Path) -> Result<Option<UnstatedLosses>, JournalError
 /// Keep what a stopping journal owes, durably (replacing an older file).
 pub(crate) fn keep(dir: &Path, owed: &UnstatedLosses) -> Result<(), JournalError> {
     write_atomic(&path(dir), owed.encode().as_bytes())
+}
+
+/// Replace the file with `owed` without waiting for the disk (a temporary file renamed
+/// over it, no fsync): read whole, old or new, by a process that comes after a kill;
+/// made durable by a later [`keep`].
+pub(crate) fn keep_quick(dir: &Path, owed: &UnstatedLosses) -> Result<(), JournalError> {
+    let p = path(dir);
+    let tmp = p.with_extension("tmp");
+    fs::write(&tmp, owed.encode()).map_err(|e| JournalError::io(&tmp, &e))?;
+    fs::rename(&tmp, &p).map_err(|e| JournalError::io(&p, &e))
 }
 
 /// Remove the file (the record that states it is durable); no file is fine.

@@ -25,9 +25,13 @@ use super::{Durability, Finisher, JournalConfig, JournalError, Msg, PendingRecor
 
 const MAX_BATCH: usize = 4096;
 const RETRY_EVERY: Duration = Duration::from_secs(1);
-/// How often, at most, the losses no record states yet are written to the chain's `lost`
-/// file while the journal runs.
+/// How often, at most, the losses no record states yet are made durable (fsync) in the
+/// chain's `lost` file while the journal runs.
 const KEEP_EVERY: Duration = Duration::from_secs(1);
+/// How often, at most, a newer count is written to the file in between, without fsync:
+/// what a killed process leaves in the OS's cache is on the disk for the next process
+/// (only a power loss takes it, and then it is at most KEEP_EVERY old).
+const KEEP_QUICK: Duration = Duration::from_millis(10);
 
 /// A record as the writer receives it.
 enum Incoming {
@@ -66,9 +70,15 @@ struct Writer {
     /// this writer last kept it); `None` when there is none. It is removed once the
     /// record at its `next` seq, which states what it holds, is durable.
     kept: Option<UnstatedLosses>,
-    /// When the file was last written, and whether a newer count waits for KEEP_EVERY.
+    /// When the file was last made durable, and last written (with or without fsync).
     kept_at: Option<Instant>,
+    written_at: Option<Instant>,
+    /// Whether what the file holds was made durable.
+    kept_durable: bool,
+    /// The file is to be written again: a newer count waits for KEEP_QUICK (`newer`),
+    /// or what it holds for KEEP_EVERY, to be made durable.
     keep_due: bool,
+    newer: bool,
     /// The chain cannot continue (recovery found its open segment or head corrupt): failed for
     /// good, no more recovery attempts.
     abandoned: bool,
@@ -109,7 +119,10 @@ pub(super) fn run(cfg: JournalConfig, chain: OpenedChain, mut rx: mpsc::Receiver
         stating: Vec::new(),
         kept,
         kept_at: None,
+        written_at: None,
+        kept_durable: true,
         keep_due: false,
+        newer: false,
         abandoned: false,
         json: Vec::with_capacity(8192),
         spent: Vec::new(),
@@ -161,8 +174,12 @@ impl Writer {
     fn next_deadline(&self) -> Option<Instant> {
         let mut d: Option<Instant> = None;
         let mut at = |t: Instant| d = Some(d.map_or(t, |x| x.min(t)));
-        if let (true, Some(t)) = (self.keep_due, self.kept_at) {
-            at(t + KEEP_EVERY);
+        if self.keep_due {
+            match (self.newer, self.written_at, self.kept_at) {
+                (true, Some(w), _) => at(w + KEEP_QUICK),
+                (false, _, Some(k)) => at(k + KEEP_EVERY),
+                _ => at(Instant::now()),
+            }
         }
         if let Some(f) = self.failed_at {
             if !self.abandoned {
@@ -556,7 +573,7 @@ impl Writer {
         }
         if self.kept.as_ref().is_some_and(|k| next > k.next) {
             match lost::remove(&self.chain.dir) {
-                Ok(()) => self.kept = None,
+                Ok(()) => (self.kept, self.kept_durable) = (None, true),
                 // Harmless: the next process finds the record that stated it, and removes it.
                 Err(e) => tracing::warn!(target: "kiroku::journal", "{e}"),
             }
@@ -573,13 +590,15 @@ impl Writer {
         }
     }
 
-    /// Keep the losses no record states yet in the chain's `lost` file, at most every
-    /// KEEP_EVERY, so that a process killed before its next record leaves them to the
-    /// next process of the chain (all but the last second's). A failed journal keeps
-    /// the records it holds in doubt too, lost or not: killed before a retry tells, its
-    /// next process counts those the disk did not keep. `force`: the chain's next seq
-    /// was just set from the disk, and a file kept before it counted seqs that are
-    /// handed out again.
+    /// Keep the losses no record states yet in the chain's `lost` file, so that a
+    /// process killed before its next record leaves them to the next process of the
+    /// chain: a newer count is written at most every KEEP_QUICK without fsync (a kill
+    /// leaves it in the OS's cache, so the next process reads it), and made durable at
+    /// most every KEEP_EVERY (a power loss leaves at most the last second's out). A
+    /// failed journal keeps the records it holds in doubt too, lost or not: killed
+    /// before a retry tells, its next process counts those the disk did not keep.
+    /// `force`: the chain's next seq was just set from the disk, and a file kept before
+    /// it counted seqs that are handed out again: written, durably, at once.
     fn keep_unstated(&mut self, force: bool) {
         self.keep_due = false;
         let in_doubt = self.failed_at.is_some() && self.durable_next < self.state().next_seq;
@@ -588,25 +607,37 @@ impl Writer {
         {
             return;
         }
-        if !force && self.kept_at.is_some_and(|t| t.elapsed() < KEEP_EVERY) {
-            self.keep_due = true;
+        let now = Instant::now();
+        let durable_due = force || self.kept_at.is_none_or(|t| now - t >= KEEP_EVERY);
+        if !durable_due && self.written_at.is_some_and(|t| now - t < KEEP_QUICK) {
+            (self.keep_due, self.newer) = (true, true);
             return;
         }
         let owed = self.owed();
-        if self.kept.as_ref() == Some(&owed) {
+        if self.kept.as_ref() == Some(&owed) && (self.kept_durable || !durable_due) {
+            // Nothing newer; what the file holds is made durable in time.
+            (self.keep_due, self.newer) = (!self.kept_durable, false);
             return;
         }
         let kept = if owed.is_nothing() {
-            lost::remove(&self.chain.dir).map(|()| None)
+            lost::remove(&self.chain.dir).map(|()| (None, true))
+        } else if durable_due {
+            lost::keep(&self.chain.dir, &owed).map(|()| (Some(owed), true))
         } else {
-            lost::keep(&self.chain.dir, &owed).map(|()| Some(owed))
+            lost::keep_quick(&self.chain.dir, &owed).map(|()| (Some(owed), false))
         };
         match kept {
-            Ok(k) => self.kept = k,
+            Ok((k, durable)) => {
+                (self.kept, self.kept_durable) = (k, durable);
+                if durable {
+                    self.kept_at = Some(now);
+                }
+            }
             // The disk is failing too, most likely: the journal's own failure says so.
             Err(e) => tracing::debug!(target: "kiroku::journal", "cannot keep the losses no record states yet: {e}"),
         }
-        self.kept_at = Some(Instant::now());
+        self.written_at = Some(now);
+        (self.keep_due, self.newer) = (!self.kept_durable, false);
     }
 
     /// Records from seq `from` on are gone: the losses they stated go to the next record
