@@ -102,6 +102,14 @@ pub fn verify_spool(spool: &LocalSpool, verifier: Option<&NoteVerifier>) -> Resu
                 }
             }
         }
+        // Set aside by the compactor, reported then; a later segment of the chain may
+        // wait behind one of them.
+        for seq in spool.quarantined(chain)? {
+            rep.notes.push(format!(
+                "{}: a segment of this chain from seq {seq} is in quarantine (its report is next to it there)",
+                spool.root().join("quarantine").join(chain.to_string()).display()
+            ));
+        }
     }
     Ok(rep)
 }

@@ -633,6 +633,15 @@ async fn a_corrupt_segment_is_quarantined_and_other_chains_go_on() {
         assert!(segs[1..].iter().all(|s| s.exists()), "{}", text(&again));
     }
     assert_eq!(std::fs::read_dir(&q).unwrap().count(), 2, "the bad segment and its report, nothing more");
+    let v = kiroku(&["verify", "--spool", &spool.display().to_string(), "--pubkey", &f.vkey.display().to_string()]);
+    assert!(
+        text(&v).contains(&format!(
+            "a segment of this chain from seq {} is in quarantine",
+            segs[0].file_stem().unwrap().to_string_lossy().parse::<u64>().unwrap()
+        )),
+        "{}",
+        text(&v)
+    );
     // A good copy put back in the spool fills the gap: the chain is compacted whole.
     std::fs::write(&segs[0], &original).unwrap();
     let healed = f.compact();
