@@ -626,18 +626,24 @@ impl Writer {
         } else {
             lost::keep_quick(&self.chain.dir, &owed).map(|()| (Some(owed), false))
         };
+        self.written_at = Some(now);
         match kept {
             Ok((k, durable)) => {
                 (self.kept, self.kept_durable) = (k, durable);
                 if durable {
                     self.kept_at = Some(now);
                 }
+                (self.keep_due, self.newer) = (!durable, false);
             }
             // The disk is failing too, most likely: the journal's own failure says so.
-            Err(e) => tracing::debug!(target: "kiroku::journal", "cannot keep the losses no record states yet: {e}"),
+            // Tried again, durably, a second later (not at once: it would spin on a
+            // failing disk).
+            Err(e) => {
+                tracing::debug!(target: "kiroku::journal", "cannot keep the losses no record states yet: {e}");
+                self.kept_at = Some(now);
+                (self.keep_due, self.newer) = (true, false);
+            }
         }
-        self.written_at = Some(now);
-        (self.keep_due, self.newer) = (!self.kept_durable, false);
     }
 
     /// Records from seq `from` on are gone: the losses they stated go to the next record
