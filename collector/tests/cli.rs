@@ -789,6 +789,19 @@ async fn a_segment_the_journal_found_corrupt_is_reported_and_quarantined() {
     assert!(again.status.success(), "{}", text(&again));
 }
 
+/// A Sync, FailOpen journal configuration on `spool` whose disk can be made to fail.
+fn faulty_journal(
+    spool: &Path,
+    signer: &kiroku_schemas::checkpoint::NoteSigner,
+) -> (std::sync::Arc<kiroku::journal::Faults>, kiroku::JournalConfig) {
+    let faults = kiroku::journal::Faults::new();
+    let cfg = kiroku::JournalConfig::new(spool, signer.clone())
+        .durability(Durability::Sync)
+        .on_failure(kiroku::FailurePolicy::FailOpen)
+        .fault_injection(faults.clone());
+    (faults, cfg)
+}
+
 /// Append a record, lose the next one to a failed write, and stop: the journal then
 /// owes its chain a statement of one loss, kept in the chain's `lost` file.
 async fn stop_owing_one_loss(j: &kiroku::Journal, faults: &kiroku::journal::Faults) {
@@ -811,11 +824,7 @@ async fn stop_owing_one_loss(j: &kiroku::Journal, faults: &kiroku::journal::Faul
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losses_a_stopped_writer_could_not_state_yet_are_shown_by_verify_spool() {
     let (dir, signer, vkey, spool) = keyed_dir("lost-note");
-    let faults = kiroku::journal::Faults::new();
-    let cfg = kiroku::JournalConfig::new(&spool, signer.clone())
-        .durability(Durability::Sync)
-        .on_failure(kiroku::FailurePolicy::FailOpen)
-        .fault_injection(faults.clone());
+    let (faults, cfg) = faulty_journal(&spool, &signer);
     let j = kiroku::Journal::open(cfg.clone()).unwrap();
     let chain = j.chain_id();
     stop_owing_one_loss(&j, &faults).await;
@@ -893,11 +902,7 @@ async fn an_unreadable_lost_file_of_a_gone_writer_is_reported_and_the_records_st
 async fn the_losses_of_a_writer_that_died_reach_the_archive() {
     use std::sync::atomic::Ordering;
     let (dir, signer, vkey, spool) = keyed_dir("lost-dead");
-    let faults = kiroku::journal::Faults::new();
-    let cfg = kiroku::JournalConfig::new(&spool, signer.clone())
-        .durability(Durability::Sync)
-        .on_failure(kiroku::FailurePolicy::FailOpen)
-        .fault_injection(faults.clone());
+    let (faults, cfg) = faulty_journal(&spool, &signer);
     let j = kiroku::Journal::open(cfg).unwrap();
     let mut appended = 0;
     for i in 0..3 {
@@ -1009,13 +1014,9 @@ async fn the_losses_a_stopped_writer_left_are_shipped_and_noted_by_the_fleet_com
     let store = dir.path().join("store");
     std::fs::create_dir_all(&store).unwrap();
     let url = format!("file://{}", store.display());
-    let faults = kiroku::journal::Faults::new();
+    let (faults, base) = faulty_journal(&spool, &signer);
     let cfg = || {
-        kiroku::JournalConfig::new(&spool, signer.clone())
-            .durability(Durability::Sync)
-            .on_failure(kiroku::FailurePolicy::FailOpen)
-            .fault_injection(faults.clone())
-            .ship_to(kiroku::ship::ObjectLocation::open(&url).unwrap(), kiroku::ship::ShipperConfig::default())
+        base.clone().ship_to(kiroku::ship::ObjectLocation::open(&url).unwrap(), kiroku::ship::ShipperConfig::default())
     };
     let j = kiroku::Journal::open(cfg()).unwrap();
     let chain = j.chain_id();

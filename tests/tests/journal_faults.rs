@@ -221,9 +221,7 @@ async fn every_record_is_either_in_the_chain_or_counted_lost_never_both() {
 /// failed retry dropped its segment writer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_of_a_journal_that_stops_failed_are_counted_lost() {
-    let (dir, signer, faults, cfg) = faulty(Durability::Sync, FailurePolicy::FailOpen);
-    let j = Journal::open(cfg.clone()).unwrap();
-    j.append(rec("before")).await.unwrap();
+    let (dir, signer, faults, cfg, j) = journal_with_records(1).await;
     faults.fail_writes.store(true, Ordering::SeqCst);
     faults.fail_recoveries.store(true, Ordering::SeqCst);
     assert!(j.append(rec("during")).await.is_err());
@@ -276,11 +274,7 @@ async fn without_room_for_a_copy_recovery_seals_in_place() {
 /// the second failure) and then by the one written after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_record_does_not_take_the_losses_it_stated_with_it() {
-    let (dir, signer, faults, cfg) = faulty(Durability::Sync, FailurePolicy::FailOpen);
-    let j = Journal::open(cfg).unwrap();
-    for i in 0..2 {
-        j.append(rec(&format!("before-{i}"))).await.unwrap();
-    }
+    let (dir, signer, faults, _, j) = journal_with_records(2).await;
     faults.fail_writes.store(true, Ordering::SeqCst);
     // Given seq 2; its write fails: the journal fails.
     assert!(j.append(rec("first-failure")).await.is_err());
@@ -314,11 +308,7 @@ async fn losses_after_the_last_record_are_stated_by_the_next_process_of_the_chai
     // whose write or fsync failed)
     for (fault, recovers, kept) in [("write", false, 0), ("fsync", false, 1), ("write", true, 0)] {
         let case = format!("{fault} failure, recovered before stopping: {recovers}");
-        let (dir, signer, faults, cfg) = faulty(Durability::Sync, FailurePolicy::FailOpen);
-        let j = Journal::open(cfg.clone()).unwrap();
-        for i in 0..2 {
-            j.append(rec(&format!("before-{i}"))).await.unwrap();
-        }
+        let (dir, signer, faults, cfg, j) = journal_with_records(2).await;
         match fault {
             "write" => faults.fail_writes.store(true, Ordering::SeqCst),
             _ => faults.fail_syncs.store(true, Ordering::SeqCst),
@@ -393,11 +383,7 @@ async fn an_unreadable_lost_file_is_refused_with_where_it_is() {
 /// with no shutdown.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losses_no_record_states_outlive_a_killed_process() {
-    let (dir, signer, faults, cfg) = faulty(Durability::Sync, FailurePolicy::FailOpen);
-    let j = Journal::open(cfg).unwrap();
-    for i in 0..2 {
-        j.append(rec(&format!("before-{i}"))).await.unwrap();
-    }
+    let (dir, signer, faults, _, j) = journal_with_records(2).await;
     faults.fail_writes.store(true, Ordering::SeqCst);
     assert!(j.append(rec("in-doubt")).await.is_err());
     assert!(j.append(rec("refused")).await.is_err());
@@ -454,12 +440,21 @@ async fn a_kill_a_moment_after_a_loss_leaves_it_counted() {
     j.shutdown().await.unwrap();
 }
 
+/// A Sync, FailOpen journal whose disk can be made to fail, with `n` records written
+/// (`before-0`, `before-1`, ...), and its configuration (to open the chain again).
+async fn journal_with_records(n: usize) -> (tempfile::TempDir, NoteSigner, Arc<Faults>, JournalConfig, Journal) {
+    let (dir, signer, faults, cfg) = faulty(Durability::Sync, FailurePolicy::FailOpen);
+    let j = Journal::open(cfg.clone()).unwrap();
+    for i in 0..n {
+        j.append(rec(&format!("before-{i}"))).await.unwrap();
+    }
+    (dir, signer, faults, cfg, j)
+}
+
 /// A Sync, FailOpen journal with one record (seq 0), whose disk then failed writing the
 /// next (seq 1, in doubt) and fails every retry until the faults are cleared.
 async fn failing_with_seq_1_in_doubt() -> (tempfile::TempDir, NoteSigner, Arc<Faults>, Journal) {
-    let (dir, signer, faults, cfg) = faulty(Durability::Sync, FailurePolicy::FailOpen);
-    let j = Journal::open(cfg).unwrap();
-    j.append(rec("before")).await.unwrap();
+    let (dir, signer, faults, _, j) = journal_with_records(1).await;
     faults.fail_writes.store(true, Ordering::SeqCst);
     faults.fail_recoveries.store(true, Ordering::SeqCst);
     assert!(j.append(rec("in-doubt")).await.is_err());

@@ -163,10 +163,7 @@ pub(crate) fn keep(dir: &Path, owed: &UnstatedLosses) -> Result<(), JournalError
 /// over it, no fsync): read whole, old or new, by a process that comes after a kill;
 /// made durable by a later [`keep`].
 pub(crate) fn keep_quick(dir: &Path, owed: &UnstatedLosses) -> Result<(), JournalError> {
-    let p = path(dir);
-    let tmp = p.with_extension("tmp");
-    fs::write(&tmp, owed.encode()).map_err(|e| JournalError::io(&tmp, &e))?;
-    fs::rename(&tmp, &p).map_err(|e| JournalError::io(&p, &e))
+    super::spool::replace_file(&path(dir), owed.encode().as_bytes(), false)
 }
 
 /// Remove the file (the record that states it is durable); no file is fine.

@@ -89,12 +89,20 @@ pub fn sync_dir(dir: &Path) -> Result<(), JournalError> {
 
 /// Replace `path` atomically: temp file, fsync, rename, fsync the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), JournalError> {
+    replace_file(path, bytes, true)
+}
+
+/// Replace `path` through a temporary file renamed over it, so that a reader finds it
+/// whole, old or new. `durable`: the file is fsynced before the rename and the
+/// directory after it; without, a killed process's replacement is still read (it is
+/// in the OS's cache), and a power loss may leave the old file.
+pub(crate) fn replace_file(path: &Path, bytes: &[u8], durable: bool) -> Result<(), JournalError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = path.with_extension("tmp");
     let mut f = File::create(&tmp).map_err(io(&tmp))?;
-    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io(&tmp))?;
+    f.write_all(bytes).and_then(|()| if durable { f.sync_all() } else { Ok(()) }).map_err(io(&tmp))?;
     fs::rename(&tmp, path).map_err(io(path))?;
-    sync_dir(dir)
+    if durable { sync_dir(dir) } else { Ok(()) }
 }
 
 /// The file name of a segment starting at `first_seq`.
