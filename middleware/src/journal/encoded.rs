@@ -87,7 +87,8 @@ impl Encoded {
         let mut json = buffers.take();
         record.write_json(&mut json);
         buffers.last_len.store(json.len(), Ordering::Relaxed);
-        match json.windows(MARK.len()).position(|w| w == MARK) {
+        // A window-by-window comparison here was 3% of the journal bench's samples.
+        match memchr::memmem::find(&json, MARK) {
             Some(at) => Ok(Self { json, seq_digit: at + MARK.len() - 2 }),
             None => Err(Box::new(record)),
         }

@@ -605,7 +605,7 @@ impl Journal {
                 match shipper.drain() {
                     Ok(conflicts) if conflicts.is_empty() => {}
                     Ok(conflicts) => tracing::error!(target: "kiroku::ship", %chain, "{} segments not shipped: name taken by other content", conflicts.len()),
-                    Err(e) => tracing::error!(target: "kiroku::ship", %chain, "segments left unshipped at shutdown (they stay in the spool): {e}"),
+                    Err(e) => tracing::error!(target: "kiroku::ship", %chain, "shipping unfinished at shutdown (what was not uploaded stays in the spool): {e}"),
                 }
                 shipper.stop();
             })
