@@ -391,18 +391,28 @@ impl Archive {
     }
 
     /// The Merkle tree of a chain over the records the archive holds (after the cut
-    /// left by retention, if any), checked to be dense.
+    /// left by retention, if any, and in pieces between accepted gaps), checked to be
+    /// dense within each piece.
     pub fn chain_tree(&self, chain: &str) -> Result<ChainTree, CliError> {
         let Some(entry) = self.manifest.chains.get(chain) else {
             return Err(CliError::Usage(format!("chain {chain} is not in the archive")));
         };
-        let start = entry.start(chain_id(chain)?)?;
+        let id = chain_id(chain)?;
+        let start = entry.start(id)?;
         // Walked in seq order as the files are read: what is held is the leaves and one
         // file's links, not every link of the chain.
-        let mut leaves = Vec::with_capacity(usize::try_from(entry.next_seq - start.next_seq).unwrap_or(0));
+        let held = usize::try_from(entry.next_seq - start.next_seq).unwrap_or(0);
+        let mut tree = ChainTree { pieces: vec![Piece { prefix: start.tree, leaves: Vec::with_capacity(held) }] };
         let files: Vec<&FileEntry> = entry.files.iter().collect();
+        // A new piece after the accepted gap from where the tree ends to `seq`, if any.
+        let gap_to = |tree: &mut ChainTree, seq: u64| -> Result<(), CliError> {
+            if let Some(after) = entry.after_gap(id, tree.size(), seq)? {
+                tree.pieces.push(Piece { prefix: after.tree, leaves: Vec::new() });
+            }
+            Ok(())
+        };
         in_seq_order(
-            &mut leaves,
+            &mut tree,
             files,
             |_, f| {
                 let path = self.root.join(&f.path);
@@ -410,19 +420,43 @@ impl Archive {
                 read_links(file, &path.display().to_string())
             },
             |l| l.seq,
-            |leaves, l| {
-                let want = start.next_seq + leaves.len() as u64;
+            |tree, l| {
+                if l.seq > tree.size() {
+                    gap_to(tree, l.seq)?;
+                }
+                let want = tree.size();
                 if l.seq != want {
                     return Err(CliError::Corrupt(format!(
                         "chain {chain}: the archive holds seq {} where seq {want} belongs (run `kiroku verify`)",
                         l.seq
                     )));
                 }
-                leaves.push(merkle::leaf_hash(&l.hash));
+                if let Some(p) = tree.pieces.last_mut() {
+                    p.leaves.push(merkle::leaf_hash(&l.hash));
+                }
                 Ok(())
             },
         )?;
-        Ok(ChainTree { prefix: start.tree, leaves })
+        // A gap right before the head (the segment after it held no record).
+        if entry.next_seq > tree.size() {
+            gap_to(&mut tree, entry.next_seq)?;
+        }
+        Ok(tree)
+    }
+
+    /// The newest signed checkpoint of a chain in the manifest that an inclusion proof
+    /// of record `seq` can be made against from `tree`: it covers the record, and no
+    /// accepted gap lies between the record and the checkpoint's size. Opened with `key`
+    /// (or parsed without checking its signature when there is none), with its note.
+    pub fn checkpoint_for(
+        &self,
+        chain: &str,
+        key: Option<&NoteVerifier>,
+        tree: &ChainTree,
+        seq: u64,
+    ) -> Result<Option<(Checkpoint, String)>, CliError> {
+        let Some(end) = tree.piece_end(seq) else { return Ok(None) };
+        self.newest_checkpoint(chain, key, |cp| cp.size > seq && cp.size <= end)
     }
 
     /// The newest signed checkpoint of a chain in the manifest, opened with `key` (or
@@ -431,6 +465,16 @@ impl Archive {
         &self,
         chain: &str,
         key: Option<&NoteVerifier>,
+    ) -> Result<Option<(Checkpoint, String)>, CliError> {
+        self.newest_checkpoint(chain, key, |_| true)
+    }
+
+    /// The newest of a chain's checkpoints that `wanted` accepts.
+    fn newest_checkpoint(
+        &self,
+        chain: &str,
+        key: Option<&NoteVerifier>,
+        wanted: impl Fn(&Checkpoint) -> bool,
     ) -> Result<Option<(Checkpoint, String)>, CliError> {
         let Some(entry) = self.manifest.chains.get(chain) else { return Ok(None) };
         let mut best: Option<(Checkpoint, String)> = None;
@@ -442,7 +486,7 @@ impl Archive {
                 None => Checkpoint::parse_note_unverified(note)
                     .map_err(|e| CliError::Corrupt(format!("chain {chain}: checkpoint in the manifest: {e}")))?,
             };
-            if best.as_ref().is_none_or(|(b, _)| cp.size > b.size) {
+            if wanted(&cp) && best.as_ref().is_none_or(|(b, _)| cp.size > b.size) {
                 best = Some((cp, note.clone()));
             }
         }
@@ -450,26 +494,53 @@ impl Archive {
     }
 }
 
-/// A chain's Merkle tree as the archive holds it: the compact range of the records
-/// retention removed, then the leaf hashes of the records that remain.
+/// A chain's Merkle tree as the archive holds it: in pieces, each the compact range of
+/// the records before it (those retention removed, for the first; those before an
+/// accepted gap's end, for the others) and the leaf hashes of the records it holds.
 #[derive(Debug, Clone)]
 pub struct ChainTree {
+    pieces: Vec<Piece>,
+}
+
+/// Records held back to back: the compact range of every record before them, then
+/// their leaf hashes.
+#[derive(Debug, Clone)]
+struct Piece {
     prefix: CompactRange,
     leaves: Vec<Hash>,
 }
 
-impl ChainTree {
-    /// Leaves in the tree, removed ones included.
-    pub fn size(&self) -> u64 {
+impl Piece {
+    fn end(&self) -> u64 {
         self.prefix.size() + self.leaves.len() as u64
     }
+}
 
-    /// The root of the first `size` leaves; `None` unless the archive holds them
-    /// (`size` at least where retention cut, at most [`ChainTree::size`]).
+impl ChainTree {
+    /// Leaves in the tree, removed and missing ones included.
+    pub fn size(&self) -> u64 {
+        self.pieces.last().map_or(0, Piece::end)
+    }
+
+    /// The piece whose records and compact range give the tree of the first `size`
+    /// leaves.
+    fn piece_of_size(&self, size: u64) -> Option<&Piece> {
+        self.pieces.iter().find(|p| (p.prefix.size()..=p.end()).contains(&size))
+    }
+
+    /// Where the records held back to back with record `seq` end: a tree of at most
+    /// that many leaves can prove it. `None` when the archive does not hold it.
+    pub fn piece_end(&self, seq: u64) -> Option<u64> {
+        self.pieces.iter().find(|p| (p.prefix.size()..p.end()).contains(&seq)).map(Piece::end)
+    }
+
+    /// The root of the first `size` leaves; `None` unless the archive holds them (`size`
+    /// at least where retention cut, at most [`ChainTree::size`], and not inside an
+    /// accepted gap).
     pub fn root(&self, size: u64) -> Option<Hash> {
-        let held = size.checked_sub(self.prefix.size()).filter(|_| size <= self.size())?;
-        let mut r = self.prefix.clone();
-        for h in &self.leaves[..held as usize] {
+        let p = self.piece_of_size(size)?;
+        let mut r = p.prefix.clone();
+        for h in &p.leaves[..(size - p.prefix.size()) as usize] {
             r.push_leaf_hash(*h);
         }
         Some(r.root())
@@ -477,10 +548,10 @@ impl ChainTree {
 
     /// The inclusion proof of leaf `index` in the tree of the first `size` leaves.
     pub fn proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, ProofError> {
-        if size > self.size() || size < self.prefix.size() {
+        let Some(p) = self.piece_of_size(size) else {
             return Err(ProofError::IndexOutOfRange { index, size: self.size() });
-        }
-        merkle::inclusion_proof_after(&self.prefix, &self.leaves[..(size - self.prefix.size()) as usize], index)
+        };
+        merkle::inclusion_proof_after(&p.prefix, &p.leaves[..(size - p.prefix.size()) as usize], index)
     }
 }
 

@@ -41,7 +41,7 @@ use parquet::schema::types::ColumnPath;
 use crate::archive_store::{ArchiveStore, Lease, ManifestState};
 use crate::columns;
 use crate::error::CliError;
-use crate::manifest::{ChainEntry, FileEntry, SegmentEnd, SegmentEntry, Unstated};
+use crate::manifest::{ChainEntry, FileEntry, Gap, SegmentEnd, SegmentEntry, Unstated};
 use crate::spool::{OrphanGuard, SegmentRef, SpoolStore};
 use file::FileEncoder;
 use kiroku::journal::UnstatedLosses;
@@ -58,12 +58,23 @@ pub struct CompactOptions {
     /// Remove archive files and compacted segments older than a period after each pass
     /// ([`crate::retention`]); `None` keeps everything.
     pub retain: Option<crate::retention::Retention>,
+    /// Gaps the operator accepts, by chain and first missing seq (the archive's head of
+    /// the chain): when the chain's next segment starts after that seq, it is read from
+    /// its own header and the seqs between are recorded as a gap ([`Gap`]) instead of
+    /// waiting for them. For a segment that failed verification and has no good copy.
+    pub accept_gaps: Vec<(ChainId, u64)>,
 }
 
 impl CompactOptions {
     /// Defaults: 128k rows per row group, keep everything.
     pub fn new(verifier: NoteVerifier) -> Self {
-        Self { verifier, row_group_rows: 128 * 1024, retain: None }
+        Self { verifier, row_group_rows: 128 * 1024, retain: None, accept_gaps: Vec::new() }
+    }
+
+    /// True when the operator accepts that `chain` has no records from `seq` up to its
+    /// next segment.
+    fn accepts_gap(&self, chain: ChainId, seq: u64) -> bool {
+        self.accept_gaps.contains(&(chain, seq))
     }
 
     /// What `seg` is verified against: its mode (sealed or open), the configured key,
@@ -100,6 +111,8 @@ pub struct CompactReport {
     pub unverifiable: Vec<(String, String)>,
     /// Torn tails found in orphaned open segments (reported, not compacted).
     pub torn_tails: Vec<String>,
+    /// Gaps accepted and recorded in the manifest (`--accept-gap`), one line each.
+    pub gaps: Vec<String>,
     /// Losses that writers which are gone left stated by no record, noted in the
     /// manifest, one line per chain.
     pub unstated: Vec<String>,
@@ -614,8 +627,8 @@ fn quarantine_bad(
     report: &mut CompactReport,
 ) -> Result<(), CliError> {
     let more = format!(
-        "the archive holds this chain up to seq {} (exclusive); later segments of the chain wait in the spool until a good copy of this segment is put back there",
-        state.next_seq
+        "the archive holds this chain up to seq {} (exclusive); later segments of the chain wait in the spool until a good copy of this segment is put back there (if there is none, `kiroku compact --accept-gap {}:{}` archives the rest of the chain and records the missing seqs as a gap)",
+        state.next_seq, state.chain_id, state.next_seq
     );
     quarantine(spool, seg, problem, Some(more), report)
 }
@@ -675,6 +688,17 @@ fn commit(
     let mut entry = base.clone().unwrap_or_else(|| ChainEntry::genesis(chain));
     let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
     entry.files.extend(files);
+    if seg.first_seq > state.next_seq && !run.opts.accepts_gap(chain, state.next_seq) {
+        return Err(CliError::Io(format!(
+            "{}: verified from seq {} but the archive holds the chain up to seq {} and no gap is accepted there (a compactor bug; nothing was committed)",
+            seg.name, seg.first_seq, state.next_seq
+        )));
+    }
+    let gap =
+        (seg.first_seq > state.next_seq).then(|| Gap::new(state.next_seq, &v.start, Timestamp::now().to_string()));
+    if let Some(g) = &gap {
+        entry.gaps.push(g.clone());
+    }
     entry.set_state(&v.end);
     if entry.unstated.as_ref().is_some_and(|u| v.end.next_seq > u.at_seq) {
         // Its writer came back: the record at `at_seq`, archived now, states them.
@@ -689,6 +713,11 @@ fn commit(
         return Ok(false);
     }
     run.report.files.extend(paths);
+    if let Some(g) = gap {
+        let line = format!("{chain}: {}", g.describe());
+        tracing::warn!(target: "kiroku::compact", "{line}");
+        run.report.gaps.push(line);
+    }
     pause_point("after_manifest");
     if !seg.sealed {
         // A writer that restarts on this chain must continue after these records.
@@ -737,11 +766,15 @@ fn examine(
     buffers: &mut Buffers,
 ) -> Result<(Arc<Segment>, Pending), Step> {
     let known = &job.known;
+    // A gap the operator accepts: this segment goes on from its own header.
+    let gap = seg.first_seq > state.next_seq && opts.accepts_gap(state.chain_id, state.next_seq);
     // The gap between the chain's head and this segment is a segment in quarantine:
     // this one does not continue the chain, but it is not to blame (quarantined as a
     // discontinuity, every good segment after a bad one would follow it there, one a
-    // run). It waits for the gap to be filled.
-    if let Some(&q) = job.quarantined.iter().filter(|&&q| (state.next_seq..seg.first_seq).contains(&q)).min() {
+    // run). It waits for the gap to be filled, or accepted.
+    if let Some(&q) = job.quarantined.iter().filter(|&&q| (state.next_seq..seg.first_seq).contains(&q)).min()
+        && !gap
+    {
         return Err(Step::Waits(q));
     }
     if seg.first_seq < state.next_seq {
@@ -752,7 +785,7 @@ fn examine(
             Err(e) => Step::Fail(e),
         });
     }
-    match reading::read(spool, seg, state, opts, buffers.take()) {
+    match reading::read(spool, seg, state, !gap, opts, buffers.take()) {
         Ok(Ok(read)) => {
             buffers.hint = (read.0.records.frames.len(), read.0.records.payloads.len());
             Ok(read)
@@ -1054,6 +1087,16 @@ impl Run<'_> {
                         None => Ok(v),
                     });
                     match checked {
+                        // After a gap the chain's state comes from this segment's header:
+                        // only a signed checkpoint in it confirms that state.
+                        Ok(verdict) if seg.first_seq > state.next_seq && verdict.last_checkpoint.is_none() => {
+                            let _ = spent_tx.send((s, chunks));
+                            self.report.blocked.push(format!(
+                                "{}/{} (it follows the accepted gap from seq {} but holds no signed checkpoint, which the chain's state after the gap must be confirmed by: it is compacted once its writer seals it)",
+                                seg.chain_id, seg.name, state.next_seq
+                            ));
+                            true
+                        }
                         Ok(verdict) => {
                             let rows: Vec<&Rows> = chunks.iter().filter_map(|c| c.rows.as_ref().ok()).collect();
                             let done = Verified { seg, segment: &s, verdict: &verdict, rows: &rows };
@@ -1089,8 +1132,8 @@ impl Run<'_> {
                 }
                 Step::Waits(q) => {
                     self.report.blocked.push(format!(
-                        "{}/{} (the chain's segment from seq {q}, before it, is in quarantine: put a good copy of it back in the spool)",
-                        seg.chain_id, seg.name
+                        "{}/{} (the chain's segment from seq {q}, before it, is in quarantine: put a good copy of it back in the spool; if there is none, `kiroku compact --accept-gap {}:{}` archives the rest of the chain and records the missing seqs as a gap)",
+                        seg.chain_id, seg.name, state.chain_id, state.next_seq
                     ));
                     true
                 }

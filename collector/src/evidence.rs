@@ -6,7 +6,7 @@
 //! <out>/index.json                    one entry per record: chain, seq, prev hash, hash, files
 //! <out>/records/<record id>.json      the exact record bytes that were hashed
 //! <out>/proofs/<record id>.tlog-proof C2SP tlog-proof: inclusion in a signed checkpoint
-//! <out>/checkpoints/<chain>.note      the signed checkpoint each proof is against
+//! <out>/checkpoints/<chain>.note      the newest signed checkpoint the chain's proofs are against
 //! <out>/signer.vkey                   the log's public key (signed-note verifier key)
 //! ```
 
@@ -69,7 +69,8 @@ Files
   index.json                   one entry per record: chain_id, seq, prev_hash, hash (hex)
   records/<record_id>.json     the exact bytes of each record as stored in the log
   proofs/<record_id>.tlog-proof   a C2SP tlog-proof (https://c2sp.org/tlog-proof)
-  checkpoints/<chain_id>.note  the signed checkpoint (C2SP tlog-checkpoint) proofs refer to
+  checkpoints/<chain_id>.note  the newest signed checkpoint (C2SP tlog-checkpoint) the
+                               chain's proofs refer to (each proof holds its own)
   signer.vkey                  the log's Ed25519 public key in signed-note form:
                                <name>+<key id hex>+<base64(0x01 || 32-byte public key)>
 
@@ -155,31 +156,30 @@ fn write_bundle_files(
     }
     let mut index = BundleIndex { format: BUNDLE_FORMAT.into(), records: Vec::new() };
     for (chain, rows) in by_chain {
-        let (cp, note) = archive
-            .best_checkpoint(chain, Some(verifier))?
-            .ok_or_else(|| CliError::Usage(format!("chain {chain} has no signed checkpoint in the archive yet")))?;
         let tree = archive.chain_tree(chain)?;
-        let Some(root) = tree.root(cp.size) else {
-            return Err(CliError::Corrupt(format!(
-                "chain {chain}: the checkpoint covers {} records, the archive holds {}",
-                cp.size,
-                tree.size()
-            )));
-        };
-        if root != cp.root {
-            return Err(CliError::Corrupt(format!(
-                "chain {chain}: the archive's records do not match the signed checkpoint"
-            )));
-        }
-        write(&out.join("checkpoints").join(format!("{chain}.note")), note.as_bytes())?;
+        // Each record is proven against the newest checkpoint that covers it with no
+        // accepted gap in between: the chain's newest, unless the record is before a gap.
+        let mut checked: BTreeMap<u64, String> = BTreeMap::new();
         for r in rows {
             let rec = AuditRecord::from_json(&r.payload)
                 .map_err(|e| CliError::Corrupt(format!("chain {chain} seq {}: {e}", r.seq)))?;
-            if r.seq >= cp.size {
-                return Err(CliError::Usage(format!(
-                    "record {} (chain {chain} seq {}) is after the newest signed checkpoint (size {}); compact again once the writer has sealed its segment",
-                    rec.record_id, r.seq, cp.size
-                )));
+            let Some((cp, note)) = archive.checkpoint_for(chain, Some(verifier), &tree, r.seq)? else {
+                return Err(CliError::Usage(match archive.best_checkpoint(chain, Some(verifier))? {
+                    None => format!("chain {chain} has no signed checkpoint in the archive yet"),
+                    Some((cp, _)) => format!(
+                        "record {} (chain {chain} seq {}) is after the newest signed checkpoint (size {}); compact again once the writer has sealed its segment",
+                        rec.record_id, r.seq, cp.size
+                    ),
+                }));
+            };
+            if let std::collections::btree_map::Entry::Vacant(slot) = checked.entry(cp.size) {
+                if tree.root(cp.size) != Some(cp.root) {
+                    return Err(CliError::Corrupt(format!(
+                        "chain {chain}: the archive's records do not match the signed checkpoint of size {}",
+                        cp.size
+                    )));
+                }
+                slot.insert(note.clone());
             }
             // A bundle that cannot verify is worse than none: refuse an altered record.
             if !r.payload_matches_hash()? {
@@ -192,7 +192,7 @@ fn write_bundle_files(
                 extra: None,
                 index: r.seq,
                 hashes: tree.proof(r.seq, cp.size).map_err(|e| CliError::Corrupt(e.to_string()))?,
-                checkpoint: note.clone(),
+                checkpoint: note,
             };
             let (rec_path, proof_path) =
                 (format!("records/{}.json", rec.record_id), format!("proofs/{}.tlog-proof", rec.record_id));
@@ -207,6 +207,10 @@ fn write_bundle_files(
                 record: rec_path,
                 proof: proof_path,
             });
+        }
+        // The newest checkpoint the chain's proofs refer to; each proof holds its own.
+        if let Some(note) = checked.values().next_back() {
+            write(&out.join("checkpoints").join(format!("{chain}.note")), note.as_bytes())?;
         }
     }
     write(&out.join("signer.vkey"), format!("{}\n", verifier.to_key_text()).as_bytes())?;

@@ -38,6 +38,11 @@ pub const MANIFEST_VERSION_SEGMENT_ENDS: u32 = 3;
 /// earlier ones too.
 pub const MANIFEST_VERSION_UNSTATED: u32 = 4;
 
+/// Manifest format version written once a chain has an accepted gap ([`Gap`]), so that
+/// a kiroku from before refuses the archive clearly instead of reporting the missing
+/// records as deleted rows. Readers of this version read the earlier ones too.
+pub const MANIFEST_VERSION_GAPS: u32 = 5;
+
 /// One Parquet file of the archive.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileEntry {
@@ -122,6 +127,31 @@ pub struct ChainEntry {
     /// is gone and left them in the chain's `lost` file (absent otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unstated: Option<Unstated>,
+    /// Seq ranges the archive will never hold, accepted by the operator (absent while
+    /// there are none), in seq order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gaps: Vec<Gap>,
+}
+
+/// Records of a chain that the archive will never hold, by the operator's decision
+/// (`kiroku compact --accept-gap`): the segment that held them failed verification and
+/// no good copy of it exists. The chain goes on from the next segment's header (the
+/// hash of the record before it and the Merkle compact range of every record before
+/// it), which that segment's signed checkpoints confirm: a root computed from another
+/// compact range would not match them. The bad segment stays in the spool's quarantine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gap {
+    /// Records `[from_seq, to_seq)` are missing.
+    pub from_seq: u64,
+    /// The seq the chain goes on from.
+    pub to_seq: u64,
+    /// Hash of record `to_seq - 1` (the `prev_hash` of the first record after the
+    /// gap), hex.
+    pub last_hash: String,
+    /// Merkle compact range of records `[0, to_seq)`, hex hashes, largest first.
+    pub frontier: Vec<String>,
+    /// When the gap was accepted (RFC 3339).
+    pub at: String,
 }
 
 /// Records a chain's writer lost after the chain's last record and could not state in
@@ -184,6 +214,7 @@ impl ChainEntry {
             segments: Vec::new(),
             retired: None,
             unstated: None,
+            gaps: Vec::new(),
         }
     }
 
@@ -198,6 +229,15 @@ impl ChainEntry {
     /// The chain state the next segment must continue.
     pub fn state(&self, chain: ChainId) -> Result<ChainState, CliError> {
         chain_state(chain, self.next_seq, &self.last_hash, &self.frontier, "head")
+    }
+
+    /// The chain state after the accepted gap from seq `from` to seq `to`, if the
+    /// chain has that gap.
+    pub fn after_gap(&self, chain: ChainId, from: u64, to: u64) -> Result<Option<ChainState>, CliError> {
+        match self.gaps.iter().find(|g| g.from_seq == from && g.to_seq == to) {
+            Some(g) => g.state_after(chain).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// The chain state where the archived records begin: genesis, or the cut left by
@@ -216,6 +256,48 @@ impl Unstated {
         format!(
             "{} audit record(s) lost after the chain's last record and stated by no record: its writer is gone (the record at seq {} would state them)",
             self.records_lost, self.at_seq
+        )
+    }
+}
+
+impl Gap {
+    /// A gap from `from_seq` to where `after` stands (the chain state the next segment's
+    /// header gives), accepted at `at`.
+    pub fn new(from_seq: u64, after: &ChainState, at: String) -> Self {
+        Self {
+            from_seq,
+            to_seq: after.next_seq,
+            last_hash: to_hex(&after.last_hash),
+            frontier: after.tree.hashes().iter().map(|h| to_hex(h)).collect(),
+            at,
+        }
+    }
+
+    /// The chain state the archive's records go on from after the gap.
+    pub fn state_after(&self, chain: ChainId) -> Result<ChainState, CliError> {
+        let what = format!("gap from seq {}", self.from_seq);
+        if self.to_seq <= self.from_seq {
+            return Err(CliError::Corrupt(format!(
+                "manifest entry of chain {chain}, {what}: it ends at seq {}, not after it",
+                self.to_seq
+            )));
+        }
+        chain_state(chain, self.to_seq, &self.last_hash, &self.frontier, &what)
+    }
+
+    /// Records missing.
+    pub fn records(&self) -> u64 {
+        self.to_seq.saturating_sub(self.from_seq)
+    }
+
+    /// What the gap is, for reports.
+    pub fn describe(&self) -> String {
+        format!(
+            "seq {}..{} ({} record(s)) not in the archive: a gap accepted at {} (the segment that held them failed verification and had no good copy; it stays in the spool's quarantine)",
+            self.from_seq,
+            self.to_seq,
+            self.records(),
+            self.at
         )
     }
 }
@@ -267,7 +349,7 @@ impl Manifest {
     /// Parse a stored manifest; `what` names it in errors.
     pub fn parse(bytes: &[u8], what: &str) -> Result<Self, CliError> {
         let m: Self = serde_json::from_slice(bytes).map_err(|e| CliError::Corrupt(format!("{what}: {e}")))?;
-        if !(MANIFEST_VERSION..=MANIFEST_VERSION_UNSTATED).contains(&m.version) {
+        if !(MANIFEST_VERSION..=MANIFEST_VERSION_GAPS).contains(&m.version) {
             return Err(CliError::Usage(format!("{what}: manifest version {} is not supported", m.version)));
         }
         Ok(m)
@@ -302,7 +384,10 @@ impl Manifest {
         let ends = self.chains.values().flat_map(|e| &e.segments).any(|s| s.blake3.is_none());
         let cut = self.chains.values().any(|e| e.retired.is_some());
         let unstated = self.chains.values().any(|e| e.unstated.is_some());
-        let version = if unstated {
+        let gaps = self.chains.values().any(|e| !e.gaps.is_empty());
+        let version = if gaps {
+            MANIFEST_VERSION_GAPS
+        } else if unstated {
             MANIFEST_VERSION_UNSTATED
         } else if ends {
             MANIFEST_VERSION_SEGMENT_ENDS
@@ -373,10 +458,35 @@ mod tests {
         assert_eq!(version_of(&m), 4, "losses no record states");
         let back = Manifest::parse(&m.to_json().unwrap(), "m").unwrap();
         assert_eq!(back.chains.values().next().unwrap().unstated, Some(Unstated { records_lost: 2, at_seq: 1 }));
+        let mut after = ChainState::genesis(ChainId([7; 16]));
+        after.next_seq = 4;
+        after.tree = CompactRange::from_parts(4, vec![[3; 32]]).unwrap();
+        let gap = Gap::new(2, &after, "2026-12-02T00:00:00Z".into());
+        m.chains.values_mut().for_each(|e| e.gaps.push(gap.clone()));
+        assert_eq!(version_of(&m), 5, "an accepted gap");
+        let back = Manifest::parse(&m.to_json().unwrap(), "m").unwrap();
+        let g = &back.chains.values().next().unwrap().gaps[0];
+        assert_eq!((g, g.records()), (&gap, 2));
+        assert_eq!(g.state_after(ChainId([7; 16])).unwrap().tree.root(), after.tree.root());
     }
 
     #[test]
-    fn every_version_up_to_four_is_read_and_a_newer_one_refused() {
+    fn a_gap_that_ends_where_it_starts_or_whose_range_does_not_match_is_refused() {
+        let chain = ChainId([7; 16]);
+        let mut after = ChainState::genesis(chain);
+        after.next_seq = 4;
+        after.tree = CompactRange::from_parts(4, vec![[3; 32]]).unwrap();
+        let mut gap = Gap::new(4, &after, "t".into());
+        let e = gap.state_after(chain).unwrap_err().to_string();
+        assert!(e.contains("gap from seq 4") && e.contains("not after it"), "{e}");
+        gap.from_seq = 2;
+        gap.frontier.push("00".repeat(32));
+        let e = gap.state_after(chain).unwrap_err().to_string();
+        assert!(e.contains("frontier does not match next_seq"), "{e}");
+    }
+
+    #[test]
+    fn every_version_up_to_five_is_read_and_a_newer_one_refused() {
         let stored = with_segment(SegmentEntry {
             name: "a.seg".into(),
             blake3: None,
@@ -392,9 +502,9 @@ mod tests {
         let seg = &m.chains["x"].segments[0];
         assert_eq!((seg.blake3.as_deref(), &seg.end), (Some("ab"), &None));
         assert!(String::from_utf8(m.to_json().unwrap()).unwrap().contains(r#""blake3": "ab""#));
-        let newer = String::from_utf8(stored).unwrap().replacen("\"version\": 3", "\"version\": 5", 1);
+        let newer = String::from_utf8(stored).unwrap().replacen("\"version\": 3", "\"version\": 6", 1);
         let e = Manifest::parse(newer.as_bytes(), "m").unwrap_err();
-        assert!(e.to_string().contains("manifest version 5 is not supported"), "{e}");
+        assert!(e.to_string().contains("manifest version 6 is not supported"), "{e}");
     }
 
     #[test]

@@ -110,7 +110,11 @@ impl SpoolStore for ObjectSpool {
     }
 
     fn quarantine(&self, seg: &SegmentRef, report: &str) -> Result<PathBuf, CliError> {
-        let to = Self::rel("quarantine", seg);
+        let dir = format!("quarantine/{}", seg.chain_id);
+        let listed = self.remote.list(&dir)?;
+        let name =
+            crate::spool::quarantine_name(&seg.name, |n| listed.iter().any(|o| o.rel.rsplit('/').next() == Some(n)));
+        let to = format!("{dir}/{name}");
         self.remote.put(&format!("{to}.report.txt"), Bytes::from(report.to_owned()), PutIf::Always)?;
         self.remote.rename(&Self::rel("spool", seg), &to)?;
         Ok(PathBuf::from(self.remote.url_of(&to)))

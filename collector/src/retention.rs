@@ -181,6 +181,11 @@ fn retire_chain(
         },
         |l| l.seq,
         |state, l| {
+            if l.seq > state.next_seq
+                && let Some(after) = base.after_gap(chain, state.next_seq, l.seq)?
+            {
+                *state = after;
+            }
             if l.seq != state.next_seq || l.prev != state.last_hash {
                 return Err(refuse(format!("seq {} does not continue the chain at seq {}", l.seq, state.next_seq)));
             }
@@ -195,6 +200,8 @@ fn retire_chain(
     }
     let mut entry = base.clone();
     entry.files.retain(|f| !cut.files.contains(f));
+    // Gaps among the removed records: the cut's compact range covers them.
+    entry.gaps.retain(|g| g.to_seq > cut.next_seq);
     // Checkpoints of removed records only: nothing left to check them against.
     entry.checkpoints.retain(|n| Checkpoint::parse_note_unverified(n).map_or(true, |cp| cp.size >= cut.next_seq));
     let removed_before = base.retired.as_ref().map_or(0, |r| r.files);

@@ -102,6 +102,17 @@ pub struct Orphan {
 
 /// The first seq of a quarantined segment from its file name (`<seq>.<ext>`; not its
 /// `.report.txt`).
+/// The name a segment called `name` is quarantined under: `name`, or, when `taken`
+/// says a file of that name is in quarantine already (a second copy of a segment, such
+/// as a good copy that turned up after its gap was accepted), `name.1`, `name.2`, ...:
+/// what is in quarantine is evidence, never replaced.
+pub(crate) fn quarantine_name(name: &str, taken: impl Fn(&str) -> bool) -> String {
+    std::iter::once(name.to_owned())
+        .chain((1u32..).map(|k| format!("{name}.{k}")))
+        .find(|n| !taken(n))
+        .unwrap_or_else(|| name.to_owned())
+}
+
 pub(crate) fn quarantined_first_seq(name: &str) -> Option<u64> {
     let (stem, ext) = name.split_once('.')?;
     matches!(ext, "seg" | "open" | "corrupt").then(|| stem.parse().ok()).flatten()
@@ -151,7 +162,10 @@ impl LocalSpool {
         let from = self.path(seg);
         let dir = self.root.join(area).join(seg.chain_id.to_string());
         fs::create_dir_all(&dir).map_err(|e| CliError::io(&dir, e))?;
-        let to = dir.join(&seg.name);
+        let to = match area {
+            "quarantine" => dir.join(quarantine_name(&seg.name, |n| dir.join(n).symlink_metadata().is_ok())),
+            _ => dir.join(&seg.name),
+        };
         fs::rename(&from, &to).map_err(|e| CliError::io(&from, e))?;
         for d in [&dir, &self.chain_dir(seg.chain_id)] {
             kiroku::journal::sync_dir(d).map_err(|e| CliError::Io(e.to_string()))?;
@@ -249,7 +263,8 @@ impl SpoolStore for LocalSpool {
             kiroku::journal::abandon_chain(&self.chain_dir(seg.chain_id)).map_err(|e| CliError::Io(e.to_string()))?;
         }
         let to = self.move_to(seg, "quarantine")?;
-        let rp = to.with_file_name(format!("{}.report.txt", seg.name));
+        let name = to.file_name().map_or_else(|| seg.name.clone(), |n| n.to_string_lossy().into_owned());
+        let rp = to.with_file_name(format!("{name}.report.txt"));
         kiroku::journal::write_atomic(&rp, report.as_bytes()).map_err(|e| CliError::Io(e.to_string()))?;
         Ok(to)
     }

@@ -349,6 +349,9 @@ struct ChainWalk {
     chain: ChainId,
     state: ChainState,
     tree: CompactRange,
+    /// Accepted gaps not reached yet, in seq order: where each starts, and the chain
+    /// state after it.
+    gaps: std::iter::Peekable<std::vec::IntoIter<(u64, ChainState)>>,
     /// Signed checkpoints not reached yet, smallest first.
     checkpoints: std::iter::Peekable<std::vec::IntoIter<Checkpoint>>,
 }
@@ -369,6 +372,20 @@ impl ChainWalk {
                 "chain {chain}: seq 0..{} removed by retention (through {}, at {}); verified from seq {}",
                 r.next_seq, r.through_date, r.at, r.next_seq
             ));
+        }
+        let mut gaps = Vec::new();
+        for g in &entry.gaps {
+            rep.notes.push(format!("chain {chain}: {}", g.describe()));
+            match g.state_after(chain) {
+                Ok(after) if gaps.last().is_none_or(|(_, a): &(u64, ChainState)| a.next_seq <= g.from_seq) => {
+                    gaps.push((g.from_seq, after))
+                }
+                Ok(_) => rep.problems.push(format!(
+                    "chain {chain}: the manifest's gap from seq {} is not after the gap before it",
+                    g.from_seq
+                )),
+                Err(e) => rep.problems.push(e.to_string()),
+            }
         }
         let mut cps: Vec<Checkpoint> = Vec::new();
         for note in &entry.checkpoints {
@@ -400,7 +417,31 @@ impl ChainWalk {
                 }
             }
         }
-        Self { chain, state, tree, checkpoints }
+        Self { chain, state, tree, gaps: gaps.into_iter().peekable(), checkpoints }
+    }
+
+    /// Go on from the state after the accepted gap that starts where the walk stands
+    /// and ends at `seq`, if there is one. Signed checkpoints of the missing records
+    /// cannot be checked (none is filed: they were in the bad segment); one of exactly
+    /// the records before `seq` is checked against the compact range after the gap.
+    fn cross_gap(&mut self, seq: u64, rep: &mut VerifyReport) {
+        let next = self.state.next_seq;
+        let Some((_, after)) = self.gaps.next_if(|(from, after)| *from == next && after.next_seq == seq) else {
+            return;
+        };
+        self.tree = after.tree.clone();
+        self.state = after;
+        while let Some(cp) = self.checkpoints.next_if(|cp| cp.size <= self.tree.size()) {
+            if cp.size == self.tree.size() {
+                rep.checkpoints += 1;
+                if cp.root != self.tree.root() {
+                    rep.problems.push(format!(
+                        "chain {}: Merkle root of the first {} records (after the accepted gap) differs from the signed checkpoint",
+                        self.chain, cp.size
+                    ));
+                }
+            }
+        }
     }
 
     /// The next row in seq order.
@@ -409,6 +450,9 @@ impl ChainWalk {
         if let Some(other) = &l.foreign_chain {
             rep.problems.push(format!("{file}: seq {}: row of chain {other} in a file of chain {chain}", l.seq));
             return;
+        }
+        if l.seq > self.state.next_seq {
+            self.cross_gap(l.seq, rep);
         }
         if l.seq != self.state.next_seq {
             let what = if l.seq < self.state.next_seq { "duplicated" } else { "missing (deleted)" };
@@ -448,8 +492,18 @@ impl ChainWalk {
     }
 
     /// After the last row: no checkpoint left over, the head the manifest names.
-    fn finish(self, entry: &ChainEntry, rep: &mut VerifyReport) {
+    fn finish(mut self, entry: &ChainEntry, rep: &mut VerifyReport) {
         let chain = self.chain;
+        // A gap right before the head: the chain's next segment is still to come.
+        if self.state.next_seq < entry.next_seq {
+            self.cross_gap(entry.next_seq, rep);
+        }
+        for (from, after) in self.gaps {
+            rep.problems.push(format!(
+                "chain {chain}: the manifest's gap of seq {from}..{} is not where the files' records leave one (rows in it, or the files end before it)",
+                after.next_seq
+            ));
+        }
         for cp in self.checkpoints {
             rep.problems.push(format!(
                 "chain {chain}: a checkpoint covers {} records, the archive holds {}",

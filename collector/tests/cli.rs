@@ -11,7 +11,7 @@ use kiroku::Durability;
 use kiroku_schemas::segment::{SegmentHeader, SegmentWriter};
 use kiroku_schemas::{AuditRecord, ChainId, Timestamp};
 mod support;
-use support::{files_under, kiroku, repo, rewrite, text};
+use support::{files_under, flip_middle_byte, kiroku, repo, rewrite, text};
 
 use kiroku_tests::{AuditedServer, Conn, Stored, chat};
 
@@ -44,6 +44,36 @@ impl Fixture {
     }
     fn compact(&self) -> Output {
         kiroku(&["compact", "--spool", &self.spool(), "--archive", &self.archive(), "--pubkey", &self.vkey()])
+    }
+
+    /// `kiroku evidence` for two records into `<dir>/bundle`, which `kiroku verify
+    /// --bundle` and the Python verifier both accept; the bundle's path.
+    fn bundle_verified_by_both(&self, ids: [&String; 2]) -> PathBuf {
+        let out = self.dir.path().join("bundle");
+        let ev = kiroku(&[
+            "evidence",
+            "--archive",
+            &self.archive(),
+            "--record-id",
+            ids[0],
+            "--record-id",
+            ids[1],
+            "--pubkey",
+            &self.vkey(),
+            "--out",
+            &out.display().to_string(),
+        ]);
+        assert!(ev.status.success(), "{}", text(&ev));
+        let v = kiroku(&["verify", "--bundle", &out.display().to_string(), "--pubkey", &self.vkey()]);
+        assert!(v.status.success(), "{}", text(&v));
+        let py = Command::new(python())
+            .arg(repo().join("tests/interop/verify_bundle.py"))
+            .arg(&out)
+            .arg(&self.vkey)
+            .output()
+            .unwrap();
+        assert!(py.status.success() && text(&py).contains("2 of 2 records verified"), "{}", text(&py));
+        out
     }
 }
 
@@ -280,32 +310,8 @@ async fn output_to_a_full_disk_is_an_io_error_with_exit_2_not_a_panic() {
 async fn evidence_bundles_verify_with_kiroku_and_with_python() {
     let f = fixture(20).await;
     assert!(f.compact().status.success());
-    let out = f.dir.path().join("bundle");
     let ids = [&f.records[3].record.record_id, &f.records[17].record.record_id];
-    let ev = kiroku(&[
-        "evidence",
-        "--archive",
-        &f.archive(),
-        "--record-id",
-        ids[0],
-        "--record-id",
-        ids[1],
-        "--pubkey",
-        &f.vkey(),
-        "--out",
-        &out.display().to_string(),
-    ]);
-    assert!(ev.status.success(), "{}", text(&ev));
-    let v = kiroku(&["verify", "--bundle", &out.display().to_string(), "--pubkey", &f.vkey()]);
-    assert!(v.status.success(), "{}", text(&v));
-    let py = Command::new(python())
-        .arg(repo().join("tests/interop/verify_bundle.py"))
-        .arg(&out)
-        .arg(&f.vkey)
-        .output()
-        .unwrap();
-    assert!(py.status.success(), "{}", text(&py));
-    assert!(text(&py).contains("2 of 2 records verified"));
+    let out = f.bundle_verified_by_both(ids);
 
     // Edit one byte of a record: both verifiers reject the bundle.
     let rec = out.join(format!("records/{}.json", ids[0]));
@@ -596,11 +602,7 @@ async fn a_corrupt_segment_is_quarantined_and_other_chains_go_on() {
     segs.sort();
     assert!(segs.len() >= 2);
     // Flip a byte in the middle of the first segment.
-    let original = std::fs::read(&segs[0]).unwrap();
-    let mut bytes = original.clone();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x40;
-    std::fs::write(&segs[0], bytes).unwrap();
+    let original = flip_middle_byte(&segs[0]);
     let out = f.compact();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
@@ -650,6 +652,124 @@ async fn a_corrupt_segment_is_quarantined_and_other_chains_go_on() {
     assert_eq!(v.status.code(), Some(0), "{}", text(&v));
     let all = kiroku(&["find", "--archive", &f.archive(), "--from", "2000-01-01"]);
     assert_eq!(String::from_utf8_lossy(&all.stdout).lines().count(), 40 + 3, "every record of both chains");
+}
+
+/// A segment that fails verification and of which no good copy exists: the operator
+/// accepts the gap, the rest of the chain reaches the archive, `verify` notes the gap
+/// and still checks everything around it, and records on both sides of it are proven
+/// to a third party.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_the_operator_accepts_lets_the_rest_of_the_chain_reach_the_archive() {
+    let f = fixture(40).await;
+    let spool = f.dir.path().join("spool");
+    let chain_dir = std::fs::read_dir(&spool).unwrap().next().unwrap().unwrap().path();
+    let chain = chain_dir.file_name().unwrap().to_string_lossy().into_owned();
+    let segs = files_under(&chain_dir, "seg");
+    assert!(segs.len() >= 3, "{segs:?}");
+    let first_seq = |p: &Path| p.file_stem().unwrap().to_string_lossy().parse::<u64>().unwrap();
+    let (from, to) = (first_seq(&segs[1]), first_seq(&segs[2]));
+    let good_copy = flip_middle_byte(&segs[1]);
+    let out = f.compact();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("QUARANTINED"), "{}", text(&out));
+    let option = format!("--accept-gap {chain}:{from}");
+    let name = segs[1].file_name().unwrap().to_string_lossy().into_owned();
+    let report = std::fs::read_to_string(spool.join("quarantine").join(&chain).join(format!("{name}.report.txt")));
+    assert!(report.as_ref().unwrap().contains(&option), "{report:?}");
+
+    let accepting = |gap: &str| {
+        kiroku(&[
+            "compact",
+            "--spool",
+            &f.spool(),
+            "--archive",
+            &f.archive(),
+            "--pubkey",
+            &f.vkey(),
+            "--accept-gap",
+            gap,
+        ])
+    };
+    // A gap named at another seq is not the one the chain has: it still waits.
+    let wrong = accepting(&format!("{chain}:{}", from + 1));
+    assert_eq!(wrong.status.code(), Some(1), "{}", text(&wrong));
+    assert!(text(&wrong).contains(&option) && !text(&wrong).contains("gap accepted"), "{}", text(&wrong));
+    let bad = accepting("not-a-chain:3");
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+    assert!(text(&bad).contains("not a chain id"), "{}", text(&bad));
+
+    let accepted = accepting(&format!("{chain}:{from}"));
+    assert!(accepted.status.success(), "{}", text(&accepted));
+    let missing = to - from;
+    assert!(
+        text(&accepted).contains(&format!("gap accepted: {chain}: seq {from}..{to} ({missing} record(s))")),
+        "{}",
+        text(&accepted)
+    );
+    assert!(segs[2..].iter().all(|s| !s.exists()), "the later segments are compacted");
+    assert!(spool.join("quarantine").join(&chain).join(segs[1].file_name().unwrap()).exists(), "kept as evidence");
+    let all = kiroku(&["find", "--archive", &f.archive(), "--from", "2000-01-01"]);
+    assert_eq!(String::from_utf8_lossy(&all.stdout).lines().count() as u64, 40 - missing);
+    // Running on (a `--watch` pass with the option still given) records nothing more.
+    let again = accepting(&format!("{chain}:{from}"));
+    assert!(again.status.success() && !text(&again).contains("gap accepted"), "{}", text(&again));
+    let manifest_path = f.dir.path().join("archive/_kiroku/manifest.json");
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    assert_eq!(manifest["version"], 5);
+    assert_eq!(manifest["chains"][&chain]["gaps"].as_array().unwrap().len(), 1);
+
+    let verify = || kiroku(&["verify", "--archive", &f.archive(), "--pubkey", &f.vkey()]);
+    let v = verify();
+    assert_eq!(v.status.code(), Some(0), "{}", text(&v));
+    assert!(text(&v).contains(&format!("seq {from}..{to} ({missing} record(s)) not in the archive")), "{}", text(&v));
+
+    // Proven on both sides of the gap: before it against the checkpoint that sealed the
+    // segment before it, after it against the chain's newest.
+    let id_at = |seq: u64| f.records.iter().find(|r| r.seq == seq).unwrap().record.record_id.clone();
+    let (before, after) = (id_at(0), id_at(to));
+    for (id, size) in [(&before, Some(from)), (&after, None)] {
+        let e = kiroku(&["explain", id, "--archive", &f.archive(), "--pubkey", &f.vkey()]);
+        assert!(e.status.success(), "{}", text(&e));
+        let included = match size {
+            Some(n) => format!("inclusion proof: included in checkpoint of size {n} "),
+            None => "inclusion proof: included in checkpoint of size ".to_owned(),
+        };
+        assert!(text(&e).contains(&included), "{}", text(&e));
+    }
+    f.bundle_verified_by_both([&before, &after]);
+
+    // What the gap says the chain goes on from is checked by the signed checkpoints after
+    // it; a manifest without the gap shows the records as deleted.
+    let original = std::fs::read(&manifest_path).unwrap();
+    let mut edited: serde_json::Value = serde_json::from_slice(&original).unwrap();
+    let frontier = &mut edited["chains"][&chain]["gaps"][0]["frontier"][0];
+    let flipped = frontier.as_str().unwrap().replacen(|c: char| c.is_ascii_hexdigit(), "0", 1);
+    let flipped = if flipped == frontier.as_str().unwrap() { flipped.replacen('0', "1", 1) } else { flipped };
+    *frontier = flipped.into();
+    std::fs::write(&manifest_path, serde_json::to_vec(&edited).unwrap()).unwrap();
+    let v = verify();
+    assert_eq!(v.status.code(), Some(1), "{}", text(&v));
+    assert!(text(&v).contains("differs from the signed checkpoint"), "{}", text(&v));
+    let mut edited: serde_json::Value = serde_json::from_slice(&original).unwrap();
+    edited["chains"][&chain]["gaps"] = serde_json::json!([]);
+    std::fs::write(&manifest_path, serde_json::to_vec(&edited).unwrap()).unwrap();
+    let v = verify();
+    assert_eq!(v.status.code(), Some(1), "{}", text(&v));
+    assert!(text(&v).contains("missing (deleted)"), "{}", text(&v));
+    std::fs::write(&manifest_path, &original).unwrap();
+    assert_eq!(verify().status.code(), Some(0));
+
+    // A good copy that turns up after the gap was accepted does not fill it (the chain
+    // went on without it): it is quarantined next to the bad one, which stays.
+    std::fs::write(&segs[1], &good_copy).unwrap();
+    let late = f.compact();
+    assert_eq!(late.status.code(), Some(1), "{}", text(&late));
+    assert!(text(&late).contains("QUARANTINED"), "{}", text(&late));
+    let q = spool.join("quarantine").join(&chain);
+    assert!(std::fs::read(q.join(&name)).unwrap() != good_copy, "the bad copy is kept");
+    assert!(std::fs::read(q.join(format!("{name}.1"))).unwrap() == good_copy, "the late copy is next to it");
+    assert!(q.join(format!("{name}.1.report.txt")).exists());
+    assert_eq!(verify().status.code(), Some(0));
 }
 
 /// A spool with one empty chain directory, for segments written by hand.

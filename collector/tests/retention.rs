@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use kiroku_schemas::Timestamp;
 
 mod support;
-use support::{dated_spool, days_ago, files_under, kiroku, repo, text};
+use support::{dated_spool, days_ago, files_under, flip_middle_byte, kiroku, repo, text};
 
 use kiroku_tests::copy_tree;
 
@@ -208,4 +208,44 @@ fn retention_removes_only_what_is_older_than_the_period_and_the_rest_still_verif
     let short = kiroku(&[&base[..], &["--retain", "30d"]].concat());
     assert!(short.status.success(), "{}", text(&short));
     assert!(text(&short).contains("shorter than six months"), "{}", text(&short));
+}
+
+/// Retention that removes records on both sides of an accepted gap: the walk over the
+/// removed records goes on from the gap's recorded state, the gap goes with them, and
+/// what remains verifies and proves.
+#[test]
+fn retention_removes_an_accepted_gap_with_the_records_around_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Timestamp::now();
+    let days = [days_ago(now, 400), days_ago(now, 399), days_ago(now, 0)];
+    let ids = dated_spool(dir.path(), &days, 40);
+    let (spool, archive) = (dir.path().join("spool"), dir.path().join("archive"));
+    let s = |p: &Path| p.display().to_string();
+    let vkey = s(&dir.path().join("signer.vkey"));
+    let base = ["compact", "--spool", &s(&spool), "--archive", &s(&archive), "--pubkey", &vkey];
+    // A segment of the first day that fails verification, and has no good copy.
+    let chain_dir = std::fs::read_dir(&spool).unwrap().flatten().map(|e| e.path()).find(|p| p.is_dir()).unwrap();
+    let chain = chain_dir.file_name().unwrap().to_string_lossy().into_owned();
+    let segs = files_under(&chain_dir, "seg");
+    let bad = &segs[1];
+    let from = bad.file_stem().unwrap().to_string_lossy().parse::<u64>().unwrap();
+    assert!(from < 40, "the bad segment holds records of the first day: {segs:?}");
+    flip_middle_byte(bad);
+    assert_eq!(kiroku(&base).status.code(), Some(1));
+    let gap = format!("{chain}:{from}");
+    let accepted = kiroku(&[&base[..], &["--accept-gap", &gap]].concat());
+    assert!(accepted.status.success(), "{}", text(&accepted));
+    assert_eq!(manifest(&archive)["chains"][&chain]["gaps"].as_array().unwrap().len(), 1);
+
+    let cut = kiroku(&[&base[..], &["--retain", "365d"]].concat());
+    assert!(cut.status.success(), "{}", text(&cut));
+    assert!(text(&cut).contains("seq 0..80"), "the two old days go, gap and all: {}", text(&cut));
+    let m = manifest(&archive);
+    assert!(m["chains"][&chain].get("gaps").is_none(), "{m}");
+    assert_eq!(m["version"], 3, "no gap left to record");
+    let v = kiroku(&["verify", "--archive", &s(&archive), "--pubkey", &vkey]);
+    assert_eq!(v.status.code(), Some(0), "{}", text(&v));
+    assert!(!text(&v).contains("gap accepted"), "{}", text(&v));
+    let e = kiroku(&["explain", &ids[80], "--archive", &s(&archive), "--pubkey", &vkey]);
+    assert!(e.status.success() && text(&e).contains("inclusion proof: included"), "{}", text(&e));
 }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use kiroku::ship::LockMode;
+use kiroku_schemas::ChainId;
 
 use crate::archive_store::{ArchiveStore, LocalArchive, ObjectArchive, ObjectLock};
 use crate::compact::{CompactOptions, CompactReport, compact};
@@ -51,6 +52,20 @@ pub struct Args {
     /// period (an s3:// archive in a bucket created with Object Lock enabled).
     #[arg(long, value_enum, requires = "retain")]
     object_lock: Option<LockArg>,
+    /// Accept that chain CHAIN has no records from seq SEQ (where the archive holds it
+    /// up to) to its next segment, because the segment that held them failed
+    /// verification and no good copy exists: the rest of the chain is archived and the
+    /// missing seqs are recorded in the manifest as a gap. Repeatable.
+    #[arg(long, value_name = "CHAIN:SEQ", value_parser = parse_gap)]
+    accept_gap: Vec<(ChainId, u64)>,
+}
+
+/// `CHAIN:SEQ` of `--accept-gap`.
+fn parse_gap(s: &str) -> Result<(ChainId, u64), String> {
+    let (chain, seq) = s.rsplit_once(':').ok_or_else(|| format!("{s:?} is not CHAIN:SEQ"))?;
+    let chain = chain.parse::<ChainId>().map_err(|e| format!("{chain:?} is not a chain id: {e}"))?;
+    let seq = seq.parse::<u64>().map_err(|_| format!("{seq:?} is not a seq"))?;
+    Ok((chain, seq))
 }
 
 /// S3 Object Lock modes.
@@ -71,6 +86,7 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
     let pubkey = super::load_pubkey(&super::required(a.pubkey, "--pubkey", "KIROKU_PUBKEY")?)?;
     let mut opts = CompactOptions::new(pubkey);
     opts.retain = a.retain.map(|period| Retention { period, dry_run: a.retain_dry_run });
+    opts.accept_gaps = a.accept_gap;
     if let Some(r) = a.retain.filter(|r| *r < SIX_MONTHS) {
         say!(
             "kiroku: warning: --retain {} days is shorter than six months, the minimum the EU AI Act sets for the logs of high-risk AI systems (Art. 19, 26)",
@@ -133,6 +149,9 @@ pub(crate) fn print_report(r: &CompactReport) -> Result<(), CliError> {
     )?;
     for t in &r.torn_tails {
         out!("torn tail: {t}")?;
+    }
+    for g in &r.gaps {
+        out!("gap accepted: {g}")?;
     }
     for u in &r.unstated {
         out!("losses: {u}")?;

@@ -40,10 +40,11 @@ pub(crate) fn proof_status(
     if !archive.manifest.chains.contains_key(&c.chain_id) {
         return Ok("chain not in the manifest".into());
     }
-    let Some((cp, _)) = archive.best_checkpoint(&c.chain_id, key)?.filter(|(cp, _)| cp.size > c.seq) else {
+    let tree = archive.chain_tree(&c.chain_id)?;
+    let Some((cp, _)) = archive.checkpoint_for(&c.chain_id, key, &tree, c.seq)? else {
         return Ok("not yet covered by a signed checkpoint".into());
     };
-    let proof = archive.chain_tree(&c.chain_id)?.proof(c.seq, cp.size).map_err(|e| CliError::Corrupt(e.to_string()))?;
+    let proof = tree.proof(c.seq, cp.size).map_err(|e| CliError::Corrupt(e.to_string()))?;
     let ok = merkle::verify_inclusion(&merkle::leaf_hash(&c.hash), c.seq, cp.size, &proof, &cp.root).is_ok();
     let signed = if key.is_some() { "signature verified" } else { "signature NOT checked (no --pubkey)" };
     Ok(if ok {

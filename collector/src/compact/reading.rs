@@ -54,6 +54,8 @@ impl Refusal {
 /// What a verified segment ends in.
 #[derive(Clone)]
 pub(super) struct Verdict {
+    /// The chain state before its first record, as its header gives it.
+    pub start: ChainState,
     /// The chain state after its last record.
     pub end: ChainState,
     /// The note of its last checkpoint or seal.
@@ -90,6 +92,8 @@ impl Segment {
 /// checkpoint and seal frames, and where reading stopped.
 pub(super) struct Pending {
     name: String,
+    /// The chain state its header gives.
+    start: ChainState,
     verifier: SegmentVerifier,
     /// Checkpoint and seal frames, each with the number of record frames before it.
     others: std::iter::Peekable<std::vec::IntoIter<(usize, segment::Frame)>>,
@@ -109,16 +113,20 @@ pub(super) struct Pending {
 /// Read a segment (see the module docs); `Ok(Err(message))` is a problem with its
 /// header (the segment is quarantined; a problem with its frames is kept for the
 /// verdict, so that an earlier bad frame is reported first), `Err` an I/O error.
+/// `continuing`: the segment must continue `state` (else it goes on from its own
+/// header, after an accepted gap).
 pub(super) fn read(
     spool: &dyn SpoolStore,
     seg: &SegmentRef,
     state: &ChainState,
+    continuing: bool,
     opts: &CompactOptions,
     buffers: (Vec<Frame>, Vec<u8>),
 ) -> Result<Result<(Arc<Segment>, Pending), String>, CliError> {
     // Frame heads are checked all at once at the end, side by side. Should one fail,
     // nothing read is trusted and the segment is read again, each head checked in its
     // place, which finds the exact problem.
+    let state = continuing.then_some(state);
     match read_with(spool, seg, state, opts, buffers, true)? {
         Read::HeadFailed(mut frames, mut payloads) => {
             frames.clear();
@@ -144,18 +152,19 @@ enum Read {
 fn read_with(
     spool: &dyn SpoolStore,
     seg: &SegmentRef,
-    state: &ChainState,
+    state: Option<&ChainState>,
     opts: &CompactOptions,
     buffers: (Vec<Frame>, Vec<u8>),
     defer_heads: bool,
 ) -> Result<Read, CliError> {
-    let vopts = opts.verify_options(seg, Some(state));
+    let vopts = opts.verify_options(seg, state);
     // Large reads: fewer system calls than the reader's frame-sized ones.
     let input = io::BufReader::with_capacity(1 << 20, spool.read(seg)?);
     let mut reader = match SegmentReader::open(input) {
         Ok(r) => r,
         Err(e) => return Ok(Read::Done(Err(e.in_file(&seg.name).to_string()))),
     };
+    let start = ChainState::from_header(reader.header());
     let verifier = match SegmentVerifier::new(reader.header(), vopts) {
         Ok(v) => v,
         Err(e) => return Ok(Read::Done(Err(e.in_file(&seg.name).to_string()))),
@@ -191,13 +200,22 @@ fn read_with(
     }
     let end = reader.offset();
     let segment = Segment {
-        records: Records::new(&seg.name, state.chain_id, frames, payloads),
+        records: Records::new(&seg.name, start.chain_id, frames, payloads),
         verdict: Mutex::new(None),
         decided: Condvar::new(),
     };
     let others = others.into_iter().peekable();
-    let pending =
-        Pending { name: seg.name.clone(), verifier, others, checked: 0, next_chunk: 0, problem: Ok(()), end, stop };
+    let pending = Pending {
+        name: seg.name.clone(),
+        start,
+        verifier,
+        others,
+        checked: 0,
+        next_chunk: 0,
+        problem: Ok(()),
+        end,
+        stop,
+    };
     Ok(Read::Done(Ok((Arc::new(segment), pending))))
 }
 
@@ -269,6 +287,7 @@ impl Pending {
         };
         let report = self.verifier.finish(self.end, torn)?;
         Ok(Verdict {
+            start: self.start,
             end: report.end,
             last_checkpoint: report.last_checkpoint.map(|(_, note)| note),
             torn_tail: report.torn_tail,
@@ -311,7 +330,7 @@ mod tests {
         let seg = SegmentRef { chain_id: chain, first_seq: 0, name, sealed: true };
         let opts = CompactOptions::new(signer.verifier());
         let (s, mut pending) =
-            read(&spool, &seg, &ChainState::genesis(chain), &opts, Default::default()).unwrap().unwrap();
+            read(&spool, &seg, &ChainState::genesis(chain), true, &opts, Default::default()).unwrap().unwrap();
         // Chunks out of order: the checks must wait for the one in flight.
         assert!(s.records.parse_one(Side::Reader));
         pending.check_ready(&s.records);

@@ -92,3 +92,13 @@ pub fn files_under(dir: &Path, ext: &str) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// Flip one bit of the byte in the middle of `path` (a corrupt copy); its bytes before.
+pub fn flip_middle_byte(path: &Path) -> Vec<u8> {
+    let original = std::fs::read(path).unwrap();
+    let mut bytes = original.clone();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(path, bytes).unwrap();
+    original
+}
