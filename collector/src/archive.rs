@@ -444,54 +444,46 @@ impl Archive {
         Ok(tree)
     }
 
-    /// The newest signed checkpoint of a chain in the manifest that an inclusion proof
-    /// of record `seq` can be made against from `tree`: it covers the record, and no
-    /// accepted gap lies between the record and the checkpoint's size. Opened with `key`
-    /// (or parsed without checking its signature when there is none), with its note.
-    pub fn checkpoint_for(
-        &self,
-        chain: &str,
-        key: Option<&NoteVerifier>,
-        tree: &ChainTree,
-        seq: u64,
-    ) -> Result<Option<(Checkpoint, String)>, CliError> {
-        let Some(end) = tree.piece_end(seq) else { return Ok(None) };
-        self.newest_checkpoint(chain, key, |cp| cp.size > seq && cp.size <= end)
+    /// A chain's signed checkpoints in the manifest, each opened with `key` (or parsed
+    /// without checking its signature when there is none), with its note; none for a
+    /// chain not in the manifest.
+    pub fn checkpoints(&self, chain: &str, key: Option<&NoteVerifier>) -> Result<Vec<(Checkpoint, String)>, CliError> {
+        let Some(entry) = self.manifest.chains.get(chain) else { return Ok(Vec::new()) };
+        entry
+            .checkpoints
+            .iter()
+            .map(|note| {
+                let cp = match key {
+                    Some(k) => k.open(note).map_err(|e| {
+                        CliError::Corrupt(format!("chain {chain}: checkpoint in the manifest does not verify: {e}"))
+                    })?,
+                    None => Checkpoint::parse_note_unverified(note)
+                        .map_err(|e| CliError::Corrupt(format!("chain {chain}: checkpoint in the manifest: {e}")))?,
+                };
+                Ok((cp, note.clone()))
+            })
+            .collect()
     }
 
-    /// The newest signed checkpoint of a chain in the manifest, opened with `key` (or
-    /// parsed without checking its signature when there is none), and its note.
+    /// The newest signed checkpoint of a chain in the manifest ([`Archive::checkpoints`]).
     pub fn best_checkpoint(
         &self,
         chain: &str,
         key: Option<&NoteVerifier>,
     ) -> Result<Option<(Checkpoint, String)>, CliError> {
-        self.newest_checkpoint(chain, key, |_| true)
+        Ok(newest(self.checkpoints(chain, key)?.iter(), |_| true).cloned())
     }
+}
 
-    /// The newest of a chain's checkpoints that `wanted` accepts.
-    fn newest_checkpoint(
-        &self,
-        chain: &str,
-        key: Option<&NoteVerifier>,
-        wanted: impl Fn(&Checkpoint) -> bool,
-    ) -> Result<Option<(Checkpoint, String)>, CliError> {
-        let Some(entry) = self.manifest.chains.get(chain) else { return Ok(None) };
-        let mut best: Option<(Checkpoint, String)> = None;
-        for note in &entry.checkpoints {
-            let cp = match key {
-                Some(k) => k.open(note).map_err(|e| {
-                    CliError::Corrupt(format!("chain {chain}: checkpoint in the manifest does not verify: {e}"))
-                })?,
-                None => Checkpoint::parse_note_unverified(note)
-                    .map_err(|e| CliError::Corrupt(format!("chain {chain}: checkpoint in the manifest: {e}")))?,
-            };
-            if wanted(&cp) && best.as_ref().is_none_or(|(b, _)| cp.size > b.size) {
-                best = Some((cp, note.clone()));
-            }
-        }
-        Ok(best)
-    }
+/// The newest of `cps` that `wanted` accepts (the first of equal size).
+fn newest<'a>(
+    cps: impl Iterator<Item = &'a (Checkpoint, String)>,
+    wanted: impl Fn(&Checkpoint) -> bool,
+) -> Option<&'a (Checkpoint, String)> {
+    cps.filter(|(cp, _)| wanted(cp)).fold(None, |best, c| match best {
+        Some(b) if c.0.size <= b.0.size => Some(b),
+        _ => Some(c),
+    })
 }
 
 /// A chain's Merkle tree as the archive holds it: in pieces, each the compact range of
@@ -544,6 +536,14 @@ impl ChainTree {
             r.push_leaf_hash(*h);
         }
         Some(r.root())
+    }
+
+    /// The newest of a chain's checkpoints `cps` ([`Archive::checkpoints`]) that an
+    /// inclusion proof of record `seq` can be made against from this tree: it covers
+    /// the record, and no accepted gap lies between the record and its size.
+    pub fn checkpoint_for<'a>(&self, cps: &'a [(Checkpoint, String)], seq: u64) -> Option<&'a (Checkpoint, String)> {
+        let end = self.piece_end(seq)?;
+        newest(cps.iter(), |cp| cp.size > seq && cp.size <= end)
     }
 
     /// The inclusion proof of leaf `index` in the tree of the first `size` leaves.

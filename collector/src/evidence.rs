@@ -157,18 +157,19 @@ fn write_bundle_files(
     let mut index = BundleIndex { format: BUNDLE_FORMAT.into(), records: Vec::new() };
     for (chain, rows) in by_chain {
         let tree = archive.chain_tree(chain)?;
+        let cps = archive.checkpoints(chain, Some(verifier))?;
         // Each record is proven against the newest checkpoint that covers it with no
         // accepted gap in between: the chain's newest, unless the record is before a gap.
-        let mut checked: BTreeMap<u64, String> = BTreeMap::new();
+        let mut checked: BTreeMap<u64, &String> = BTreeMap::new();
         for r in rows {
             let rec = AuditRecord::from_json(&r.payload)
                 .map_err(|e| CliError::Corrupt(format!("chain {chain} seq {}: {e}", r.seq)))?;
-            let Some((cp, note)) = archive.checkpoint_for(chain, Some(verifier), &tree, r.seq)? else {
-                return Err(CliError::Usage(match archive.best_checkpoint(chain, Some(verifier))? {
+            let Some((cp, note)) = tree.checkpoint_for(&cps, r.seq) else {
+                return Err(CliError::Usage(match cps.iter().map(|(cp, _)| cp.size).max() {
                     None => format!("chain {chain} has no signed checkpoint in the archive yet"),
-                    Some((cp, _)) => format!(
-                        "record {} (chain {chain} seq {}) is after the newest signed checkpoint (size {}); compact again once the writer has sealed its segment",
-                        rec.record_id, r.seq, cp.size
+                    Some(size) => format!(
+                        "record {} (chain {chain} seq {}) is after the newest signed checkpoint (size {size}); compact again once the writer has sealed its segment",
+                        rec.record_id, r.seq
                     ),
                 }));
             };
@@ -179,7 +180,7 @@ fn write_bundle_files(
                         cp.size
                     )));
                 }
-                slot.insert(note.clone());
+                slot.insert(note);
             }
             // A bundle that cannot verify is worse than none: refuse an altered record.
             if !r.payload_matches_hash()? {
@@ -192,7 +193,7 @@ fn write_bundle_files(
                 extra: None,
                 index: r.seq,
                 hashes: tree.proof(r.seq, cp.size).map_err(|e| CliError::Corrupt(e.to_string()))?,
-                checkpoint: note,
+                checkpoint: note.clone(),
             };
             let (rec_path, proof_path) =
                 (format!("records/{}.json", rec.record_id), format!("proofs/{}.tlog-proof", rec.record_id));

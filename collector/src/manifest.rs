@@ -208,7 +208,7 @@ impl ChainEntry {
         Self {
             next_seq: s.next_seq,
             last_hash: to_hex(&s.last_hash),
-            frontier: s.tree.hashes().iter().map(|h| to_hex(h)).collect(),
+            frontier: frontier_hex(&s.tree),
             checkpoints: Vec::new(),
             files: Vec::new(),
             segments: Vec::new(),
@@ -268,7 +268,7 @@ impl Gap {
             from_seq,
             to_seq: after.next_seq,
             last_hash: to_hex(&after.last_hash),
-            frontier: after.tree.hashes().iter().map(|h| to_hex(h)).collect(),
+            frontier: frontier_hex(&after.tree),
             at,
         }
     }
@@ -308,12 +308,17 @@ impl Retired {
         Self {
             next_seq: state.next_seq,
             last_hash: to_hex(&state.last_hash),
-            frontier: state.tree.hashes().iter().map(|h| to_hex(h)).collect(),
+            frontier: frontier_hex(&state.tree),
             files,
             through_date,
             at,
         }
     }
+}
+
+/// A compact range's hashes in manifest form: hex, largest subtree first.
+fn frontier_hex(tree: &CompactRange) -> Vec<String> {
+    tree.hashes().iter().map(|h| to_hex(h)).collect()
 }
 
 /// A chain state from its manifest form; `what` names the entry in errors.

@@ -100,8 +100,6 @@ pub struct Orphan {
     pub lost: Result<Option<UnstatedLosses>, String>,
 }
 
-/// The first seq of a quarantined segment from its file name (`<seq>.<ext>`; not its
-/// `.report.txt`).
 /// The name a segment called `name` is quarantined under: `name`, or, when `taken`
 /// says a file of that name is in quarantine already (a second copy of a segment, such
 /// as a good copy that turned up after its gap was accepted), `name.1`, `name.2`, ...:
@@ -113,6 +111,8 @@ pub(crate) fn quarantine_name(name: &str, taken: impl Fn(&str) -> bool) -> Strin
         .unwrap_or_else(|| name.to_owned())
 }
 
+/// The first seq of a quarantined segment from its file name (`<seq>.<ext>`; not its
+/// `.report.txt`).
 pub(crate) fn quarantined_first_seq(name: &str) -> Option<u64> {
     let (stem, ext) = name.split_once('.')?;
     matches!(ext, "seg" | "open" | "corrupt").then(|| stem.parse().ok()).flatten()

@@ -403,21 +403,27 @@ impl ChainWalk {
         }
         cps.sort_by_key(|c| c.size);
         let tree = state.tree.clone();
-        let mut checkpoints = cps.into_iter().peekable();
-        // Checkpoints up to where the archive begins: only one exactly at the cut can be
-        // checked (against the retained compact range); later ones cover the cut too.
-        while let Some(cp) = checkpoints.next_if(|cp| cp.size <= tree.size()) {
-            if cp.size == tree.size() && cp.size > 0 {
+        let checkpoints = cps.into_iter().peekable();
+        let mut walk = Self { chain, state, tree, gaps: gaps.into_iter().peekable(), checkpoints };
+        walk.checkpoints_at_cut("the retention cut", rep);
+        walk
+    }
+
+    /// Where the walk begins again from a compact range (where the archive begins, or
+    /// after an accepted gap): of the checkpoints up to there, only one exactly there
+    /// can be checked (against that compact range); later ones cover it too.
+    fn checkpoints_at_cut(&mut self, what: &str, rep: &mut VerifyReport) {
+        while let Some(cp) = self.checkpoints.next_if(|cp| cp.size <= self.tree.size()) {
+            if cp.size == self.tree.size() && cp.size > 0 {
                 rep.checkpoints += 1;
-                if cp.root != tree.root() {
+                if cp.root != self.tree.root() {
                     rep.problems.push(format!(
-                        "chain {chain}: Merkle root of the first {} records (the retention cut) differs from the signed checkpoint",
-                        cp.size
+                        "chain {}: Merkle root of the first {} records ({what}) differs from the signed checkpoint",
+                        self.chain, cp.size
                     ));
                 }
             }
         }
-        Self { chain, state, tree, gaps: gaps.into_iter().peekable(), checkpoints }
     }
 
     /// Go on from the state after the accepted gap that starts where the walk stands
@@ -431,17 +437,7 @@ impl ChainWalk {
         };
         self.tree = after.tree.clone();
         self.state = after;
-        while let Some(cp) = self.checkpoints.next_if(|cp| cp.size <= self.tree.size()) {
-            if cp.size == self.tree.size() {
-                rep.checkpoints += 1;
-                if cp.root != self.tree.root() {
-                    rep.problems.push(format!(
-                        "chain {}: Merkle root of the first {} records (after the accepted gap) differs from the signed checkpoint",
-                        self.chain, cp.size
-                    ));
-                }
-            }
-        }
+        self.checkpoints_at_cut("after the accepted gap", rep);
     }
 
     /// The next row in seq order.
