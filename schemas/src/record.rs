@@ -13,6 +13,7 @@
 mod exchange;
 mod gen_ai;
 mod governance;
+mod json;
 mod keyword;
 pub mod view;
 
@@ -159,10 +160,13 @@ impl AuditRecord {
     }
 
     /// Append the JSON bytes to store to `out` (what [`to_json`](Self::to_json)
-    /// returns, without allocating a new buffer).
+    /// returns, without allocating a new buffer). The bytes are those
+    /// `serde_json::to_writer` writes for the record; a writer of the crate's own
+    /// produces them, scanning strings for escapes a word at a time.
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        // Writing into a Vec cannot fail, and these types serialise without error.
-        let _ = serde_json::to_writer(out, self);
+        // Writing into a Vec cannot fail, and these types serialise without error (every
+        // map key is a string).
+        let _ = json::write(self, out);
     }
 
     /// Parse a record from its stored JSON bytes, refusing other major versions.
@@ -183,9 +187,9 @@ impl AuditRecord {
 
     /// The JSON bytes to store (compact, fields in declaration order).
     pub fn to_json(&self) -> Vec<u8> {
-        // Serialising these types cannot fail: every map key is a string and no
-        // Serialize impl here returns an error.
-        serde_json::to_vec(self).unwrap_or_default()
+        let mut out = Vec::with_capacity(1024);
+        self.write_json(&mut out);
+        out
     }
 
     /// The JSON Schema of the record, as checked in at `schemas/json/audit-record.v1.schema.json`.

@@ -378,6 +378,21 @@ fn rng(mut state: u64) -> impl FnMut() -> u64 {
 }
 
 #[test]
+fn a_record_is_stored_as_serde_json_would_write_it() {
+    // The stored bytes are what is hashed; the record writer must not change them.
+    let mut next = rng(7);
+    let mut records = vec![sample(), full(), AuditRecord::new("x", Timestamp::from_unix_nanos(0))];
+    records.extend((0..512).map(|_| arbitrary_record(&mut next)));
+    for r in records {
+        let want = serde_json::to_vec(&r).unwrap();
+        assert_eq!(r.to_json(), want, "{}", String::from_utf8_lossy(&want));
+        let mut appended = b"[".to_vec();
+        r.write_json(&mut appended);
+        assert_eq!(appended[1..], want[..]);
+    }
+}
+
+#[test]
 fn the_fast_reading_takes_what_the_journal_writes() {
     let mut no_ext = full();
     no_ext.extensions.clear();
