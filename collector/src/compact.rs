@@ -102,8 +102,9 @@ pub struct CompactReport {
     pub files: Vec<String>,
     /// Segments quarantined, with the problem.
     pub quarantined: Vec<(String, String)>,
-    /// Segments left waiting behind one of their chain that was quarantined or could
-    /// not be verified.
+    /// Segments left waiting, each with why: behind one of their chain that was
+    /// quarantined or could not be verified, or (a dead writer's open segment) after an
+    /// accepted gap with no signed checkpoint to confirm where the chain goes on from.
     pub blocked: Vec<String>,
     /// Segments left in place because their checkpoints carry no signature by the
     /// configured key, only others (a wrong `--pubkey`, or a segment of another log),
@@ -1088,11 +1089,12 @@ impl Run<'_> {
                     });
                     match checked {
                         // After a gap the chain's state comes from this segment's header:
-                        // only a signed checkpoint in it confirms that state.
+                        // only a signed checkpoint in it confirms that state. A sealed
+                        // segment always holds one, so this is a dead writer's open segment.
                         Ok(verdict) if seg.first_seq > state.next_seq && verdict.last_checkpoint.is_none() => {
                             let _ = spent_tx.send((s, chunks));
                             self.report.blocked.push(format!(
-                                "{}/{} (it follows the accepted gap from seq {} but holds no signed checkpoint, which the chain's state after the gap must be confirmed by: it is compacted once its writer seals it)",
+                                "{}/{} (it follows the accepted gap from seq {}, and its writer is gone without sealing it: with no signed checkpoint in it, nothing confirms the chain's state after the gap, so its records stay in the spool; restart the instance that wrote this chain: opening the chain again seals the segment, and the next compaction archives it)",
                                 seg.chain_id, seg.name, state.next_seq
                             ));
                             true
@@ -1140,9 +1142,11 @@ impl Run<'_> {
                 Step::Fail(e) => return Err(e),
             };
             if stopped {
-                self.report
-                    .blocked
-                    .extend(segs[i + 1..].iter().filter(|s| s.sealed).map(|s| format!("{}/{}", s.chain_id, s.name)));
+                self.report.blocked.extend(
+                    segs[i + 1..]
+                        .iter()
+                        .map(|s| format!("{}/{} (behind an earlier segment of its chain)", s.chain_id, s.name)),
+                );
                 return Ok(Ended::Stopped);
             }
         }

@@ -606,7 +606,7 @@ async fn a_corrupt_segment_is_quarantined_and_other_chains_go_on() {
     let out = f.compact();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
-        text(&out).contains("QUARANTINED") && text(&out).contains("waiting behind an earlier segment of its chain"),
+        text(&out).contains("QUARANTINED") && text(&out).contains("(behind an earlier segment of its chain)"),
         "{}",
         text(&out)
     );
@@ -627,7 +627,7 @@ async fn a_corrupt_segment_is_quarantined_and_other_chains_go_on() {
         let again = f.compact();
         assert_eq!(again.status.code(), Some(1), "{}", text(&again));
         let waits = format!(
-            "waiting behind an earlier segment of its chain: {chain}/{}",
+            "waiting: {chain}/{} (the chain's segment from seq",
             segs[1].file_name().unwrap().to_string_lossy()
         );
         assert!(text(&again).contains(&waits) && text(&again).contains("is in quarantine"), "{}", text(&again));
@@ -1337,6 +1337,86 @@ fn a_dead_writers_last_sealed_segment_is_not_missed_for_its_open_one() {
     let report = kiroku_collector::compact::compact(&spool, &archive, &opts, &mut |_| {}).unwrap();
     assert!(report.quarantined.is_empty(), "nothing valid is quarantined: {:?}", report.quarantined);
     assert_eq!((report.records, report.segments, report.orphans), (9, 3, 1), "{report:?}");
+}
+
+#[test]
+fn a_dead_writers_open_segment_after_an_accepted_gap_waits_for_its_seal() {
+    // Sealed 0-2, sealed 3-5 (corrupt, no good copy), open 6-8 of a writer that is gone.
+    // With the gap accepted, the open segment's records would rest on nothing signed: its
+    // header says where the chain goes on from, and no checkpoint confirms it.
+    let HandMade { dir, signer, vkey, chain, chain_dir } = hand_made("gap-open");
+    std::fs::write(chain_dir.join("lock"), b"").unwrap();
+    let mut header = SegmentHeader::genesis(chain);
+    let mut open_writer = None;
+    for first in [0u64, 3, 6] {
+        let mut w = SegmentWriter::new(Vec::new(), header).unwrap();
+        for seq in first..first + 3 {
+            let mut r = AuditRecord::new(format!("gap-open-{seq}"), Timestamp::now());
+            (r.chain_id, r.seq) = (chain, seq);
+            r.gen_ai.request.model = Some("m".into());
+            w.append_record(&r.to_json()).unwrap();
+        }
+        header = w.state().next_header();
+        if first == 6 {
+            std::fs::write(chain_dir.join(format!("{first:020}.open")), w.get_ref()).unwrap();
+            open_writer = Some(w);
+        } else {
+            std::fs::write(
+                chain_dir.join(format!("{first:020}.seg")),
+                w.seal(&signer, "kiroku", Timestamp::now()).unwrap(),
+            )
+            .unwrap();
+        }
+    }
+    flip_middle_byte(&chain_dir.join(format!("{:020}.seg", 3)));
+    let (spool, archive, vkey) = (
+        dir.path().join("spool").display().to_string(),
+        dir.path().join("archive").display().to_string(),
+        vkey.display().to_string(),
+    );
+    let compact = |extra: &[&str]| {
+        let mut args = vec!["compact", "--spool", &spool, "--archive", &archive, "--pubkey", &vkey];
+        args.extend_from_slice(extra);
+        kiroku(&args)
+    };
+    let first = compact(&[]);
+    assert_eq!(first.status.code(), Some(1), "{}", text(&first));
+    assert!(
+        text(&first).contains(&format!("waiting: {chain}/{:020}.open (behind an earlier segment of its chain)", 6)),
+        "the dead writer's records are said to wait: {}",
+        text(&first)
+    );
+    let gap = format!("{chain}:3");
+    let report = dir.path().join(format!("spool/quarantine/{chain}/{:020}.seg.report.txt", 3));
+    assert!(std::fs::read_to_string(report).unwrap().contains(&format!("--accept-gap {gap}")));
+
+    let accepted = compact(&["--accept-gap", &gap]);
+    assert_eq!(accepted.status.code(), Some(1), "{}", text(&accepted));
+    let open = chain_dir.join(format!("{:020}.open", 6));
+    assert!(
+        text(&accepted).contains(&format!("waiting: {chain}/{:020}.open (it follows the accepted gap from seq 3", 6))
+            && text(&accepted).contains("its writer is gone")
+            && text(&accepted).contains("restart the instance"),
+        "{}",
+        text(&accepted)
+    );
+    assert!(!text(&accepted).contains("gap accepted"), "nothing after the gap is committed: {}", text(&accepted));
+    assert!(open.exists(), "its records stay in the spool");
+    let found = kiroku(&["find", "--archive", &archive, "--model", "m"]);
+    assert_eq!(String::from_utf8_lossy(&found.stdout).lines().count(), 3, "only the records before the gap");
+
+    // Its writer comes back and seals it (what opening the chain again does): now the
+    // checkpoint confirms the chain after the gap, and the records reach the archive.
+    let sealed = open_writer.unwrap().seal(&signer, "kiroku", Timestamp::now()).unwrap();
+    std::fs::write(chain_dir.join(format!("{:020}.seg", 6)), sealed).unwrap();
+    std::fs::remove_file(&open).unwrap();
+    let resumed = compact(&["--accept-gap", &gap]);
+    assert!(resumed.status.success(), "{}", text(&resumed));
+    assert!(text(&resumed).contains(&format!("gap accepted: {chain}: seq 3..6 (3 record(s))")), "{}", text(&resumed));
+    let found = kiroku(&["find", "--archive", &archive, "--model", "m"]);
+    assert_eq!(String::from_utf8_lossy(&found.stdout).lines().count(), 6);
+    let v = kiroku(&["verify", "--archive", &archive, "--pubkey", &vkey]);
+    assert_eq!(v.status.code(), Some(0), "{}", text(&v));
 }
 
 #[test]

@@ -166,7 +166,7 @@ pub(crate) fn print_report(r: &CompactReport) -> Result<(), CliError> {
         out!("NOT VERIFIABLE WITH THE CONFIGURED KEY, left in place {seg}: {why}; check --pubkey")?;
     }
     for b in &r.blocked {
-        out!("waiting behind an earlier segment of its chain: {b}")?;
+        out!("waiting: {b}")?;
     }
     for e in &r.elsewhere {
         out!("left to another compactor: {e}")?;
