@@ -15,6 +15,7 @@ mod gen_ai;
 mod governance;
 mod json;
 mod keyword;
+mod plain_run;
 pub mod view;
 
 use std::collections::BTreeMap;

@@ -7,12 +7,14 @@
 //! mostly text that needs no escape (ids, routes, attributes, captured bodies), and that
 //! scan was most of the cost of serialising a 1 KiB record on the appending thread
 //! (`perf` of `cargo bench -p kiroku --bench journal`). Here a string's bytes are read
-//! as 64-bit words: one word test finds whether any of eight bytes is a quote, a
-//! backslash or a control character, and only a word that holds one is looked at byte by
-//! byte.
+//! as 64-bit words: one word test ([`special_bytes`], which the one-pass reader shares)
+//! finds whether any of eight bytes is a quote, a backslash or a control character, and
+//! the plain bytes before the first such byte are copied at once.
 
 use serde::Serialize;
 use serde::ser::{self, Impossible};
+
+use super::plain_run::special_bytes;
 
 /// Append `value`'s compact JSON to `out`: the bytes `serde_json::to_writer` writes.
 ///
@@ -59,23 +61,6 @@ static ESCAPE: [u8; 256] = {
     t
 };
 
-const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-
-/// A mask with the high bit of each byte of `word` (little-endian) that may need an
-/// escape. The lowest set bit always marks a byte that does: a subtraction's borrow only
-/// runs from a byte that matched to the bytes above it, so false marks lie only above a
-/// true one.
-#[inline]
-fn escapes_in(word: u64) -> u64 {
-    let control = word.wrapping_sub(ONES * 0x20) & !word;
-    let q = word ^ (ONES * u64::from(b'"'));
-    let quote = q.wrapping_sub(ONES) & !q;
-    let s = word ^ (ONES * u64::from(b'\\'));
-    let backslash = s.wrapping_sub(ONES) & !s;
-    (control | quote | backslash) & HIGH
-}
-
 /// Append the escape of `byte`, one that [`ESCAPE`] marks.
 #[inline]
 fn push_escape(out: &mut Vec<u8>, byte: u8) {
@@ -96,7 +81,7 @@ fn push_str(out: &mut Vec<u8>, s: &str) {
     // `run` is where the bytes not yet copied start; `i` where the scan is.
     let (mut run, mut i) = (0, 0);
     while let Some(word) = bytes[i..].first_chunk::<8>() {
-        let marks = escapes_in(u64::from_le_bytes(*word));
+        let marks = special_bytes(u64::from_le_bytes(*word));
         if marks == 0 {
             i += 8;
             continue;
@@ -515,7 +500,7 @@ mod tests {
     #[test]
     fn a_word_of_bytes_above_the_escapes_is_not_escaped() {
         // Bytes 0x20 after a control byte: the borrow of the control byte's test must not
-        // mark them (false marks above a true one are skipped by rescanning from it).
+        // mark them (the scan goes on after each escape, from the next byte).
         let s = "\u{1f} !\u{0}\"#\\]\u{1f}\u{20}\u{21}\u{22}\u{5b}\u{5c}\u{5d}";
         assert_eq!(ours(s), serde_json::to_vec(s).unwrap());
         let s = "\u{0}".repeat(8) + &" ".repeat(8) + &"\u{0} ".repeat(8);

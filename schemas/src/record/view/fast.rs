@@ -19,6 +19,7 @@ use super::{
     AuditRecord, BodySummary, Caller, Disclosure, GenAi, GenAiOperation, GenAiProvider, GenAiRequest, GenAiResponse,
     HttpExchange, OutputSource, Provenance, SafeguardDecision, Text, ToolCall, TraceContext, Watermark,
 };
+use crate::record::plain_run::plain_run;
 use crate::record::{CaptureMode, GenAiUsage, Keyword, Outcome, SafeguardAction};
 
 /// Read `bytes` if they have the journal's shape.
@@ -532,54 +533,4 @@ fn safeguard<'a>(c: &mut Cursor<'a>) -> Option<SafeguardDecision<'a>> {
 #[inline(always)]
 fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
-}
-
-/// How many leading bytes of `s` can be part of a string as they are: none is a quote, a
-/// backslash or a control character. Eight bytes at a time; the first byte that is one of those
-/// (or the last few, fewer than eight) is left to the caller's byte-by-byte reading.
-fn plain_run(s: &[u8]) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    // Bytes of `x` that are zero (the lowest flagged byte is exact; flags above it may
-    // be borrows), and bytes below `n` (n <= 128, same guarantee).
-    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
-    let below = |x: u64, n: u8| x.wrapping_sub(ONES * n as u64) & !x & HIGH;
-    let mut n = 0;
-    while let Some(word) = s.get(n..n + 8) {
-        let mut eight = [0u8; 8];
-        eight.copy_from_slice(word);
-        let x = u64::from_le_bytes(eight);
-        let special = zero(x ^ (ONES * b'"' as u64)) | zero(x ^ (ONES * b'\\' as u64)) | below(x, 0x20);
-        if special != 0 {
-            return n + (special.trailing_zeros() / 8) as usize;
-        }
-        n += 8;
-    }
-    n
-}
-
-#[cfg(test)]
-mod plain_run_tests {
-    use super::plain_run;
-
-    #[test]
-    fn it_stops_at_the_first_special_byte_and_nowhere_else() {
-        // Bytes that may stand in a string as they are, the UTF-8 high bytes included.
-        let plain: Vec<u8> = (0x20u8..=0xFF).filter(|b| *b != b'"' && *b != b'\\').collect();
-        for special in [b'"', b'\\', 0x00, 0x01, 0x1F] {
-            for len in 0..24 {
-                for at in 0..=len {
-                    let mut s: Vec<u8> = (0..len).map(|i| plain[(i * 37 + at) % plain.len()]).collect();
-                    if at < len {
-                        s[at] = special;
-                    }
-                    // Whole words are skipped up to the one holding the special byte; a
-                    // tail shorter than a word is left to the byte-by-byte reading.
-                    let words_end = len / 8 * 8;
-                    let want = if at < words_end { at } else { words_end };
-                    assert_eq!(plain_run(&s), want, "{s:?}");
-                }
-            }
-        }
-    }
 }
