@@ -465,6 +465,15 @@ impl Archive {
             .collect()
     }
 
+    /// Why no signed checkpoint proves record `seq` of `chain`, for a record
+    /// [`ChainTree::checkpoint_for`] finds none for.
+    pub fn uncovered(&self, chain: &str, seq: u64) -> Uncovered {
+        match self.manifest.chains.get(chain).and_then(|e| e.gap_after(seq)) {
+            Some(g) => Uncovered::BeforeGap { from_seq: g.from_seq, to_seq: g.to_seq },
+            None => Uncovered::Yet,
+        }
+    }
+
     /// The newest signed checkpoint of a chain in the manifest ([`Archive::checkpoints`]).
     pub fn best_checkpoint(
         &self,
@@ -472,6 +481,35 @@ impl Archive {
         key: Option<&NoteVerifier>,
     ) -> Result<Option<(Checkpoint, String)>, CliError> {
         Ok(newest(self.checkpoints(chain, key)?.iter(), |_| true).cloned())
+    }
+}
+
+/// Why no signed checkpoint proves a record ([`Archive::uncovered`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Uncovered {
+    /// It is after the chain's newest checkpoint: one its writer signs later can prove it.
+    Yet,
+    /// It is before an accepted gap, and no checkpoint was signed between it and the
+    /// gap (its segment was recovered from a writer that died before signing one): none
+    /// ever will prove it, since a checkpoint signed after the gap covers records the
+    /// archive does not hold.
+    BeforeGap {
+        /// Where the gap begins.
+        from_seq: u64,
+        /// The seq the chain goes on from.
+        to_seq: u64,
+    },
+}
+
+impl std::fmt::Display for Uncovered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Uncovered::Yet => f.write_str("not yet covered by a signed checkpoint"),
+            Uncovered::BeforeGap { from_seq, to_seq } => write!(
+                f,
+                "never covered by a signed checkpoint: none was signed between it and the accepted gap at seq {from_seq}..{to_seq}, and one signed after the gap cannot prove it"
+            ),
+        }
     }
 }
 

@@ -21,7 +21,7 @@ use kiroku_schemas::proof::TlogProof;
 use kiroku_schemas::segment::record_hash;
 use serde::{Deserialize, Serialize};
 
-use crate::archive::{Archive, ChainCols, chain_id};
+use crate::archive::{Archive, ChainCols, Uncovered, chain_id};
 use crate::error::CliError;
 use crate::verify::VerifyReport;
 
@@ -165,13 +165,16 @@ fn write_bundle_files(
             let rec = AuditRecord::from_json(&r.payload)
                 .map_err(|e| CliError::Corrupt(format!("chain {chain} seq {}: {e}", r.seq)))?;
             let Some((cp, note)) = tree.checkpoint_for(&cps, r.seq) else {
-                return Err(CliError::Usage(match cps.iter().map(|(cp, _)| cp.size).max() {
-                    None => format!("chain {chain} has no signed checkpoint in the archive yet"),
-                    Some(size) => format!(
-                        "record {} (chain {chain} seq {}) is after the newest signed checkpoint (size {size}); compact again once the writer has sealed its segment",
-                        rec.record_id, r.seq
-                    ),
-                }));
+                let at = format!("record {} (chain {chain} seq {})", rec.record_id, r.seq);
+                return Err(CliError::Usage(
+                    match (archive.uncovered(chain, r.seq), cps.iter().map(|(cp, _)| cp.size).max()) {
+                        (gap @ Uncovered::BeforeGap { .. }, _) => format!("{at} cannot be proven: it is {gap}"),
+                        (Uncovered::Yet, None) => format!("chain {chain} has no signed checkpoint in the archive yet"),
+                        (Uncovered::Yet, Some(size)) => format!(
+                            "{at} is after the newest signed checkpoint (size {size}); compact again once the writer has sealed its segment"
+                        ),
+                    },
+                ));
             };
             if let std::collections::btree_map::Entry::Vacant(slot) = checked.entry(cp.size) {
                 if tree.root(cp.size) != Some(cp.root) {

@@ -240,6 +240,12 @@ impl ChainEntry {
         }
     }
 
+    /// The accepted gap right after the records held back to back with record `seq`,
+    /// if one follows them: no checkpoint signed after a gap proves a record before it.
+    pub fn gap_after(&self, seq: u64) -> Option<&Gap> {
+        self.gaps.iter().find(|g| g.from_seq > seq)
+    }
+
     /// The chain state where the archived records begin: genesis, or the cut left by
     /// retention.
     pub fn start(&self, chain: ChainId) -> Result<ChainState, CliError> {

@@ -1419,6 +1419,96 @@ fn a_dead_writers_open_segment_after_an_accepted_gap_waits_for_its_seal() {
     assert_eq!(v.status.code(), Some(0), "{}", text(&v));
 }
 
+/// A dead writer's open segment was recovered (its records after its last checkpoint
+/// proven by nothing signed yet), its writer came back and went on, and the segment it
+/// wrote next was lost: with that gap accepted, no checkpoint will ever prove those
+/// records, and `explain` and `evidence` say so instead of "not yet".
+#[test]
+fn records_between_the_last_checkpoint_and_an_accepted_gap_are_said_to_be_never_provable() {
+    let HandMade { dir, signer, vkey, chain, chain_dir } = hand_made("never");
+    std::fs::write(chain_dir.join("lock"), b"").unwrap();
+    let record = |seq: u64| {
+        let mut r = AuditRecord::new(format!("never-{seq}"), Timestamp::now());
+        (r.chain_id, r.seq) = (chain, seq);
+        r.gen_ai.request.model = Some("m".into());
+        r.to_json()
+    };
+    // Open 0-2, a checkpoint after seq 0, of a writer that is gone.
+    let mut w = SegmentWriter::new(Vec::new(), SegmentHeader::genesis(chain)).unwrap();
+    for seq in 0..3 {
+        w.append_record(&record(seq)).unwrap();
+        if seq == 0 {
+            w.append_checkpoint(&signer, "kiroku", Timestamp::now()).unwrap();
+        }
+    }
+    let mut header = w.state().next_header();
+    std::fs::write(chain_dir.join(format!("{:020}.open", 0)), w.into_inner()).unwrap();
+    let (spool, archive, vkey) = (
+        dir.path().join("spool").display().to_string(),
+        dir.path().join("archive").display().to_string(),
+        vkey.display().to_string(),
+    );
+    let compact = |extra: &[&str]| {
+        let mut args = vec!["compact", "--spool", &spool, "--archive", &archive, "--pubkey", &vkey];
+        args.extend_from_slice(extra);
+        kiroku(&args)
+    };
+    let recovered = compact(&[]);
+    assert!(recovered.status.success(), "{}", text(&recovered));
+    let explain = |seq: u64| kiroku(&["explain", &format!("never-{seq}"), "--archive", &archive, "--pubkey", &vkey]);
+    assert!(text(&explain(2)).contains("not yet covered by a signed checkpoint"), "{}", text(&explain(2)));
+
+    // Its writer comes back: sealed 3-5 (then corrupted, no good copy), sealed 6-8.
+    for first in [3u64, 6] {
+        let mut w = SegmentWriter::new(Vec::new(), header).unwrap();
+        for seq in first..first + 3 {
+            w.append_record(&record(seq)).unwrap();
+        }
+        header = w.state().next_header();
+        let sealed = w.seal(&signer, "kiroku", Timestamp::now()).unwrap();
+        std::fs::write(chain_dir.join(format!("{first:020}.seg")), sealed).unwrap();
+    }
+    flip_middle_byte(&chain_dir.join(format!("{:020}.seg", 3)));
+    assert_eq!(compact(&[]).status.code(), Some(1));
+    let accepted = compact(&["--accept-gap", &format!("{chain}:3")]);
+    assert!(accepted.status.success(), "{}", text(&accepted));
+
+    let proven = explain(0);
+    assert!(text(&proven).contains("inclusion proof: included in checkpoint of size 1 "), "{}", text(&proven));
+    assert!(text(&explain(7)).contains("inclusion proof: included in checkpoint of size 9 "), "{}", text(&explain(7)));
+    for seq in [1, 2] {
+        let e = explain(seq);
+        assert!(e.status.success(), "{}", text(&e));
+        assert!(
+            text(&e).contains("inclusion proof: never covered by a signed checkpoint: none was signed between it and the accepted gap at seq 3..6"),
+            "{}",
+            text(&e)
+        );
+    }
+    let out = dir.path().join("bundle");
+    let refused = kiroku(&[
+        "evidence",
+        "--archive",
+        &archive,
+        "--pubkey",
+        &vkey,
+        "--record-id",
+        "never-0",
+        "--record-id",
+        "never-2",
+        "--out",
+        &out.display().to_string(),
+    ]);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(
+        text(&refused).contains(&format!("record never-2 (chain {chain} seq 2) cannot be proven: it is never covered"))
+            && !text(&refused).contains("newest signed checkpoint"),
+        "{}",
+        text(&refused)
+    );
+    assert!(!out.exists(), "no bundle");
+}
+
 #[test]
 fn a_record_that_contradicts_its_frame_is_quarantined_with_its_segment() {
     // Frames that chain and hash correctly, but one record's JSON names another seq:

@@ -41,7 +41,7 @@ pub(crate) fn proof_status(
         return Ok("chain not in the manifest".into());
     }
     let cps = archive.checkpoints(&c.chain_id, key)?;
-    let not_covered = || Ok("not yet covered by a signed checkpoint".into());
+    let not_covered = || Ok(archive.uncovered(&c.chain_id, c.seq).to_string());
     // Before reading the chain's links from every file of it.
     if !cps.iter().any(|(cp, _)| cp.size > c.seq) {
         return not_covered();
