@@ -792,6 +792,16 @@ fn keyed_dir(key_name: &str) -> (tempfile::TempDir, kiroku_schemas::checkpoint::
     (dir, signer, vkey, spool)
 }
 
+/// `kiroku compact` of the spool in a [`HandMade`] directory `dir` into its `archive/`,
+/// checking signatures with `vkey`, with `extra` options.
+fn compact_hand_made(dir: &Path, vkey: &Path, extra: &[&str]) -> Output {
+    let (spool, archive) = (dir.join("spool").display().to_string(), dir.join("archive").display().to_string());
+    let vkey = vkey.display().to_string();
+    let mut args = vec!["compact", "--spool", &spool, "--archive", &archive, "--pubkey", &vkey];
+    args.extend_from_slice(extra);
+    kiroku(&args)
+}
+
 fn hand_made(key_name: &str) -> HandMade {
     let (dir, signer, vkey, _) = keyed_dir(key_name);
     let chain = ChainId::new_v7();
@@ -1369,16 +1379,8 @@ fn a_dead_writers_open_segment_after_an_accepted_gap_waits_for_its_seal() {
         }
     }
     flip_middle_byte(&chain_dir.join(format!("{:020}.seg", 3)));
-    let (spool, archive, vkey) = (
-        dir.path().join("spool").display().to_string(),
-        dir.path().join("archive").display().to_string(),
-        vkey.display().to_string(),
-    );
-    let compact = |extra: &[&str]| {
-        let mut args = vec!["compact", "--spool", &spool, "--archive", &archive, "--pubkey", &vkey];
-        args.extend_from_slice(extra);
-        kiroku(&args)
-    };
+    let compact = |extra: &[&str]| compact_hand_made(dir.path(), &vkey, extra);
+    let (archive, vkey) = (dir.path().join("archive").display().to_string(), vkey.display().to_string());
     let first = compact(&[]);
     assert_eq!(first.status.code(), Some(1), "{}", text(&first));
     assert!(
@@ -1443,16 +1445,8 @@ fn records_between_the_last_checkpoint_and_an_accepted_gap_are_said_to_be_never_
     }
     let mut header = w.state().next_header();
     std::fs::write(chain_dir.join(format!("{:020}.open", 0)), w.into_inner()).unwrap();
-    let (spool, archive, vkey) = (
-        dir.path().join("spool").display().to_string(),
-        dir.path().join("archive").display().to_string(),
-        vkey.display().to_string(),
-    );
-    let compact = |extra: &[&str]| {
-        let mut args = vec!["compact", "--spool", &spool, "--archive", &archive, "--pubkey", &vkey];
-        args.extend_from_slice(extra);
-        kiroku(&args)
-    };
+    let compact = |extra: &[&str]| compact_hand_made(dir.path(), &vkey, extra);
+    let (archive, vkey) = (dir.path().join("archive").display().to_string(), vkey.display().to_string());
     let recovered = compact(&[]);
     assert!(recovered.status.success(), "{}", text(&recovered));
     let explain = |seq: u64| kiroku(&["explain", &format!("never-{seq}"), "--archive", &archive, "--pubkey", &vkey]);
