@@ -14,9 +14,11 @@ pub enum CliError {
     /// Tampering or corruption was found (exit 1).
     #[error("{0}")]
     Corrupt(String),
-    /// The command ran to its end, but audit records were lost on the way (exit 3):
-    /// inferences `kiroku proxy` passed on that have no record (served under
-    /// `FailOpen`, or answered upstream while the journal failed under `FailClosed`).
+    /// The command ran to its end, but audit records are missing from what it produced
+    /// (exit 3): inferences `kiroku proxy` passed on that have no record (served under
+    /// `FailOpen`, or answered upstream while the journal failed under `FailClosed`);
+    /// selected records `kiroku evidence` left out of a bundle, as no signed checkpoint
+    /// proves them.
     #[error("{0}")]
     Incomplete(String),
 }
@@ -33,7 +35,7 @@ impl CliError {
     }
 
     /// The process exit code: 1 for integrity problems, 2 for usage and I/O errors, 3
-    /// for records lost.
+    /// for records missing from the result.
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Corrupt(_) => 1,

@@ -45,6 +45,21 @@ pub struct BundleEntry {
     pub proof: String,
 }
 
+/// A record the selection matched that is not in the bundle: no signed checkpoint in
+/// the archive proves it ([`Unproven::LeaveOut`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeftOut {
+    /// Record id.
+    pub record_id: String,
+    /// Chain.
+    pub chain_id: String,
+    /// Seq.
+    pub seq: u64,
+    /// Why no checkpoint proves it.
+    pub reason: String,
+}
+
 /// A bundle's index.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,6 +68,21 @@ pub struct BundleIndex {
     pub format: String,
     /// Records.
     pub records: Vec<BundleEntry>,
+    /// Records selected and not included, with the reason (absent when none were).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left_out: Vec<LeftOut>,
+}
+
+/// What [`write_bundle`] does with a selected record that no signed checkpoint in the
+/// archive proves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unproven {
+    /// Write no bundle: the records were asked for by id.
+    Refuse,
+    /// Write the others and list it in `index.json` under `left_out`: the records were
+    /// selected by time, and the window of an incident often ends with the last records
+    /// a writer wrote before it died, which nothing signed covers.
+    LeaveOut,
 }
 
 /// The format name in `index.json`.
@@ -100,6 +130,11 @@ For each entry of index.json:
 
 If every step holds for every entry, each record is exactly what the log held at that
 position, and the log's key signed a state that includes it.
+
+index.json may also list, under left_out, records the selection matched that are not
+in this bundle, each with the reason: no checkpoint signed by the log's key covers them
+(for example the last records of a writer that stopped before signing one). Nothing
+here proves them; they are named so that their absence is not silent.
 ";
 
 fn write(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
@@ -111,15 +146,17 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
 
 /// Write a bundle of `rows` to `out` (a new or empty directory). The bundle is built in
 /// a temporary directory beside `out` and renamed into place once whole: a run that
-/// fails (a record after the newest checkpoint, a full disk) leaves no half bundle.
-/// The directory is owner-only (0700), as it holds records. Returns the number of
-/// records.
+/// fails (a record no checkpoint proves under [`Unproven::Refuse`], a full disk)
+/// leaves no half bundle. The directory is owner-only (0700), as it holds records.
+/// Returns the bundle's index. A selection of which no record can be proven writes no
+/// bundle.
 pub fn write_bundle(
     archive: &Archive,
     rows: &[ChainCols],
     verifier: &NoteVerifier,
     out: &Path,
-) -> Result<usize, CliError> {
+    unproven: Unproven,
+) -> Result<BundleIndex, CliError> {
     if out.exists() && fs::read_dir(out).map(|mut d| d.next().is_some()).unwrap_or(false) {
         return Err(CliError::Usage(format!(
             "{} exists and is not empty; choose a new directory for the bundle",
@@ -136,12 +173,12 @@ pub fn write_bundle(
         .prefix(&format!(".{name}.partial-"))
         .tempdir_in(parent)
         .map_err(|e| CliError::io(parent, e))?;
-    let n = write_bundle_files(archive, rows, verifier, partial.path())?;
+    let index = write_bundle_files(archive, rows, verifier, partial.path(), unproven)?;
     // Renaming onto an empty directory replaces it; onto nothing creates it.
     fs::rename(partial.path(), out).map_err(|e| CliError::io(out, e))?;
     // The directory is `out` now; nothing is left for the guard to remove.
     let _ = partial.keep();
-    Ok(n)
+    Ok(index)
 }
 
 fn write_bundle_files(
@@ -149,12 +186,13 @@ fn write_bundle_files(
     rows: &[ChainCols],
     verifier: &NoteVerifier,
     out: &Path,
-) -> Result<usize, CliError> {
+    unproven: Unproven,
+) -> Result<BundleIndex, CliError> {
     let mut by_chain: BTreeMap<&str, Vec<&ChainCols>> = BTreeMap::new();
     for r in rows {
         by_chain.entry(&r.chain_id).or_default().push(r);
     }
-    let mut index = BundleIndex { format: BUNDLE_FORMAT.into(), records: Vec::new() };
+    let mut index = BundleIndex { format: BUNDLE_FORMAT.into(), records: Vec::new(), left_out: Vec::new() };
     for (chain, rows) in by_chain {
         let tree = archive.chain_tree(chain)?;
         let cps = archive.checkpoints(chain, Some(verifier))?;
@@ -165,16 +203,26 @@ fn write_bundle_files(
             let rec = AuditRecord::from_json(&r.payload)
                 .map_err(|e| CliError::Corrupt(format!("chain {chain} seq {}: {e}", r.seq)))?;
             let Some((cp, note)) = tree.checkpoint_for(&cps, r.seq) else {
-                let at = format!("record {} (chain {chain} seq {})", rec.record_id, r.seq);
-                return Err(CliError::Usage(
-                    match (archive.uncovered(chain, r.seq), cps.iter().map(|(cp, _)| cp.size).max()) {
-                        (gap @ Uncovered::BeforeGap { .. }, _) => format!("{at} cannot be proven: it is {gap}"),
-                        (Uncovered::Yet, None) => format!("chain {chain} has no signed checkpoint in the archive yet"),
-                        (Uncovered::Yet, Some(size)) => format!(
-                            "{at} is after the newest signed checkpoint (size {size}); compact again once the writer has sealed its segment"
-                        ),
-                    },
-                ));
+                let reason = match (archive.uncovered(chain, r.seq), cps.iter().map(|(cp, _)| cp.size).max()) {
+                    (gap @ Uncovered::BeforeGap { .. }, _) => format!("it is {gap}"),
+                    (Uncovered::Yet, None) => format!("chain {chain} has no signed checkpoint in the archive yet"),
+                    (Uncovered::Yet, Some(size)) => format!(
+                        "it is after the newest signed checkpoint (size {size}); compact again once the writer has sealed its segment"
+                    ),
+                };
+                if unproven == Unproven::Refuse {
+                    return Err(CliError::Usage(format!(
+                        "record {} (chain {chain} seq {}) cannot be proven: {reason}",
+                        rec.record_id, r.seq
+                    )));
+                }
+                index.left_out.push(LeftOut {
+                    record_id: rec.record_id,
+                    chain_id: chain.to_owned(),
+                    seq: r.seq,
+                    reason,
+                });
+                continue;
             };
             if let std::collections::btree_map::Entry::Vacant(slot) = checked.entry(cp.size) {
                 if tree.root(cp.size) != Some(cp.root) {
@@ -217,11 +265,23 @@ fn write_bundle_files(
             write(&out.join("checkpoints").join(format!("{chain}.note")), note.as_bytes())?;
         }
     }
+    if index.records.is_empty()
+        && let Some(first) = index.left_out.first()
+    {
+        return Err(CliError::Usage(format!(
+            "none of the {} selected record(s) can be proven, so no bundle was written; record {} (chain {} seq {}): {}",
+            index.left_out.len(),
+            first.record_id,
+            first.chain_id,
+            first.seq,
+            first.reason
+        )));
+    }
     write(&out.join("signer.vkey"), format!("{}\n", verifier.to_key_text()).as_bytes())?;
     write(&out.join("README.txt"), README.as_bytes())?;
     let json = serde_json::to_vec_pretty(&index).map_err(|e| CliError::Io(e.to_string()))?;
     write(&out.join("index.json"), &json)?;
-    Ok(index.records.len())
+    Ok(index)
 }
 
 /// Verify a bundle. With `trusted`, the bundle's key must be that key.
@@ -290,6 +350,12 @@ pub fn verify_bundle(dir: &Path, trusted: Option<&NoteVerifier>) -> Result<Verif
             Ok(cp) => rep.problems.push(fail(format!("proof's checkpoint is for origin {:?}", cp.origin))),
             Err(err) => rep.problems.push(fail(format!("proof does not verify: {err}"))),
         }
+    }
+    for l in &index.left_out {
+        rep.notes.push(format!(
+            "record {} (chain {} seq {}) was selected and is not in the bundle: {}",
+            l.record_id, l.chain_id, l.seq, l.reason
+        ));
     }
     rep.chains = chains.len() as u64;
     Ok(rep)

@@ -1426,13 +1426,13 @@ fn a_dead_writers_open_segment_after_an_accepted_gap_waits_for_its_seal() {
 /// wrote next was lost: with that gap accepted, no checkpoint will ever prove those
 /// records, and `explain` and `evidence` say so instead of "not yet".
 #[test]
-fn records_between_the_last_checkpoint_and_an_accepted_gap_are_said_to_be_never_provable() {
+fn records_no_checkpoint_will_prove_are_said_so_and_left_out_of_a_bundle_by_time() {
     let HandMade { dir, signer, vkey, chain, chain_dir } = hand_made("never");
     std::fs::write(chain_dir.join("lock"), b"").unwrap();
     let record = |seq: u64| {
         let mut r = AuditRecord::new(format!("never-{seq}"), Timestamp::now());
         (r.chain_id, r.seq) = (chain, seq);
-        r.gen_ai.request.model = Some("m".into());
+        r.gen_ai.request.model = Some(if (1..3).contains(&seq) { "tail" } else { "m" }.into());
         r.to_json()
     };
     // Open 0-2, a checkpoint after seq 0, of a writer that is gone.
@@ -1501,6 +1501,51 @@ fn records_between_the_last_checkpoint_and_an_accepted_gap_are_said_to_be_never_
         text(&refused)
     );
     assert!(!out.exists(), "no bundle");
+
+    // Selected by time, the window's provable records make a bundle, and the others are
+    // named in it and by the command (exit 3).
+    let evidence = |out: &Path, extra: &[&str]| {
+        let out = out.display().to_string();
+        let mut args =
+            vec!["evidence", "--archive", &archive, "--pubkey", &vkey, "--from", "2000-01-01", "--out", &out];
+        args.extend_from_slice(extra);
+        kiroku(&args)
+    };
+    let window = dir.path().join("window");
+    let ev = evidence(&window, &[]);
+    assert_eq!(ev.status.code(), Some(3), "{}", text(&ev));
+    assert!(
+        text(&ev).contains("wrote 4 record(s)")
+            && text(&ev).contains(&format!("left out: record never-1 (chain {chain} seq 1): it is never covered"))
+            && text(&ev).contains("2 of the 6 selected record(s) are not in the bundle"),
+        "{}",
+        text(&ev)
+    );
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(window.join("index.json")).unwrap()).unwrap();
+    let seqs =
+        |key: &str| index[key].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect::<Vec<_>>();
+    assert_eq!((seqs("records"), seqs("left_out")), (vec![0, 6, 7, 8], vec![1, 2]));
+    assert!(index["left_out"][0]["reason"].as_str().unwrap().contains("accepted gap at seq 3..6"), "{index}");
+    let v = kiroku(&["verify", "--bundle", &window.display().to_string(), "--pubkey", &vkey]);
+    assert_eq!(v.status.code(), Some(0), "{}", text(&v));
+    assert!(
+        text(&v).contains(&format!("record never-2 (chain {chain} seq 2) was selected and is not in the bundle")),
+        "{}",
+        text(&v)
+    );
+    let py = Command::new(python())
+        .arg(repo().join("tests/interop/verify_bundle.py"))
+        .arg(&window)
+        .arg(&vkey)
+        .output()
+        .unwrap();
+    assert!(py.status.success() && text(&py).contains("4 of 4 records verified"), "{}", text(&py));
+    // A window of which nothing can be proven writes no bundle.
+    let nothing = dir.path().join("nothing");
+    let ev = evidence(&nothing, &["--model", "tail"]);
+    assert_eq!(ev.status.code(), Some(2), "{}", text(&ev));
+    assert!(text(&ev).contains("none of the 2 selected record(s) can be proven"), "{}", text(&ev));
+    assert!(!nothing.exists(), "no bundle");
 }
 
 #[test]

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use kiroku::Durability;
 use kiroku_collector::archive::Archive;
 use kiroku_collector::compact::{CompactOptions, compact};
+use kiroku_collector::evidence::Unproven;
 use kiroku_collector::spool::LocalSpool;
 use kiroku_collector::verify::{verify_archive, verify_spool};
 use kiroku_schemas::Timestamp;
@@ -277,9 +278,14 @@ async fn every_mutation_is_detected_and_nothing_pristine_is_flagged() {
     // Nor is it put into an evidence bundle that could not verify.
     let altered_rows = Archive::open(&archive).unwrap().find(&kiroku_collector::archive::Filter::default()).unwrap();
     let refused = work.path().join("refused-bundle");
-    let err =
-        kiroku_collector::evidence::write_bundle(&Archive::open(&archive).unwrap(), &altered_rows, &key, &refused)
-            .unwrap_err();
+    let err = kiroku_collector::evidence::write_bundle(
+        &Archive::open(&archive).unwrap(),
+        &altered_rows,
+        &key,
+        &refused,
+        Unproven::Refuse,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("do not match its hash") && err.exit_code() == 1, "{err}");
     assert!(!refused.exists());
     restore();
@@ -297,13 +303,13 @@ async fn every_mutation_is_detected_and_nothing_pristine_is_flagged() {
     let arch = Archive::open(&archive).unwrap();
     let rows = arch.find(&kiroku_collector::archive::Filter::default()).unwrap();
     let bundle = work.path().join("bundle");
-    kiroku_collector::evidence::write_bundle(&arch, &rows[..8], &key, &bundle).unwrap();
+    kiroku_collector::evidence::write_bundle(&arch, &rows[..8], &key, &bundle, Unproven::Refuse).unwrap();
     // A run that fails after writing some of its files (the last record lies after the
     // newest checkpoint) leaves no half bundle, and the name stays free for a rerun.
     let mut late = rows[..8].to_vec();
     late[7].seq = u64::MAX / 2;
     let failed = work.path().join("failed-bundle");
-    let err = kiroku_collector::evidence::write_bundle(&arch, &late, &key, &failed).unwrap_err();
+    let err = kiroku_collector::evidence::write_bundle(&arch, &late, &key, &failed, Unproven::Refuse).unwrap_err();
     assert!(err.to_string().contains("after the newest signed checkpoint"), "{err}");
     assert!(!failed.exists(), "no half bundle");
     let leftovers: Vec<_> = std::fs::read_dir(work.path())
@@ -312,7 +318,7 @@ async fn every_mutation_is_detected_and_nothing_pristine_is_flagged() {
         .filter(|n| n.contains("partial"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
-    kiroku_collector::evidence::write_bundle(&arch, &rows[..8], &key, &failed).unwrap();
+    kiroku_collector::evidence::write_bundle(&arch, &rows[..8], &key, &failed, Unproven::Refuse).unwrap();
     assert_eq!(walk(&failed).len(), walk(&bundle).len());
     let mut bun_t = Tally::default();
     let mut bundle_files: Vec<PathBuf> = walk(&bundle).into_iter().filter(|p| !p.ends_with("README.txt")).collect();

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use crate::archive::{Archive, Filter};
 use crate::error::CliError;
+use crate::evidence::Unproven;
 
 /// Arguments.
 #[derive(Debug, clap::Args)]
@@ -31,6 +32,7 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
     let key = super::load_pubkey(&super::required(a.pubkey, "--pubkey", "KIROKU_PUBKEY")?)?;
     let sel = a.sel.checked()?;
     let mut rows = Vec::new();
+    let mut unproven = Unproven::Refuse;
     if !a.record_ids.is_empty() {
         for id in &a.record_ids {
             let found = archive.find(&Filter { record_id: Some(id.clone()), ..Filter::default() })?;
@@ -41,14 +43,32 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
         }
     } else if sel.from.is_some() || sel.to.is_some() {
         rows = archive.find(&Filter { model: sel.model, from: sel.from, to: sel.to, ..Filter::default() })?;
+        unproven = Unproven::LeaveOut;
     } else {
         return Err(CliError::Usage("choose records with --record-id ... or --from/--to [--model]".into()));
     }
-    let n = crate::evidence::write_bundle(&archive, &rows, &key, &a.out)?;
-    out!("wrote {n} record(s) with inclusion proofs to {}", a.out.display())?;
+    let index = crate::evidence::write_bundle(&archive, &rows, &key, &a.out, unproven)?;
+    out!("wrote {} record(s) with inclusion proofs to {}", index.records.len(), a.out.display())?;
     out!(
         "verify with: kiroku verify --bundle {} --pubkey <trusted key>   (or without kiroku: see README.txt inside)",
         a.out.display()
     )?;
-    Ok(ExitCode::SUCCESS)
+    if index.left_out.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    for l in index.left_out.iter().take(LEFT_OUT_SHOWN) {
+        out!("left out: record {} (chain {} seq {}): {}", l.record_id, l.chain_id, l.seq, l.reason)?;
+    }
+    if index.left_out.len() > LEFT_OUT_SHOWN {
+        out!("left out: {} more", index.left_out.len() - LEFT_OUT_SHOWN)?;
+    }
+    Err(CliError::Incomplete(format!(
+        "{} of the {} selected record(s) are not in the bundle: no signed checkpoint proves them (all listed in {} under left_out)",
+        index.left_out.len(),
+        rows.len(),
+        a.out.join("index.json").display()
+    )))
 }
+
+/// Records left out that the command names one by one; `index.json` lists them all.
+const LEFT_OUT_SHOWN: usize = 20;
