@@ -66,15 +66,18 @@ impl Fixture {
         assert!(ev.status.success(), "{}", text(&ev));
         let v = kiroku(&["verify", "--bundle", &out.display().to_string(), "--pubkey", &self.vkey()]);
         assert!(v.status.success(), "{}", text(&v));
-        let py = Command::new(python())
-            .arg(repo().join("tests/interop/verify_bundle.py"))
-            .arg(&out)
-            .arg(&self.vkey)
-            .output()
-            .unwrap();
-        assert!(py.status.success() && text(&py).contains("2 of 2 records verified"), "{}", text(&py));
+        python_verifies_bundle(&out, &self.vkey, 2);
         out
     }
+}
+
+/// The Python verifier, which follows FORMAT.md with no kiroku code, accepts the bundle
+/// `dir` and all its `records`, against the public key `vkey`.
+fn python_verifies_bundle(dir: &Path, vkey: &Path, records: usize) {
+    let py =
+        Command::new(python()).arg(repo().join("tests/interop/verify_bundle.py")).arg(dir).arg(vkey).output().unwrap();
+    let all = format!("{records} of {records} records verified");
+    assert!(py.status.success() && text(&py).contains(&all), "{}", text(&py));
 }
 
 /// `n` requests through the audited sample model, journal sealed every ~64 KiB.
@@ -1533,13 +1536,7 @@ fn records_no_checkpoint_will_prove_are_said_so_and_left_out_of_a_bundle_by_time
         "{}",
         text(&v)
     );
-    let py = Command::new(python())
-        .arg(repo().join("tests/interop/verify_bundle.py"))
-        .arg(&window)
-        .arg(&vkey)
-        .output()
-        .unwrap();
-    assert!(py.status.success() && text(&py).contains("4 of 4 records verified"), "{}", text(&py));
+    python_verifies_bundle(&window, Path::new(&vkey), 4);
     // A window of which nothing can be proven writes no bundle.
     let nothing = dir.path().join("nothing");
     let ev = evidence(&nothing, &["--model", "tail"]);
