@@ -207,7 +207,7 @@ fn write_bundle_files(
                     (gap @ Uncovered::BeforeGap { .. }, _) => format!("it is {gap}"),
                     (Uncovered::Yet, None) => format!("chain {chain} has no signed checkpoint in the archive yet"),
                     (Uncovered::Yet, Some(size)) => format!(
-                        "it is after the newest signed checkpoint (size {size}); compact again once the writer has sealed its segment"
+                        "it is after the newest signed checkpoint (size {size}); compact again once its writer has signed a later one (a writer that is gone does once its instance runs again)"
                     ),
                 };
                 if unproven == Unproven::Refuse {
