@@ -45,9 +45,11 @@ PY
 
 BARE=$(start bare $BIN/bench-server bare 127.0.0.1:0)
 AUD=$(start audited $BIN/bench-server audited 127.0.0.1:0 "$WORK/spool-layer")
-echo "# layer: 4 KiB exchange, bare vs audited (Batched 100ms, redacted capture)"
+AUDD=$(start audited-digest $BIN/bench-server audited-digest 127.0.0.1:0 "$WORK/spool-layer-digest")
+AUDM=$(start audited-minimal $BIN/bench-server audited-minimal 127.0.0.1:0 "$WORK/spool-layer-minimal")
+echo "# layer: 4 KiB exchange, bare vs audited (Batched 100ms): defaults (redacted capture), digest capture, and the minimal record (capture none, no extraction)"
 for round in 1 2; do
-  for t in bare:$BARE audited:$AUD; do
+  for t in bare:$BARE audited:$AUD audited-digest:$AUDD audited-minimal:$AUDM; do
     name=${t%%:*}; addr=${t#*:}
     echo "{\"what\":\"layer-max-$name\",\"round\":$round,\"result\":$($BIN/loadgen http://$addr/v1/chat/completions --conns 32 --secs $SECS --body $WORK/req2k.json)}"
   done

@@ -6,6 +6,7 @@
 #
 #   scripts/writer-cpu.sh [requests/s, default 8000] [seconds, default 5]
 #   BENCH_SERVER=/path/to/other/bench-server scripts/writer-cpu.sh   # another build, for A/B
+#   BENCH_MODE=audited-minimal scripts/writer-cpu.sh   # another layer setting (bench-server's modes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RATE=${1:-8000}
@@ -21,7 +22,7 @@ import json
 msg = ("lorem ipsum " * 200)[:1960]
 print(json.dumps({"model": "sample-1", "messages": [{"role": "user", "content": msg}]}), end="")
 PY
-"$SERVER" audited 127.0.0.1:0 "$WORK/spool" > "$WORK/out" 2>/dev/null &
+"$SERVER" "${BENCH_MODE:-audited}" 127.0.0.1:0 "$WORK/spool" > "$WORK/out" 2>/dev/null &
 PID=$!
 for _ in $(seq 100); do grep -q "listening on" "$WORK/out" 2>/dev/null && break; sleep 0.05; done
 ADDR=$(grep -o "listening on [0-9.:]*" "$WORK/out" | awk '{print $3}')

@@ -1,9 +1,15 @@
 //! Servers for the end-to-end benchmarks (loopback only).
 //!
-//! `bench-server bare|audited|sample|passthrough ADDR [SPOOL|UPSTREAM]`
+//! `bench-server bare|audited|audited-digest|audited-minimal|sample|passthrough ADDR [SPOOL|UPSTREAM]`
 //!
 //! - `bare`: POST anything, get a 2 KiB JSON answer (a 4 KiB exchange with a 2 KiB request).
-//! - `audited`: the same service behind `AuditLayer` (Batched 100 ms), journal in SPOOL.
+//! - `audited`: the same service behind `AuditLayer` (Batched 100 ms), journal in SPOOL,
+//!   with the layer's defaults (capture `redacted`, extraction).
+//! - `audited-digest`: the same with capture `digest` (both bodies hashed, nothing
+//!   stored, no redaction; extraction still reads the bodies).
+//! - `audited-minimal`: the least a record per inference costs: capture `none` and a
+//!   keep limit of 0 (no body digest, no extraction, no redaction), so the record holds
+//!   ids, times, method, route, status, sizes, caller and trace, chained and written.
 //! - `sample`: the sample OpenAI-compatible model, unaudited (an upstream for the proxy).
 //! - `passthrough`: a reverse proxy to UPSTREAM (`host:port`) that records nothing: the
 //!   same hyper client and server work as `kiroku proxy` without the audit, to tell the
@@ -17,6 +23,7 @@ use axum::Router;
 use axum::routing::post;
 use kiroku::{AuditLayer, Durability, Journal, JournalConfig};
 use kiroku_schemas::checkpoint::NoteSigner;
+use kiroku_schemas::record::CaptureMode;
 
 fn answer() -> String {
     let mut s = String::from(
@@ -32,7 +39,12 @@ fn answer() -> String {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let mode = args.get(1).ok_or("usage: bench-server bare|audited|sample ADDR [SPOOL]")?.clone();
+    let mode = args
+        .get(1)
+        .ok_or(
+            "usage: bench-server bare|audited|audited-digest|audited-minimal|sample|passthrough ADDR [SPOOL|UPSTREAM]",
+        )?
+        .clone();
     let addr = args.get(2).cloned().unwrap_or_else(|| "127.0.0.1:0".into());
     let body = answer();
     let plain = Router::new().route(
@@ -46,14 +58,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let app = match mode.as_str() {
         "bare" => plain,
         "sample" => kiroku_examples::sample::router(),
-        "audited" => {
+        "audited" | "audited-digest" | "audited-minimal" => {
             let spool = args.get(3).ok_or("audited needs a SPOOL directory")?;
             let j = Journal::open(
                 JournalConfig::new(spool, NoteSigner::generate("bench")?)
                     .durability(Durability::Batched(Duration::from_millis(100))),
             )?;
             journal = Some(j.clone());
-            plain.layer(AuditLayer::new(j))
+            let layer = AuditLayer::new(j);
+            let layer = match mode.as_str() {
+                "audited-digest" => layer.capture(CaptureMode::Digest),
+                "audited-minimal" => layer.capture(CaptureMode::None).keep_limit(0),
+                _ => layer,
+            };
+            plain.layer(layer)
         }
         "passthrough" => {
             let upstream = args.get(3).ok_or("passthrough needs an UPSTREAM host:port")?.clone();
