@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int64Type, TimestampMicrosecondType};
 use arrow_array::{Array, BooleanArray, RecordBatch, StringArray};
-use kiroku_schemas::checkpoint::{Checkpoint, NoteVerifier};
+use kiroku_schemas::checkpoint::{Checkpoint, TrustedKeys};
 use kiroku_schemas::merkle::{self, CompactRange, ProofError};
 use kiroku_schemas::{ChainId, Hash, Timestamp};
 use parquet::arrow::ProjectionMask;
@@ -447,7 +447,7 @@ impl Archive {
     /// A chain's signed checkpoints in the manifest, each opened with `key` (or parsed
     /// without checking its signature when there is none), with its note; none for a
     /// chain not in the manifest.
-    pub fn checkpoints(&self, chain: &str, key: Option<&NoteVerifier>) -> Result<Vec<(Checkpoint, String)>, CliError> {
+    pub fn checkpoints(&self, chain: &str, key: Option<&TrustedKeys>) -> Result<Vec<(Checkpoint, String)>, CliError> {
         let Some(entry) = self.manifest.chains.get(chain) else { return Ok(Vec::new()) };
         entry
             .checkpoints
@@ -478,7 +478,7 @@ impl Archive {
     pub fn best_checkpoint(
         &self,
         chain: &str,
-        key: Option<&NoteVerifier>,
+        key: Option<&TrustedKeys>,
     ) -> Result<Option<(Checkpoint, String)>, CliError> {
         Ok(newest(self.checkpoints(chain, key)?.iter(), |_| true).cloned())
     }

@@ -29,7 +29,7 @@ use std::sync::mpsc::{Receiver, Sender, SyncSender, TrySendError};
 
 use arrow_array::RecordBatch;
 use arrow_select::interleave::interleave_record_batch;
-use kiroku_schemas::checkpoint::NoteVerifier;
+use kiroku_schemas::checkpoint::TrustedKeys;
 use kiroku_schemas::digest::to_hex;
 use kiroku_schemas::segment::{ChainState, Mode, Problem, VerifyOptions, verify_segment};
 use kiroku_schemas::{ChainId, Timestamp};
@@ -51,8 +51,9 @@ use records::{Chunk, Frame, Rows, Side};
 /// How to compact.
 #[derive(Debug, Clone)]
 pub struct CompactOptions {
-    /// The key every checkpoint must be signed with.
-    pub verifier: NoteVerifier,
+    /// The keys one of which must have signed every checkpoint (the log's key; its
+    /// earlier keys too, once it was rotated).
+    pub verifier: TrustedKeys,
     /// Rows per row group.
     pub row_group_rows: usize,
     /// Remove archive files and compacted segments older than a period after each pass
@@ -67,8 +68,8 @@ pub struct CompactOptions {
 
 impl CompactOptions {
     /// Defaults: 128k rows per row group, keep everything.
-    pub fn new(verifier: NoteVerifier) -> Self {
-        Self { verifier, row_group_rows: 128 * 1024, retain: None, accept_gaps: Vec::new() }
+    pub fn new(verifier: impl Into<TrustedKeys>) -> Self {
+        Self { verifier: verifier.into(), row_group_rows: 128 * 1024, retain: None, accept_gaps: Vec::new() }
     }
 
     /// True when the operator accepts that `chain` has no records from `seq` up to its

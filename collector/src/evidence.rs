@@ -7,7 +7,7 @@
 //! <out>/records/<record id>.json      the exact record bytes that were hashed
 //! <out>/proofs/<record id>.tlog-proof C2SP tlog-proof: inclusion in a signed checkpoint
 //! <out>/checkpoints/<chain>.note      the newest signed checkpoint the chain's proofs are against
-//! <out>/signer.vkey                   the log's public key (signed-note verifier key)
+//! <out>/signer.vkey                   the log's public key(s) that signed those checkpoints, one per line
 //! ```
 
 use std::collections::BTreeMap;
@@ -15,7 +15,7 @@ use std::fs;
 use std::path::Path;
 
 use kiroku_schemas::AuditRecord;
-use kiroku_schemas::checkpoint::NoteVerifier;
+use kiroku_schemas::checkpoint::TrustedKeys;
 use kiroku_schemas::digest::{hash_from_hex, to_hex};
 use kiroku_schemas::proof::TlogProof;
 use kiroku_schemas::segment::record_hash;
@@ -101,11 +101,13 @@ Files
   proofs/<record_id>.tlog-proof   a C2SP tlog-proof (https://c2sp.org/tlog-proof)
   checkpoints/<chain_id>.note  the newest signed checkpoint (C2SP tlog-checkpoint) the
                                chain's proofs refer to (each proof holds its own)
-  signer.vkey                  the log's Ed25519 public key in signed-note form:
-                               <name>+<key id hex>+<base64(0x01 || 32-byte public key)>
+  signer.vkey                  the log's Ed25519 public key in signed-note form, one per
+                               line: <name>+<key id hex>+<base64(0x01 || 32-byte public key)>
+                               (several lines when the log's key was rotated and the
+                               proofs refer to checkpoints signed by more than one)
 
-Obtain the log operator's public key through a channel you trust and compare it with
-signer.vkey before relying on anything here.
+Obtain the log operator's public key(s) through a channel you trust and compare them
+with signer.vkey before relying on anything here.
 
 For each entry of index.json:
 
@@ -121,7 +123,9 @@ For each entry of index.json:
 4. Verify the checkpoint's signature: the note body is everything up to and including
    the newline before the blank line; the signature line is
    \"\u{2014} <key name> <base64(4-byte key id || 64-byte Ed25519 signature)>\". The key id is
-   SHA-256(key name || 0x0A || 0x01 || public key)[0:4]. The body's lines are the origin
+   SHA-256(key name || 0x0A || 0x01 || public key)[0:4]. One such line must be by a key
+   of signer.vkey (same name and key id) and verify; lines by other keys (witness
+   cosignatures) may be ignored. The body's lines are the origin
    (kiroku/<chain_id>), the tree size N, the base64 root hash R, and extension lines.
 5. Verify inclusion (RFC 9162, section 2.1.3.2) of the leaf
      L = SHA-256( 0x00 || H )
@@ -153,7 +157,7 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
 pub fn write_bundle(
     archive: &Archive,
     rows: &[ChainCols],
-    verifier: &NoteVerifier,
+    verifier: &TrustedKeys,
     out: &Path,
     unproven: Unproven,
 ) -> Result<BundleIndex, CliError> {
@@ -184,7 +188,7 @@ pub fn write_bundle(
 fn write_bundle_files(
     archive: &Archive,
     rows: &[ChainCols],
-    verifier: &NoteVerifier,
+    verifier: &TrustedKeys,
     out: &Path,
     unproven: Unproven,
 ) -> Result<BundleIndex, CliError> {
@@ -193,6 +197,8 @@ fn write_bundle_files(
         by_chain.entry(&r.chain_id).or_default().push(r);
     }
     let mut index = BundleIndex { format: BUNDLE_FORMAT.into(), records: Vec::new(), left_out: Vec::new() };
+    // The keys that signed the checkpoints the proofs refer to (several after a rotation).
+    let mut signers = Vec::new();
     for (chain, rows) in by_chain {
         let tree = archive.chain_tree(chain)?;
         let cps = archive.checkpoints(chain, Some(verifier))?;
@@ -230,6 +236,12 @@ fn write_bundle_files(
                         "chain {chain}: the archive's records do not match the signed checkpoint of size {}",
                         cp.size
                     )));
+                }
+                let (_, key) = verifier.open_signed(note).map_err(|e| {
+                    CliError::Corrupt(format!("chain {chain}: checkpoint of size {} does not verify: {e}", cp.size))
+                })?;
+                if !signers.contains(key) {
+                    signers.push(key.clone());
                 }
                 slot.insert(note);
             }
@@ -277,24 +289,26 @@ fn write_bundle_files(
             first.reason
         )));
     }
-    write(&out.join("signer.vkey"), format!("{}\n", verifier.to_key_text()).as_bytes())?;
+    let signers = TrustedKeys::new(signers).map_err(|e| CliError::Corrupt(format!("the bundle's keys: {e}")))?;
+    write(&out.join("signer.vkey"), signers.to_key_text().as_bytes())?;
     write(&out.join("README.txt"), README.as_bytes())?;
     let json = serde_json::to_vec_pretty(&index).map_err(|e| CliError::Io(e.to_string()))?;
     write(&out.join("index.json"), &json)?;
     Ok(index)
 }
 
-/// Verify a bundle. With `trusted`, the bundle's key must be that key.
-pub fn verify_bundle(dir: &Path, trusted: Option<&NoteVerifier>) -> Result<VerifyReport, CliError> {
+/// Verify a bundle against the keys in its `signer.vkey`. With `trusted`, each of those
+/// keys must also be one of `trusted`.
+pub fn verify_bundle(dir: &Path, trusted: Option<&TrustedKeys>) -> Result<VerifyReport, CliError> {
     let read = |rel: &str| fs::read(dir.join(rel)).map_err(|e| CliError::io(&dir.join(rel), e));
     let vkey_text =
         String::from_utf8(read("signer.vkey")?).map_err(|_| CliError::Corrupt("signer.vkey is not UTF-8".into()))?;
-    let vkey = NoteVerifier::from_key_text(&vkey_text).map_err(|e| CliError::Corrupt(format!("signer.vkey: {e}")))?;
+    let vkey = TrustedKeys::from_key_text(&vkey_text).map_err(|e| CliError::Corrupt(format!("signer.vkey: {e}")))?;
     let mut rep = VerifyReport { signatures_checked: true, ..Default::default() };
-    if let Some(t) = trusted
-        && *t != vkey
-    {
-        rep.problems.push(format!("signer.vkey ({}) is not the trusted key ({})", vkey.to_key_text(), t.to_key_text()));
+    if let Some(t) = trusted {
+        for k in vkey.keys().iter().filter(|k| !t.contains(k)) {
+            rep.problems.push(format!("signer.vkey holds {}, which is not a trusted key ({t})", k.to_key_text()));
+        }
     }
     let index: BundleIndex =
         serde_json::from_slice(&read("index.json")?).map_err(|e| CliError::Corrupt(format!("index.json: {e}")))?;

@@ -13,7 +13,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int64Type, TimestampMicrosecondType};
 use arrow_array::{Array, ListArray, RecordBatch, StringArray, StructArray};
 use kiroku_schemas::Timestamp;
-use kiroku_schemas::checkpoint::{Checkpoint, NoteVerifier};
+use kiroku_schemas::checkpoint::{Checkpoint, TrustedKeys};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::statistics::Statistics;
@@ -34,7 +34,7 @@ pub struct ReportOptions {
     /// Error rate above which a time bucket counts as an outage.
     pub outage_error_rate: f64,
     /// The log's key, to check checkpoint signatures.
-    pub verifier: Option<NoteVerifier>,
+    pub verifier: Option<TrustedKeys>,
 }
 
 const BUCKETS: usize = 60;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 
-use kiroku_schemas::checkpoint::{Checkpoint, NoteVerifier};
+use kiroku_schemas::checkpoint::{Checkpoint, TrustedKeys};
 use kiroku_schemas::digest::to_hex;
 use kiroku_schemas::merkle::CompactRange;
 use kiroku_schemas::record::RecordView;
@@ -61,7 +61,7 @@ impl VerifyReport {
 /// Verify every segment in a spool: sealed ones sealed and signed, open ones up to
 /// their tail, continuity between consecutive segments of a chain. Segments the
 /// journal set aside as corrupt (`*.corrupt`) are verified too, and fail.
-pub fn verify_spool(spool: &LocalSpool, verifier: Option<&NoteVerifier>) -> Result<VerifyReport, CliError> {
+pub fn verify_spool(spool: &LocalSpool, verifier: Option<&TrustedKeys>) -> Result<VerifyReport, CliError> {
     let mut rep = VerifyReport { signatures_checked: verifier.is_some(), ..Default::default() };
     for chain in spool.chains()? {
         rep.chains += 1;
@@ -123,7 +123,7 @@ pub fn verify_spool(spool: &LocalSpool, verifier: Option<&NoteVerifier>) -> Resu
 /// Files are read batch by batch, on every core, and a chain's rows are walked in seq
 /// order while its files are still being read: what is held at once is a file's chain
 /// links (seq and two hashes per row) per core, never the chain's payloads.
-pub fn verify_archive(root: &Path, verifier: Option<&NoteVerifier>) -> Result<VerifyReport, CliError> {
+pub fn verify_archive(root: &Path, verifier: Option<&TrustedKeys>) -> Result<VerifyReport, CliError> {
     let archive = Archive::open(root)?;
     let mut rep = VerifyReport { signatures_checked: verifier.is_some(), ..Default::default() };
     let mut named = BTreeSet::new();
@@ -361,7 +361,7 @@ impl ChainWalk {
         chain: ChainId,
         state: ChainState,
         entry: &ChainEntry,
-        verifier: Option<&NoteVerifier>,
+        verifier: Option<&TrustedKeys>,
         rep: &mut VerifyReport,
     ) -> Self {
         if let Some(u) = &entry.unstated {

@@ -242,6 +242,7 @@ async fn find_and_explain_use_the_archive() {
         kiroku(&["explain", &target.record_id.to_ascii_uppercase(), "--archive", &f.archive(), "--pubkey", &f.vkey()]);
     assert!(ex.status.success(), "{}", text(&ex));
     let page = text(&ex);
+    let signed = format!("signature by {} verified", f.signer.verifier());
     for want in [
         "provenance",
         "sample-2",
@@ -249,7 +250,7 @@ async fn find_and_explain_use_the_archive() {
         "metadata-header",
         "sample-moderation",
         "included in checkpoint of size 12",
-        "signature verified",
+        &signed,
         "parameter   seed 18446744073709551611",
     ] {
         assert!(page.contains(want), "explain lacks {want:?}:\n{page}");

@@ -162,7 +162,7 @@ async fn an_outage_fallbacks_and_a_version_change_are_found() {
         &a,
         &kiroku_collector::report::ReportOptions {
             outage_error_rate: 0.5,
-            verifier: Some(signer.verifier()),
+            verifier: Some(signer.verifier().into()),
             ..Default::default()
         },
     )

@@ -13,7 +13,7 @@ use kiroku_collector::evidence::Unproven;
 use kiroku_collector::spool::LocalSpool;
 use kiroku_collector::verify::{verify_archive, verify_spool};
 use kiroku_schemas::Timestamp;
-use kiroku_schemas::checkpoint::{NoteSigner, NoteVerifier};
+use kiroku_schemas::checkpoint::{NoteSigner, TrustedKeys};
 use kiroku_schemas::segment::{
     Frame, FrameKind, SegmentHeader, SegmentReader, SegmentWriter, VerifyOptions, verify_segment,
 };
@@ -114,7 +114,7 @@ fn sealed_segments(spool: &Path) -> Vec<PathBuf> {
 async fn every_mutation_is_detected_and_nothing_pristine_is_flagged() {
     let work = tempfile::tempdir().unwrap();
     let (signer, spool) = pipeline(work.path()).await;
-    let key = signer.verifier();
+    let key = TrustedKeys::from(signer.verifier());
     let segs = sealed_segments(&spool);
     assert!(segs.len() >= 3, "several sealed segments");
     let mut spool_t = Tally::default();
@@ -178,7 +178,7 @@ async fn every_mutation_is_detected_and_nothing_pristine_is_flagged() {
     for path in &segs {
         let bytes = std::fs::read(path).unwrap();
         let r = SegmentReader::open(&bytes[..]).unwrap();
-        let forger = NoteSigner::generate(key.name()).unwrap();
+        let forger = NoteSigner::generate(key.keys()[0].name()).unwrap();
         let mut w = SegmentWriter::new(Vec::new(), SegmentHeader { ..r.header().clone() }).unwrap();
         for f in r.flatten().filter(|f| f.kind == FrameKind::Record) {
             w.append_record(&f.payload).unwrap();
@@ -216,7 +216,7 @@ async fn every_mutation_is_detected_and_nothing_pristine_is_flagged() {
         std::fs::remove_dir_all(&archive).unwrap();
         assert!(std::process::Command::new("cp").arg("-a").arg(&snapshot).arg(&archive).status().unwrap().success());
     };
-    let detected = |k: &NoteVerifier| !verify_archive(&archive, Some(k)).unwrap().ok();
+    let detected = |k: &TrustedKeys| !verify_archive(&archive, Some(k)).unwrap().ok();
     for f in &files {
         for (class, edit) in archive_edits() {
             edit(f);

@@ -27,6 +27,9 @@ use sha2::{Digest, Sha256};
 
 use crate::{ChainId, Hash, Timestamp};
 
+mod trusted;
+pub use trusted::TrustedKeys;
+
 /// Signature algorithm identifier of Ed25519 in signed notes.
 const ED25519_ALG: u8 = 0x01;
 
@@ -57,9 +60,20 @@ pub enum CheckpointError {
         /// Expected key id (hex).
         key_id: String,
     },
+    /// No signature by any of several trusted keys was found (they are listed).
+    #[error("checkpoint carries no signature by any of the trusted keys ({0})")]
+    NoSignatureByTrustedKey(String),
     /// A signature by the expected key does not verify.
     #[error("checkpoint signature by key {0} does not verify")]
     BadSignature(String),
+    /// A line of a file of trusted keys is not a verifier key.
+    #[error("line {line}: {source}")]
+    BadKeyLine {
+        /// The line (from 1).
+        line: usize,
+        /// What is wrong with it.
+        source: Box<CheckpointError>,
+    },
     /// Key text is not a signed-note key of the expected kind.
     #[error("invalid key: {0}")]
     BadKey(&'static str),
@@ -349,38 +363,54 @@ impl NoteVerifier {
     /// Verify a signed checkpoint note and return its body. Signatures by other keys
     /// (witness cosignatures) are allowed and ignored; one by this key must verify.
     pub fn open(&self, note: &str) -> Result<Checkpoint, CheckpointError> {
-        let split = note.find("\n\n").ok_or(CheckpointError::Malformed("no blank line before the signatures"))?;
-        let (body, sigs) = (&note[..split + 1], &note[split + 2..]);
-        let sigs = sigs.strip_suffix('\n').ok_or(CheckpointError::Malformed("note does not end with a newline"))?;
-        let mut found = false;
-        for line in sigs.split('\n') {
-            let rest = line
-                .strip_prefix("\u{2014} ")
-                .ok_or(CheckpointError::Malformed("signature line does not start with an em dash"))?;
-            let (name, b64) =
-                rest.split_once(' ').ok_or(CheckpointError::Malformed("signature line lacks a key name"))?;
-            let blob = B64.decode(b64).map_err(|_| CheckpointError::Malformed("signature is not base64"))?;
-            if blob.len() < 4 {
-                return Err(CheckpointError::Malformed("signature shorter than its key id"));
-            }
-            if name != self.name || blob[..4] != self.key_id {
-                continue;
-            }
-            let sig = ed25519_dalek::Signature::from_slice(&blob[4..])
-                .map_err(|_| CheckpointError::BadSignature(self.name.clone()))?;
-            self.key
-                .verify_strict(body.as_bytes(), &sig)
-                .map_err(|_| CheckpointError::BadSignature(self.name.clone()))?;
-            found = true;
-        }
-        if !found {
-            return Err(CheckpointError::NoSignatureByKey {
-                name: self.name.clone(),
-                key_id: crate::digest::to_hex(&self.key_id),
-            });
-        }
-        Checkpoint::parse_body(body)
+        open_note(note, std::slice::from_ref(self)).map(|(cp, _)| cp)
     }
+}
+
+/// The key's name and id as signature lines name it: `kiroku+4d74aeb1`.
+impl fmt::Display for NoteVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}+{}", self.name, crate::digest::to_hex(&self.key_id))
+    }
+}
+
+/// Open a signed note against `keys`: every signature by one of them must verify, and at
+/// least one must be there; signatures by other keys (witness cosignatures) are ignored.
+/// Returns the body and the first of `keys` that signed it.
+fn open_note<'k>(note: &str, keys: &'k [NoteVerifier]) -> Result<(Checkpoint, &'k NoteVerifier), CheckpointError> {
+    let split = note.find("\n\n").ok_or(CheckpointError::Malformed("no blank line before the signatures"))?;
+    let (body, sigs) = (&note[..split + 1], &note[split + 2..]);
+    let sigs = sigs.strip_suffix('\n').ok_or(CheckpointError::Malformed("note does not end with a newline"))?;
+    let mut signed_by = None;
+    for line in sigs.split('\n') {
+        let rest = line
+            .strip_prefix("\u{2014} ")
+            .ok_or(CheckpointError::Malformed("signature line does not start with an em dash"))?;
+        let (name, b64) = rest.split_once(' ').ok_or(CheckpointError::Malformed("signature line lacks a key name"))?;
+        let blob = B64.decode(b64).map_err(|_| CheckpointError::Malformed("signature is not base64"))?;
+        if blob.len() < 4 {
+            return Err(CheckpointError::Malformed("signature shorter than its key id"));
+        }
+        let Some(key) = keys.iter().find(|k| k.name == name && blob[..4] == k.key_id) else {
+            continue;
+        };
+        let bad = || CheckpointError::BadSignature(key.to_string());
+        let sig = ed25519_dalek::Signature::from_slice(&blob[4..]).map_err(|_| bad())?;
+        key.key.verify_strict(body.as_bytes(), &sig).map_err(|_| bad())?;
+        signed_by.get_or_insert(key);
+    }
+    let Some(key) = signed_by else {
+        return Err(match keys {
+            [only] => CheckpointError::NoSignatureByKey {
+                name: only.name.clone(),
+                key_id: crate::digest::to_hex(&only.key_id),
+            },
+            _ => CheckpointError::NoSignatureByTrustedKey(
+                keys.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+            ),
+        });
+    };
+    Ok((Checkpoint::parse_body(body)?, key))
 }
 
 /// The permission bits of a secret file (a signing key, a caller secret) when its group
@@ -408,7 +438,8 @@ mod tests {
         NoteSigner::from_seed("kiroku-test", [7; 32]).unwrap()
     }
 
-    fn cp() -> Checkpoint {
+    /// A checkpoint to sign in tests (also those of `trusted`).
+    pub(super) fn cp() -> Checkpoint {
         Checkpoint::for_chain(
             "kiroku",
             "0193f000-0000-7000-8000-00000000c0de".parse().unwrap(),

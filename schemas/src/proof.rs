@@ -13,7 +13,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
 use crate::Hash;
-use crate::checkpoint::{Checkpoint, CheckpointError, NoteVerifier};
+use crate::checkpoint::{Checkpoint, CheckpointError, TrustedKeys};
 use crate::merkle::{self, ProofError};
 
 const HEADER: &str = "c2sp.org/tlog-proof@v1";
@@ -108,9 +108,10 @@ impl TlogProof {
     }
 
     /// Verify that the record whose chain hash is `record_hash` is at `index` in the
-    /// chain committed to by the checkpoint signed by `verifier`. Returns the checkpoint.
-    pub fn verify(&self, record_hash: &Hash, verifier: &NoteVerifier) -> Result<Checkpoint, TlogProofError> {
-        let cp = verifier.open(&self.checkpoint)?;
+    /// chain committed to by the checkpoint signed by one of `keys`. Returns the
+    /// checkpoint.
+    pub fn verify(&self, record_hash: &Hash, keys: &TrustedKeys) -> Result<Checkpoint, TlogProofError> {
+        let cp = keys.open(&self.checkpoint)?;
         merkle::verify_inclusion(&merkle::leaf_hash(record_hash), self.index, cp.size, &self.hashes, &cp.root)?;
         Ok(cp)
     }
@@ -140,11 +141,11 @@ mod tests {
             let text = p.to_text();
             let back = TlogProof::parse(&text).unwrap();
             assert_eq!(back, p);
-            assert_eq!(back.verify(&records[i as usize], &signer.verifier()).unwrap(), cp);
-            assert!(back.verify(&records[(i as usize + 1) % 11], &signer.verifier()).is_err());
+            assert_eq!(back.verify(&records[i as usize], &signer.verifier().into()).unwrap(), cp);
+            assert!(back.verify(&records[(i as usize + 1) % 11], &signer.verifier().into()).is_err());
             let mut wrong = back.clone();
             wrong.index = (i + 1) % 11;
-            assert!(wrong.verify(&records[i as usize], &signer.verifier()).is_err());
+            assert!(wrong.verify(&records[i as usize], &signer.verifier().into()).is_err());
         }
     }
 

@@ -225,7 +225,7 @@ fn vectors_verify_as_documented() {
     let proof = TlogProof::parse(&std::fs::read_to_string(dir().join("seq-2.tlog-proof")).unwrap()).unwrap();
     let (_, fs) = frames(&first);
     let rec2 = fs.iter().find(|f| f.seq == 2 && f.kind as u8 == 1).unwrap();
-    let cp = proof.verify(&rec2.hash, &v).unwrap();
+    let cp = proof.verify(&rec2.hash, &v.clone().into()).unwrap();
     assert_eq!(cp.size, 7);
     let expected: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir().join("expected.json")).unwrap()).unwrap();

@@ -6,6 +6,8 @@ standard library plus the `blake3` and `PyNaCl` packages.
 
     verify_bundle.py BUNDLE_DIR [TRUSTED_VKEY_FILE]
 
+signer.vkey and TRUSTED_VKEY_FILE hold one key per line (several after a key
+rotation); with TRUSTED_VKEY_FILE, every key of the bundle must be one of its keys.
 Exit status 0 when every record verifies, 1 when anything does not, 2 on usage errors.
 """
 import base64
@@ -61,8 +63,15 @@ def parse_vkey(text: str):
     return name, key_id, VerifyKey(pub)
 
 
-def open_checkpoint(note: str, vkey):
-    name, key_id, key = vkey
+def parse_vkeys(text: str):
+    """One key per line; blank lines and '#' comments skipped."""
+    keys = [parse_vkey(line) for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    if not keys:
+        raise ValueError("no key")
+    return keys
+
+
+def open_checkpoint(note: str, vkeys):
     split = note.index("\n\n")
     body, sigs = note[: split + 1], note[split + 2 :]
     if not sigs.endswith("\n"):
@@ -73,12 +82,12 @@ def open_checkpoint(note: str, vkey):
             raise ValueError("signature line does not start with an em dash")
         sig_name, b64 = line[2:].split(" ", 1)
         blob = base64.b64decode(b64)
-        if sig_name != name or blob[:4] != key_id:
-            continue
-        key.verify(body.encode(), blob[4:])  # raises BadSignatureError
-        ok = True
+        for name, key_id, key in vkeys:
+            if sig_name == name and blob[:4] == key_id:
+                key.verify(body.encode(), blob[4:])  # raises BadSignatureError
+                ok = True
     if not ok:
-        raise ValueError("no signature by the log's key")
+        raise ValueError("no signature by the log's keys")
     lines = body[:-1].split("\n")
     origin, size, root = lines[0], int(lines[1]), base64.b64decode(lines[2])
     return origin, size, root
@@ -118,11 +127,14 @@ def main() -> int:
         print(__doc__, file=sys.stderr)
         return 2
     bundle = Path(sys.argv[1])
-    vkey_text = (bundle / "signer.vkey").read_text()
-    if len(sys.argv) == 3 and Path(sys.argv[2]).read_text().strip() != vkey_text.strip():
-        print("FAIL signer.vkey is not the trusted key")
-        return 1
-    vkey = parse_vkey(vkey_text)
+    vkeys = parse_vkeys((bundle / "signer.vkey").read_text())
+    if len(sys.argv) == 3:
+        # The whole key, not only its name and 4-byte id, must be trusted.
+        trusted = [(n, i, bytes(k)) for n, i, k in parse_vkeys(Path(sys.argv[2]).read_text())]
+        untrusted = [n for n, i, k in vkeys if (n, i, bytes(k)) not in trusted]
+        if untrusted:
+            print(f"FAIL signer.vkey holds a key that is not trusted: {untrusted[0]}")
+            return 1
     index = json.loads((bundle / "index.json").read_text())
     failures = 0
     for e in index["records"]:
@@ -138,7 +150,7 @@ def main() -> int:
             index_no, hashes, checkpoint = parse_proof((bundle / e["proof"]).read_text())
             if index_no != e["seq"]:
                 raise ValueError("proof index differs from seq")
-            origin, size, root = open_checkpoint(checkpoint, vkey)
+            origin, size, root = open_checkpoint(checkpoint, vkeys)
             if origin.rsplit("/", 1)[-1] != e["chain_id"]:
                 raise ValueError(f"checkpoint origin {origin} is not this chain")
             if not verify_inclusion(leaf_hash(h), index_no, size, hashes, root):

@@ -8,7 +8,7 @@ use std::fs;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
-use kiroku_schemas::checkpoint::NoteVerifier;
+use kiroku_schemas::checkpoint::{NoteVerifier, TrustedKeys};
 use kiroku_schemas::segment::{ChainState, SegmentReader, VerifyOptions, verify_segment};
 use kiroku_schemas::{AuditRecord, ChainId};
 
@@ -53,9 +53,10 @@ pub fn segment_files(chain_dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Verify every chain under `spool` segment by segment with continuity (sealed
-/// segments must be sealed and signed by `verifier`; an open one may be unsealed),
-/// and return all records by chain. Panics with the verifier's message on any problem.
-pub fn read_spool(spool: &Path, verifier: &NoteVerifier) -> BTreeMap<ChainId, Vec<Stored>> {
+/// segments must be sealed and signed by `verifier`, one key or any of a set; an open
+/// one may be unsealed), and return all records by chain. Panics with the verifier's
+/// message on any problem.
+pub fn read_spool(spool: &Path, verifier: &(impl Into<TrustedKeys> + Clone)) -> BTreeMap<ChainId, Vec<Stored>> {
     let mut out = BTreeMap::new();
     for entry in fs::read_dir(spool).expect("spool exists") {
         let dir = entry.expect("dir entry").path();
@@ -90,7 +91,7 @@ pub fn read_spool(spool: &Path, verifier: &NoteVerifier) -> BTreeMap<ChainId, Ve
 }
 
 /// Every record of every chain, in chain then seq order.
-pub fn all_records(spool: &Path, verifier: &NoteVerifier) -> Vec<Stored> {
+pub fn all_records(spool: &Path, verifier: &(impl Into<TrustedKeys> + Clone)) -> Vec<Stored> {
     read_spool(spool, verifier).into_values().flatten().collect()
 }
 

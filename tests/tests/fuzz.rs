@@ -12,7 +12,7 @@ use std::path::Path;
 use kiroku::extract::{AnthropicExtractor, Extractor, OpenAiExtractor};
 use kiroku::redact::Redactor;
 use kiroku::sse::{SseEvent, SseParser};
-use kiroku_schemas::checkpoint::{Checkpoint, NoteSigner, NoteVerifier};
+use kiroku_schemas::checkpoint::{Checkpoint, NoteSigner, NoteVerifier, TrustedKeys};
 use kiroku_schemas::proof::TlogProof;
 use kiroku_schemas::{AuditRecord, Timestamp};
 use proptest::prelude::*;
@@ -31,17 +31,25 @@ fn verifier() -> NoteVerifier {
     NoteSigner::from_seed("kiroku-test-vectors", [0x5a; 32]).unwrap().verifier()
 }
 
+/// The corpus key and a second one, as after a key rotation.
+fn rotated() -> TrustedKeys {
+    let next = NoteSigner::from_seed("kiroku-test-vectors", [0x5b; 32]).unwrap().verifier();
+    TrustedKeys::new([verifier(), next]).unwrap()
+}
+
 fn notes(data: &str) {
     let _ = Checkpoint::parse_body(data);
     let _ = Checkpoint::parse_note_unverified(data);
     let _ = verifier().open(data);
+    let _ = rotated().open(data);
     let _ = NoteVerifier::from_key_text(data);
+    let _ = TrustedKeys::from_key_text(data);
     let _ = NoteSigner::from_key_text(data);
 }
 
 fn proofs(data: &str) {
     if let Ok(p) = TlogProof::parse(data) {
-        let _ = p.verify(&[0; 32], &verifier());
+        let _ = p.verify(&[0; 32], &rotated());
         assert_eq!(TlogProof::parse(&p.to_text()).as_ref(), Ok(&p), "format round trip");
     }
 }
@@ -150,6 +158,7 @@ fn the_corpus_parses_without_panics() {
     let valid =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz-corpus/note/valid.note")).unwrap();
     assert!(verifier().open(&valid).is_ok(), "the corpus's valid note still verifies");
+    assert!(rotated().open(&valid).is_ok(), "and with a second trusted key beside its own");
 }
 
 proptest! {

@@ -29,7 +29,8 @@ pub struct Args {
     /// without renewal (a crashed compactor's chains are taken over after it), seconds.
     #[arg(long, default_value_t = 60)]
     lease_ttl: u64,
-    /// Public key every checkpoint must be signed with (`signer.vkey`).
+    /// Public key every checkpoint must be signed with (`signer.vkey`): a file of one
+    /// key per line, any of which may have signed (old and new keys after a rotation).
     #[arg(long, env = "KIROKU_PUBKEY")]
     pubkey: Option<PathBuf>,
     /// Keep running, compacting what arrives.

@@ -146,7 +146,7 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
     let (spool, archive, keys) = (dir.join("spool"), dir.join("archive"), dir.join("keys"));
     let (key_path, vkey_path) = super::keygen::generate(&keys, "kiroku-demo")?;
     let signer = NoteSigner::load(&key_path).map_err(|e| CliError::Io(e.to_string()))?;
-    let verifier = signer.verifier();
+    let verifier = kiroku_schemas::checkpoint::TrustedKeys::from(signer.verifier());
     out!("kiroku demo in {}", dir.display())?;
 
     let rt = tokio::runtime::Builder::new_multi_thread()

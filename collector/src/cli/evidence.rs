@@ -19,7 +19,8 @@ pub struct Args {
     /// Or: the records selected by time (and model).
     #[command(flatten)]
     sel: super::Selection,
-    /// The log's public key (included in the bundle).
+    /// The log's public key(s), one per line (`signer.vkey`; old and new keys after a
+    /// rotation); the bundle carries the ones that signed its checkpoints.
     #[arg(long, env = "KIROKU_PUBKEY")]
     pubkey: Option<PathBuf>,
     /// Where to write the bundle (a new directory).

@@ -18,7 +18,8 @@ pub struct Args {
     /// The archive directory.
     #[arg(long, env = "KIROKU_ARCHIVE")]
     archive: Option<PathBuf>,
-    /// The log's public key, to check the inclusion proof's checkpoint signature.
+    /// The log's public key, to check the inclusion proof's checkpoint signature: a file
+    /// of one key per line (`signer.vkey`; old and new keys after a rotation).
     #[arg(long, env = "KIROKU_PUBKEY")]
     pubkey: Option<PathBuf>,
     /// Print JSON: the record, its chain position and the proof status.
@@ -32,7 +33,7 @@ pub struct Args {
 pub(crate) fn proof_status(
     archive: &Archive,
     c: &ChainCols,
-    key: Option<&kiroku_schemas::checkpoint::NoteVerifier>,
+    key: Option<&kiroku_schemas::checkpoint::TrustedKeys>,
 ) -> Result<String, CliError> {
     if !c.payload_matches_hash()? {
         return Ok("FAILS: the record's bytes do not match its hash (the archive was altered)".into());
@@ -47,12 +48,19 @@ pub(crate) fn proof_status(
         return not_covered();
     }
     let tree = archive.chain_tree(&c.chain_id)?;
-    let Some((cp, _)) = tree.checkpoint_for(&cps, c.seq) else {
+    let Some((cp, note)) = tree.checkpoint_for(&cps, c.seq) else {
         return not_covered();
     };
     let proof = tree.proof(c.seq, cp.size).map_err(|e| CliError::Corrupt(e.to_string()))?;
     let ok = merkle::verify_inclusion(&merkle::leaf_hash(&c.hash), c.seq, cp.size, &proof, &cp.root).is_ok();
-    let signed = if key.is_some() { "signature verified" } else { "signature NOT checked (no --pubkey)" };
+    // Which key signed it: after a rotation the trusted keys are several.
+    let signed = match key.map(|k| k.open_signed(note)) {
+        Some(Ok((_, by))) => format!("signature by {by} verified"),
+        Some(Err(e)) => {
+            return Err(CliError::Corrupt(format!("chain {}: checkpoint does not verify: {e}", c.chain_id)));
+        }
+        None => "signature NOT checked (no --pubkey)".into(),
+    };
     Ok(if ok {
         format!(
             "included in checkpoint of size {} ({} hashes, {signed}{})",

@@ -46,7 +46,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use kiroku_schemas::Timestamp;
-use kiroku_schemas::checkpoint::NoteVerifier;
+use kiroku_schemas::checkpoint::TrustedKeys;
 
 use crate::error::CliError;
 
@@ -263,10 +263,11 @@ impl Selection {
     }
 }
 
-/// Load a verifier key file (`<name>+<id>+<key>`).
-pub(crate) fn load_pubkey(path: &Path) -> Result<NoteVerifier, CliError> {
+/// Load a file of verifier keys (`<name>+<id>+<key>`, one per line, `#` comments): the
+/// log's key, and its earlier keys once it was rotated.
+pub(crate) fn load_pubkey(path: &Path) -> Result<TrustedKeys, CliError> {
     let text = std::fs::read_to_string(path).map_err(|e| CliError::io(path, e))?;
-    NoteVerifier::from_key_text(&text).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))
+    TrustedKeys::from_key_text(&text).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))
 }
 
 /// A record id as the journal writes it: the layer's ids are UUIDs in lower case, so

@@ -106,6 +106,8 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
     let rt =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| CliError::Io(e.to_string()))?;
     let result = rt.block_on(async {
+        // Which key signs, so that an operator sees a key rotation take effect.
+        let signs_with = signer.verifier();
         let mut config = JournalConfig::new(&a.spool, signer)
             .durability(durability)
             .on_failure(policy)
@@ -150,7 +152,10 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
         };
         run_proxy(cfg, layer, shutdown, |addr, admin| {
             // A proxy serves on whether or not its stdout can be written.
-            let _ = out!("kiroku proxy listening on {addr} -> {} (chain {chain})", a.upstream);
+            let _ = out!(
+                "kiroku proxy listening on {addr} -> {} (chain {chain}, checkpoints signed by {signs_with})",
+                a.upstream
+            );
             if let Some(ad) = admin {
                 let _ = out!("admin on {ad} (/healthz, /metrics)");
             }

@@ -15,7 +15,8 @@ pub struct Args {
     archive: Option<PathBuf>,
     #[command(flatten)]
     sel: super::Selection,
-    /// The log's public key (checkpoint signatures are checked when given).
+    /// The log's public key(s), one per line (checkpoint signatures are checked when
+    /// given).
     #[arg(long, env = "KIROKU_PUBKEY")]
     pubkey: Option<PathBuf>,
     /// Error rate above which a period counts as an outage.

@@ -22,8 +22,9 @@ pub struct Args {
     /// Verify an evidence bundle directory.
     #[arg(long)]
     bundle: Option<PathBuf>,
-    /// The log's public key; without it signatures cannot be checked (and the result
-    /// says so). For a bundle: the key the bundle must carry.
+    /// The log's public key(s): a file of one key per line (`signer.vkey`; every key
+    /// the log was signed with, old and new, after a rotation). Without it signatures
+    /// cannot be checked (and the result says so). For a bundle: the keys it may carry.
     #[arg(long, env = "KIROKU_PUBKEY")]
     pubkey: Option<PathBuf>,
     /// Print the result as JSON.
@@ -49,7 +50,7 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
 /// Verify an archive directory or object store location.
 fn verify_archive_at(
     archive: &str,
-    key: Option<&kiroku_schemas::checkpoint::NoteVerifier>,
+    key: Option<&kiroku_schemas::checkpoint::TrustedKeys>,
 ) -> Result<VerifyReport, CliError> {
     let url = match super::Place::parse(archive) {
         super::Place::Dir(d) => return verify_archive(&d, key),

@@ -380,7 +380,7 @@ mod tests {
         let good = segment(&signer, chain, 100);
         let other = NoteSigner::generate("reading-test").unwrap();
         match verdict_of(&good, &other, chain) {
-            Err(Refusal::OtherKey(why)) => assert!(why.contains("not signed by the configured key"), "{why}"),
+            Err(Refusal::OtherKey(why)) => assert!(why.contains("not signed by a configured key"), "{why}"),
             v => panic!("{:?}", v.map(|v| v.bytes)),
         }
     }

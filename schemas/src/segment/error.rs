@@ -61,9 +61,12 @@ pub enum Problem {
     /// A checkpoint's signature is missing, malformed or does not verify.
     #[error("bad checkpoint signature: {0}")]
     BadSignature(String),
-    /// A checkpoint carries no signature by the key it is checked with, only others: a
-    /// wrong public key configured, or a segment of another log, rather than an edit.
-    #[error("checkpoint not signed by the configured key: {0} (a wrong public key, or a segment of another log)")]
+    /// A checkpoint carries no signature by the key (or any of the keys) it is checked
+    /// with, only others: a wrong public key configured, a rotated key missing from the
+    /// trusted keys, or a segment of another log, rather than an edit.
+    #[error(
+        "checkpoint not signed by a configured key: {0} (a wrong public key, a rotated signing key missing from the trusted keys, or a segment of another log)"
+    )]
     SignedByAnotherKey(String),
     /// Bytes follow the seal frame.
     #[error("data after the seal frame")]

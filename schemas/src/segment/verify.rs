@@ -3,7 +3,7 @@
 use std::io::Read;
 
 use super::{FrameKind, FrameRef, Problem, SegmentError, SegmentHeader, SegmentReader, frame_hash, push_frame_message};
-use crate::checkpoint::{Checkpoint, CheckpointError, NoteVerifier};
+use crate::checkpoint::{Checkpoint, CheckpointError, TrustedKeys};
 use crate::merkle::CompactRange;
 use crate::{ChainId, Hash};
 
@@ -57,9 +57,10 @@ pub enum Mode {
 pub struct VerifyOptions {
     /// Sealed or open.
     pub mode: Mode,
-    /// Key that must have signed every checkpoint; without one, checkpoints are checked
-    /// for content (size, root, chain) but not signatures, and the report says so.
-    pub verifier: Option<NoteVerifier>,
+    /// Keys one of which must have signed every checkpoint (several when the log's key
+    /// was rotated); without them, checkpoints are checked for content (size, root,
+    /// chain) but not signatures, and the report says so.
+    pub verifier: Option<TrustedKeys>,
     /// The chain the segment must belong to.
     pub chain_id: Option<ChainId>,
     /// The chain state the segment must continue (from the previous segment or the
@@ -78,9 +79,10 @@ impl VerifyOptions {
         Self { mode: Mode::Open, ..Self::sealed() }
     }
 
-    /// Require checkpoint signatures by `v`.
-    pub fn with_verifier(mut self, v: NoteVerifier) -> Self {
-        self.verifier = Some(v);
+    /// Require every checkpoint to be signed by `v`: one key
+    /// ([`NoteVerifier`](crate::checkpoint::NoteVerifier)), or any of a set.
+    pub fn with_verifier(mut self, v: impl Into<TrustedKeys>) -> Self {
+        self.verifier = Some(v.into());
         self
     }
 
@@ -291,7 +293,9 @@ impl SegmentVerifier {
                 let cp = match &self.opts.verifier {
                     Some(v) => v.open(note).map_err(|e| {
                         err(match e {
-                            CheckpointError::NoSignatureByKey { .. } => Problem::SignedByAnotherKey(e.to_string()),
+                            CheckpointError::NoSignatureByKey { .. } | CheckpointError::NoSignatureByTrustedKey(_) => {
+                                Problem::SignedByAnotherKey(e.to_string())
+                            }
                             _ => Problem::BadSignature(e.to_string()),
                         })
                     })?,
