@@ -289,7 +289,12 @@ fn write_bundle_files(
             first.reason
         )));
     }
-    let signers = TrustedKeys::new(signers).map_err(|e| CliError::Corrupt(format!("the bundle's keys: {e}")))?;
+    // No record to prove (an empty selection): nothing narrows the keys down.
+    let signers = if signers.is_empty() {
+        verifier.clone()
+    } else {
+        TrustedKeys::new(signers).map_err(|e| CliError::Corrupt(format!("the bundle's keys: {e}")))?
+    };
     write(&out.join("signer.vkey"), signers.to_key_text().as_bytes())?;
     write(&out.join("README.txt"), README.as_bytes())?;
     let json = serde_json::to_vec_pretty(&index).map_err(|e| CliError::Io(e.to_string()))?;

@@ -159,4 +159,22 @@ async fn a_log_whose_key_was_rotated_is_verified_compacted_and_proven_with_a_fil
     assert_eq!(v.status.code(), Some(1), "{}", text(&v));
     assert!(text(&v).contains("not a trusted key"), "{}", text(&v));
     assert_eq!(python_bundle(&bundle, &new).status.code(), Some(1));
+    // A window no record falls in writes no bundle, and says so.
+    let empty = d("empty-bundle");
+    let ev = kiroku(&[
+        "evidence",
+        "--archive",
+        &d("archive"),
+        "--from",
+        "2001-01-01",
+        "--to",
+        "2001-01-02",
+        "--pubkey",
+        &t,
+        "--out",
+        &empty,
+    ]);
+    assert_eq!(ev.status.code(), Some(2), "{}", text(&ev));
+    assert!(text(&ev).contains("no record in the archive matches"), "{}", text(&ev));
+    assert!(!Path::new(&empty).exists());
 }

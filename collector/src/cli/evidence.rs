@@ -44,6 +44,11 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
         }
     } else if sel.from.is_some() || sel.to.is_some() {
         rows = archive.find(&Filter { model: sel.model, from: sel.from, to: sel.to, ..Filter::default() })?;
+        if rows.is_empty() {
+            return Err(CliError::Usage(
+                "no record in the archive matches --from/--to (and --model); no bundle was written".into(),
+            ));
+        }
         unproven = Unproven::LeaveOut;
     } else {
         return Err(CliError::Usage("choose records with --record-id ... or --from/--to [--model]".into()));

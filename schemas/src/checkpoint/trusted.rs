@@ -58,7 +58,7 @@ impl TrustedKeys {
             }
         }
         if out.is_empty() {
-            return Err(CheckpointError::BadKey("no key given"));
+            return Err(CheckpointError::BadKey("no key in it (expected one verifier key per line)"));
         }
         Ok(Self { keys: out })
     }
