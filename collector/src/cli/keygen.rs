@@ -22,6 +22,7 @@ pub(super) fn run(a: Args) -> Result<ExitCode, CliError> {
     let (key, vkey) = generate(&a.out, &a.name)?;
     out!("signing key: {} (keep it away from the logs; mode 0600)", key.display())?;
     out!("public key:  {} (give it to verifiers)", vkey.display())?;
+    out!("             (when this key replaces another, verifiers keep both: a --pubkey file holds one key per line)")?;
     Ok(ExitCode::SUCCESS)
 }
 
