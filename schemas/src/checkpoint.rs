@@ -376,7 +376,7 @@ impl fmt::Display for NoteVerifier {
 
 /// Open a signed note against `keys`: every signature by one of them must verify, and at
 /// least one must be there; signatures by other keys (witness cosignatures) are ignored.
-/// Returns the body and the first of `keys` that signed it.
+/// Returns the body and the key of its first signature line by one of `keys`.
 fn open_note<'k>(note: &str, keys: &'k [NoteVerifier]) -> Result<(Checkpoint, &'k NoteVerifier), CheckpointError> {
     let split = note.find("\n\n").ok_or(CheckpointError::Malformed("no blank line before the signatures"))?;
     let (body, sigs) = (&note[..split + 1], &note[split + 2..]);

@@ -100,7 +100,7 @@ impl TrustedKeys {
     }
 
     /// Verify a signed checkpoint note against the set: its body, and the key of the
-    /// set that signed it (the first listed, if several did).
+    /// set that signed it (of the note's first signature line by the set, if several did).
     pub fn open_signed(&self, note: &str) -> Result<(Checkpoint, &NoteVerifier), CheckpointError> {
         open_note(note, &self.keys)
     }
