@@ -124,6 +124,12 @@ async fn a_log_whose_key_was_rotated_is_verified_compacted_and_proven_with_a_fil
     let v = kiroku(&["verify", "--archive", &d("archive"), "--pubkey", &new.display().to_string()]);
     assert_eq!(v.status.code(), Some(1), "{}", text(&v));
 
+    // The report checks every chain's checkpoints against the file too.
+    let r = kiroku(&["report", "--archive", &d("archive"), "--pubkey", &t, "--json"]);
+    assert!(r.status.success(), "{}", text(&r));
+    let r = kiroku(&["report", "--archive", &d("archive"), "--pubkey", &new.display().to_string(), "--json"]);
+    assert_eq!(r.status.code(), Some(1), "{}", text(&r));
+
     // explain names the key that signed the checkpoint proving the record.
     for (id, key) in [(before, &new), (after, &new), (other, &edge)] {
         let e = kiroku(&["explain", id, "--archive", &d("archive"), "--pubkey", &t]);
