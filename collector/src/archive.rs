@@ -455,7 +455,10 @@ impl Archive {
             .map(|note| {
                 let cp = match key {
                     Some(k) => k.open(note).map_err(|e| {
-                        CliError::Corrupt(format!("chain {chain}: checkpoint in the manifest does not verify: {e}"))
+                        CliError::Corrupt(format!(
+                            "chain {chain}: checkpoint in the manifest does not verify: {}",
+                            crate::verify::checkpoint_problem(&e)
+                        ))
                     })?,
                     None => Checkpoint::parse_note_unverified(note)
                         .map_err(|e| CliError::Corrupt(format!("chain {chain}: checkpoint in the manifest: {e}")))?,

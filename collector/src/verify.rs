@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 
-use kiroku_schemas::checkpoint::{Checkpoint, TrustedKeys};
+use kiroku_schemas::checkpoint::{Checkpoint, CheckpointError, TrustedKeys};
 use kiroku_schemas::digest::to_hex;
 use kiroku_schemas::merkle::CompactRange;
 use kiroku_schemas::record::RecordView;
@@ -112,6 +112,17 @@ pub fn verify_spool(spool: &LocalSpool, verifier: Option<&TrustedKeys>) -> Resul
         }
     }
     Ok(rep)
+}
+
+/// Why a checkpoint in the archive did not open against the trusted keys, for the
+/// operator: when no key of the set signed it, say which causes to look for.
+pub(crate) fn checkpoint_problem(e: &CheckpointError) -> String {
+    match e {
+        CheckpointError::NoSignatureByKey { .. } | CheckpointError::NoSignatureByTrustedKey(_) => format!(
+            "{e} (no key of the --pubkey file signed it: one of the log's keys missing from the file, after a rotation or another instance's, or a checkpoint this log did not make)"
+        ),
+        _ => e.to_string(),
+    }
 }
 
 /// Verify an archive: each file's blake3 against the manifest; every row's hash
@@ -390,7 +401,7 @@ impl ChainWalk {
         let mut cps: Vec<Checkpoint> = Vec::new();
         for note in &entry.checkpoints {
             let cp = match verifier {
-                Some(v) => v.open(note).map_err(|e| e.to_string()),
+                Some(v) => v.open(note).map_err(|e| checkpoint_problem(&e)),
                 None => Checkpoint::parse_note_unverified(note).map_err(|e| e.to_string()),
             };
             match cp {

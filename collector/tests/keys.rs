@@ -123,6 +123,7 @@ async fn a_log_whose_key_was_rotated_is_verified_compacted_and_proven_with_a_fil
     // The archive keeps the retired key's checkpoints: the new key alone cannot check them.
     let v = kiroku(&["verify", "--archive", &d("archive"), "--pubkey", &new.display().to_string()]);
     assert_eq!(v.status.code(), Some(1), "{}", text(&v));
+    assert!(text(&v).contains("no key of the --pubkey file signed it"), "{}", text(&v));
 
     // The report checks every chain's checkpoints against the file too.
     let r = kiroku(&["report", "--archive", &d("archive"), "--pubkey", &t, "--json"]);
