@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int64Type, TimestampMicrosecondType};
 use arrow_array::{Array, BooleanArray, RecordBatch, StringArray};
-use kiroku_schemas::checkpoint::{Checkpoint, TrustedKeys};
+use kiroku_schemas::checkpoint::{Checkpoint, NoteVerifier, TrustedKeys};
 use kiroku_schemas::merkle::{self, CompactRange, ProofError};
 use kiroku_schemas::{ChainId, Hash, Timestamp};
 use parquet::arrow::ProjectionMask;
@@ -445,25 +445,26 @@ impl Archive {
     }
 
     /// A chain's signed checkpoints in the manifest, each opened with `key` (or parsed
-    /// without checking its signature when there is none), with its note; none for a
-    /// chain not in the manifest.
-    pub fn checkpoints(&self, chain: &str, key: Option<&TrustedKeys>) -> Result<Vec<(Checkpoint, String)>, CliError> {
+    /// without checking its signature when there is none), with its note and the key
+    /// that signed it; none for a chain not in the manifest.
+    pub fn checkpoints(&self, chain: &str, key: Option<&TrustedKeys>) -> Result<Vec<ArchivedCheckpoint>, CliError> {
         let Some(entry) = self.manifest.chains.get(chain) else { return Ok(Vec::new()) };
         entry
             .checkpoints
             .iter()
             .map(|note| {
-                let cp = match key {
-                    Some(k) => k.open(note).map_err(|e| {
+                let (checkpoint, signed_by) = match key {
+                    Some(k) => k.open_signed(note).map(|(cp, by)| (cp, Some(by.clone()))).map_err(|e| {
                         CliError::Corrupt(format!(
                             "chain {chain}: checkpoint in the manifest does not verify: {}",
                             crate::verify::checkpoint_problem(&e)
                         ))
                     })?,
                     None => Checkpoint::parse_note_unverified(note)
+                        .map(|cp| (cp, None))
                         .map_err(|e| CliError::Corrupt(format!("chain {chain}: checkpoint in the manifest: {e}")))?,
                 };
-                Ok((cp, note.clone()))
+                Ok(ArchivedCheckpoint { checkpoint, note: note.clone(), signed_by })
             })
             .collect()
     }
@@ -482,9 +483,20 @@ impl Archive {
         &self,
         chain: &str,
         key: Option<&TrustedKeys>,
-    ) -> Result<Option<(Checkpoint, String)>, CliError> {
+    ) -> Result<Option<ArchivedCheckpoint>, CliError> {
         Ok(newest(self.checkpoints(chain, key)?.iter(), |_| true).cloned())
     }
+}
+
+/// A checkpoint of the manifest as [`Archive::checkpoints`] opened it.
+#[derive(Debug, Clone)]
+pub struct ArchivedCheckpoint {
+    /// Its body.
+    pub checkpoint: Checkpoint,
+    /// The signed note, verbatim.
+    pub note: String,
+    /// The trusted key that signed it; `None` when it was opened without keys.
+    pub signed_by: Option<NoteVerifier>,
 }
 
 /// Why no signed checkpoint proves a record ([`Archive::uncovered`]).
@@ -518,11 +530,11 @@ impl std::fmt::Display for Uncovered {
 
 /// The newest of `cps` that `wanted` accepts (the first of equal size).
 fn newest<'a>(
-    cps: impl Iterator<Item = &'a (Checkpoint, String)>,
+    cps: impl Iterator<Item = &'a ArchivedCheckpoint>,
     wanted: impl Fn(&Checkpoint) -> bool,
-) -> Option<&'a (Checkpoint, String)> {
-    cps.filter(|(cp, _)| wanted(cp)).fold(None, |best, c| match best {
-        Some(b) if c.0.size <= b.0.size => Some(b),
+) -> Option<&'a ArchivedCheckpoint> {
+    cps.filter(|c| wanted(&c.checkpoint)).fold(None, |best, c| match best {
+        Some(b) if c.checkpoint.size <= b.checkpoint.size => Some(b),
         _ => Some(c),
     })
 }
@@ -582,7 +594,7 @@ impl ChainTree {
     /// The newest of a chain's checkpoints `cps` ([`Archive::checkpoints`]) that an
     /// inclusion proof of record `seq` can be made against from this tree: it covers
     /// the record, and no accepted gap lies between the record and its size.
-    pub fn checkpoint_for<'a>(&self, cps: &'a [(Checkpoint, String)], seq: u64) -> Option<&'a (Checkpoint, String)> {
+    pub fn checkpoint_for<'a>(&self, cps: &'a [ArchivedCheckpoint], seq: u64) -> Option<&'a ArchivedCheckpoint> {
         let end = self.piece_end(seq)?;
         newest(cps.iter(), |cp| cp.size > seq && cp.size <= end)
     }

@@ -208,8 +208,8 @@ fn write_bundle_files(
         for r in rows {
             let rec = AuditRecord::from_json(&r.payload)
                 .map_err(|e| CliError::Corrupt(format!("chain {chain} seq {}: {e}", r.seq)))?;
-            let Some((cp, note)) = tree.checkpoint_for(&cps, r.seq) else {
-                let reason = match (archive.uncovered(chain, r.seq), cps.iter().map(|(cp, _)| cp.size).max()) {
+            let Some(found) = tree.checkpoint_for(&cps, r.seq) else {
+                let reason = match (archive.uncovered(chain, r.seq), cps.iter().map(|a| a.checkpoint.size).max()) {
                     (gap @ Uncovered::BeforeGap { .. }, _) => format!("it is {gap}"),
                     (Uncovered::Yet, None) => format!("chain {chain} has no signed checkpoint in the archive yet"),
                     (Uncovered::Yet, Some(size)) => format!(
@@ -230,6 +230,7 @@ fn write_bundle_files(
                 });
                 continue;
             };
+            let cp = &found.checkpoint;
             if let std::collections::btree_map::Entry::Vacant(slot) = checked.entry(cp.size) {
                 if tree.root(cp.size) != Some(cp.root) {
                     return Err(CliError::Corrupt(format!(
@@ -237,13 +238,11 @@ fn write_bundle_files(
                         cp.size
                     )));
                 }
-                let (_, key) = verifier.open_signed(note).map_err(|e| {
-                    CliError::Corrupt(format!("chain {chain}: checkpoint of size {} does not verify: {e}", cp.size))
-                })?;
-                if !signers.contains(key) {
+                // Opened with the trusted keys, so it names the one that signed it.
+                if let Some(key) = found.signed_by.as_ref().filter(|k| !signers.contains(*k)) {
                     signers.push(key.clone());
                 }
-                slot.insert(note);
+                slot.insert(&found.note);
             }
             // A bundle that cannot verify is worse than none: refuse an altered record.
             if !r.payload_matches_hash()? {
@@ -256,7 +255,7 @@ fn write_bundle_files(
                 extra: None,
                 index: r.seq,
                 hashes: tree.proof(r.seq, cp.size).map_err(|e| CliError::Corrupt(e.to_string()))?,
-                checkpoint: note.clone(),
+                checkpoint: found.note.clone(),
             };
             let (rec_path, proof_path) =
                 (format!("records/{}.json", rec.record_id), format!("proofs/{}.tlog-proof", rec.record_id));
