@@ -185,3 +185,89 @@ async fn a_log_whose_key_was_rotated_is_verified_compacted_and_proven_with_a_fil
     assert!(text(&ev).contains("no record in the archive matches"), "{}", text(&ev));
     assert!(!Path::new(&empty).exists());
 }
+
+/// A writer that dies holding the retired key leaves an open segment whose checkpoints
+/// that key signed. Whether a restarted writer, signing with the new key, takes the
+/// chain back (and seals that segment with the new key), or no writer comes back and
+/// the collector recovers the segment itself, the file of both keys verifies and
+/// compacts every record, and the new key alone does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_that_died_before_the_rotation_is_recovered_under_the_file_of_keys() {
+    use kiroku::{Durability, Journal, JournalConfig};
+    use kiroku_schemas::checkpoint::NoteSigner;
+    use kiroku_schemas::{AuditRecord, Timestamp};
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = |p: &str| dir.path().join(p).display().to_string();
+    let (old, new) = (NoteSigner::generate("gateway").unwrap(), NoteSigner::generate("gateway").unwrap());
+    let key_file = |name: &str, keys: &[&NoteSigner]| {
+        let text: String = keys.iter().map(|k| k.verifier().to_key_text() + "\n").collect();
+        std::fs::write(dir.path().join(name), text).unwrap();
+        d(name)
+    };
+    let (old_only, new_only, both) =
+        (key_file("old.vkey", &[&old]), key_file("new.vkey", &[&new]), key_file("both.vkey", &[&old, &new]));
+    let config = |spool: &Path, signer: &NoteSigner| {
+        JournalConfig::new(spool, signer.clone())
+            .writer_name("gateway")
+            .durability(Durability::Sync)
+            .checkpoint_interval(std::time::Duration::from_millis(1))
+    };
+
+    // The writer signing with the old key appends three records, checkpoints them, and
+    // dies: the copy taken now is what SIGKILL leaves (the open segment, no lock held).
+    let live = dir.path().join("live");
+    let j = Journal::open(config(&live, &old)).unwrap();
+    for i in 0..3 {
+        j.append(AuditRecord::new(format!("before-{i}"), Timestamp::now())).await.unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let killed = dir.path().join("killed");
+    kiroku_tests::copy_tree(&live, &killed);
+    j.shutdown().await.unwrap();
+    let chain_dir = killed.join(j.chain_id().to_string());
+    let open: Vec<_> = kiroku_tests::segment_files(&chain_dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "open"))
+        .collect();
+    assert_eq!(open.len(), 1, "the dead writer's open segment: {:?}", kiroku_tests::segment_files(&chain_dir));
+
+    // No writer comes back: the collector recovers the open segment. The new key alone
+    // cannot vouch for what the old one signed, and leaves it in place.
+    let dead = dir.path().join("dead");
+    kiroku_tests::copy_tree(&killed, &dead);
+    let c = kiroku(&["compact", "--spool", &d("dead"), "--archive", &d("dead-archive"), "--pubkey", &new_only]);
+    assert_eq!(c.status.code(), Some(1), "{}", text(&c));
+    assert!(open[0].exists() && dead.join(open[0].strip_prefix(&killed).unwrap()).exists(), "{}", text(&c));
+    assert!(!dead.join("quarantine").exists(), "{}", text(&c));
+    let c = kiroku(&["compact", "--spool", &d("dead"), "--archive", &d("dead-archive"), "--pubkey", &both]);
+    assert!(c.status.success() && text(&c).contains("1 from writers that are gone"), "{}", text(&c));
+    let v = kiroku(&["verify", "--archive", &d("dead-archive"), "--pubkey", &both]);
+    assert!(v.status.success() && text(&v).contains("3 record(s)"), "{}", text(&v));
+
+    // The writer comes back with the new key: it takes the chain back, seals the dead
+    // segment with the new key, and goes on with the chain.
+    let j = Journal::open(config(&killed, &new)).unwrap();
+    let recovery = j.recovery().expect("the chain was taken back");
+    assert!(recovery.corrupt.is_none() && recovery.records == 3, "{recovery}");
+    assert_eq!(j.chain_id().to_string(), chain_dir.file_name().unwrap().to_string_lossy());
+    for i in 0..2 {
+        j.append(AuditRecord::new(format!("after-{i}"), Timestamp::now())).await.unwrap();
+    }
+    j.shutdown().await.unwrap();
+    // The recovered segment holds checkpoints by both keys: neither alone verifies it.
+    for one in [&old_only, &new_only] {
+        let v = kiroku(&["verify", "--spool", &d("killed"), "--pubkey", one]);
+        assert_eq!(v.status.code(), Some(1), "{}", text(&v));
+    }
+    let v = kiroku(&["verify", "--spool", &d("killed"), "--pubkey", &both]);
+    assert!(v.status.success(), "{}", text(&v));
+    let c = kiroku(&["compact", "--spool", &d("killed"), "--archive", &d("archive"), "--pubkey", &both]);
+    assert!(c.status.success(), "{}", text(&c));
+    let v = kiroku(&["verify", "--archive", &d("archive"), "--pubkey", &both]);
+    assert!(v.status.success() && text(&v).contains("5 record(s)"), "{}", text(&v));
+    for id in ["before-0", "after-1"] {
+        let e = kiroku(&["explain", id, "--archive", &d("archive"), "--pubkey", &both]);
+        assert!(e.status.success(), "{id}: {}", text(&e));
+    }
+}
