@@ -477,15 +477,6 @@ impl Archive {
             None => Uncovered::Yet,
         }
     }
-
-    /// The newest signed checkpoint of a chain in the manifest ([`Archive::checkpoints`]).
-    pub fn best_checkpoint(
-        &self,
-        chain: &str,
-        key: Option<&TrustedKeys>,
-    ) -> Result<Option<ArchivedCheckpoint>, CliError> {
-        Ok(newest(self.checkpoints(chain, key)?.iter(), |_| true).cloned())
-    }
 }
 
 /// A checkpoint of the manifest as [`Archive::checkpoints`] opened it.
