@@ -205,10 +205,12 @@ fn main() {
                         "ratio kiroku/DuckDB ({}) records/s: {wall:.2}; records per CPU second: {per_cpu:.2}",
                         baseline.name()
                     );
-                    match baseline {
-                        Baseline::Columns => (ratios.push(wall), cpu_ratios.push(per_cpu)),
-                        Baseline::WithPayload => (like_ratios.push(wall), like_cpu_ratios.push(per_cpu)),
+                    let (walls, per_cpus) = match baseline {
+                        Baseline::Columns => (&mut ratios, &mut cpu_ratios),
+                        Baseline::WithPayload => (&mut like_ratios, &mut like_cpu_ratios),
                     };
+                    walls.push(wall);
+                    per_cpus.push(per_cpu);
                 }
                 Err(e) => println!("DuckDB baseline ({}) failed: {e}", baseline.name()),
             }

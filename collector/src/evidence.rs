@@ -239,7 +239,7 @@ fn write_bundle_files(
                     )));
                 }
                 // Opened with the trusted keys, so it names the one that signed it.
-                if let Some(key) = found.signed_by.as_ref().filter(|k| !signers.contains(*k)) {
+                if let Some(key) = &found.signed_by {
                     signers.push(key.clone());
                 }
                 slot.insert(&found.note);
@@ -289,11 +289,7 @@ fn write_bundle_files(
         )));
     }
     // No record to prove (an empty selection): nothing narrows the keys down.
-    let signers = if signers.is_empty() {
-        verifier.clone()
-    } else {
-        TrustedKeys::new(signers).map_err(|e| CliError::Corrupt(format!("the bundle's keys: {e}")))?
-    };
+    let signers = verifier.subset(|k| signers.contains(k)).unwrap_or_else(|| verifier.clone());
     write(&out.join("signer.vkey"), signers.to_key_text().as_bytes())?;
     write(&out.join("README.txt"), README.as_bytes())?;
     let json = serde_json::to_vec_pretty(&index).map_err(|e| CliError::Io(e.to_string()))?;

@@ -374,6 +374,11 @@ impl fmt::Display for NoteVerifier {
     }
 }
 
+/// The keys' names and ids as signature lines name them: `kiroku+4d74aeb1, kiroku+55e52a23`.
+fn key_names(keys: &[NoteVerifier]) -> String {
+    keys.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}
+
 /// Open a signed note against `keys`: every signature by one of them must verify, and at
 /// least one must be there; signatures by other keys (witness cosignatures) are ignored.
 /// Returns the body and the key of its first signature line by one of `keys`.
@@ -405,9 +410,7 @@ fn open_note<'k>(note: &str, keys: &'k [NoteVerifier]) -> Result<(Checkpoint, &'
                 name: only.name.clone(),
                 key_id: crate::digest::to_hex(&only.key_id),
             },
-            _ => CheckpointError::NoSignatureByTrustedKey(
-                keys.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
-            ),
+            _ => CheckpointError::NoSignatureByTrustedKey(key_names(keys)),
         });
     };
     Ok((Checkpoint::parse_body(body)?, key))

@@ -19,7 +19,7 @@
 
 use std::fmt;
 
-use super::{Checkpoint, CheckpointError, NoteVerifier, open_note};
+use super::{Checkpoint, CheckpointError, NoteVerifier, key_names, open_note};
 
 /// A non-empty set of checkpoint verifier keys, any of which may have signed a
 /// checkpoint (keys rotated over a log's life).
@@ -84,6 +84,13 @@ impl TrustedKeys {
         &self.keys
     }
 
+    /// The keys of the set that `keep` accepts, in the set's order; `None` when it
+    /// accepts none. (A part of a valid set is valid: no check can fail.)
+    pub fn subset(&self, keep: impl Fn(&NoteVerifier) -> bool) -> Option<Self> {
+        let keys: Vec<NoteVerifier> = self.keys.iter().filter(|k| keep(k)).cloned().collect();
+        (!keys.is_empty()).then_some(Self { keys })
+    }
+
     /// Whether `key` is one of the set.
     pub fn contains(&self, key: &NoteVerifier) -> bool {
         self.keys.contains(key)
@@ -115,13 +122,7 @@ impl From<NoteVerifier> for TrustedKeys {
 /// The keys' names and ids: `kiroku+4d74aeb1, kiroku+55e52a23`.
 impl fmt::Display for TrustedKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, k) in self.keys.iter().enumerate() {
-            if i > 0 {
-                f.write_str(", ")?;
-            }
-            write!(f, "{k}")?;
-        }
-        Ok(())
+        f.write_str(&key_names(&self.keys))
     }
 }
 
@@ -197,6 +198,15 @@ mod tests {
         assert!(TrustedKeys::from_key_text("# nothing but comments\n\n").is_err());
         assert!(TrustedKeys::from_key_text("").is_err());
         assert!(TrustedKeys::from_key_text(&NoteSigner::generate("s").unwrap().to_key_text()).is_err());
+    }
+
+    #[test]
+    fn a_subset_keeps_the_set_order_and_is_none_when_empty() {
+        let t = keys(&[1, 2, 3]);
+        let (one, three) = (signer(1).verifier(), signer(3).verifier());
+        let part = t.subset(|k| *k == three || *k == one).unwrap();
+        assert_eq!(part.keys(), &[one, three]);
+        assert!(t.subset(|_| false).is_none());
     }
 
     #[test]
